@@ -1,0 +1,187 @@
+//! Sign-up rules (seed 002): e-mail format, password length, name and organization lengths.
+
+use crate::validation::{text_length, FieldError};
+use serde::{Deserialize, Serialize};
+
+pub const MIN_PASSWORD_LENGTH: usize = 8;
+/// Argon2 hashes whatever it is given; a cap keeps a request from buying seconds of CPU.
+pub const MAX_PASSWORD_LENGTH: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+    BillingAdmin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+            Role::BillingAdmin => "billing_admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Role> {
+        match value {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            "billing_admin" => Some(Role::BillingAdmin),
+            _ => None,
+        }
+    }
+
+    /// Admins see every user's resources (DOMAIN.md); others only their own.
+    pub fn sees_all_resources(self) -> bool {
+        matches!(self, Role::Admin)
+    }
+}
+
+/// A sign-up request whose fields passed every rule; e-mail normalised to lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidSignup {
+    pub email: String,
+    pub name: String,
+    pub organization: Option<String>,
+}
+
+pub fn validate_signup(
+    email: &str,
+    password: &str,
+    name: &str,
+    organization: Option<&str>,
+) -> Result<ValidSignup, FieldError> {
+    let email = normalize_email(email);
+    if !is_plausible_email(&email) {
+        return Err(FieldError::new(
+            "email",
+            "email must be a valid email address",
+        ));
+    }
+    let password_len = password.chars().count();
+    if password_len < MIN_PASSWORD_LENGTH {
+        return Err(FieldError::new(
+            "password",
+            format!("password must be at least {MIN_PASSWORD_LENGTH} characters"),
+        ));
+    }
+    if password_len > MAX_PASSWORD_LENGTH {
+        return Err(FieldError::new(
+            "password",
+            format!("password must be at most {MAX_PASSWORD_LENGTH} characters"),
+        ));
+    }
+    text_length("name", name, 2, 100)?;
+    let organization = organization.map(str::trim).filter(|o| !o.is_empty());
+    if let Some(org) = organization {
+        text_length("organization", org, 0, 200)?;
+    }
+    Ok(ValidSignup {
+        email,
+        name: name.trim().to_string(),
+        organization: organization.map(str::to_string),
+    })
+}
+
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// local@domain.tld with no spaces, one `@`, a dot inside the domain, at most 254 characters.
+fn is_plausible_email(email: &str) -> bool {
+    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signup(
+        email: &str,
+        password: &str,
+        name: &str,
+        org: Option<&str>,
+    ) -> Result<ValidSignup, FieldError> {
+        validate_signup(email, password, name, org)
+    }
+
+    #[test]
+    fn a_valid_signup_is_normalised() {
+        let ok = signup(" Ada@Example.COM ", "longenough", " Ada ", Some("  ")).unwrap();
+        assert_eq!(ok.email, "ada@example.com");
+        assert_eq!(ok.name, "Ada");
+        assert_eq!(ok.organization, None);
+    }
+
+    #[test]
+    fn email_must_look_like_an_address() {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "ada@.com",
+        ] {
+            assert_eq!(
+                signup(bad, "longenough", "Ada", None).unwrap_err().field,
+                "email",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_needs_eight_characters() {
+        assert_eq!(
+            signup("a@b.co", "short12", "Ada", None).unwrap_err().field,
+            "password"
+        );
+        assert!(signup("a@b.co", "exactly8", "Ada", None).is_ok());
+    }
+
+    #[test]
+    fn name_is_two_to_one_hundred_characters() {
+        assert_eq!(
+            signup("a@b.co", "longenough", "A", None).unwrap_err().field,
+            "name"
+        );
+        assert!(signup("a@b.co", "longenough", &"n".repeat(100), None).is_ok());
+        assert_eq!(
+            signup("a@b.co", "longenough", &"n".repeat(101), None)
+                .unwrap_err()
+                .field,
+            "name"
+        );
+    }
+
+    #[test]
+    fn organization_is_at_most_two_hundred_characters() {
+        assert!(signup("a@b.co", "longenough", "Ada", Some(&"o".repeat(200))).is_ok());
+        let err = signup("a@b.co", "longenough", "Ada", Some(&"o".repeat(201))).unwrap_err();
+        assert_eq!(err.field, "organization");
+    }
+
+    #[test]
+    fn roles_round_trip_their_wire_names() {
+        for role in [Role::User, Role::Admin, Role::BillingAdmin] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}
