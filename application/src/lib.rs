@@ -1,1 +1,60 @@
+//! Command services and the ports they need. The services read the clock, make ids and
+//! call adapters, then hand a complete command to the aggregate through cqrs-es.
 
+pub mod datasets;
+pub mod ports;
+
+use std::collections::HashMap;
+
+use cqrs_es::AggregateError;
+use domain::ids::UserId;
+
+pub use ports::{Clock, LogPosition, LogPositions};
+
+/// Who asked and why: recorded as event metadata on everything a command writes.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub user_id: UserId,
+    pub request_id: String,
+    /// The conversation this command belongs to; the request id when it starts one.
+    pub correlation_id: String,
+    /// The event or request that caused this command, when there is one.
+    pub causation_id: Option<String>,
+}
+
+impl CommandContext {
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            ("userId".to_string(), self.user_id.to_string()),
+            ("requestId".to_string(), self.request_id.clone()),
+            ("correlationId".to_string(), self.correlation_id.clone()),
+        ]);
+        if let Some(c) = &self.causation_id {
+            m.insert("causationId".to_string(), c.clone());
+        }
+        m
+    }
+}
+
+/// What a command service answers when a command is refused or cannot be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError<E: std::error::Error> {
+    /// A rule of the business refused the command.
+    #[error(transparent)]
+    Rejected(E),
+    /// Another command changed the aggregate first (optimistic concurrency).
+    #[error("the resource was changed by another request; retry")]
+    Conflict,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl<E: std::error::Error> From<AggregateError<E>> for AppError<E> {
+    fn from(err: AggregateError<E>) -> Self {
+        match err {
+            AggregateError::UserError(e) => AppError::Rejected(e),
+            AggregateError::AggregateConflict => AppError::Conflict,
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}

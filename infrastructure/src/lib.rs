@@ -1,1 +1,13 @@
+//! Adapters to the outside world: Postgres (event store, global log, subscriptions, users),
+//! NATS JetStream (relay), password hashing and tokens, configuration.
 
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod event_log;
+pub mod event_store;
+pub mod relay;
+pub mod subscription;
+pub mod users;
+
+pub use config::Config;

@@ -1,0 +1,82 @@
+use std::sync::Arc;
+
+use cqrs_es::{CqrsFramework, EventStore};
+use domain::dataset::{Dataset, DatasetCommand, DatasetError, DatasetFormat, RegisterDataset};
+use domain::ids::DatasetId;
+
+use crate::{AppError, Clock, CommandContext, LogPosition, LogPositions};
+
+pub struct NewDataset {
+    pub name: String,
+    pub description: String,
+    pub format: DatasetFormat,
+    pub file_size: u64,
+    pub file_name: String,
+}
+
+/// The answer to a command: the aggregate it changed and where its last event landed,
+/// so a client (or the API) can wait for the read models to reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt<Id> {
+    pub id: Id,
+    pub position: Option<LogPosition>,
+}
+
+pub struct DatasetCommands<ES: EventStore<Dataset>> {
+    cqrs: CqrsFramework<Dataset, ES>,
+    positions: Arc<dyn LogPositions>,
+    clock: Arc<dyn Clock>,
+    bucket: String,
+    upload_limit: u64,
+}
+
+impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
+    pub fn new(
+        cqrs: CqrsFramework<Dataset, ES>,
+        positions: Arc<dyn LogPositions>,
+        clock: Arc<dyn Clock>,
+        bucket: String,
+        upload_limit: u64,
+    ) -> Self {
+        Self {
+            cqrs,
+            positions,
+            clock,
+            bucket,
+            upload_limit,
+        }
+    }
+
+    pub async fn register(
+        &self,
+        ctx: &CommandContext,
+        new: NewDataset,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let dataset_id = DatasetId::new_v7();
+        let command = DatasetCommand::Register(RegisterDataset {
+            dataset_id,
+            user_id: ctx.user_id,
+            name: new.name,
+            description: new.description,
+            format: new.format,
+            file_size: new.file_size,
+            file_name: new.file_name,
+            s3_bucket: self.bucket.clone(),
+            upload_limit: self.upload_limit,
+            registered_at: self.clock.now(),
+        });
+        let id = dataset_id.to_string();
+        self.cqrs
+            .execute_with_metadata(&id, command, ctx.metadata())
+            .await?;
+        let position = self
+            .positions
+            .last_position(<Dataset as cqrs_es::Aggregate>::TYPE, &id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Receipt {
+            id: dataset_id,
+            position,
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! Configuration: one typed struct, read once from the environment at start-up (12-factor).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use domain::dataset::DEFAULT_UPLOAD_LIMIT_BYTES;
+
+/// The JWT secret used when none is configured. Refused in production.
+pub const DEVELOPMENT_JWT_SECRET: &str = "brightrun-development-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub nats_url: String,
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub environment: Environment,
+    pub jwt_secret: String,
+    pub jwt_ttl: Duration,
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: String,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub aws_region: String,
+    pub cluster_url: Option<String>,
+    pub cluster_api_key: Option<String>,
+    pub upload_limit_bytes: u64,
+    pub max_body_bytes: usize,
+    pub login_max_failures: i64,
+    pub login_window: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("BRIGHTRUN_ENV=production requires JWT_SECRET (at least 32 characters, not the development default)")]
+    DevelopmentSecretInProduction,
+}
+
+/// Every variable, its default and what it does: printed by `brightrun --help`.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/brightrun", "Postgres; the database is created and migrated on start"),
+    ("DATABASE_MAX_CONNECTIONS", "16", "connection pool size"),
+    ("NATS_URL", "nats://127.0.0.1:4222", "NATS server with JetStream"),
+    ("NATS_STREAM", "BRIGHTRUN_EVENTS", "JetStream stream the relay publishes to"),
+    ("NATS_SUBJECT_PREFIX", "brightrun", "subjects are <prefix>.<aggregate>.<id>.<eventType>"),
+    ("BRIGHTRUN_ADDR", "127.0.0.1:8080", "HTTP listen address"),
+    ("BRIGHTRUN_DATA_DIR", "./data", "local data (embedded object store)"),
+    ("BRIGHTRUN_ENV", "development", "development | production (production refuses the development JWT secret)"),
+    ("JWT_SECRET", "(development default)", "HS256 signing secret"),
+    ("JWT_TTL_SECONDS", "86400", "token lifetime"),
+    ("S3_ENDPOINT", "(unset: embedded)", "S3-protocol endpoint"),
+    ("S3_BUCKET", "brightrun", "bucket for datasets and artifacts"),
+    ("AWS_ACCESS_KEY_ID", "(unset)", "S3 credentials"),
+    ("AWS_SECRET_ACCESS_KEY", "(unset)", "S3 credentials"),
+    ("AWS_REGION", "us-east-1", "S3 region"),
+    ("CLUSTER_URL", "(unset: in-process simulator)", "GPU cluster API"),
+    ("CLUSTER_API_KEY", "(unset)", "GPU cluster API key"),
+    ("UPLOAD_LIMIT_BYTES", "10737418240", "largest dataset file accepted"),
+    ("MAX_BODY_BYTES", "1048576", "largest JSON request body"),
+    ("LOGIN_MAX_FAILURES", "5", "failed logins per e-mail before RATE_LIMITED"),
+    ("LOGIN_WINDOW_SECONDS", "900", "window over which failed logins are counted"),
+];
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply their own variables.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = |name: &'static str, default: &str| lookup(name).unwrap_or_else(|| default.to_string());
+        let environment = match text("BRIGHTRUN_ENV", "development").as_str() {
+            "development" => Environment::Development,
+            "production" => Environment::Production,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "BRIGHTRUN_ENV",
+                    message: format!("'{other}' is neither development nor production"),
+                })
+            }
+        };
+        let jwt_secret = match (lookup("JWT_SECRET"), environment) {
+            (Some(s), Environment::Production) if s.len() < 32 || s == DEVELOPMENT_JWT_SECRET => {
+                return Err(ConfigError::DevelopmentSecretInProduction)
+            }
+            (Some(s), _) => s,
+            (None, Environment::Production) => return Err(ConfigError::DevelopmentSecretInProduction),
+            (None, Environment::Development) => DEVELOPMENT_JWT_SECRET.to_string(),
+        };
+        Ok(Config {
+            database_url: text("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/brightrun"),
+            database_max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            nats_url: text("NATS_URL", "nats://127.0.0.1:4222"),
+            nats_stream: text("NATS_STREAM", "BRIGHTRUN_EVENTS"),
+            nats_subject_prefix: text("NATS_SUBJECT_PREFIX", "brightrun"),
+            addr: parse(&lookup, "BRIGHTRUN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            data_dir: PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data")),
+            environment,
+            jwt_secret,
+            jwt_ttl: Duration::from_secs(parse(&lookup, "JWT_TTL_SECONDS", 86_400)?),
+            s3_endpoint: lookup("S3_ENDPOINT"),
+            s3_bucket: text("S3_BUCKET", "brightrun"),
+            aws_access_key_id: lookup("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key: lookup("AWS_SECRET_ACCESS_KEY"),
+            aws_region: text("AWS_REGION", "us-east-1"),
+            cluster_url: lookup("CLUSTER_URL"),
+            cluster_api_key: lookup("CLUSTER_API_KEY"),
+            upload_limit_bytes: parse(&lookup, "UPLOAD_LIMIT_BYTES", DEFAULT_UPLOAD_LIMIT_BYTES)?,
+            max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
+            login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5)?,
+            login_window: Duration::from_secs(parse(&lookup, "LOGIN_WINDOW_SECONDS", 900)?),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match lookup(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            message: format!("'{v}': {e}"),
+        }),
+    }
+}
+
+fn mask_url(url: &str) -> String {
+    // postgres://user:password@host → postgres://user:***@host
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The effective configuration with secrets masked, as logged at start.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| if s.is_some() { "***" } else { "(unset)" };
+        f.debug_struct("Config")
+            .field("database_url", &mask_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("nats_url", &mask_url(&self.nats_url))
+            .field("nats_stream", &self.nats_stream)
+            .field("nats_subject_prefix", &self.nats_subject_prefix)
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field("environment", &self.environment)
+            .field(
+                "jwt_secret",
+                &if self.jwt_secret == DEVELOPMENT_JWT_SECRET { "(development default)" } else { "***" },
+            )
+            .field("jwt_ttl", &self.jwt_ttl)
+            .field("s3_endpoint", &self.s3_endpoint.as_deref().unwrap_or("(embedded)"))
+            .field("s3_bucket", &self.s3_bucket)
+            .field("aws_access_key_id", &secret(&self.aws_access_key_id))
+            .field("aws_secret_access_key", &secret(&self.aws_secret_access_key))
+            .field("aws_region", &self.aws_region)
+            .field("cluster_url", &self.cluster_url.as_deref().unwrap_or("(simulator)"))
+            .field("cluster_api_key", &secret(&self.cluster_api_key))
+            .field("upload_limit_bytes", &self.upload_limit_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_window", &self.login_window)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_serve_a_fresh_machine() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/brightrun");
+        assert_eq!(c.nats_stream, "BRIGHTRUN_EVENTS");
+        assert_eq!(c.nats_subject_prefix, "brightrun");
+        assert_eq!(c.jwt_secret, DEVELOPMENT_JWT_SECRET);
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret() {
+        assert!(matches!(with(&[("BRIGHTRUN_ENV", "production")]), Err(ConfigError::DevelopmentSecretInProduction)));
+        let dev = with(&[("BRIGHTRUN_ENV", "production"), ("JWT_SECRET", DEVELOPMENT_JWT_SECRET)]);
+        assert!(matches!(dev, Err(ConfigError::DevelopmentSecretInProduction)));
+        let ok = with(&[("BRIGHTRUN_ENV", "production"), ("JWT_SECRET", &"s".repeat(32))]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_bad_number_names_its_variable() {
+        let err = with(&[("DATABASE_MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert!(err.to_string().starts_with("DATABASE_MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_log() {
+        let c = with(&[("DATABASE_URL", "postgres://u:hunter2@db/x"), ("JWT_SECRET", "topsecretvalue")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("topsecretvalue"), "{shown}");
+        assert!(shown.contains("postgres://u:***@db/x"));
+    }
+}

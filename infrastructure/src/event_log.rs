@@ -1,0 +1,144 @@
+//! The global event log: every committed event, in an order that later commits never jump.
+//!
+//! Positions come from an identity column, taken at insert time but visible only at commit,
+//! so a transaction can commit a smaller position after a reader has passed it. Readers
+//! therefore page by `(transaction_id, global_position)` and read only events whose writing
+//! transaction is older than the snapshot's xmin: every transaction below it has ended, so no
+//! event can later appear behind the cursor. (ARCHITECTURE.md, "The paths of data" 2.)
+
+use application::{LogPosition, LogPositions};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    pub position: LogPosition,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// As stored by cqrs-es (externally tagged: `{"<eventType>": {...}}`), upcast to current.
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// The event's own fields, without the type tag.
+    pub fn data(&self) -> &Value {
+        match &self.payload {
+            Value::Object(map) if map.len() == 1 && map.contains_key(&self.event_type) => {
+                &map[&self.event_type]
+            }
+            other => other,
+        }
+    }
+
+    /// Decodes the payload as an aggregate's event enum.
+    pub fn decode<E: DeserializeOwned>(&self) -> anyhow::Result<E> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot decode {} v{} (event {}): {e}",
+                self.event_type,
+                self.event_version,
+                self.event_id
+            )
+        })
+    }
+}
+
+const COLUMNS: &str = "event_id, transaction_id::text::bigint AS transaction_id, global_position, \
+    aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
+
+/// Up to `limit` events after `after`, in log order, never one whose transaction may still
+/// be running or that could yet be overtaken.
+pub async fn read_after<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    limit: i64,
+) -> sqlx::Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (transaction_id, global_position) > (($1::text)::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, global_position \
+         LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+fn decode_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<StoredEvent> {
+    let event_type: String = row.try_get("event_type")?;
+    let version: String = row.try_get("event_version")?;
+    let (event_version, payload) =
+        domain::upcast::upcast_payload(&event_type, &version, row.try_get("payload")?);
+    let transaction_id: i64 = row.try_get("transaction_id")?;
+    Ok(StoredEvent {
+        event_id: row.try_get("event_id")?,
+        position: LogPosition {
+            transaction_id: transaction_id as u64,
+            global_position: row.try_get("global_position")?,
+        },
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type,
+        event_version,
+        payload,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+/// The position of the newest committed event (what a caught-up reader has reached).
+pub async fn head<'e>(executor: impl PgExecutor<'e>) -> sqlx::Result<LogPosition> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events \
+         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(to_position).unwrap_or(LogPosition::START))
+}
+
+fn to_position((transaction_id, global_position): (i64, i64)) -> LogPosition {
+    LogPosition {
+        transaction_id: transaction_id as u64,
+        global_position,
+    }
+}
+
+/// `LogPositions` over the events table.
+#[derive(Clone)]
+pub struct PgLogPositions(pub PgPool);
+
+#[async_trait]
+impl LogPositions for PgLogPositions {
+    async fn last_position(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> anyhow::Result<Option<LogPosition>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::bigint, global_position FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.map(to_position))
+    }
+}

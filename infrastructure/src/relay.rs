@@ -1,0 +1,152 @@
+//! The NATS relay: publishes every committed event to JetStream, in log order.
+//!
+//! Each message has `Nats-Msg-Id` = event id, so a batch re-sent after a crash or a lost ack
+//! is dropped by the stream's duplicate window; the checkpoint moves only after every ack of
+//! a batch arrived. NATS down: batches fail and are retried; nothing is skipped.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, context::Context as JetStream, message::PublishMessage, stream};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::event_log::{read_after, StoredEvent};
+use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
+
+pub const SUBSCRIPTION: &str = "relay";
+
+/// Long enough to cover a relay restart after a crash between publish and checkpoint.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The JSON published for every event (ARCHITECTURE.md, "Publication").
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub event_id: Uuid,
+    pub global_position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub metadata: Value,
+    pub payload: Value,
+}
+
+impl Envelope {
+    pub fn of(event: &StoredEvent) -> Envelope {
+        Envelope {
+            event_id: event.event_id,
+            global_position: event.position.global_position,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: event.sequence,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            occurred_at: event.recorded_at,
+            metadata: event.metadata.clone(),
+            payload: event.data().clone(),
+        }
+    }
+}
+
+/// `<prefix>.<aggregate>.<aggregateId>.<eventType>`
+pub fn subject(prefix: &str, event: &StoredEvent) -> String {
+    format!(
+        "{prefix}.{}.{}.{}",
+        event.aggregate_type, event.aggregate_id, event.event_type
+    )
+}
+
+/// Connects without waiting for the server: the client keeps reconnecting in the background,
+/// so `serve` starts (and buffers nothing in memory) while NATS is down.
+pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .with_context(|| format!("invalid NATS_URL {url}"))
+}
+
+pub struct Relay {
+    jetstream: JetStream,
+    stream_name: String,
+    prefix: String,
+    batch_size: i64,
+    stream_ready: OnceCell<()>,
+}
+
+impl Relay {
+    pub fn new(client: async_nats::Client, stream_name: &str, prefix: &str) -> Relay {
+        let mut jetstream = jetstream::new(client);
+        jetstream.set_timeout(Duration::from_secs(5));
+        Relay {
+            jetstream,
+            stream_name: stream_name.to_string(),
+            prefix: prefix.to_string(),
+            batch_size: 256,
+            stream_ready: OnceCell::new(),
+        }
+    }
+
+    async fn ensure_stream(&self) -> anyhow::Result<()> {
+        self.stream_ready
+            .get_or_try_init(|| async {
+                self.jetstream
+                    .get_or_create_stream(stream::Config {
+                        name: self.stream_name.clone(),
+                        subjects: vec![format!("{}.>", self.prefix)],
+                        storage: stream::StorageType::File,
+                        duplicate_window: DUPLICATE_WINDOW,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .with_context(|| format!("cannot create JetStream stream {}", self.stream_name))
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl Subscriber for Relay {
+    fn name(&self) -> &str {
+        SUBSCRIPTION
+    }
+
+    async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
+        let from = load_checkpoint(pool, SUBSCRIPTION, false).await?;
+        let events = read_after(pool, from, self.batch_size).await?;
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        self.ensure_stream().await?;
+        let mut acks = Vec::with_capacity(events.len());
+        for event in &events {
+            let body = serde_json::to_vec(&Envelope::of(event))?;
+            let message = PublishMessage::build()
+                .message_id(event.event_id.to_string())
+                .payload(body.into());
+            let ack = self
+                .jetstream
+                .send_publish(subject(&self.prefix, event), message)
+                .await
+                .with_context(|| format!("cannot publish event {}", event.event_id))?;
+            acks.push(ack);
+        }
+        for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+            ack.context("JetStream did not acknowledge a publication")?;
+        }
+        save_checkpoint(pool, SUBSCRIPTION, last.position).await?;
+        metrics::counter!("brightrun_relay_published_total").increment(events.len() as u64);
+        Ok(events.len())
+    }
+}

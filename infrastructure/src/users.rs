@@ -1,0 +1,127 @@
+//! Users and failed-login records in Postgres.
+
+use chrono::{DateTime, Utc};
+use domain::identity::Role;
+use domain::ids::UserId;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub password_hash: String,
+    pub name: String,
+    pub organization: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserStoreError {
+    #[error("a user with this email already exists")]
+    EmailExists,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+type Row = (Uuid, String, String, String, Option<String>, String, DateTime<Utc>);
+
+fn from_row((id, email, password_hash, name, organization, role, created_at): Row) -> User {
+    User {
+        id: UserId(id),
+        email,
+        password_hash,
+        name,
+        organization,
+        // The column's CHECK constraint admits only known roles.
+        role: Role::parse(&role).unwrap_or(Role::User),
+        created_at,
+    }
+}
+
+const SELECT: &str = "SELECT id, email, password_hash, name, organization, role, created_at FROM users";
+
+#[derive(Clone)]
+pub struct Users(pub PgPool);
+
+impl Users {
+    pub async fn create(&self, user: &User) -> Result<(), UserStoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, name, organization, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(user.id.0)
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(&user.name)
+        .bind(&user.organization)
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .execute(&self.0)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_database_error().is_some_and(|e| e.is_unique_violation()) => {
+                Err(UserStoreError::EmailExists)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub async fn by_email(&self, email: &str) -> sqlx::Result<Option<User>> {
+        let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE lower(email) = lower($1)"))
+            .bind(email)
+            .fetch_optional(&self.0)
+            .await?;
+        Ok(row.map(from_row))
+    }
+
+    pub async fn by_id(&self, id: UserId) -> sqlx::Result<Option<User>> {
+        let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.0)
+            .await?;
+        Ok(row.map(from_row))
+    }
+
+    pub async fn set_role(&self, id: UserId, role: Role) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
+            .bind(id.0)
+            .bind(role.as_str())
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn failures_since(&self, email: &str, since: DateTime<Utc>) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE email = $1 AND failed_at > $2")
+            .bind(email)
+            .bind(since)
+            .fetch_one(&self.0)
+            .await
+    }
+
+    /// Records a failure and forgets those older than `forget_before` for this e-mail.
+    pub async fn record_failure(&self, email: &str, at: DateTime<Utc>, forget_before: DateTime<Utc>) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE email = $1 AND failed_at <= $2")
+            .bind(email)
+            .bind(forget_before)
+            .execute(&self.0)
+            .await?;
+        sqlx::query("INSERT INTO login_failures (email, failed_at) VALUES ($1, $2)")
+            .bind(email)
+            .bind(at)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn clear_failures(&self, email: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE email = $1")
+            .bind(email)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+}
