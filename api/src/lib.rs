@@ -1,1 +1,13 @@
+//! The HTTP API and the `brightrun` binary's commands.
 
+pub mod app;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod request_id;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+pub use app::{router, serve, start, Roles, Service};

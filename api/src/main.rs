@@ -1,1 +1,108 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use domain::identity::Role;
+use infrastructure::users::Users;
+use infrastructure::{config, db, Config};
+
+fn variables_help() -> String {
+    let mut text = String::from("Environment variables (default):\n");
+    for (name, default, what) in config::VARIABLES {
+        text.push_str(&format!("  {name:<24} {what} [{default}]\n"));
+    }
+    text
+}
+
+#[derive(Parser)]
+#[command(name = "brightrun", version, about = "BrightRun: conversation datasets to LoRA adapters", after_help = variables_help())]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: creates and migrates the database, then serves the roles.
+    Serve {
+        /// Comma-separated roles: api, relay, projections (or all).
+        #[arg(long, default_value = "all")]
+        roles: String,
+    },
+    /// Create the database if missing and apply migrations.
+    Migrate,
+    /// Rebuild read models from the start of the event log, blue/green.
+    Replay {
+        /// A projection name (`datasets`) or `all`.
+        projection: String,
+    },
+    /// Print the OpenAPI document (as checked in under openapi/).
+    Openapi,
+    /// Give a user a role: user, admin or billing_admin.
+    GrantRole { email: String, role: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    api::telemetry::init_logging();
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Openapi = command {
+        print!("{}", api::openapi::to_pretty_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = Config::from_env()?;
+    match command {
+        Command::Serve { roles } => {
+            let roles = api::Roles::parse(&roles).map_err(anyhow::Error::msg)?;
+            api::serve(config, roles).await?;
+        }
+        Command::Migrate => {
+            db::prepare(&config.database_url, 2).await?;
+            println!("database migrated");
+        }
+        Command::Replay { projection } => {
+            let pool = db::prepare(&config.database_url, 4).await?;
+            let selected = if projection == "all" {
+                projections::all()
+            } else {
+                vec![projections::by_name(&projection)
+                    .ok_or_else(|| anyhow::anyhow!("unknown projection '{projection}'"))?]
+            };
+            let mut differences = 0;
+            for projector in selected {
+                let report = projections::replay::replay(&pool, projector).await?;
+                println!(
+                    "{}: replayed {} events up to position {}; {} rows differed from the live tables",
+                    report.projection, report.events, report.position.global_position, report.differences
+                );
+                differences += report.differences;
+            }
+            if differences > 0 {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::GrantRole { email, role } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("role must be user, admin or billing_admin"))?;
+            let pool = db::prepare(&config.database_url, 2).await?;
+            let users = Users(pool);
+            let user = users
+                .by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+            users.set_role(user.id, role).await?;
+            println!("{email} is now {}", role.as_str());
+        }
+        Command::Openapi => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// A place in the global event log: the writing transaction's id, then the global position.
 /// Ordered as a pair; a reader that has passed a position has seen everything before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct LogPosition {
     pub transaction_id: u64,

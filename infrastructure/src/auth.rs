@@ -76,7 +76,11 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, principal: Principal, now: DateTime<Utc>) -> anyhow::Result<(String, DateTime<Utc>)> {
+    pub fn issue(
+        &self,
+        principal: Principal,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(String, DateTime<Utc>)> {
         let expires_at = now + chrono::Duration::from_std(self.ttl)?;
         let claims = Claims {
             sub: principal.user_id.0,
@@ -108,7 +112,10 @@ mod tests {
     }
 
     fn principal() -> Principal {
-        Principal { user_id: UserId(Uuid::now_v7()), role: Role::BillingAdmin }
+        Principal {
+            user_id: UserId(Uuid::now_v7()),
+            role: Role::BillingAdmin,
+        }
     }
 
     #[test]
@@ -130,7 +137,9 @@ mod tests {
     #[test]
     fn expired_tampered_and_foreign_tokens_are_refused() {
         let p = principal();
-        let (expired, _) = keys().issue(p, Utc::now() - chrono::Duration::hours(2)).unwrap();
+        let (expired, _) = keys()
+            .issue(p, Utc::now() - chrono::Duration::hours(2))
+            .unwrap();
         assert_eq!(keys().verify(&expired), Err(InvalidToken));
         let (token, _) = keys().issue(p, Utc::now()).unwrap();
         let other = TokenKeys::new("other-secret", Duration::from_secs(3600));

@@ -51,27 +51,75 @@ pub enum ConfigError {
 
 /// Every variable, its default and what it does: printed by `brightrun --help`.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/brightrun", "Postgres; the database is created and migrated on start"),
+    (
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/brightrun",
+        "Postgres; the database is created and migrated on start",
+    ),
     ("DATABASE_MAX_CONNECTIONS", "16", "connection pool size"),
-    ("NATS_URL", "nats://127.0.0.1:4222", "NATS server with JetStream"),
-    ("NATS_STREAM", "BRIGHTRUN_EVENTS", "JetStream stream the relay publishes to"),
-    ("NATS_SUBJECT_PREFIX", "brightrun", "subjects are <prefix>.<aggregate>.<id>.<eventType>"),
+    (
+        "NATS_URL",
+        "nats://127.0.0.1:4222",
+        "NATS server with JetStream",
+    ),
+    (
+        "NATS_STREAM",
+        "BRIGHTRUN_EVENTS",
+        "JetStream stream the relay publishes to",
+    ),
+    (
+        "NATS_SUBJECT_PREFIX",
+        "brightrun",
+        "subjects are <prefix>.<aggregate>.<id>.<eventType>",
+    ),
     ("BRIGHTRUN_ADDR", "127.0.0.1:8080", "HTTP listen address"),
-    ("BRIGHTRUN_DATA_DIR", "./data", "local data (embedded object store)"),
-    ("BRIGHTRUN_ENV", "development", "development | production (production refuses the development JWT secret)"),
-    ("JWT_SECRET", "(development default)", "HS256 signing secret"),
+    (
+        "BRIGHTRUN_DATA_DIR",
+        "./data",
+        "local data (embedded object store)",
+    ),
+    (
+        "BRIGHTRUN_ENV",
+        "development",
+        "development | production (production refuses the development JWT secret)",
+    ),
+    (
+        "JWT_SECRET",
+        "(development default)",
+        "HS256 signing secret",
+    ),
     ("JWT_TTL_SECONDS", "86400", "token lifetime"),
     ("S3_ENDPOINT", "(unset: embedded)", "S3-protocol endpoint"),
-    ("S3_BUCKET", "brightrun", "bucket for datasets and artifacts"),
+    (
+        "S3_BUCKET",
+        "brightrun",
+        "bucket for datasets and artifacts",
+    ),
     ("AWS_ACCESS_KEY_ID", "(unset)", "S3 credentials"),
     ("AWS_SECRET_ACCESS_KEY", "(unset)", "S3 credentials"),
     ("AWS_REGION", "us-east-1", "S3 region"),
-    ("CLUSTER_URL", "(unset: in-process simulator)", "GPU cluster API"),
+    (
+        "CLUSTER_URL",
+        "(unset: in-process simulator)",
+        "GPU cluster API",
+    ),
     ("CLUSTER_API_KEY", "(unset)", "GPU cluster API key"),
-    ("UPLOAD_LIMIT_BYTES", "10737418240", "largest dataset file accepted"),
+    (
+        "UPLOAD_LIMIT_BYTES",
+        "10737418240",
+        "largest dataset file accepted",
+    ),
     ("MAX_BODY_BYTES", "1048576", "largest JSON request body"),
-    ("LOGIN_MAX_FAILURES", "5", "failed logins per e-mail before RATE_LIMITED"),
-    ("LOGIN_WINDOW_SECONDS", "900", "window over which failed logins are counted"),
+    (
+        "LOGIN_MAX_FAILURES",
+        "5",
+        "failed logins per e-mail before RATE_LIMITED",
+    ),
+    (
+        "LOGIN_WINDOW_SECONDS",
+        "900",
+        "window over which failed logins are counted",
+    ),
 ];
 
 impl Config {
@@ -81,7 +129,8 @@ impl Config {
 
     /// Reads configuration through `lookup`, so tests can supply their own variables.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let text = |name: &'static str, default: &str| lookup(name).unwrap_or_else(|| default.to_string());
+        let text =
+            |name: &'static str, default: &str| lookup(name).unwrap_or_else(|| default.to_string());
         let environment = match text("BRIGHTRUN_ENV", "development").as_str() {
             "development" => Environment::Development,
             "production" => Environment::Production,
@@ -97,16 +146,25 @@ impl Config {
                 return Err(ConfigError::DevelopmentSecretInProduction)
             }
             (Some(s), _) => s,
-            (None, Environment::Production) => return Err(ConfigError::DevelopmentSecretInProduction),
+            (None, Environment::Production) => {
+                return Err(ConfigError::DevelopmentSecretInProduction)
+            }
             (None, Environment::Development) => DEVELOPMENT_JWT_SECRET.to_string(),
         };
         Ok(Config {
-            database_url: text("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/brightrun"),
+            database_url: text(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/brightrun",
+            ),
             database_max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
             nats_url: text("NATS_URL", "nats://127.0.0.1:4222"),
             nats_stream: text("NATS_STREAM", "BRIGHTRUN_EVENTS"),
             nats_subject_prefix: text("NATS_SUBJECT_PREFIX", "brightrun"),
-            addr: parse(&lookup, "BRIGHTRUN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            addr: parse(
+                &lookup,
+                "BRIGHTRUN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
             data_dir: PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data")),
             environment,
             jwt_secret,
@@ -172,15 +230,28 @@ impl fmt::Debug for Config {
             .field("environment", &self.environment)
             .field(
                 "jwt_secret",
-                &if self.jwt_secret == DEVELOPMENT_JWT_SECRET { "(development default)" } else { "***" },
+                &if self.jwt_secret == DEVELOPMENT_JWT_SECRET {
+                    "(development default)"
+                } else {
+                    "***"
+                },
             )
             .field("jwt_ttl", &self.jwt_ttl)
-            .field("s3_endpoint", &self.s3_endpoint.as_deref().unwrap_or("(embedded)"))
+            .field(
+                "s3_endpoint",
+                &self.s3_endpoint.as_deref().unwrap_or("(embedded)"),
+            )
             .field("s3_bucket", &self.s3_bucket)
             .field("aws_access_key_id", &secret(&self.aws_access_key_id))
-            .field("aws_secret_access_key", &secret(&self.aws_secret_access_key))
+            .field(
+                "aws_secret_access_key",
+                &secret(&self.aws_secret_access_key),
+            )
             .field("aws_region", &self.aws_region)
-            .field("cluster_url", &self.cluster_url.as_deref().unwrap_or("(simulator)"))
+            .field(
+                "cluster_url",
+                &self.cluster_url.as_deref().unwrap_or("(simulator)"),
+            )
             .field("cluster_api_key", &secret(&self.cluster_api_key))
             .field("upload_limit_bytes", &self.upload_limit_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -196,15 +267,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
     fn defaults_serve_a_fresh_machine() {
         let c = with(&[]).unwrap();
-        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/brightrun");
+        assert_eq!(
+            c.database_url,
+            "postgres://postgres@127.0.0.1:5432/brightrun"
+        );
         assert_eq!(c.nats_stream, "BRIGHTRUN_EVENTS");
         assert_eq!(c.nats_subject_prefix, "brightrun");
         assert_eq!(c.jwt_secret, DEVELOPMENT_JWT_SECRET);
@@ -212,24 +288,46 @@ mod tests {
 
     #[test]
     fn production_refuses_the_development_secret() {
-        assert!(matches!(with(&[("BRIGHTRUN_ENV", "production")]), Err(ConfigError::DevelopmentSecretInProduction)));
-        let dev = with(&[("BRIGHTRUN_ENV", "production"), ("JWT_SECRET", DEVELOPMENT_JWT_SECRET)]);
-        assert!(matches!(dev, Err(ConfigError::DevelopmentSecretInProduction)));
-        let ok = with(&[("BRIGHTRUN_ENV", "production"), ("JWT_SECRET", &"s".repeat(32))]);
+        assert!(matches!(
+            with(&[("BRIGHTRUN_ENV", "production")]),
+            Err(ConfigError::DevelopmentSecretInProduction)
+        ));
+        let dev = with(&[
+            ("BRIGHTRUN_ENV", "production"),
+            ("JWT_SECRET", DEVELOPMENT_JWT_SECRET),
+        ]);
+        assert!(matches!(
+            dev,
+            Err(ConfigError::DevelopmentSecretInProduction)
+        ));
+        let ok = with(&[
+            ("BRIGHTRUN_ENV", "production"),
+            ("JWT_SECRET", &"s".repeat(32)),
+        ]);
         assert!(ok.is_ok());
     }
 
     #[test]
     fn a_bad_number_names_its_variable() {
         let err = with(&[("DATABASE_MAX_CONNECTIONS", "many")]).unwrap_err();
-        assert!(err.to_string().starts_with("DATABASE_MAX_CONNECTIONS"), "{err}");
+        assert!(
+            err.to_string().starts_with("DATABASE_MAX_CONNECTIONS"),
+            "{err}"
+        );
     }
 
     #[test]
     fn secrets_are_masked_in_the_log() {
-        let c = with(&[("DATABASE_URL", "postgres://u:hunter2@db/x"), ("JWT_SECRET", "topsecretvalue")]).unwrap();
+        let c = with(&[
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("JWT_SECRET", "topsecretvalue"),
+        ])
+        .unwrap();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("topsecretvalue"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("topsecretvalue"),
+            "{shown}"
+        );
         assert!(shown.contains("postgres://u:***@db/x"));
     }
 }

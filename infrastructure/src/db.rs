@@ -9,7 +9,8 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 /// Creates the database named in `url` if it does not exist (concurrent callers are fine).
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
+    let options =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
     let name = options.get_database().unwrap_or("postgres").to_string();
     let mut admin = options
         .clone()
@@ -17,10 +18,11 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot reach Postgres at {}", options.get_host()))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         if let Err(err) = sqlx::query(&sql).execute(&mut admin).await {

@@ -10,7 +10,10 @@ pub type EventStore<A> = PersistedEventStore<PostgresEventRepository, A>;
 
 /// A framework with no in-process queries: read models are fed from the global log by
 /// durable subscriptions, never by cqrs-es `Query` dispatch (lost on a crash).
-pub fn framework<A: Aggregate>(pool: PgPool, services: A::Services) -> CqrsFramework<A, EventStore<A>> {
+pub fn framework<A: Aggregate>(
+    pool: PgPool,
+    services: A::Services,
+) -> CqrsFramework<A, EventStore<A>> {
     let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
         .with_upcasters(vec![Box::new(domain::upcast::ChainUpcaster)]);
     CqrsFramework::new(store, vec![], services)

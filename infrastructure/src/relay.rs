@@ -142,7 +142,10 @@ impl Subscriber for Relay {
                 .with_context(|| format!("cannot publish event {}", event.event_id))?;
             acks.push(ack);
         }
-        for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+        for ack in
+            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                .await
+        {
             ack.context("JetStream did not acknowledge a publication")?;
         }
         save_checkpoint(pool, SUBSCRIPTION, last.position).await?;

@@ -48,7 +48,10 @@ pub async fn load_checkpoint<'e>(
     } else {
         "SELECT transaction_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1"
     };
-    let row: Option<(i64, i64)> = sqlx::query_as(sql).bind(name).fetch_optional(executor).await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(sql)
+        .bind(name)
+        .fetch_optional(executor)
+        .await?;
     Ok(row
         .map(|(t, g)| LogPosition {
             transaction_id: t as u64,
@@ -172,16 +175,19 @@ async fn lead(
         let attempt = async {
             let mut conn = pool.acquire().await?;
             ensure_checkpoint(&mut *conn, name).await?;
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('subscription:' || $1))")
-                .bind(name)
-                .fetch_one(&mut *conn)
-                .await?;
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('subscription:' || $1))")
+                    .bind(name)
+                    .fetch_one(&mut *conn)
+                    .await?;
             Ok::<_, sqlx::Error>(locked.then_some(conn))
         };
         match attempt.await {
             Ok(Some(conn)) => return Some(conn),
             Ok(None) => {}
-            Err(err) => tracing::warn!(subscription = name, error = %err, "cannot try the subscription lock"),
+            Err(err) => {
+                tracing::warn!(subscription = name, error = %err, "cannot try the subscription lock")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,

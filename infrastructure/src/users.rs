@@ -25,7 +25,15 @@ pub enum UserStoreError {
     Database(#[from] sqlx::Error),
 }
 
-type Row = (Uuid, String, String, String, Option<String>, String, DateTime<Utc>);
+type Row = (
+    Uuid,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+);
 
 fn from_row((id, email, password_hash, name, organization, role, created_at): Row) -> User {
     User {
@@ -40,7 +48,8 @@ fn from_row((id, email, password_hash, name, organization, role, created_at): Ro
     }
 }
 
-const SELECT: &str = "SELECT id, email, password_hash, name, organization, role, created_at FROM users";
+const SELECT: &str =
+    "SELECT id, email, password_hash, name, organization, role, created_at FROM users";
 
 #[derive(Clone)]
 pub struct Users(pub PgPool);
@@ -62,7 +71,11 @@ impl Users {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if err.as_database_error().is_some_and(|e| e.is_unique_violation()) => {
+            Err(err)
+                if err
+                    .as_database_error()
+                    .is_some_and(|e| e.is_unique_violation()) =>
+            {
                 Err(UserStoreError::EmailExists)
             }
             Err(err) => Err(err.into()),
@@ -95,15 +108,22 @@ impl Users {
     }
 
     pub async fn failures_since(&self, email: &str, since: DateTime<Utc>) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE email = $1 AND failed_at > $2")
-            .bind(email)
-            .bind(since)
-            .fetch_one(&self.0)
-            .await
+        sqlx::query_scalar(
+            "SELECT count(*) FROM login_failures WHERE email = $1 AND failed_at > $2",
+        )
+        .bind(email)
+        .bind(since)
+        .fetch_one(&self.0)
+        .await
     }
 
     /// Records a failure and forgets those older than `forget_before` for this e-mail.
-    pub async fn record_failure(&self, email: &str, at: DateTime<Utc>, forget_before: DateTime<Utc>) -> sqlx::Result<()> {
+    pub async fn record_failure(
+        &self,
+        email: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM login_failures WHERE email = $1 AND failed_at <= $2")
             .bind(email)
             .bind(forget_before)

@@ -1,0 +1,200 @@
+//! Assembling the service: the HTTP router and the background roles (projections, relay).
+
+use std::sync::Arc;
+
+use application::datasets::DatasetCommands;
+use application::ports::SystemClock;
+use axum::extract::DefaultBodyLimit;
+use axum::{middleware, Router};
+use infrastructure::auth::TokenKeys;
+use infrastructure::event_log::PgLogPositions;
+use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
+use infrastructure::users::Users;
+use infrastructure::{db, event_store, relay, Config};
+use projections::Projection;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::routes;
+use crate::state::AppState;
+
+/// Which parts of the service this process runs. Several processes can share one database:
+/// each subscription is led by one of them at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub relay: bool,
+    pub projections: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        relay: true,
+        projections: true,
+    };
+
+    pub fn parse(list: &str) -> Result<Roles, String> {
+        let mut roles = Roles {
+            api: false,
+            relay: false,
+            projections: false,
+        };
+        for role in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "all" => roles = Roles::ALL,
+                "api" => roles.api = true,
+                "relay" => roles.relay = true,
+                "projections" => roles.projections = true,
+                other => {
+                    return Err(format!(
+                        "unknown role '{other}' (api, relay, projections, all)"
+                    ))
+                }
+            }
+        }
+        Ok(roles)
+    }
+}
+
+pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::auth::router())
+        .merge(routes::datasets::router())
+        .merge(routes::ops::router())
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = router_parts();
+    let max_body = state.config.max_body_bytes;
+    routes
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::not_found("NOT_FOUND", format!("no route for {}", uri.path()))
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(crate::request_id::middleware))
+        .with_state(state)
+}
+
+/// A started service: its state and background tasks.
+pub struct Service {
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Stops the background roles and waits for them (their locks are released).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.state.pool.close().await;
+    }
+}
+
+pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyhow::Result<Service> {
+    crate::telemetry::install_metrics();
+    let pool = db::prepare(&config.database_url, config.database_max_connections).await?;
+    let nats = relay::connect(&config.nats_url).await?;
+    let leadership = Leadership::default();
+    let shutdown = CancellationToken::new();
+    let mut subscribers: Vec<Arc<dyn Subscriber>> = Vec::new();
+    if roles.projections {
+        for projector in projections::all() {
+            subscribers.push(Arc::new(Projection::new(projector)));
+        }
+    }
+    if roles.relay {
+        subscribers.push(Arc::new(relay::Relay::new(
+            nats.clone(),
+            &config.nats_stream,
+            &config.nats_subject_prefix,
+        )));
+    }
+    let tasks = subscribers
+        .into_iter()
+        .map(|s| {
+            subscription::spawn(
+                pool.clone(),
+                s,
+                runner.clone(),
+                leadership.clone(),
+                shutdown.clone(),
+            )
+        })
+        .collect();
+
+    let clock = Arc::new(SystemClock);
+    let datasets = DatasetCommands::new(
+        event_store::framework(pool.clone(), ()),
+        Arc::new(PgLogPositions(pool.clone())),
+        clock.clone(),
+        config.s3_bucket.clone(),
+        config.upload_limit_bytes,
+    );
+    let state = AppState {
+        tokens: TokenKeys::new(&config.jwt_secret, config.jwt_ttl),
+        users: Users(pool.clone()),
+        config: Arc::new(config),
+        pool,
+        nats,
+        clock,
+        datasets: Arc::new(datasets),
+        leadership,
+    };
+    Ok(Service {
+        state,
+        shutdown,
+        tasks,
+    })
+}
+
+/// `brightrun serve`: runs the roles until SIGINT/SIGTERM.
+pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    tracing::info!(config = ?config, ?roles, "starting");
+    let addr = config.addr;
+    let service = start(config, roles, RunnerOptions::default()).await?;
+    if roles.api {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "listening");
+        axum::serve(listener, service.router())
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+    } else {
+        shutdown_signal().await;
+    }
+    tracing::info!("shutting down");
+    service.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}

@@ -1,0 +1,229 @@
+//! Sign-up, login and the current user.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use domain::identity::{normalize_email, validate_signup, Role};
+use domain::ids::UserId;
+use infrastructure::auth::{self, Principal};
+use infrastructure::users::{User, UserStoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::envelope::{self, Envelope};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{ApiJson, AuthUser};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(me))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignupRequest {
+    /// A valid e-mail address, unique (case-insensitive).
+    pub email: String,
+    /// At least 8 characters.
+    pub password: String,
+    /// 2 to 100 characters.
+    pub name: String,
+    /// At most 200 characters.
+    pub organization: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub name: String,
+    pub organization: Option<String>,
+    /// `user` | `admin` | `billing_admin`
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> UserView {
+        UserView {
+            id: u.id.0,
+            email: u.email.clone(),
+            name: u.name.clone(),
+            organization: u.organization.clone(),
+            role: u.role.as_str().to_string(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub user: UserView,
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub user: UserView,
+}
+
+fn session(state: &AppState, user: &User) -> ApiResult<Session> {
+    let principal = Principal {
+        user_id: user.id,
+        role: user.role,
+    };
+    let (token, expires_at) = state
+        .tokens
+        .issue(principal, state.clock.now())
+        .map_err(ApiError::internal)?;
+    Ok(Session {
+        user: user.into(),
+        token,
+        expires_at,
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// Create an account (role `user`) and a session.
+#[utoipa::path(post, path = "/api/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account created", body = Envelope<Session>),
+        (status = 400, description = "A field breaks a rule (`VALIDATION_ERROR`, `field` names it)", body = ErrorEnvelope),
+        (status = 409, description = "`EMAIL_EXISTS`", body = ErrorEnvelope),
+    ))]
+async fn signup(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SignupRequest>,
+) -> ApiResult<Response> {
+    let valid = validate_signup(
+        &req.email,
+        &req.password,
+        &req.name,
+        req.organization.as_deref(),
+    )?;
+    let password = req.password;
+    let password_hash = blocking(move || auth::hash_password(&password))
+        .await?
+        .map_err(ApiError::internal)?;
+    let user = User {
+        id: UserId::new_v7(),
+        email: valid.email,
+        password_hash,
+        name: valid.name,
+        organization: valid.organization,
+        role: Role::User,
+        created_at: state.clock.now(),
+    };
+    match state.users.create(&user).await {
+        Ok(()) => {}
+        Err(UserStoreError::EmailExists) => {
+            return Err(ApiError::conflict(
+                "EMAIL_EXISTS",
+                "an account with this email already exists; log in instead",
+            ))
+        }
+        Err(UserStoreError::Database(e)) => return Err(ApiError::internal(e)),
+    }
+    tracing::info!(user_id = %user.id, "user signed up");
+    Ok(envelope::created(session(&state, &user)?))
+}
+
+/// Exchange e-mail and password for a token. Wrong e-mail and wrong password get the same
+/// answer; repeated failures for one e-mail are rate limited.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = Envelope<Session>),
+        (status = 401, description = "`INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`: too many failed logins; see Retry-After", body = ErrorEnvelope),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Response> {
+    let email = normalize_email(&req.email);
+    let now = state.clock.now();
+    let window =
+        chrono::Duration::from_std(state.config.login_window).map_err(ApiError::internal)?;
+    let failures = state
+        .users
+        .failures_since(&email, now - window)
+        .await
+        .map_err(ApiError::internal)?;
+    if failures >= state.config.login_max_failures {
+        return Err(ApiError::rate_limited(
+            "too many failed logins for this account; wait before trying again",
+            state.config.login_window.as_secs(),
+        ));
+    }
+    let user = state
+        .users
+        .by_email(&email)
+        .await
+        .map_err(ApiError::internal)?;
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| auth::decoy_hash().to_string());
+    let password = req.password;
+    let verified = blocking(move || auth::verify_password(&password, &hash)).await?;
+    match user {
+        Some(user) if verified => {
+            state
+                .users
+                .clear_failures(&email)
+                .await
+                .map_err(ApiError::internal)?;
+            Ok(envelope::ok(session(&state, &user)?))
+        }
+        _ => {
+            state
+                .users
+                .record_failure(&email, now, now - window)
+                .await
+                .map_err(ApiError::internal)?;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "email or password is incorrect",
+            ))
+        }
+    }
+}
+
+/// The authenticated user.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Envelope<Me>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+    ))]
+async fn me(State(state): State<AppState>, AuthUser(principal): AuthUser) -> ApiResult<Response> {
+    let user = state
+        .users
+        .by_id(principal.user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok(envelope::ok(Me {
+        user: (&user).into(),
+    }))
+}

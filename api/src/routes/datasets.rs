@@ -1,0 +1,381 @@
+//! Datasets: register (the upload flow comes with the datasets capability), list and detail.
+//! Reads come from the `rm_datasets` projection only, with the owner in the SQL.
+
+use std::time::Duration;
+
+use application::datasets::NewDataset;
+use application::{AppError, CommandContext};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use domain::dataset::{DatasetError, DatasetFormat};
+use infrastructure::auth::Principal;
+use infrastructure::subscription::wait_for;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::envelope::{self, pagination, Envelope, PageParams};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{ApiJson, ApiQuery, AuthUser};
+use crate::request_id;
+use crate::state::AppState;
+
+/// How long a command waits for its read model before answering (read-your-writes).
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_datasets, register_dataset))
+        .routes(routes!(get_dataset))
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum Format {
+    #[serde(rename = "brightrun-lora-v4")]
+    BrightrunLoraV4,
+    #[serde(rename = "brightrun-lora-v3")]
+    BrightrunLoraV3,
+}
+
+impl From<Format> for DatasetFormat {
+    fn from(f: Format) -> DatasetFormat {
+        match f {
+            Format::BrightrunLoraV4 => DatasetFormat::BrightrunLoraV4,
+            Format::BrightrunLoraV3 => DatasetFormat::BrightrunLoraV3,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterDatasetRequest {
+    /// 1 to 200 characters.
+    pub name: String,
+    /// At most 2000 characters.
+    #[serde(default)]
+    pub description: String,
+    pub format: Format,
+    /// Bytes, 1 to the upload limit (10 GiB by default).
+    pub file_size: u64,
+    pub file_name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetRegistered {
+    pub dataset_id: Uuid,
+    /// The dataset as the read model shows it (absent only if the read model lags > 5 s).
+    pub dataset: Option<DatasetView>,
+}
+
+/// Seed 001 `Dataset`.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// `brightrun-lora-v4` | `brightrun-lora-v3`
+    pub format: String,
+    /// `uploading` | `validating` | `ready` | `error`
+    pub status: String,
+    pub training_ready: bool,
+    pub total_training_pairs: i64,
+    pub total_validation_pairs: i64,
+    pub total_tokens: i64,
+    pub avg_turns_per_conversation: f64,
+    pub avg_tokens_per_turn: f64,
+    pub file_size: i64,
+    pub file_name: String,
+    pub s3_key: String,
+    pub s3_bucket: String,
+    pub uploaded_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub validated_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/datasets/{id}`: the dataset with its statistics and validation report.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetDetail {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub dataset: DatasetView,
+    pub full_statistics: Option<Value>,
+    pub sample_conversations: Value,
+    pub validation_errors: Value,
+    pub validation_warnings: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatasetList {
+    pub datasets: Vec<DatasetView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatasetOne {
+    pub dataset: DatasetDetail,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+pub enum SortBy {
+    #[serde(rename = "date-desc")]
+    #[default]
+    DateDesc,
+    #[serde(rename = "date-asc")]
+    DateAsc,
+    #[serde(rename = "name-asc")]
+    NameAsc,
+    #[serde(rename = "name-desc")]
+    NameDesc,
+    #[serde(rename = "size-asc")]
+    SizeAsc,
+    #[serde(rename = "size-desc")]
+    SizeDesc,
+}
+
+impl SortBy {
+    fn order_by(self) -> &'static str {
+        match self {
+            SortBy::DateDesc => "created_at DESC, id DESC",
+            SortBy::DateAsc => "created_at ASC, id ASC",
+            SortBy::NameAsc => "lower(name) ASC, id ASC",
+            SortBy::NameDesc => "lower(name) DESC, id DESC",
+            SortBy::SizeAsc => "file_size ASC, id ASC",
+            SortBy::SizeDesc => "file_size DESC, id DESC",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainingReadyFilter {
+    All,
+    True,
+    False,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum FormatFilter {
+    #[serde(rename = "all")]
+    All,
+    #[serde(rename = "brightrun-lora-v4")]
+    BrightrunLoraV4,
+    #[serde(rename = "brightrun-lora-v3")]
+    BrightrunLoraV3,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page number, from 1 (default 1).
+    pub page: Option<u32>,
+    /// Items per page, 1..=100 (default 20).
+    pub page_size: Option<u32>,
+    /// `date-desc` (default) | `date-asc` | `name-asc` | `name-desc` | `size-asc` | `size-desc`
+    #[param(value_type = Option<String>)]
+    pub sort_by: Option<SortBy>,
+    /// `all` (default) | `brightrun-lora-v4` | `brightrun-lora-v3`
+    #[param(value_type = Option<String>)]
+    pub format: Option<FormatFilter>,
+    /// `all` (default) | `true` | `false`
+    #[param(value_type = Option<String>)]
+    pub training_ready: Option<TrainingReadyFilter>,
+    /// Case-insensitive search in name and description.
+    pub search: Option<String>,
+}
+
+fn context(principal: Principal) -> CommandContext {
+    let request_id = request_id::current();
+    CommandContext {
+        user_id: principal.user_id,
+        correlation_id: request_id.clone(),
+        request_id,
+        causation_id: None,
+    }
+}
+
+fn dataset_error(err: AppError<DatasetError>) -> ApiError {
+    match err {
+        AppError::Rejected(DatasetError::Invalid(field)) => field.into(),
+        AppError::Rejected(e @ DatasetError::AlreadyRegistered(_)) => {
+            ApiError::conflict("CONFLICT", e.to_string())
+        }
+        AppError::Conflict => ApiError::conflict(
+            "CONFLICT",
+            "the dataset was changed by another request; retry",
+        ),
+        AppError::Internal(cause) => ApiError::internal(cause),
+    }
+}
+
+/// Register a dataset (seed 001 `POST /api/datasets`). Answers once the read model shows it.
+#[utoipa::path(post, path = "/api/datasets", tag = "datasets", security(("bearer" = [])),
+    request_body = RegisterDatasetRequest,
+    responses(
+        (status = 201, description = "Registered; status `uploading`", body = Envelope<DatasetRegistered>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+    ))]
+async fn register_dataset(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ApiJson(req): ApiJson<RegisterDatasetRequest>,
+) -> ApiResult<Response> {
+    let receipt = state
+        .datasets
+        .register(
+            &context(principal),
+            NewDataset {
+                name: req.name,
+                description: req.description,
+                format: req.format.into(),
+                file_size: req.file_size,
+                file_name: req.file_name,
+            },
+        )
+        .await
+        .map_err(dataset_error)?;
+    tracing::info!(dataset_id = %receipt.id, user_id = %principal.user_id, "dataset registered");
+    if let Some(position) = receipt.position {
+        let name = projections::subscription_name("datasets");
+        if !wait_for(&state.pool, &name, position, READ_YOUR_WRITES).await {
+            tracing::warn!(dataset_id = %receipt.id, "datasets read model did not catch up in time");
+        }
+    }
+    let dataset = find(&state.pool, principal, receipt.id.0)
+        .await?
+        .map(|d| d.dataset);
+    Ok(envelope::created(DatasetRegistered {
+        dataset_id: receipt.id.0,
+        dataset,
+    }))
+}
+
+const VIEW_COLUMNS: &str = "id, user_id, name, description, format, status, training_ready, \
+    total_training_pairs, total_validation_pairs, total_tokens, avg_turns_per_conversation, \
+    avg_tokens_per_turn, file_size, file_name, s3_key, s3_bucket, uploaded_at, processed_at, \
+    validated_at, error_message, created_at, updated_at";
+
+/// The owner predicate every read carries: admins see all.
+const VISIBLE: &str = "deleted_at IS NULL AND ($1::bool OR user_id = $2)";
+
+async fn find(pool: &PgPool, principal: Principal, id: Uuid) -> ApiResult<Option<DatasetDetail>> {
+    sqlx::query_as::<_, DatasetDetail>(&format!(
+        "SELECT {VIEW_COLUMNS}, full_statistics, sample_conversations, validation_errors, validation_warnings \
+         FROM rm_datasets WHERE {VISIBLE} AND id = $3"
+    ))
+    .bind(principal.role.sees_all_resources())
+    .bind(principal.user_id.0)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(ApiError::internal)
+}
+
+fn like_pattern(search: &str) -> String {
+    let escaped = search
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// List the caller's datasets, paginated, filtered and sorted.
+#[utoipa::path(get, path = "/api/datasets", tag = "datasets", security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of datasets; `meta.pagination`", body = Envelope<DatasetList>),
+        (status = 400, description = "`VALIDATION_ERROR` (page, pageSize, sortBy, format, trainingReady)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+    ))]
+async fn list_datasets(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Response> {
+    let (page, page_size, offset) = PageParams {
+        page: params.page,
+        page_size: params.page_size,
+    }
+    .resolve()?;
+    let format = match params.format {
+        None | Some(FormatFilter::All) => None,
+        Some(FormatFilter::BrightrunLoraV4) => Some(DatasetFormat::BrightrunLoraV4.as_str()),
+        Some(FormatFilter::BrightrunLoraV3) => Some(DatasetFormat::BrightrunLoraV3.as_str()),
+    };
+    let training_ready = match params.training_ready {
+        None | Some(TrainingReadyFilter::All) => None,
+        Some(TrainingReadyFilter::True) => Some(true),
+        Some(TrainingReadyFilter::False) => Some(false),
+    };
+    let search = params
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(like_pattern);
+    let filter = format!(
+        "{VISIBLE} AND ($3::text IS NULL OR format = $3) AND ($4::bool IS NULL OR training_ready = $4) \
+         AND ($5::text IS NULL OR name ILIKE $5 OR description ILIKE $5)"
+    );
+    let total: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM rm_datasets WHERE {filter}"))
+            .bind(principal.role.sees_all_resources())
+            .bind(principal.user_id.0)
+            .bind(format)
+            .bind(training_ready)
+            .bind(&search)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(ApiError::internal)?;
+    let datasets = sqlx::query_as::<_, DatasetView>(&format!(
+        "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE {filter} ORDER BY {} LIMIT $6 OFFSET $7",
+        params.sort_by.unwrap_or_default().order_by()
+    ))
+    .bind(principal.role.sees_all_resources())
+    .bind(principal.user_id.0)
+    .bind(format)
+    .bind(training_ready)
+    .bind(&search)
+    .bind(page_size as i64)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(envelope::page(
+        DatasetList { datasets },
+        pagination(page, page_size, total),
+    ))
+}
+
+/// One dataset with `fullStatistics`, `sampleConversations` and the validation report.
+/// Another user's dataset answers 404, like one that does not exist.
+#[utoipa::path(get, path = "/api/datasets/{id}", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Dataset id (UUID)")),
+    responses(
+        (status = 200, description = "The dataset", body = Envelope<DatasetOne>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`DATASET_NOT_FOUND`", body = ErrorEnvelope),
+    ))]
+async fn get_dataset(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let dataset = find(&state.pool, principal, uuid)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(envelope::ok(DatasetOne { dataset }))
+}

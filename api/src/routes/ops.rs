@@ -1,0 +1,74 @@
+//! Operations: liveness, readiness and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::envelope::{self, Envelope};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
+use crate::telemetry;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub postgres: bool,
+    pub nats: bool,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Envelope<Health>)))]
+async fn healthz() -> Response {
+    envelope::ok(Health {
+        status: "ok".to_string(),
+    })
+}
+
+/// Postgres and NATS are reachable.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Envelope<Readiness>),
+        (status = 503, description = "`NOT_READY`, with what is down in `details`", body = ErrorEnvelope),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let postgres = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
+    if postgres && nats {
+        envelope::ok(Readiness { postgres, nats })
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_READY",
+            "a dependency is unreachable",
+        )
+        .with_details(serde_json::json!({ "postgres": postgres, "nats": nats }))
+        .into_response()
+    }
+}
+
+/// Prometheus text format: HTTP latency histograms, relay and projection lag, leadership.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus exposition", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    telemetry::record_subscription_gauges(&state).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::render(),
+    )
+        .into_response()
+}

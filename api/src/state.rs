@@ -1,0 +1,24 @@
+use std::sync::Arc;
+
+use application::datasets::DatasetCommands;
+use application::Clock;
+use domain::dataset::Dataset;
+use infrastructure::auth::TokenKeys;
+use infrastructure::event_store::EventStore;
+use infrastructure::subscription::Leadership;
+use infrastructure::users::Users;
+use infrastructure::Config;
+use sqlx::PgPool;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub tokens: TokenKeys,
+    pub users: Users,
+    pub clock: Arc<dyn Clock>,
+    pub datasets: Arc<DatasetCommands<EventStore<Dataset>>>,
+    pub leadership: Leadership,
+}

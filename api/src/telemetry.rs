@@ -1,0 +1,72 @@
+//! Logging and metrics set-up.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide metrics recorder (once; later calls reuse it).
+pub fn install_metrics() {
+    PROMETHEUS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .ok()?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).ok()?;
+        Some(handle)
+    });
+}
+
+pub fn render() -> String {
+    PROMETHEUS
+        .get()
+        .and_then(|h| h.as_ref())
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// Lag of every subscription (events committed but not yet processed) and whether this
+/// process leads it, read at scrape time so any instance reports the truth.
+pub async fn record_subscription_gauges(state: &AppState) {
+    let rows: Result<Vec<(String, i64, f64)>, _> = sqlx::query_as(
+        "SELECT c.name, \
+                (SELECT count(*) FROM events e WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)), \
+                COALESCE(EXTRACT(EPOCH FROM (SELECT now() - min(e.recorded_at) FROM events e \
+                    WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)))::float8, 0) \
+         FROM subscription_checkpoints c",
+    )
+    .fetch_all(&state.pool)
+    .await;
+    match rows {
+        Ok(rows) => {
+            for (name, events, seconds) in rows {
+                metrics::gauge!("brightrun_subscription_lag_events", "subscription" => name.clone()).set(events as f64);
+                metrics::gauge!("brightrun_subscription_lag_seconds", "subscription" => name)
+                    .set(seconds);
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read subscription lag"),
+    }
+    for (name, leading) in state.leadership.snapshot() {
+        metrics::gauge!("brightrun_subscription_leader", "subscription" => name).set(if leading {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
