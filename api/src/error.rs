@@ -32,7 +32,7 @@ pub struct ErrorEnvelope {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    pub body: Box<ErrorBody>,
     pub retry_after: Option<u64>,
 }
 
@@ -40,12 +40,12 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 code: code.to_string(),
                 message: message.into(),
                 details: None,
                 field: None,
-            },
+            }),
             retry_after: None,
         }
     }
@@ -107,7 +107,7 @@ impl IntoResponse for ApiError {
             self.status,
             axum::Json(ErrorEnvelope {
                 success: false,
-                error: self.body,
+                error: *self.body,
             }),
         )
             .into_response();

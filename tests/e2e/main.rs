@@ -1,1 +1,13 @@
+//! End-to-end tests against real Postgres, NATS JetStream and HTTP.
 
+mod common;
+
+mod api_conventions;
+mod auth;
+mod crash;
+mod datasets;
+mod global_log;
+mod openapi;
+mod relay;
+mod replay;
+mod subscriptions;

@@ -1,0 +1,111 @@
+//! kill -9 of `serve` between commit and publication loses nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use infrastructure::db;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::common::{eventually, stream_messages, BinaryService, Isolation};
+
+async fn signup(http: &reqwest::Client, base: &str) -> String {
+    let body: Value = http
+        .post(format!("{base}/api/auth/signup"))
+        .json(&json!({"email": format!("crash-{}@example.com", Uuid::now_v7().simple()), "password": "correct horse", "name": "Crash"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["token"].as_str().expect("token").to_string()
+}
+
+fn register(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    i: usize,
+) -> impl std::future::Future<Output = Option<u16>> {
+    let req = http
+        .post(format!("{base}/api/datasets"))
+        .bearer_auth(token)
+        .json(&json!({"name": format!("crash {i}"), "format": "brightrun-lora-v4", "fileSize": 10, "fileName": "a.jsonl"}));
+    async move { req.send().await.ok().map(|r| r.status().as_u16()) }
+}
+
+#[tokio::test]
+async fn kill_9_between_commit_and_publication_loses_nothing() {
+    let iso = Isolation::new();
+    let http = reqwest::Client::new();
+
+    // 1. Commit with no relay running, then kill -9: the event is stored, unpublished.
+    let mut first = BinaryService::spawn(&iso, "api,projections", &[]).await;
+    let token = signup(&http, &first.base).await;
+    assert_eq!(register(&http, &first.base, &token, 0).await, Some(201));
+    first.kill_9();
+
+    // 2. Kill -9 in the middle of a burst, with every role running.
+    let mut second = BinaryService::spawn(&iso, "all", &[]).await;
+    let burst: Vec<_> = (1..=30)
+        .map(|i| tokio::spawn(register(&http, &second.base, &token, i)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    second.kill_9();
+    let answered = futures::future::join_all(burst)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Some(201))))
+        .count();
+
+    // 3. Restart: everything committed reaches NATS (once) and the read model.
+    let third = BinaryService::spawn(&iso, "all", &[]).await;
+    let pool = db::connect(&iso.database_url(), 2).await.unwrap();
+    let committed: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        committed.len() > answered,
+        "every answered command is committed ({answered} answered, {} stored)",
+        committed.len()
+    );
+    eventually(
+        "the read model has every dataset",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_datasets")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n as usize == committed.len()
+        },
+    )
+    .await;
+    let messages = stream_messages(
+        &iso.nats_url,
+        &iso.stream,
+        committed.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let published: Vec<Uuid> = messages
+        .iter()
+        .filter_map(|(_, id, _)| Uuid::parse_str(id).ok())
+        .collect();
+    let unique: HashSet<Uuid> = published.iter().copied().collect();
+    assert_eq!(
+        published.len(),
+        unique.len(),
+        "an event was published twice"
+    );
+    assert_eq!(unique, committed.iter().copied().collect::<HashSet<_>>());
+    eprintln!(
+        "{} events committed, {answered} commands answered before the kill",
+        committed.len()
+    );
+    drop(third);
+    pool.close().await;
+    iso.cleanup().await;
+}
