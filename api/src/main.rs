@@ -39,6 +39,8 @@ enum Command {
     Openapi,
     /// Give a user a role: user, admin or billing_admin.
     GrantRole { email: String, role: String },
+    /// Subscribe to `<NATS_SUBJECT_PREFIX>.>` and print every event envelope as it arrives.
+    Watch,
 }
 
 #[tokio::main]
@@ -101,6 +103,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
             users.set_role(user.id, role).await?;
             println!("{email} is now {}", role.as_str());
+        }
+        Command::Watch => {
+            use futures::StreamExt;
+            let client = async_nats::connect(&config.nats_url).await?;
+            let subject = format!("{}.>", config.nats_subject_prefix);
+            let mut messages = client.subscribe(subject.clone()).await?;
+            eprintln!("watching {subject} on {}", config.nats_url);
+            while let Some(message) = messages.next().await {
+                println!(
+                    "{} {}",
+                    message.subject,
+                    String::from_utf8_lossy(&message.payload)
+                );
+            }
         }
         Command::Openapi => unreachable!("handled above"),
     }

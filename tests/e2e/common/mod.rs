@@ -234,7 +234,12 @@ impl OwnNats {
     }
 
     pub async fn start(&mut self) {
-        let child = Command::new("nats-server")
+        let binary = if std::path::Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        let child = Command::new(binary)
             .args([
                 "-a",
                 "127.0.0.1",
