@@ -85,6 +85,25 @@ pub fn validate_signup(
     })
 }
 
+/// Failed logins per e-mail within a window: at `max_failures`, further attempts are refused
+/// (even with the right password) until old failures leave the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    pub max_failures: i64,
+    pub window_secs: u64,
+}
+
+impl LoginThrottle {
+    /// `Err(retry_after_secs)` when a login with `recent_failures` inside the window must wait.
+    pub fn check(self, recent_failures: i64) -> Result<(), u64> {
+        if recent_failures >= self.max_failures {
+            Err(self.window_secs)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
@@ -175,6 +194,18 @@ mod tests {
         assert!(signup("a@b.co", "longenough", "Ada", Some(&"o".repeat(200))).is_ok());
         let err = signup("a@b.co", "longenough", "Ada", Some(&"o".repeat(201))).unwrap_err();
         assert_eq!(err.field, "organization");
+    }
+
+    #[test]
+    fn logins_are_refused_once_failures_reach_the_limit() {
+        let throttle = LoginThrottle {
+            max_failures: 5,
+            window_secs: 900,
+        };
+        assert_eq!(throttle.check(0), Ok(()));
+        assert_eq!(throttle.check(4), Ok(()));
+        assert_eq!(throttle.check(5), Err(900));
+        assert_eq!(throttle.check(50), Err(900));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use domain::identity::{normalize_email, validate_signup, Role};
+use domain::identity::{normalize_email, validate_signup, LoginThrottle, Role};
 use domain::ids::UserId;
 use infrastructure::auth::{self, Principal};
 use infrastructure::users::{User, UserStoreError};
@@ -169,12 +169,16 @@ async fn login(
         .failures_since(&email, now - window)
         .await
         .map_err(ApiError::internal)?;
-    if failures >= state.config.login_max_failures {
-        return Err(ApiError::rate_limited(
+    let throttle = LoginThrottle {
+        max_failures: state.config.login_max_failures,
+        window_secs: state.config.login_window.as_secs(),
+    };
+    throttle.check(failures).map_err(|retry_after| {
+        ApiError::rate_limited(
             "too many failed logins for this account; wait before trying again",
-            state.config.login_window.as_secs(),
-        ));
-    }
+            retry_after,
+        )
+    })?;
     let user = state
         .users
         .by_email(&email)
