@@ -5,6 +5,7 @@
 
 mod commands;
 mod events;
+pub mod validator;
 
 pub use commands::{DatasetCommand, RegisterDataset};
 pub use events::{DatasetEvent, DatasetRegistered};

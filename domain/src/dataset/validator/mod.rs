@@ -1,0 +1,625 @@
+//! The dataset validator: pure and streaming. Bytes go in by chunks (`feed`), a report comes
+//! out (`finish`). It keeps per-conversation figures only (token counts, ids for duplicate
+//! detection, the vocabulary set), never the file, and a line is at most `max_line_bytes`.
+//!
+//! Formats (DOMAIN.md "Datasets"):
+//! - `brightrun-lora-v4`: `{"conversation_id", "turns": [{"role", "content"}], "metadata"?: {"topic"?}, "split"?}`
+//! - `brightrun-lora-v3`: `{"id", "turns": [{"speaker", "text"}]}`; speakers named
+//!   user/assistant/system keep that role, others map by order of appearance: first user,
+//!   second assistant, any further one is an unknown role (warning, turn ignored).
+//!
+//! A turn is a user or assistant message; system messages are context (their tokens count in
+//! `totalTokens`, not in the per-turn averages). A training pair is a user turn followed by an
+//! assistant turn. Conversations without an explicit split go to validation when a stable
+//! hash of their id falls below `validation_split_ratio`.
+
+mod lines;
+mod report;
+
+pub use lines::{Line, LineSplitter};
+pub use report::{
+    FullStatistics, Issue, LengthDistribution, SampleConversation, SampleTurn, Statistics,
+    TopicCount, ValidationReport,
+};
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use super::DatasetFormat;
+
+/// Counts tokens. Implemented over a real BPE vocabulary outside the domain.
+pub trait Tokenizer {
+    /// The vocabulary's name, reported in the statistics (`cl100k_base`, `o200k_base`).
+    fn name(&self) -> &str;
+    fn encode(&self, text: &str) -> Vec<u32>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValidatorOptions {
+    pub validation_split_ratio: f64,
+    pub max_line_bytes: usize,
+    /// Conversations over this many tokens get a warning.
+    pub long_conversation_tokens: u64,
+    /// Errors and warnings kept in the report (each list); the counts cover them all.
+    pub max_reported: usize,
+    pub sample_size: usize,
+    pub min_training_pairs: u64,
+}
+
+impl Default for ValidatorOptions {
+    fn default() -> Self {
+        ValidatorOptions {
+            validation_split_ratio: 0.1,
+            max_line_bytes: 4 * 1024 * 1024,
+            long_conversation_tokens: 8192,
+            max_reported: 100,
+            sample_size: 3,
+            min_training_pairs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn named(name: &str) -> Option<Role> {
+        match name.to_ascii_lowercase().as_str() {
+            "system" => Some(Role::System),
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+}
+
+/// Validation when the id's FNV-1a hash falls in the first `ratio` of the buckets: the same
+/// id always lands on the same side, whatever else the file holds.
+pub fn split_of(id: &str, ratio: f64) -> Split {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if ((hash % 1_000_000) as f64) < ratio * 1_000_000.0 {
+        Split::Validation
+    } else {
+        Split::Train
+    }
+}
+
+struct Turn {
+    role: Role,
+    speaker: String,
+    content: String,
+}
+
+struct Conversation {
+    id: String,
+    turns: Vec<Turn>,
+    topic: Option<String>,
+    split: Option<Split>,
+}
+
+pub struct Validator<'t> {
+    format: DatasetFormat,
+    tokenizer: &'t dyn Tokenizer,
+    options: ValidatorOptions,
+    splitter: LineSplitter,
+    report: ReportBuilder,
+}
+
+#[derive(Default)]
+struct ReportBuilder {
+    errors: Vec<Issue>,
+    error_count: u64,
+    warnings: Vec<Issue>,
+    warning_count: u64,
+    ids: HashSet<String>,
+    conversations: u64,
+    turns: u64,
+    turn_tokens: u64,
+    total_tokens: u64,
+    training_pairs: u64,
+    validation_pairs: u64,
+    vocabulary: HashSet<u32>,
+    speakers: HashSet<String>,
+    topics: BTreeMap<String, u64>,
+    lengths: Vec<u64>,
+    sample: Vec<SampleConversation>,
+}
+
+impl<'t> Validator<'t> {
+    pub fn new(
+        format: DatasetFormat,
+        tokenizer: &'t dyn Tokenizer,
+        options: ValidatorOptions,
+    ) -> Validator<'t> {
+        Validator {
+            format,
+            tokenizer,
+            options,
+            splitter: LineSplitter::new(options.max_line_bytes),
+            report: ReportBuilder::default(),
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut lines = Vec::new();
+        self.splitter.feed(chunk, &mut |line| lines.push(line));
+        for line in lines {
+            self.line(line);
+        }
+    }
+
+    pub fn finish(mut self) -> ValidationReport {
+        let mut lines = Vec::new();
+        self.splitter.finish(&mut |line| lines.push(line));
+        for line in lines {
+            self.line(line);
+        }
+        if self.splitter.bytes_seen() == 0 {
+            self.error(0, None, "EMPTY_FILE", "the file is empty".to_string());
+        } else if self.report.conversations == 0 && self.report.error_count == 0 {
+            self.error(
+                0,
+                None,
+                "NO_CONVERSATIONS",
+                "the file holds no conversations".to_string(),
+            );
+        }
+        self.report.build(self.tokenizer.name(), &self.options)
+    }
+
+    fn error(&mut self, line: u64, field: Option<String>, code: &str, message: String) {
+        let r = &mut self.report;
+        r.error_count += 1;
+        if r.errors.len() < self.options.max_reported {
+            r.errors.push(Issue {
+                line,
+                field,
+                code: code.to_string(),
+                message,
+            });
+        }
+    }
+
+    fn warning(&mut self, line: u64, field: Option<String>, code: &str, message: String) {
+        let r = &mut self.report;
+        r.warning_count += 1;
+        if r.warnings.len() < self.options.max_reported {
+            r.warnings.push(Issue {
+                line,
+                field,
+                code: code.to_string(),
+                message,
+            });
+        }
+    }
+
+    fn line(&mut self, line: Line) {
+        let (number, bytes) = match line {
+            Line::TooLong { number, length } => {
+                let max = self.options.max_line_bytes;
+                self.error(
+                    number,
+                    None,
+                    "LINE_TOO_LONG",
+                    format!("the line is {length} bytes; at most {max} are accepted"),
+                );
+                return;
+            }
+            Line::Complete { number, bytes } => (number, bytes),
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            self.error(
+                number,
+                None,
+                "INVALID_UTF8",
+                "the line is not valid UTF-8".to_string(),
+            );
+            return;
+        };
+        if text.trim().is_empty() {
+            self.warning(number, None, "EMPTY_LINE", "blank line ignored".to_string());
+            return;
+        }
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error(
+                    number,
+                    None,
+                    "INVALID_JSON",
+                    format!("the line is not valid JSON: {e}"),
+                );
+                return;
+            }
+        };
+        let Value::Object(object) = value else {
+            self.error(
+                number,
+                None,
+                "INVALID_JSON",
+                "each line must be a JSON object".to_string(),
+            );
+            return;
+        };
+        let parsed = match self.format {
+            DatasetFormat::BrightrunLoraV4 => self.parse_v4(number, object),
+            DatasetFormat::BrightrunLoraV3 => self.parse_v3(number, object),
+        };
+        if let Some(conversation) = parsed {
+            self.count(number, conversation);
+        }
+    }
+
+    fn string_field(
+        &mut self,
+        line: u64,
+        object: &Map<String, Value>,
+        field: &str,
+        path: &str,
+    ) -> Option<String> {
+        match object.get(field) {
+            None | Some(Value::Null) => {
+                self.error(
+                    line,
+                    Some(path.to_string()),
+                    "MISSING_FIELD",
+                    format!("{path} is required"),
+                );
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.error(
+                    line,
+                    Some(path.to_string()),
+                    "INVALID_TYPE",
+                    format!("{path} must be a string"),
+                );
+                None
+            }
+        }
+    }
+
+    fn turns_array(&mut self, line: u64, object: &mut Map<String, Value>) -> Option<Vec<Value>> {
+        match object.remove("turns") {
+            None | Some(Value::Null) => {
+                self.error(
+                    line,
+                    Some("turns".into()),
+                    "MISSING_FIELD",
+                    "turns is required".into(),
+                );
+                None
+            }
+            Some(Value::Array(turns)) if turns.is_empty() => {
+                self.error(
+                    line,
+                    Some("turns".into()),
+                    "EMPTY_TURNS",
+                    "turns must hold at least one message".into(),
+                );
+                None
+            }
+            Some(Value::Array(turns)) => Some(turns),
+            Some(_) => {
+                self.error(
+                    line,
+                    Some("turns".into()),
+                    "INVALID_TYPE",
+                    "turns must be an array".into(),
+                );
+                None
+            }
+        }
+    }
+
+    fn parse_v4(&mut self, line: u64, mut object: Map<String, Value>) -> Option<Conversation> {
+        let id = self.string_field(line, &object, "conversation_id", "conversation_id");
+        let raw_turns = self.turns_array(line, &mut object);
+        let split = match object.get("split") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if s == "train" => Some(Some(Split::Train)),
+            Some(Value::String(s)) if s == "validation" => Some(Some(Split::Validation)),
+            Some(_) => {
+                self.error(
+                    line,
+                    Some("split".into()),
+                    "INVALID_VALUE",
+                    "split must be \"train\" or \"validation\"".into(),
+                );
+                None
+            }
+        };
+        let topic = match object.get("metadata") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Object(m)) => match m.get("topic") {
+                None | Some(Value::Null) => Some(None),
+                Some(Value::String(t)) => Some(Some(t.clone())),
+                Some(_) => {
+                    self.error(
+                        line,
+                        Some("metadata.topic".into()),
+                        "INVALID_TYPE",
+                        "metadata.topic must be a string".into(),
+                    );
+                    None
+                }
+            },
+            Some(_) => {
+                self.error(
+                    line,
+                    Some("metadata".into()),
+                    "INVALID_TYPE",
+                    "metadata must be an object".into(),
+                );
+                None
+            }
+        };
+        let mut turns = Vec::new();
+        let mut valid = true;
+        for (i, turn) in raw_turns.iter().flatten().enumerate() {
+            let path = format!("turns[{i}]");
+            let Value::Object(turn) = turn else {
+                self.error(
+                    line,
+                    Some(path.clone()),
+                    "INVALID_TYPE",
+                    format!("{path} must be an object"),
+                );
+                valid = false;
+                continue;
+            };
+            let role = self.string_field(line, turn, "role", &format!("{path}.role"));
+            let content = self.string_field(line, turn, "content", &format!("{path}.content"));
+            let (Some(role_name), Some(content)) = (role, content) else {
+                valid = false;
+                continue;
+            };
+            match Role::named(&role_name).filter(|_| role_name == role_name.to_ascii_lowercase()) {
+                Some(role) => turns.push(Turn { role, speaker: role.as_str().to_string(), content }),
+                None => self.warning(
+                    line,
+                    Some(format!("{path}.role")),
+                    "UNKNOWN_ROLE",
+                    format!("role '{role_name}' is not system, user or assistant; the message is ignored"),
+                ),
+            }
+        }
+        match (id, raw_turns, split, topic, valid) {
+            (Some(id), Some(_), Some(split), Some(topic), true) => Some(Conversation {
+                id,
+                turns,
+                topic,
+                split,
+            }),
+            _ => None,
+        }
+    }
+
+    fn parse_v3(&mut self, line: u64, mut object: Map<String, Value>) -> Option<Conversation> {
+        let id = self.string_field(line, &object, "id", "id");
+        let raw_turns = self.turns_array(line, &mut object);
+        let mut turns = Vec::new();
+        let mut valid = true;
+        // Unnamed speakers take roles by order of appearance.
+        let mut by_order: Vec<String> = Vec::new();
+        for (i, turn) in raw_turns.iter().flatten().enumerate() {
+            let path = format!("turns[{i}]");
+            let Value::Object(turn) = turn else {
+                self.error(
+                    line,
+                    Some(path.clone()),
+                    "INVALID_TYPE",
+                    format!("{path} must be an object"),
+                );
+                valid = false;
+                continue;
+            };
+            let speaker = self.string_field(line, turn, "speaker", &format!("{path}.speaker"));
+            let text = self.string_field(line, turn, "text", &format!("{path}.text"));
+            let (Some(speaker), Some(text)) = (speaker, text) else {
+                valid = false;
+                continue;
+            };
+            let role = Role::named(&speaker).or_else(|| {
+                let position = by_order
+                    .iter()
+                    .position(|s| *s == speaker)
+                    .unwrap_or_else(|| {
+                        by_order.push(speaker.clone());
+                        by_order.len() - 1
+                    });
+                [Role::User, Role::Assistant].get(position).copied()
+            });
+            match role {
+                Some(role) => turns.push(Turn {
+                    role,
+                    speaker,
+                    content: text,
+                }),
+                None => self.warning(
+                    line,
+                    Some(format!("{path}.speaker")),
+                    "UNKNOWN_ROLE",
+                    format!("speaker '{speaker}' is a third participant; the message is ignored"),
+                ),
+            }
+        }
+        match (id, raw_turns, valid) {
+            (Some(id), Some(_), true) => Some(Conversation {
+                id,
+                turns,
+                topic: None,
+                split: None,
+            }),
+            _ => None,
+        }
+    }
+
+    fn count(&mut self, line: u64, conversation: Conversation) {
+        if !self.report.ids.insert(conversation.id.clone()) {
+            self.warning(
+                line,
+                Some(self.id_field().to_string()),
+                "DUPLICATE_ID",
+                format!(
+                    "conversation id '{}' appeared on an earlier line",
+                    conversation.id
+                ),
+            );
+        }
+        let mut tokens = 0u64;
+        let mut dialogue: Vec<Role> = Vec::new();
+        for (i, turn) in conversation.turns.iter().enumerate() {
+            if turn.content.trim().is_empty() {
+                let field = match self.format {
+                    DatasetFormat::BrightrunLoraV4 => format!("turns[{i}].content"),
+                    DatasetFormat::BrightrunLoraV3 => format!("turns[{i}].text"),
+                };
+                self.warning(
+                    line,
+                    Some(field),
+                    "EMPTY_CONTENT",
+                    "the message is empty".into(),
+                );
+            }
+            let ids = self.tokenizer.encode(&turn.content);
+            let n = ids.len() as u64;
+            self.report.vocabulary.extend(ids);
+            self.report.speakers.insert(turn.speaker.clone());
+            tokens += n;
+            if turn.role != Role::System {
+                dialogue.push(turn.role);
+                self.report.turns += 1;
+                self.report.turn_tokens += n;
+            }
+        }
+        if tokens > self.options.long_conversation_tokens {
+            self.warning(
+                line,
+                None,
+                "CONVERSATION_TOO_LONG",
+                format!(
+                    "the conversation has {tokens} tokens (over {})",
+                    self.options.long_conversation_tokens
+                ),
+            );
+        }
+        let pairs = dialogue
+            .windows(2)
+            .filter(|w| w[0] == Role::User && w[1] == Role::Assistant)
+            .count() as u64;
+        let split = conversation
+            .split
+            .unwrap_or_else(|| split_of(&conversation.id, self.options.validation_split_ratio));
+        match split {
+            Split::Train => self.report.training_pairs += pairs,
+            Split::Validation => self.report.validation_pairs += pairs,
+        }
+        let r = &mut self.report;
+        r.conversations += 1;
+        r.total_tokens += tokens;
+        r.lengths.push(tokens);
+        if let Some(topic) = &conversation.topic {
+            *r.topics.entry(topic.clone()).or_default() += 1;
+        }
+        if r.sample.len() < self.options.sample_size {
+            r.sample.push(SampleConversation {
+                conversation_id: conversation.id,
+                turns: conversation
+                    .turns
+                    .into_iter()
+                    .map(|t| SampleTurn {
+                        role: t.role.as_str().to_string(),
+                        content: t.content,
+                    })
+                    .collect(),
+            });
+        }
+    }
+
+    fn id_field(&self) -> &'static str {
+        match self.format {
+            DatasetFormat::BrightrunLoraV4 => "conversation_id",
+            DatasetFormat::BrightrunLoraV3 => "id",
+        }
+    }
+}
+
+impl ReportBuilder {
+    fn build(mut self, tokenizer: &str, options: &ValidatorOptions) -> ValidationReport {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let mut topics: Vec<TopicCount> = self
+            .topics
+            .into_iter()
+            .map(|(topic, count)| TopicCount { topic, count })
+            .collect();
+        topics.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.topic.cmp(&b.topic)));
+        self.lengths.sort_unstable();
+        let training_ready =
+            self.error_count == 0 && self.training_pairs >= options.min_training_pairs;
+        ValidationReport {
+            is_valid: self.error_count == 0,
+            training_ready,
+            errors: self.errors,
+            error_count: self.error_count,
+            warnings: self.warnings,
+            warning_count: self.warning_count,
+            statistics: Statistics {
+                total_conversations: self.conversations,
+                total_training_pairs: self.training_pairs,
+                total_validation_pairs: self.validation_pairs,
+                estimated_pairs: self.training_pairs + self.validation_pairs,
+                total_tokens: self.total_tokens,
+                avg_turns_per_conversation: ratio(self.turns, self.conversations),
+                avg_tokens_per_turn: ratio(self.turn_tokens, self.turns),
+                tokenizer: tokenizer.to_string(),
+            },
+            full_statistics: FullStatistics {
+                vocabulary_size: self.vocabulary.len() as u64,
+                unique_speakers: self.speakers.len() as u64,
+                topic_distribution: topics,
+                length_distribution: LengthDistribution::of_sorted(&self.lengths),
+            },
+            sample_conversations: self.sample,
+        }
+    }
+}
+
+/// Validates a whole buffer (previews, tests).
+pub fn validate_bytes(
+    format: DatasetFormat,
+    bytes: &[u8],
+    tokenizer: &dyn Tokenizer,
+    options: ValidatorOptions,
+) -> ValidationReport {
+    let mut validator = Validator::new(format, tokenizer, options);
+    validator.feed(bytes);
+    validator.finish()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+use super::*;
+use serde_json::json;
+
+/// Whitespace tokenizer: a token per word, the id a hash of the word (hand-computable).
+struct Words;
+
+impl Tokenizer for Words {
+    fn name(&self) -> &str {
+        "words"
+    }
+
+    fn encode(&self, text: &str) -> Vec<u32> {
+        text.split_whitespace()
+            .map(|w| {
+                w.bytes().fold(2_166_136_261u32, |h, b| {
+                    (h ^ u32::from(b)).wrapping_mul(16_777_619)
+                })
+            })
+            .collect()
+    }
+}
+
+const V4: DatasetFormat = DatasetFormat::BrightrunLoraV4;
+const V3: DatasetFormat = DatasetFormat::BrightrunLoraV3;
+
+fn jsonl(lines: &[serde_json::Value]) -> Vec<u8> {
+    lines
+        .iter()
+        .map(|l| l.to_string() + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn validate(format: DatasetFormat, bytes: &[u8]) -> ValidationReport {
+    validate_bytes(format, bytes, &Words, ValidatorOptions::default())
+}
+
+fn codes(issues: &[Issue]) -> Vec<(u64, Option<&str>, &str)> {
+    issues
+        .iter()
+        .map(|i| (i.line, i.field.as_deref(), i.code.as_str()))
+        .collect()
+}
+
+fn turn(role: &str, content: &str) -> serde_json::Value {
+    json!({"role": role, "content": content})
+}
+
+fn three_conversations() -> Vec<u8> {
+    jsonl(&[
+        json!({"conversation_id": "c1", "turns": [turn("system", "be kind"), turn("user", "hi there"), turn("assistant", "hello")],
+               "metadata": {"topic": "greeting"}, "split": "train"}),
+        json!({"conversation_id": "c2", "turns": [turn("user", "a b c"), turn("assistant", "d"), turn("user", "e"), turn("assistant", "f g")],
+               "metadata": {"topic": "letters"}, "split": "validation"}),
+        json!({"conversation_id": "c3", "turns": [turn("user", "x"), turn("user", "y"), turn("assistant", "z")],
+               "metadata": {"topic": "greeting"}, "split": "train"}),
+    ])
+}
+
+#[test]
+fn statistics_of_a_hand_computed_v4_file() {
+    let report = validate(V4, &three_conversations());
+    assert!(report.is_valid, "{:?}", report.errors);
+    assert_eq!(report.warning_count, 0, "{:?}", report.warnings);
+    let s = &report.statistics;
+    assert_eq!(s.total_conversations, 3);
+    assert_eq!(
+        s.total_training_pairs, 2,
+        "c1 has one pair, c3 one (user, user, assistant)"
+    );
+    assert_eq!(s.total_validation_pairs, 2);
+    assert_eq!(s.estimated_pairs, 4);
+    assert_eq!(s.total_tokens, 15, "system tokens count in the total");
+    assert_eq!(
+        s.avg_turns_per_conversation, 3.0,
+        "9 user/assistant turns over 3 conversations"
+    );
+    assert_eq!(
+        s.avg_tokens_per_turn,
+        13.0 / 9.0,
+        "system messages are not turns"
+    );
+    assert_eq!(s.tokenizer, "words");
+    let f = &report.full_statistics;
+    assert_eq!(f.vocabulary_size, 15);
+    assert_eq!(f.unique_speakers, 3);
+    assert_eq!(
+        f.topic_distribution,
+        vec![
+            TopicCount {
+                topic: "greeting".into(),
+                count: 2
+            },
+            TopicCount {
+                topic: "letters".into(),
+                count: 1
+            }
+        ]
+    );
+    assert_eq!(
+        f.length_distribution,
+        LengthDistribution {
+            min: 3,
+            max: 7,
+            mean: 5.0,
+            median: 5.0,
+            p95: 7
+        }
+    );
+    assert!(
+        !report.training_ready,
+        "4 pairs is under the 10 a training needs"
+    );
+}
+
+#[test]
+fn the_sample_is_the_first_three_conversations() {
+    let mut lines = Vec::new();
+    for i in 0..5 {
+        lines.push(json!({"conversation_id": format!("c{i}"), "turns": [turn("user", "q"), turn("assistant", "a")]}));
+    }
+    let report = validate(V4, &jsonl(&lines));
+    let ids: Vec<&str> = report
+        .sample_conversations
+        .iter()
+        .map(|c| c.conversation_id.as_str())
+        .collect();
+    assert_eq!(ids, ["c0", "c1", "c2"]);
+    assert_eq!(
+        report.sample_conversations[0].turns[1],
+        SampleTurn {
+            role: "assistant".into(),
+            content: "a".into()
+        }
+    );
+}
+
+#[test]
+fn ten_training_pairs_and_no_error_make_a_dataset_training_ready() {
+    let lines: Vec<_> = (0..10)
+        .map(|i| json!({"conversation_id": format!("c{i}"), "turns": [turn("user", "q"), turn("assistant", "a")], "split": "train"}))
+        .collect();
+    assert!(validate(V4, &jsonl(&lines)).training_ready);
+    let mut broken = jsonl(&lines);
+    broken.extend_from_slice(b"{oops}\n");
+    let report = validate(V4, &broken);
+    assert!(!report.training_ready && !report.is_valid);
+    assert_eq!(
+        report.statistics.total_training_pairs, 10,
+        "valid lines still count"
+    );
+}
+
+#[test]
+fn each_error_names_its_line_field_and_code() {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"\xff\xfe not utf-8\n");
+    bytes.extend_from_slice(b"{\"conversation_id\": \n");
+    bytes.extend_from_slice(b"[1, 2]\n");
+    bytes.extend_from_slice(&jsonl(&[
+        json!({"turns": [turn("user", "q")]}),
+        json!({"conversation_id": 7, "turns": [turn("user", "q")]}),
+        json!({"conversation_id": "c", "turns": "hello"}),
+        json!({"conversation_id": "c", "turns": []}),
+        json!({"conversation_id": "c"}),
+        json!({"conversation_id": "c", "turns": [{"role": "user"}]}),
+        json!({"conversation_id": "c", "turns": ["hi"]}),
+        json!({"conversation_id": "c", "turns": [turn("user", "q")], "split": "test"}),
+        json!({"conversation_id": "c", "turns": [turn("user", "q")], "metadata": "x"}),
+    ]));
+    let report = validate(V4, &bytes);
+    assert_eq!(
+        codes(&report.errors),
+        vec![
+            (1, None, "INVALID_UTF8"),
+            (2, None, "INVALID_JSON"),
+            (3, None, "INVALID_JSON"),
+            (4, Some("conversation_id"), "MISSING_FIELD"),
+            (5, Some("conversation_id"), "INVALID_TYPE"),
+            (6, Some("turns"), "INVALID_TYPE"),
+            (7, Some("turns"), "EMPTY_TURNS"),
+            (8, Some("turns"), "MISSING_FIELD"),
+            (9, Some("turns[0].content"), "MISSING_FIELD"),
+            (10, Some("turns[0]"), "INVALID_TYPE"),
+            (11, Some("split"), "INVALID_VALUE"),
+            (12, Some("metadata"), "INVALID_TYPE"),
+        ]
+    );
+    assert_eq!(report.statistics.total_conversations, 0);
+    assert!(report.errors.iter().all(|e| !e.message.is_empty()));
+}
+
+#[test]
+fn a_ten_megabyte_line_is_one_error_and_the_next_line_still_counts() {
+    let mut bytes = jsonl(&[
+        json!({"conversation_id": "a", "turns": [turn("user", "q"), turn("assistant", "a")]}),
+    ]);
+    let huge = format!("{{\"conversation_id\": \"big\", \"turns\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}\n", "x".repeat(10 * 1024 * 1024));
+    bytes.extend_from_slice(huge.as_bytes());
+    bytes.extend_from_slice(&jsonl(&[
+        json!({"conversation_id": "b", "turns": [turn("user", "q"), turn("assistant", "a")]}),
+    ]));
+    let report = validate(V4, &bytes);
+    assert_eq!(codes(&report.errors), vec![(2, None, "LINE_TOO_LONG")]);
+    assert_eq!(report.statistics.total_conversations, 2);
+}
+
+#[test]
+fn an_empty_file_is_an_error() {
+    let report = validate(V4, b"");
+    assert_eq!(codes(&report.errors), vec![(0, None, "EMPTY_FILE")]);
+    assert!(!report.is_valid && !report.training_ready);
+    let blank = validate(V4, b"\n\n");
+    assert_eq!(codes(&blank.errors), vec![(0, None, "NO_CONVERSATIONS")]);
+    assert_eq!(
+        codes(&blank.warnings),
+        vec![(1, None, "EMPTY_LINE"), (2, None, "EMPTY_LINE")]
+    );
+}
+
+#[test]
+fn warnings_flag_duplicates_empty_messages_long_conversations_and_unknown_roles() {
+    let bytes = jsonl(&[
+        json!({"conversation_id": "same", "turns": [turn("user", "q"), turn("assistant", "a")]}),
+        json!({"conversation_id": "same", "turns": [turn("user", "  "), turn("assistant", "a")]}),
+        json!({"conversation_id": "long", "turns": [turn("user", "w w w w w w"), turn("assistant", "a")]}),
+        json!({"conversation_id": "odd", "turns": [turn("narrator", "once"), turn("User", "q"), turn("user", "q"), turn("assistant", "a")]}),
+    ]);
+    let options = ValidatorOptions {
+        long_conversation_tokens: 5,
+        ..ValidatorOptions::default()
+    };
+    let report = validate_bytes(V4, &bytes, &Words, options);
+    assert!(
+        report.is_valid,
+        "warnings are not errors: {:?}",
+        report.errors
+    );
+    assert_eq!(
+        codes(&report.warnings),
+        vec![
+            (2, Some("conversation_id"), "DUPLICATE_ID"),
+            (2, Some("turns[0].content"), "EMPTY_CONTENT"),
+            (3, None, "CONVERSATION_TOO_LONG"),
+            (4, Some("turns[0].role"), "UNKNOWN_ROLE"),
+            (4, Some("turns[1].role"), "UNKNOWN_ROLE"),
+        ]
+    );
+    assert_eq!(report.statistics.total_conversations, 4);
+}
+
+#[test]
+fn v3_speakers_map_to_roles_by_order_unless_named() {
+    let bytes = jsonl(&[
+        json!({"id": "a", "turns": [{"speaker": "Alice", "text": "q r"}, {"speaker": "Bot", "text": "s"},
+                                     {"speaker": "Carol", "text": "t"}, {"speaker": "Alice", "text": "u"}]}),
+        json!({"id": "b", "turns": [{"speaker": "system", "text": "rules"}, {"speaker": "assistant", "text": "hello"},
+                                     {"speaker": "Dan", "text": "hi"}, {"speaker": "Eve", "text": "yo"}]}),
+    ]);
+    let report = validate(V3, &bytes);
+    assert!(report.is_valid, "{:?}", report.errors);
+    assert_eq!(
+        codes(&report.warnings),
+        vec![(1, Some("turns[2].speaker"), "UNKNOWN_ROLE")]
+    );
+    let roles: Vec<&str> = report.sample_conversations[0]
+        .turns
+        .iter()
+        .map(|t| t.role.as_str())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    let roles: Vec<&str> = report.sample_conversations[1]
+        .turns
+        .iter()
+        .map(|t| t.role.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "assistant", "user", "assistant"],
+        "Dan is the first unnamed speaker, Eve the second"
+    );
+    let s = &report.statistics;
+    assert_eq!(
+        s.total_training_pairs + s.total_validation_pairs,
+        2,
+        "a: (user, assistant); b: (user, assistant)"
+    );
+    assert_eq!(
+        report.full_statistics.unique_speakers, 6,
+        "Alice, Bot, system, assistant, Dan, Eve"
+    );
+    assert_eq!(
+        s.total_tokens, 8,
+        "a: 2+1+1 (Carol's ignored message has no tokens), b: 1+1+1+1"
+    );
+}
+
+#[test]
+fn v3_field_errors_name_v3_fields() {
+    let report = validate(V3, &jsonl(&[json!({"turns": [{"speaker": "a"}]})]));
+    assert_eq!(
+        codes(&report.errors),
+        vec![
+            (1, Some("id"), "MISSING_FIELD"),
+            (1, Some("turns[0].text"), "MISSING_FIELD")
+        ]
+    );
+}
+
+#[test]
+fn the_split_is_stable_and_follows_the_ratio() {
+    assert_eq!(
+        split_of("conversation-42", 0.1),
+        split_of("conversation-42", 0.1)
+    );
+    assert_eq!(split_of("anything", 0.0), Split::Train);
+    assert_eq!(split_of("anything", 1.0), Split::Validation);
+    let validation = (0..10_000)
+        .filter(|i| split_of(&format!("conv-{i}"), 0.1) == Split::Validation)
+        .count();
+    assert!(
+        (800..=1200).contains(&validation),
+        "{validation} of 10000 went to validation"
+    );
+    // An explicit split wins over the hash.
+    let bytes = jsonl(&[
+        json!({"conversation_id": "x", "turns": [turn("user", "q"), turn("assistant", "a")], "split": "validation"}),
+    ]);
+    let options = ValidatorOptions {
+        validation_split_ratio: 0.0,
+        ..ValidatorOptions::default()
+    };
+    assert_eq!(
+        validate_bytes(V4, &bytes, &Words, options)
+            .statistics
+            .total_validation_pairs,
+        1
+    );
+}
+
+#[test]
+fn at_most_one_hundred_errors_are_kept_but_all_are_counted() {
+    let bytes = "not json\n".repeat(150);
+    let report = validate(V4, bytes.as_bytes());
+    assert_eq!(report.errors.len(), 100);
+    assert_eq!(report.error_count, 150);
+    assert_eq!(report.errors[99].line, 100);
+}
+
+#[test]
+fn feeding_in_small_chunks_gives_the_same_report() {
+    let bytes = three_conversations();
+    let mut validator = Validator::new(V4, &Words, ValidatorOptions::default());
+    for chunk in bytes.chunks(7) {
+        validator.feed(chunk);
+    }
+    assert_eq!(validator.finish(), validate(V4, &bytes));
+}
+
+#[test]
+fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+    assert_eq!(LengthDistribution::of_sorted(&[1, 2, 3, 10]).median, 2.5);
+    let hundred: Vec<u64> = (1..=100).collect();
+    assert_eq!(LengthDistribution::of_sorted(&hundred).p95, 95);
+    assert_eq!(LengthDistribution::of_sorted(&[]).max, 0);
+}
