@@ -8,6 +8,7 @@ pub mod event_log;
 pub mod event_store;
 pub mod relay;
 pub mod subscription;
+pub mod tokenizer;
 pub mod users;
 
 pub use config::Config;

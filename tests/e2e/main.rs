@@ -8,6 +8,7 @@ mod crash;
 mod datasets;
 mod global_log;
 mod openapi;
+mod preview;
 mod relay;
 mod replay;
 mod subscriptions;

@@ -8,9 +8,11 @@ use application::{AppError, CommandContext};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use domain::dataset::validator::{self, ValidatorOptions};
 use domain::dataset::{DatasetError, DatasetFormat};
 use infrastructure::auth::Principal;
 use infrastructure::subscription::wait_for;
+use infrastructure::tokenizer::O200k;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -31,6 +33,134 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_datasets, register_dataset))
         .routes(routes!(get_dataset))
+        .routes(routes!(validate_dataset))
+}
+
+/// The preview takes the first 100 KB of a file (seed 001).
+pub const PREVIEW_LIMIT_BYTES: usize = 100 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ValidateRequest {
+    /// The first 100 KB (at most 102400 bytes) of the JSONL file.
+    pub content: String,
+    pub format: Format,
+}
+
+/// One problem found in the file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationIssue {
+    /// 1-based line; 0 for the file as a whole.
+    pub line: u64,
+    /// The JSON field at fault within the line (`turns[2].role`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// `INVALID_JSON`, `INVALID_UTF8`, `MISSING_FIELD`, `INVALID_TYPE`, `INVALID_VALUE`,
+    /// `EMPTY_TURNS`, `LINE_TOO_LONG`, `EMPTY_FILE`, `NO_CONVERSATIONS`; warnings:
+    /// `DUPLICATE_ID`, `EMPTY_CONTENT`, `CONVERSATION_TOO_LONG`, `UNKNOWN_ROLE`, `EMPTY_LINE`,
+    /// `TRUNCATED_LINE`.
+    pub code: String,
+    pub message: String,
+}
+
+impl From<validator::Issue> for ValidationIssue {
+    fn from(i: validator::Issue) -> ValidationIssue {
+        ValidationIssue {
+            line: i.line,
+            field: i.field,
+            code: i.code,
+            message: i.message,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewStatistics {
+    /// Training pairs (user turn then assistant turn) in the preview, both splits.
+    pub estimated_pairs: u64,
+    pub total_conversations: u64,
+    pub total_training_pairs: u64,
+    pub total_validation_pairs: u64,
+    pub total_tokens: u64,
+    pub avg_turns_per_conversation: f64,
+    pub avg_tokens_per_turn: f64,
+    /// The BPE vocabulary tokens were counted with (`o200k_base`).
+    pub tokenizer: String,
+    /// The first conversation, normalised to `{conversationId, turns: [{role, content}]}`.
+    #[schema(value_type = Option<Object>)]
+    pub sample_conversation: Option<validator::SampleConversation>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewResult {
+    pub is_valid: bool,
+    /// The first 100 errors; `errorCount` counts them all.
+    pub errors: Vec<ValidationIssue>,
+    pub error_count: u64,
+    pub warnings: Vec<ValidationIssue>,
+    pub warning_count: u64,
+    pub statistics: PreviewStatistics,
+}
+
+impl From<validator::ValidationReport> for PreviewResult {
+    fn from(r: validator::ValidationReport) -> PreviewResult {
+        let s = r.statistics;
+        PreviewResult {
+            is_valid: r.is_valid,
+            errors: r.errors.into_iter().map(Into::into).collect(),
+            error_count: r.error_count,
+            warnings: r.warnings.into_iter().map(Into::into).collect(),
+            warning_count: r.warning_count,
+            statistics: PreviewStatistics {
+                estimated_pairs: s.estimated_pairs,
+                total_conversations: s.total_conversations,
+                total_training_pairs: s.total_training_pairs,
+                total_validation_pairs: s.total_validation_pairs,
+                total_tokens: s.total_tokens,
+                avg_turns_per_conversation: s.avg_turns_per_conversation,
+                avg_tokens_per_turn: s.avg_tokens_per_turn,
+                tokenizer: s.tokenizer,
+                sample_conversation: r.sample_conversations.into_iter().next(),
+            },
+        }
+    }
+}
+
+/// Check the start of a file before uploading it (seed 001): the same validator the upload
+/// runs, on the first 100 KB. A last line cut by the 100 KB boundary is skipped with a
+/// `TRUNCATED_LINE` warning.
+#[utoipa::path(post, path = "/api/datasets/validate", tag = "datasets", security(("bearer" = [])),
+    request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "The preview's report (problems in the file are data, not an error)", body = Envelope<PreviewResult>),
+        (status = 400, description = "`VALIDATION_ERROR`: content over 100 KB or format unknown", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+    ))]
+async fn validate_dataset(
+    _caller: AuthUser,
+    ApiJson(req): ApiJson<ValidateRequest>,
+) -> ApiResult<Response> {
+    if req.content.len() > PREVIEW_LIMIT_BYTES {
+        return Err(ApiError::validation(
+            "content",
+            format!("content is {} bytes; send at most the first {PREVIEW_LIMIT_BYTES} bytes of the file", req.content.len()),
+        ));
+    }
+    let format: DatasetFormat = req.format.into();
+    let report = tokio::task::spawn_blocking(move || {
+        let tokenizer = O200k::load()?;
+        Ok::<_, anyhow::Error>(validator::validate_preview(
+            format,
+            &req.content,
+            &tokenizer,
+            ValidatorOptions::default(),
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(envelope::ok(PreviewResult::from(report)))
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -621,5 +621,37 @@ pub fn validate_bytes(
     validator.finish()
 }
 
+/// Validates the first part of a file (`POST /api/datasets/validate` sends the first 100 KB):
+/// when `content` does not end with a newline, its last line is probably cut short, so a last
+/// line that is not valid JSON is dropped with a `TRUNCATED_LINE` warning instead of an error.
+pub fn validate_preview(
+    format: DatasetFormat,
+    content: &str,
+    tokenizer: &dyn Tokenizer,
+    options: ValidatorOptions,
+) -> ValidationReport {
+    let mut body = content;
+    let mut truncated = None;
+    if !content.ends_with('\n') {
+        let start = content.rfind('\n').map_or(0, |i| i + 1);
+        let last = &content[start..];
+        if !last.trim().is_empty() && serde_json::from_str::<Value>(last).is_err() {
+            truncated = Some(content[..start].matches('\n').count() as u64 + 1);
+            body = &content[..start];
+        }
+    }
+    let mut validator = Validator::new(format, tokenizer, options);
+    validator.feed(body.as_bytes());
+    if let Some(line) = truncated {
+        validator.warning(
+            line,
+            None,
+            "TRUNCATED_LINE",
+            "the last line is incomplete (the preview was cut); it is not checked".into(),
+        );
+    }
+    validator.finish()
+}
+
 #[cfg(test)]
 mod tests;

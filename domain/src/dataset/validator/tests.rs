@@ -364,3 +364,22 @@ fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
     assert_eq!(LengthDistribution::of_sorted(&hundred).p95, 95);
     assert_eq!(LengthDistribution::of_sorted(&[]).max, 0);
 }
+
+#[test]
+fn a_preview_cut_mid_line_drops_the_last_line_with_a_warning() {
+    let whole = String::from_utf8(three_conversations()).unwrap();
+    let cut = &whole[..whole.len() - 20];
+    let report = validate_preview(V4, cut, &Words, ValidatorOptions::default());
+    assert!(report.is_valid, "{:?}", report.errors);
+    assert_eq!(codes(&report.warnings), vec![(3, None, "TRUNCATED_LINE")]);
+    assert_eq!(report.statistics.total_conversations, 2);
+    // A complete last line without its newline is checked as usual.
+    let report = validate_preview(V4, whole.trim_end(), &Words, ValidatorOptions::default());
+    assert_eq!(
+        (report.statistics.total_conversations, report.warning_count),
+        (3, 0)
+    );
+    // Garbage that ends with a newline is an error, not a truncation.
+    let report = validate_preview(V4, "not json\n", &Words, ValidatorOptions::default());
+    assert_eq!(codes(&report.errors), vec![(1, None, "INVALID_JSON")]);
+}
