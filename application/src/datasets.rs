@@ -1,7 +1,10 @@
 use std::sync::Arc;
 
 use cqrs_es::{CqrsFramework, EventStore};
-use domain::dataset::{Dataset, DatasetCommand, DatasetError, DatasetFormat, RegisterDataset};
+use domain::dataset::{
+    Actor, Dataset, DatasetCommand, DatasetError, DatasetFormat, DeleteDataset, RegisterDataset,
+    UpdateDatasetDetails,
+};
 use domain::ids::DatasetId;
 
 use crate::{AppError, Clock, CommandContext, LogPosition, LogPositions};
@@ -65,6 +68,53 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
             upload_limit: self.upload_limit,
             registered_at: self.clock.now(),
         });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    /// PATCH: name and/or description. `is_admin` lets an admin act on any dataset.
+    pub async fn update_details(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        is_admin: bool,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let command = DatasetCommand::UpdateDetails(UpdateDatasetDetails {
+            actor: Actor {
+                user_id: ctx.user_id,
+                is_admin,
+            },
+            name,
+            description,
+            updated_at: self.clock.now(),
+        });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    /// DELETE: soft; the dataset leaves every read at once, its object is purged later.
+    pub async fn delete(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        is_admin: bool,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let command = DatasetCommand::Delete(DeleteDataset {
+            actor: Actor {
+                user_id: ctx.user_id,
+                is_admin,
+            },
+            deleted_at: self.clock.now(),
+        });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    async fn execute(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        command: DatasetCommand,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
         let id = dataset_id.to_string();
         self.cqrs
             .execute_with_metadata(&id, command, ctx.metadata())

@@ -46,6 +46,27 @@ impl Projector for DatasetsProjector {
                 .execute(&mut *conn)
                 .await?;
             }
+            DatasetEvent::DatasetDetailsUpdated(e) => {
+                sqlx::query(
+                    "UPDATE rm_datasets SET name = COALESCE($2, name), description = COALESCE($3, description), \
+                       updated_at = $4, version = $5 WHERE id = $1",
+                )
+                .bind(e.dataset_id.0)
+                .bind(&e.name)
+                .bind(&e.description)
+                .bind(e.updated_at)
+                .bind(event.sequence)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DatasetEvent::DatasetDeleted(e) => {
+                sqlx::query("UPDATE rm_datasets SET deleted_at = $2, updated_at = $2, version = $3 WHERE id = $1")
+                    .bind(e.dataset_id.0)
+                    .bind(e.deleted_at)
+                    .bind(event.sequence)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -208,3 +208,95 @@ async fn lists_paginate_filter_search_and_sort() {
     }
     app.finish().await;
 }
+
+async fn send_json(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    crate::common::send(req).await
+}
+
+#[tokio::test]
+async fn the_owner_renames_and_deletes_a_dataset_and_reads_see_it_at_once() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("stranger").await;
+    let id = app.register_dataset(&token, "Support chats", 10).await;
+    let path = format!("/api/datasets/{id}");
+
+    let (status, body) = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"name": "Tickets 2024"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["dataset"]["name"], "Tickets 2024");
+    assert_eq!(
+        body["data"]["dataset"]["description"], "about Support chats",
+        "untouched fields stay"
+    );
+    let (_, found) = app.get("/api/datasets?search=tickets", Some(&token)).await;
+    assert_eq!(found["meta"]["pagination"]["total"], 1);
+
+    for (patch, field) in [
+        (json!({}), "name"),
+        (json!({"name": ""}), "name"),
+        (json!({"description": "d".repeat(2001)}), "description"),
+    ] {
+        let (status, body) =
+            send_json(&app, reqwest::Method::PATCH, &path, &token, Some(patch)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], field);
+    }
+    let (status, body) = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &stranger,
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("DATASET_NOT_FOUND"))
+    );
+    let (status, _) = send_json(&app, reqwest::Method::DELETE, &path, &stranger, None).await;
+    assert_eq!(status, 404);
+
+    let (status, body) = send_json(&app, reqwest::Method::DELETE, &path, &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["message"], "Dataset marked for deletion");
+    let (status, _) = app.get(&path, Some(&token)).await;
+    assert_eq!(status, 404, "a deleted dataset is gone from reads at once");
+    let (_, list) = app.get("/api/datasets", Some(&token)).await;
+    assert_eq!(list["meta"]["pagination"]["total"], 0);
+    let (status, _) = send_json(&app, reqwest::Method::DELETE, &path, &token, None).await;
+    assert_eq!(status, 404, "deleting twice");
+    let (status, _) = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"name": "back"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let deleted_at: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT deleted_at FROM rm_datasets WHERE id = $1")
+            .bind(Uuid::parse_str(&id).unwrap())
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert!(deleted_at.is_some(), "soft delete: the row stays, marked");
+    app.finish().await;
+}

@@ -25,8 +25,65 @@ async fn replay_reproduces_the_live_read_models_row_by_row() {
                 .await;
         }
     }
+    // Every event type: rename one dataset, delete another.
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM rm_datasets ORDER BY id LIMIT 2")
+        .fetch_all(app.pool())
+        .await
+        .unwrap();
+    let owner: String = sqlx::query_scalar(
+        "SELECT u.email FROM users u JOIN rm_datasets d ON d.user_id = u.id WHERE d.id = $1",
+    )
+    .bind(ids[0])
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let (_, session) = app
+        .post(
+            "/api/auth/login",
+            None,
+            serde_json::json!({"email": owner, "password": "correct horse"}),
+        )
+        .await;
+    let token = session["data"]["token"].as_str().unwrap().to_string();
+    let renamed = app
+        .http
+        .patch(app.url(&format!("/api/datasets/{}", ids[0])))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "renamed", "description": "new words"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let other_owner: String = sqlx::query_scalar(
+        "SELECT u.email FROM users u JOIN rm_datasets d ON d.user_id = u.id WHERE d.id = $1",
+    )
+    .bind(ids[1])
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let (_, session) = app
+        .post(
+            "/api/auth/login",
+            None,
+            serde_json::json!({"email": other_owner, "password": "correct horse"}),
+        )
+        .await;
+    let other = session["data"]["token"].as_str().unwrap().to_string();
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/api/datasets/{}", ids[1])))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+
     let live = snapshot(app.pool()).await;
-    assert_eq!(live.as_array().unwrap().len(), 14);
+    assert_eq!(
+        live.as_array().unwrap().len(),
+        14,
+        "the deleted row stays, marked"
+    );
 
     let report = projections::replay::replay(
         app.pool(),
@@ -34,7 +91,7 @@ async fn replay_reproduces_the_live_read_models_row_by_row() {
     )
     .await
     .unwrap();
-    assert_eq!(report.events, 14);
+    assert_eq!(report.events, 16);
     assert_eq!(report.differences, 0);
     assert_eq!(snapshot(app.pool()).await, live);
 

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use application::datasets::NewDataset;
+use application::datasets::{NewDataset, Receipt};
 use application::{AppError, CommandContext};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::dataset::validator::{self, ValidatorOptions};
 use domain::dataset::{DatasetError, DatasetFormat};
+use domain::ids::DatasetId;
 use infrastructure::auth::Principal;
 use infrastructure::subscription::wait_for;
 use infrastructure::tokenizer::O200k;
@@ -32,7 +33,7 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_datasets, register_dataset))
-        .routes(routes!(get_dataset))
+        .routes(routes!(get_dataset, update_dataset, delete_dataset))
         .routes(routes!(validate_dataset))
 }
 
@@ -340,6 +341,9 @@ fn dataset_error(err: AppError<DatasetError>) -> ApiError {
         AppError::Rejected(e @ DatasetError::AlreadyRegistered(_)) => {
             ApiError::conflict("CONFLICT", e.to_string())
         }
+        AppError::Rejected(DatasetError::NotFound) => {
+            ApiError::not_found("DATASET_NOT_FOUND", "no such dataset")
+        }
         AppError::Conflict => ApiError::conflict(
             "CONFLICT",
             "the dataset was changed by another request; retry",
@@ -376,18 +380,108 @@ async fn register_dataset(
         .await
         .map_err(dataset_error)?;
     tracing::info!(dataset_id = %receipt.id, user_id = %principal.user_id, "dataset registered");
-    if let Some(position) = receipt.position {
-        let name = projections::subscription_name("datasets");
-        if !wait_for(&state.pool, &name, position, READ_YOUR_WRITES).await {
-            tracing::warn!(dataset_id = %receipt.id, "datasets read model did not catch up in time");
-        }
-    }
+    read_your_writes(&state, receipt).await;
     let dataset = find(&state.pool, principal, receipt.id.0)
         .await?
         .map(|d| d.dataset);
     Ok(envelope::created(DatasetRegistered {
         dataset_id: receipt.id.0,
         dataset,
+    }))
+}
+
+/// Waits (bounded) until the datasets read model shows the command's effect.
+async fn read_your_writes(state: &AppState, receipt: Receipt<DatasetId>) {
+    if let Some(position) = receipt.position {
+        let name = projections::subscription_name("datasets");
+        if !wait_for(&state.pool, &name, position, READ_YOUR_WRITES).await {
+            tracing::warn!(dataset_id = %receipt.id, "datasets read model did not catch up in time");
+        }
+    }
+}
+
+fn parse_id(id: &str) -> ApiResult<DatasetId> {
+    Uuid::parse_str(id)
+        .map(DatasetId)
+        .map_err(|_| ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateDatasetRequest {
+    /// 1 to 200 characters.
+    pub name: Option<String>,
+    /// At most 2000 characters.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub message: String,
+}
+
+/// Change a dataset's name and/or description (seed 001 `PATCH /api/datasets/{id}`).
+#[utoipa::path(patch, path = "/api/datasets/{id}", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Dataset id (UUID)")),
+    request_body = UpdateDatasetRequest,
+    responses(
+        (status = 200, description = "The updated dataset", body = Envelope<DatasetOne>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`DATASET_NOT_FOUND` (also for another user's dataset)", body = ErrorEnvelope),
+    ))]
+async fn update_dataset(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateDatasetRequest>,
+) -> ApiResult<Response> {
+    let dataset_id = parse_id(&id)?;
+    let receipt = state
+        .datasets
+        .update_details(
+            &context(principal),
+            dataset_id,
+            principal.role.sees_all_resources(),
+            req.name,
+            req.description,
+        )
+        .await
+        .map_err(dataset_error)?;
+    read_your_writes(&state, receipt).await;
+    let dataset = find(&state.pool, principal, dataset_id.0)
+        .await?
+        .ok_or_else(|| ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}")))?;
+    Ok(envelope::ok(DatasetOne { dataset }))
+}
+
+/// Delete a dataset (soft; seed 001): it leaves every list and read at once, and its file is
+/// purged from storage after 30 days.
+#[utoipa::path(delete, path = "/api/datasets/{id}", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Dataset id (UUID)")),
+    responses(
+        (status = 200, description = "`Dataset marked for deletion`", body = Envelope<Deleted>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`DATASET_NOT_FOUND` (also when already deleted)", body = ErrorEnvelope),
+    ))]
+async fn delete_dataset(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let dataset_id = parse_id(&id)?;
+    let receipt = state
+        .datasets
+        .delete(
+            &context(principal),
+            dataset_id,
+            principal.role.sees_all_resources(),
+        )
+        .await
+        .map_err(dataset_error)?;
+    tracing::info!(dataset_id = %dataset_id, user_id = %principal.user_id, "dataset deleted");
+    read_your_writes(&state, receipt).await;
+    Ok(envelope::ok(Deleted {
+        message: "Dataset marked for deletion".to_string(),
     }))
 }
 

@@ -5,6 +5,32 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatasetCommand {
     Register(RegisterDataset),
+    UpdateDetails(UpdateDatasetDetails),
+    Delete(DeleteDataset),
+}
+
+/// Who is acting: the owner, or an admin, may change a dataset; anyone else is told it does
+/// not exist (no existence leak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: UserId,
+    pub is_admin: bool,
+}
+
+/// Seed 001 `PATCH /api/datasets/{id}`: name and/or description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateDatasetDetails {
+    pub actor: Actor,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Seed 001 `DELETE /api/datasets/{id}`: soft; the object is purged later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteDataset {
+    pub actor: Actor,
+    pub deleted_at: DateTime<Utc>,
 }
 
 /// Seed 001 `POST /api/datasets`. Ids, clock, bucket and limit are supplied by the caller.

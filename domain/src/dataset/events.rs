@@ -9,6 +9,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DatasetEvent {
     DatasetRegistered(DatasetRegistered),
+    DatasetDetailsUpdated(DatasetDetailsUpdated),
+    DatasetDeleted(DatasetDeleted),
+}
+
+/// Only the fields that changed are present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetDetailsUpdated {
+    pub dataset_id: DatasetId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub updated_by: UserId,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetDeleted {
+    pub dataset_id: DatasetId,
+    pub deleted_by: UserId,
+    pub deleted_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,12 +53,16 @@ impl DomainEvent for DatasetEvent {
     fn event_type(&self) -> String {
         match self {
             DatasetEvent::DatasetRegistered(_) => "DatasetRegistered".to_string(),
+            DatasetEvent::DatasetDetailsUpdated(_) => "DatasetDetailsUpdated".to_string(),
+            DatasetEvent::DatasetDeleted(_) => "DatasetDeleted".to_string(),
         }
     }
 
     fn event_version(&self) -> String {
         match self {
-            DatasetEvent::DatasetRegistered(_) => "1".to_string(),
+            DatasetEvent::DatasetRegistered(_)
+            | DatasetEvent::DatasetDetailsUpdated(_)
+            | DatasetEvent::DatasetDeleted(_) => "1".to_string(),
         }
     }
 }

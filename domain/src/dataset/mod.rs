@@ -7,8 +7,8 @@ mod commands;
 mod events;
 pub mod validator;
 
-pub use commands::{DatasetCommand, RegisterDataset};
-pub use events::{DatasetEvent, DatasetRegistered};
+pub use commands::{Actor, DatasetCommand, DeleteDataset, RegisterDataset, UpdateDatasetDetails};
+pub use events::{DatasetDeleted, DatasetDetailsUpdated, DatasetEvent, DatasetRegistered};
 
 use crate::ids::{DatasetId, UserId};
 use crate::validation::{text_length, FieldError};
@@ -70,6 +70,9 @@ pub enum DatasetError {
     Invalid(#[from] FieldError),
     #[error("dataset {0} is already registered")]
     AlreadyRegistered(DatasetId),
+    /// Never registered, deleted, or not the actor's.
+    #[error("dataset not found")]
+    NotFound,
 }
 
 /// The storage key of a dataset's object (seed 001).
@@ -82,6 +85,9 @@ pub struct Dataset {
     id: Option<DatasetId>,
     owner: Option<UserId>,
     status: DatasetStatus,
+    name: String,
+    description: String,
+    deleted: bool,
 }
 
 impl Dataset {
@@ -97,7 +103,63 @@ impl Dataset {
     pub fn decide(&self, command: DatasetCommand) -> Result<Vec<DatasetEvent>, DatasetError> {
         match command {
             DatasetCommand::Register(cmd) => self.register(cmd),
+            DatasetCommand::UpdateDetails(cmd) => self.update_details(cmd),
+            DatasetCommand::Delete(cmd) => self.delete(cmd),
         }
+    }
+
+    /// The dataset's id when `actor` may see and change it.
+    fn visible_to(&self, actor: Actor) -> Result<DatasetId, DatasetError> {
+        match (self.id, self.owner) {
+            (Some(id), Some(owner))
+                if !self.deleted && (owner == actor.user_id || actor.is_admin) =>
+            {
+                Ok(id)
+            }
+            _ => Err(DatasetError::NotFound),
+        }
+    }
+
+    fn update_details(&self, cmd: UpdateDatasetDetails) -> Result<Vec<DatasetEvent>, DatasetError> {
+        let dataset_id = self.visible_to(cmd.actor)?;
+        if cmd.name.is_none() && cmd.description.is_none() {
+            return Err(FieldError::new("name", "send name and/or description to change").into());
+        }
+        if let Some(name) = &cmd.name {
+            text_length("name", name, 1, MAX_NAME_LENGTH)?;
+        }
+        if let Some(description) = &cmd.description {
+            text_length("description", description, 0, MAX_DESCRIPTION_LENGTH)?;
+        }
+        let name = cmd
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| *n != self.name);
+        let description = cmd
+            .description
+            .map(|d| d.trim().to_string())
+            .filter(|d| *d != self.description);
+        if name.is_none() && description.is_none() {
+            return Ok(vec![]);
+        }
+        Ok(vec![DatasetEvent::DatasetDetailsUpdated(
+            DatasetDetailsUpdated {
+                dataset_id,
+                name,
+                description,
+                updated_by: cmd.actor.user_id,
+                updated_at: cmd.updated_at,
+            },
+        )])
+    }
+
+    fn delete(&self, cmd: DeleteDataset) -> Result<Vec<DatasetEvent>, DatasetError> {
+        let dataset_id = self.visible_to(cmd.actor)?;
+        Ok(vec![DatasetEvent::DatasetDeleted(DatasetDeleted {
+            dataset_id,
+            deleted_by: cmd.actor.user_id,
+            deleted_at: cmd.deleted_at,
+        })])
     }
 
     fn register(&self, cmd: RegisterDataset) -> Result<Vec<DatasetEvent>, DatasetError> {
@@ -163,7 +225,18 @@ impl Aggregate for Dataset {
                 self.id = Some(e.dataset_id);
                 self.owner = Some(e.user_id);
                 self.status = DatasetStatus::Uploading;
+                self.name = e.name;
+                self.description = e.description;
             }
+            DatasetEvent::DatasetDetailsUpdated(e) => {
+                if let Some(name) = e.name {
+                    self.name = name;
+                }
+                if let Some(description) = e.description {
+                    self.description = description;
+                }
+            }
+            DatasetEvent::DatasetDeleted(_) => self.deleted = true,
         }
     }
 }

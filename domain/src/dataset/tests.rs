@@ -182,3 +182,145 @@ fn events_carry_their_type_and_version() {
     assert_eq!(json["DatasetRegistered"]["format"], "brightrun-lora-v4");
     assert_eq!(json["DatasetRegistered"]["fileSize"], 1_048_576);
 }
+
+fn owner() -> Actor {
+    Actor {
+        user_id: ids().1,
+        is_admin: false,
+    }
+}
+
+fn stranger() -> Actor {
+    Actor {
+        user_id: UserId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0099)),
+        is_admin: false,
+    }
+}
+
+fn at() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()
+}
+
+fn update(actor: Actor, name: Option<&str>, description: Option<&str>) -> DatasetCommand {
+    DatasetCommand::UpdateDetails(UpdateDatasetDetails {
+        actor,
+        name: name.map(str::to_string),
+        description: description.map(str::to_string),
+        updated_at: at(),
+    })
+}
+
+fn deleted() -> DatasetEvent {
+    DatasetEvent::DatasetDeleted(DatasetDeleted {
+        dataset_id: ids().0,
+        deleted_by: ids().1,
+        deleted_at: at(),
+    })
+}
+
+#[test]
+fn the_owner_renames_a_dataset_and_only_changed_fields_are_recorded() {
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(update(
+            owner(),
+            Some(" Tickets 2024 "),
+            Some("Customer support, 2024"),
+        ))
+        .then_expect_events(vec![DatasetEvent::DatasetDetailsUpdated(
+            DatasetDetailsUpdated {
+                dataset_id: ids().0,
+                name: Some("Tickets 2024".into()),
+                description: None,
+                updated_by: ids().1,
+                updated_at: at(),
+            },
+        )]);
+}
+
+#[test]
+fn an_update_that_changes_nothing_records_nothing() {
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(update(owner(), Some("Support chats"), None))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_update_needs_a_field_and_keeps_the_registration_bounds() {
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(update(owner(), None, None))
+        .then_expect_error(invalid("name", "send name and/or description to change"));
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(update(owner(), Some(""), None))
+        .then_expect_error(invalid("name", "name is required"));
+}
+
+#[test]
+fn another_user_is_told_the_dataset_does_not_exist_but_an_admin_may_act() {
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(update(stranger(), Some("mine now"), None))
+        .then_expect_error(DatasetError::NotFound);
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(DatasetCommand::Delete(DeleteDataset {
+            actor: stranger(),
+            deleted_at: at(),
+        }))
+        .then_expect_error(DatasetError::NotFound);
+    let admin = Actor {
+        is_admin: true,
+        ..stranger()
+    };
+    let mut dataset = Dataset::default();
+    dataset.apply(DatasetEvent::DatasetRegistered(registered()));
+    assert_eq!(
+        dataset
+            .decide(DatasetCommand::Delete(DeleteDataset {
+                actor: admin,
+                deleted_at: at()
+            }))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn an_unregistered_dataset_cannot_be_changed() {
+    DatasetTest::with(())
+        .given_no_previous_events()
+        .when(update(owner(), Some("x"), None))
+        .then_expect_error(DatasetError::NotFound);
+}
+
+#[test]
+fn a_deleted_dataset_is_gone_for_every_command() {
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(DatasetCommand::Delete(DeleteDataset {
+            actor: owner(),
+            deleted_at: at(),
+        }))
+        .then_expect_events(vec![deleted()]);
+    DatasetTest::with(())
+        .given(vec![
+            DatasetEvent::DatasetRegistered(registered()),
+            deleted(),
+        ])
+        .when(DatasetCommand::Delete(DeleteDataset {
+            actor: owner(),
+            deleted_at: at(),
+        }))
+        .then_expect_error(DatasetError::NotFound);
+    DatasetTest::with(())
+        .given(vec![
+            DatasetEvent::DatasetRegistered(registered()),
+            deleted(),
+        ])
+        .when(update(owner(), Some("back"), None))
+        .then_expect_error(DatasetError::NotFound);
+}

@@ -1,0 +1,114 @@
+//! Validation throughput and peak memory on a generated file (default 200 MB), beside the
+//! floor measured in the same run: tokenizing the same text with the same vocabulary alone.
+//!
+//! Run: `cargo bench -p infrastructure --bench validation` (env BENCH_MB, default 200).
+//! The file is generated in memory chunk by chunk and fed to the validator in 1 MiB chunks,
+//! as the object-store stream will; memory is the process's peak RSS (VmHWM) growth.
+
+use std::time::Instant;
+
+use domain::dataset::validator::{Tokenizer, Validator, ValidatorOptions};
+use domain::dataset::DatasetFormat;
+use infrastructure::tokenizer::O200k;
+
+const TOPICS: [&str; 4] = ["billing", "shipping", "account", "returns"];
+
+/// One JSONL line, varied so the tokenizer sees a realistic spread of text.
+fn conversation(i: u64) -> String {
+    let topic = TOPICS[(i % 4) as usize];
+    let q = format!("Hello, this is ticket {i}. I have a question about {topic}: my order #{} did not arrive and I was charged {} dollars. What can I do?", i * 7919 % 100_000, i % 300);
+    let a = format!("Thanks for reaching out about {topic}. I checked order #{} and issued a refund of {} dollars; you will see it within 5 business days. Anything else?", i * 7919 % 100_000, i % 300);
+    serde_json::json!({
+        "conversation_id": format!("bench-{i}"),
+        "turns": [
+            {"role": "system", "content": "You are a concise support agent."},
+            {"role": "user", "content": q},
+            {"role": "assistant", "content": a},
+        ],
+        "metadata": {"topic": topic},
+    })
+    .to_string()
+        + "\n"
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The whole file as 1 MiB chunks, made once so both measurements read the same bytes.
+fn chunks(target_bytes: usize) -> (Vec<Vec<u8>>, u64) {
+    let mut chunks = Vec::new();
+    let mut current = Vec::with_capacity(1 << 20);
+    let (mut total, mut i) = (0usize, 0u64);
+    while total < target_bytes {
+        let line = conversation(i);
+        i += 1;
+        total += line.len();
+        current.extend_from_slice(line.as_bytes());
+        if current.len() >= 1 << 20 {
+            chunks.push(std::mem::replace(&mut current, Vec::with_capacity(1 << 20)));
+        }
+    }
+    chunks.push(current);
+    (chunks, i)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mb: usize = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let tokenizer = O200k::load()?;
+    let (file, conversations) = chunks(mb * 1024 * 1024);
+    let bytes: usize = file.iter().map(Vec::len).sum();
+    let size_mb = bytes as f64 / 1e6;
+    println!(
+        "validation benchmark: {size_mb:.0} MB, {conversations} conversations, tokenizer {}",
+        tokenizer.name()
+    );
+
+    // Floor: tokenize every line's text, nothing else.
+    let started = Instant::now();
+    let mut tokens = 0usize;
+    for chunk in &file {
+        for line in chunk.split(|&b| b == b'\n') {
+            tokens += tokenizer.encode(std::str::from_utf8(line)?).len();
+        }
+    }
+    let floor = size_mb / started.elapsed().as_secs_f64();
+    println!("floor     tokenization alone          {floor:>8.1} MB/s  ({tokens} tokens)");
+
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let mut validator = Validator::new(
+        DatasetFormat::BrightrunLoraV4,
+        &tokenizer,
+        ValidatorOptions::default(),
+    );
+    for chunk in &file {
+        validator.feed(chunk);
+    }
+    let report = validator.finish();
+    let rate = size_mb / started.elapsed().as_secs_f64();
+    let grown = peak_rss_kib().saturating_sub(before);
+    println!(
+        "validate  streaming validator         {rate:>8.1} MB/s  ({:.2}x the floor), peak RSS grew {:.1} MiB ({} errors, {} conversations, {} tokens)",
+        rate / floor,
+        grown as f64 / 1024.0,
+        report.error_count,
+        report.statistics.total_conversations,
+        report.statistics.total_tokens
+    );
+    println!(
+        "(the generated file itself, {size_mb:.0} MB, was in memory before both measurements)"
+    );
+    Ok(())
+}
