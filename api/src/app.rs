@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use application::datasets::DatasetCommands;
 use application::ports::SystemClock;
+use application::ObjectStore;
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use infrastructure::auth::TokenKeys;
+use infrastructure::config::{EMBEDDED_S3_ACCESS_KEY, EMBEDDED_S3_SECRET_KEY};
 use infrastructure::event_log::PgLogPositions;
+use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
 use infrastructure::users::Users;
 use infrastructure::{db, event_store, relay, Config};
@@ -86,6 +89,8 @@ pub fn router(state: AppState) -> Router {
 /// A started service: its state and background tasks.
 pub struct Service {
     pub state: AppState,
+    /// The embedded S3-protocol server, when no endpoint is configured (stops with the service).
+    pub embedded_s3: Option<EmbeddedS3>,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -107,6 +112,8 @@ impl Service {
 
 pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyhow::Result<Service> {
     crate::telemetry::install_metrics();
+    // sqlx and async-nats bring ring, the AWS client aws-lc-rs: pick one for rustls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let pool = db::prepare(&config.database_url, config.database_max_connections).await?;
     let nats = relay::connect(&config.nats_url).await?;
     let leadership = Leadership::default();
@@ -137,6 +144,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         })
         .collect();
 
+    let (objects, embedded_s3) = object_store(&config).await?;
     let clock = Arc::new(SystemClock);
     let datasets = DatasetCommands::new(
         event_store::framework(pool.clone(), ()),
@@ -154,12 +162,50 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         clock,
         datasets: Arc::new(datasets),
         leadership,
+        objects,
     };
     Ok(Service {
         state,
+        embedded_s3,
         shutdown,
         tasks,
     })
+}
+
+/// The configured S3 endpoint, or the embedded server over `<data dir>/objects`.
+async fn object_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, Option<EmbeddedS3>)> {
+    let access_key = config
+        .aws_access_key_id
+        .clone()
+        .unwrap_or_else(|| EMBEDDED_S3_ACCESS_KEY.to_string());
+    let secret_key = config
+        .aws_secret_access_key
+        .clone()
+        .unwrap_or_else(|| EMBEDDED_S3_SECRET_KEY.to_string());
+    let (endpoint, embedded) = match &config.s3_endpoint {
+        Some(endpoint) => (endpoint.clone(), None),
+        None => {
+            let server = EmbeddedS3::start(
+                config.data_dir.join("objects"),
+                config.s3_embedded_addr,
+                &access_key,
+                &secret_key,
+            )
+            .await?;
+            (server.endpoint.clone(), Some(server))
+        }
+    };
+    let store = S3Store::new(&S3Settings {
+        endpoint,
+        region: config.aws_region.clone(),
+        access_key,
+        secret_key,
+        bucket: config.s3_bucket.clone(),
+    });
+    store.ensure_bucket().await?;
+    Ok((Arc::new(store), embedded))
 }
 
 /// `brightrun serve`: runs the roles until SIGINT/SIGTERM.

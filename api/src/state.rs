@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use application::datasets::DatasetCommands;
-use application::Clock;
+use application::{Clock, ObjectStore};
 use domain::dataset::Dataset;
 use infrastructure::auth::TokenKeys;
 use infrastructure::event_store::EventStore;
@@ -21,4 +21,5 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub datasets: Arc<DatasetCommands<EventStore<Dataset>>>,
     pub leadership: Leadership,
+    pub objects: Arc<dyn ObjectStore>,
 }

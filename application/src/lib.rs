@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use cqrs_es::AggregateError;
 use domain::ids::UserId;
 
-pub use ports::{Clock, LogPosition, LogPositions};
+pub use ports::{Clock, LogPosition, LogPositions, ObjectStore, PresignedRequest};
 
 /// Who asked and why: recorded as event metadata on everything a command writes.
 #[derive(Debug, Clone)]

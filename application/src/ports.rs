@@ -42,3 +42,29 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+/// A request the client sends itself, straight to object storage (no bytes pass through us).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedRequest {
+    pub url: String,
+    pub method: String,
+    /// Headers the client must send as they are (they are part of the signature).
+    pub headers: Vec<(String, String)>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Object storage (S3 protocol). Keys are relative to the configured bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// A presigned PUT for exactly `content_length` bytes at `key`, valid for `valid_for`.
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_length: u64,
+        valid_for: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<PresignedRequest>;
+
+    /// The stored size of `key`, or `None` when there is no such object.
+    async fn size_of(&self, key: &str) -> anyhow::Result<Option<u64>>;
+}

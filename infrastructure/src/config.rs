@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use domain::dataset::DEFAULT_UPLOAD_LIMIT_BYTES;
 
+/// Credentials of the embedded S3-protocol server when none are configured (loopback only).
+pub const EMBEDDED_S3_ACCESS_KEY: &str = "brightrun-local";
+pub const EMBEDDED_S3_SECRET_KEY: &str = "brightrun-local-secret";
+
 /// The JWT secret used when none is configured. Refused in production.
 pub const DEVELOPMENT_JWT_SECRET: &str = "brightrun-development-secret-do-not-use-in-production";
 
@@ -29,6 +33,8 @@ pub struct Config {
     pub jwt_secret: String,
     pub jwt_ttl: Duration,
     pub s3_endpoint: Option<String>,
+    /// Where the embedded S3-protocol server listens when `s3_endpoint` is unset.
+    pub s3_embedded_addr: SocketAddr,
     pub s3_bucket: String,
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
@@ -170,6 +176,11 @@ impl Config {
             jwt_secret,
             jwt_ttl: Duration::from_secs(parse(&lookup, "JWT_TTL_SECONDS", 86_400)?),
             s3_endpoint: lookup("S3_ENDPOINT"),
+            s3_embedded_addr: parse(
+                &lookup,
+                "S3_EMBEDDED_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )?,
             s3_bucket: text("S3_BUCKET", "brightrun"),
             aws_access_key_id: lookup("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key: lookup("AWS_SECRET_ACCESS_KEY"),
@@ -241,6 +252,7 @@ impl fmt::Debug for Config {
                 "s3_endpoint",
                 &self.s3_endpoint.as_deref().unwrap_or("(embedded)"),
             )
+            .field("s3_embedded_addr", &self.s3_embedded_addr)
             .field("s3_bucket", &self.s3_bucket)
             .field("aws_access_key_id", &secret(&self.aws_access_key_id))
             .field(

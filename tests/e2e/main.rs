@@ -12,3 +12,4 @@ mod preview;
 mod relay;
 mod replay;
 mod subscriptions;
+mod upload;

@@ -29,6 +29,8 @@ use crate::state::AppState;
 
 /// How long a command waits for its read model before answering (read-your-writes).
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+/// Seed 001: presigned upload URLs are valid for one hour.
+const UPLOAD_URL_VALIDITY: Duration = Duration::from_secs(3600);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -199,6 +201,14 @@ pub struct RegisterDatasetRequest {
 #[serde(rename_all = "camelCase")]
 pub struct DatasetRegistered {
     pub dataset_id: Uuid,
+    /// Presigned URL (valid one hour) to upload the file to, with `uploadMethod` and every
+    /// header in `uploadHeaders`: `curl -X PUT -T file.jsonl "$uploadUrl"`. The signature covers
+    /// the declared `fileSize`: a body of another size is refused by the store.
+    pub upload_url: String,
+    /// `PUT`
+    pub upload_method: String,
+    pub upload_headers: std::collections::BTreeMap<String, String>,
+    pub upload_expires_at: DateTime<Utc>,
     /// The dataset as the read model shows it (absent only if the read model lags > 5 s).
     pub dataset: Option<DatasetView>,
 }
@@ -365,6 +375,7 @@ async fn register_dataset(
     AuthUser(principal): AuthUser,
     ApiJson(req): ApiJson<RegisterDatasetRequest>,
 ) -> ApiResult<Response> {
+    let file_size = req.file_size;
     let receipt = state
         .datasets
         .register(
@@ -381,11 +392,21 @@ async fn register_dataset(
         .map_err(dataset_error)?;
     tracing::info!(dataset_id = %receipt.id, user_id = %principal.user_id, "dataset registered");
     read_your_writes(&state, receipt).await;
+    let key = domain::dataset::object_key(principal.user_id, receipt.id);
+    let upload = state
+        .objects
+        .presign_put(&key, file_size, UPLOAD_URL_VALIDITY, state.clock.now())
+        .await
+        .map_err(ApiError::internal)?;
     let dataset = find(&state.pool, principal, receipt.id.0)
         .await?
         .map(|d| d.dataset);
     Ok(envelope::created(DatasetRegistered {
         dataset_id: receipt.id.0,
+        upload_url: upload.url,
+        upload_method: upload.method,
+        upload_headers: upload.headers.into_iter().collect(),
+        upload_expires_at: upload.expires_at,
         dataset,
     }))
 }

@@ -52,6 +52,10 @@ impl Isolation {
             ("NATS_STREAM".to_string(), self.stream.clone()),
             ("NATS_SUBJECT_PREFIX".to_string(), self.prefix.clone()),
             ("BRIGHTRUN_ADDR".to_string(), "127.0.0.1:0".to_string()),
+            (
+                "BRIGHTRUN_DATA_DIR".to_string(),
+                self.data_dir().display().to_string(),
+            ),
         ])
     }
 
@@ -63,8 +67,14 @@ impl Isolation {
         Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration")
     }
 
+    /// The test's own data folder (embedded object store).
+    pub fn data_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(&self.database)
+    }
+
     /// Best-effort removal of what the test created.
     pub async fn cleanup(&self) {
+        let _ = std::fs::remove_dir_all(self.data_dir());
         if let Ok(client) = async_nats::connect(&self.nats_url).await {
             let _ = async_nats::jetstream::new(client)
                 .delete_stream(&self.stream)

@@ -1,0 +1,196 @@
+//! Object storage over the S3 protocol (aws-sdk-s3), and the embedded S3-protocol server used
+//! when no endpoint is configured: s3s-fs over a local folder, with SigV4 credentials, on
+//! loopback. The SDK talks to it over real HTTP exactly as it would to AWS, and its presigned
+//! URLs work with any HTTP client (`curl -T file "$url"`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use application::{ObjectStore, PresignedRequest};
+use async_trait::async_trait;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::presigning::PresigningConfig;
+use chrono::{DateTime, Utc};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+}
+
+#[derive(Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub fn new(settings: &S3Settings) -> S3Store {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&settings.endpoint)
+            .region(Region::new(settings.region.clone()))
+            .credentials_provider(Credentials::new(
+                settings.access_key.clone(),
+                settings.secret_key.clone(),
+                None,
+                None,
+                "brightrun-config",
+            ))
+            .force_path_style(true)
+            .build();
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(config),
+            bucket: settings.bucket.clone(),
+        }
+    }
+
+    /// Creates the bucket unless it exists.
+    pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let owned = err.as_service_error().is_some_and(|e| {
+                    e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()
+                });
+                if owned {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "cannot create bucket {}: {}",
+                        self.bucket,
+                        aws_sdk_s3::error::DisplayErrorContext(err)
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_length: u64,
+        valid_for: Duration,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<PresignedRequest> {
+        let length = i64::try_from(content_length).context("content length too large")?;
+        let presigned = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(length)
+            .presigned(PresigningConfig::expires_in(valid_for)?)
+            .await
+            .context("cannot presign the upload")?;
+        Ok(PresignedRequest {
+            url: presigned.uri().to_string(),
+            method: presigned.method().to_string(),
+            headers: presigned
+                .headers()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expires_at: now + chrono::Duration::from_std(valid_for)?,
+        })
+    }
+
+    async fn size_of(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(err) => Err(anyhow::anyhow!(
+                "cannot read object {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            )),
+        }
+    }
+}
+
+/// The embedded S3-protocol server: s3s-fs over `root`, SigV4 with the given credentials.
+pub struct EmbeddedS3 {
+    pub endpoint: String,
+    task: JoinHandle<()>,
+}
+
+impl EmbeddedS3 {
+    pub async fn start(
+        root: PathBuf,
+        addr: SocketAddr,
+        access_key: &str,
+        secret_key: &str,
+    ) -> anyhow::Result<EmbeddedS3> {
+        tokio::fs::create_dir_all(&root)
+            .await
+            .with_context(|| format!("cannot create the object store folder {}", root.display()))?;
+        let fs = s3s_fs::FileSystem::new(&root)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e:?}", root.display()))?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        let service = builder.build();
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        tracing::info!(endpoint = %format!("http://{local}"), root = %root.display(), "embedded S3-protocol server");
+        Ok(EmbeddedS3 {
+            endpoint: format!("http://{local}"),
+            task,
+        })
+    }
+}
+
+impl Drop for EmbeddedS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
