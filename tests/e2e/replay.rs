@@ -15,6 +15,25 @@ async fn snapshot(pool: &sqlx::PgPool) -> Value {
     .unwrap()
 }
 
+/// Logs in as the owner of `dataset` (test users share one password).
+async fn owner_token(app: &TestApp, dataset: uuid::Uuid) -> String {
+    let email: String = sqlx::query_scalar(
+        "SELECT u.email FROM users u JOIN rm_datasets d ON d.user_id = u.id WHERE d.id = $1",
+    )
+    .bind(dataset)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let (_, session) = app
+        .post(
+            "/api/auth/login",
+            None,
+            serde_json::json!({"email": email, "password": "correct horse"}),
+        )
+        .await;
+    session["data"]["token"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn replay_reproduces_the_live_read_models_row_by_row() {
     let app = TestApp::start().await;
@@ -30,21 +49,7 @@ async fn replay_reproduces_the_live_read_models_row_by_row() {
         .fetch_all(app.pool())
         .await
         .unwrap();
-    let owner: String = sqlx::query_scalar(
-        "SELECT u.email FROM users u JOIN rm_datasets d ON d.user_id = u.id WHERE d.id = $1",
-    )
-    .bind(ids[0])
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
-    let (_, session) = app
-        .post(
-            "/api/auth/login",
-            None,
-            serde_json::json!({"email": owner, "password": "correct horse"}),
-        )
-        .await;
-    let token = session["data"]["token"].as_str().unwrap().to_string();
+    let token = owner_token(&app, ids[0]).await;
     let renamed = app
         .http
         .patch(app.url(&format!("/api/datasets/{}", ids[0])))
@@ -54,21 +59,7 @@ async fn replay_reproduces_the_live_read_models_row_by_row() {
         .await
         .unwrap();
     assert_eq!(renamed.status(), 200);
-    let other_owner: String = sqlx::query_scalar(
-        "SELECT u.email FROM users u JOIN rm_datasets d ON d.user_id = u.id WHERE d.id = $1",
-    )
-    .bind(ids[1])
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
-    let (_, session) = app
-        .post(
-            "/api/auth/login",
-            None,
-            serde_json::json!({"email": other_owner, "password": "correct horse"}),
-        )
-        .await;
-    let other = session["data"]["token"].as_str().unwrap().to_string();
+    let other = owner_token(&app, ids[1]).await;
     let deleted = app
         .http
         .delete(app.url(&format!("/api/datasets/{}", ids[1])))

@@ -336,6 +336,39 @@ impl<'t> Validator<'t> {
         }
     }
 
+    /// Each turn's index and two string fields (`who`, `what`); every broken turn is reported,
+    /// and then `None`: a conversation with a broken turn is not counted.
+    fn turn_fields(
+        &mut self,
+        line: u64,
+        turns: &[Value],
+        who: &str,
+        what: &str,
+    ) -> Option<Vec<(usize, String, String)>> {
+        let mut fields = Vec::with_capacity(turns.len());
+        let mut valid = true;
+        for (i, turn) in turns.iter().enumerate() {
+            let path = format!("turns[{i}]");
+            let Value::Object(turn) = turn else {
+                self.error(
+                    line,
+                    Some(path.clone()),
+                    "INVALID_TYPE",
+                    format!("{path} must be an object"),
+                );
+                valid = false;
+                continue;
+            };
+            let a = self.string_field(line, turn, who, &format!("{path}.{who}"));
+            let b = self.string_field(line, turn, what, &format!("{path}.{what}"));
+            match (a, b) {
+                (Some(a), Some(b)) => fields.push((i, a, b)),
+                _ => valid = false,
+            }
+        }
+        valid.then_some(fields)
+    }
+
     fn parse_v4(&mut self, line: u64, mut object: Map<String, Value>) -> Option<Conversation> {
         let id = self.string_field(line, &object, "conversation_id", "conversation_id");
         let raw_turns = self.turns_array(line, &mut object);
@@ -378,38 +411,27 @@ impl<'t> Validator<'t> {
                 None
             }
         };
+        let fields = raw_turns
+            .as_deref()
+            .and_then(|t| self.turn_fields(line, t, "role", "content"));
         let mut turns = Vec::new();
-        let mut valid = true;
-        for (i, turn) in raw_turns.iter().flatten().enumerate() {
-            let path = format!("turns[{i}]");
-            let Value::Object(turn) = turn else {
-                self.error(
-                    line,
-                    Some(path.clone()),
-                    "INVALID_TYPE",
-                    format!("{path} must be an object"),
-                );
-                valid = false;
-                continue;
-            };
-            let role = self.string_field(line, turn, "role", &format!("{path}.role"));
-            let content = self.string_field(line, turn, "content", &format!("{path}.content"));
-            let (Some(role_name), Some(content)) = (role, content) else {
-                valid = false;
-                continue;
-            };
+        for (i, role_name, content) in fields.iter().flatten().cloned() {
             match Role::named(&role_name).filter(|_| role_name == role_name.to_ascii_lowercase()) {
-                Some(role) => turns.push(Turn { role, speaker: role.as_str().to_string(), content }),
+                Some(role) => turns.push(Turn {
+                    role,
+                    speaker: role.as_str().to_string(),
+                    content,
+                }),
                 None => self.warning(
                     line,
-                    Some(format!("{path}.role")),
+                    Some(format!("turns[{i}].role")),
                     "UNKNOWN_ROLE",
                     format!("role '{role_name}' is not system, user or assistant; the message is ignored"),
                 ),
             }
         }
-        match (id, raw_turns, split, topic, valid) {
-            (Some(id), Some(_), Some(split), Some(topic), true) => Some(Conversation {
+        match (id, fields, split, topic) {
+            (Some(id), Some(_), Some(split), Some(topic)) => Some(Conversation {
                 id,
                 turns,
                 topic,
@@ -422,28 +444,13 @@ impl<'t> Validator<'t> {
     fn parse_v3(&mut self, line: u64, mut object: Map<String, Value>) -> Option<Conversation> {
         let id = self.string_field(line, &object, "id", "id");
         let raw_turns = self.turns_array(line, &mut object);
+        let fields = raw_turns
+            .as_deref()
+            .and_then(|t| self.turn_fields(line, t, "speaker", "text"));
         let mut turns = Vec::new();
-        let mut valid = true;
         // Unnamed speakers take roles by order of appearance.
         let mut by_order: Vec<String> = Vec::new();
-        for (i, turn) in raw_turns.iter().flatten().enumerate() {
-            let path = format!("turns[{i}]");
-            let Value::Object(turn) = turn else {
-                self.error(
-                    line,
-                    Some(path.clone()),
-                    "INVALID_TYPE",
-                    format!("{path} must be an object"),
-                );
-                valid = false;
-                continue;
-            };
-            let speaker = self.string_field(line, turn, "speaker", &format!("{path}.speaker"));
-            let text = self.string_field(line, turn, "text", &format!("{path}.text"));
-            let (Some(speaker), Some(text)) = (speaker, text) else {
-                valid = false;
-                continue;
-            };
+        for (i, speaker, text) in fields.iter().flatten().cloned() {
             let role = Role::named(&speaker).or_else(|| {
                 let position = by_order
                     .iter()
@@ -462,14 +469,14 @@ impl<'t> Validator<'t> {
                 }),
                 None => self.warning(
                     line,
-                    Some(format!("{path}.speaker")),
+                    Some(format!("turns[{i}].speaker")),
                     "UNKNOWN_ROLE",
                     format!("speaker '{speaker}' is a third participant; the message is ignored"),
                 ),
             }
         }
-        match (id, raw_turns, valid) {
-            (Some(id), Some(_), true) => Some(Conversation {
+        match (id, fields) {
+            (Some(id), Some(_)) => Some(Conversation {
                 id,
                 turns,
                 topic: None,
