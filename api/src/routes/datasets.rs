@@ -8,7 +8,7 @@ use application::{AppError, CommandContext};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use domain::dataset::validator::{self, ValidatorOptions};
+use domain::dataset::validator::{self, ValidatorOptions, PREVIEW_LIMIT_BYTES};
 use domain::dataset::{DatasetError, DatasetFormat};
 use domain::ids::DatasetId;
 use infrastructure::auth::Principal;
@@ -38,9 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_dataset, update_dataset, delete_dataset))
         .routes(routes!(validate_dataset))
 }
-
-/// The preview takes the first 100 KB of a file (seed 001).
-pub const PREVIEW_LIMIT_BYTES: usize = 100 * 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ValidateRequest {
@@ -421,10 +418,15 @@ async fn read_your_writes(state: &AppState, receipt: Receipt<DatasetId>) {
     }
 }
 
+/// Unknown, deleted and another user's datasets all answer this (no existence leak).
+fn dataset_not_found(id: &str) -> ApiError {
+    ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}"))
+}
+
 fn parse_id(id: &str) -> ApiResult<DatasetId> {
     Uuid::parse_str(id)
         .map(DatasetId)
-        .map_err(|_| ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}")))
+        .map_err(|_| dataset_not_found(id))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -471,7 +473,7 @@ async fn update_dataset(
     read_your_writes(&state, receipt).await;
     let dataset = find(&state.pool, principal, dataset_id.0)
         .await?
-        .ok_or_else(|| ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}")))?;
+        .ok_or_else(|| dataset_not_found(&id))?;
     Ok(envelope::ok(DatasetOne { dataset }))
 }
 
@@ -617,10 +619,9 @@ async fn get_dataset(
     AuthUser(principal): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let not_found = || ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}"));
-    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let dataset = find(&state.pool, principal, uuid)
+    let dataset_id = parse_id(&id)?;
+    let dataset = find(&state.pool, principal, dataset_id.0)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| dataset_not_found(&id))?;
     Ok(envelope::ok(DatasetOne { dataset }))
 }

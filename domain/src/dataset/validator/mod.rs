@@ -28,6 +28,9 @@ use serde_json::{Map, Value};
 
 use super::DatasetFormat;
 
+/// The preview (`POST /api/datasets/validate`) takes the first 100 KB of a file (seed 001).
+pub const PREVIEW_LIMIT_BYTES: usize = 100 * 1024;
+
 /// Counts tokens. Implemented over a real BPE vocabulary outside the domain.
 pub trait Tokenizer {
     /// The vocabulary's name, reported in the statistics (`cl100k_base`, `o200k_base`).
@@ -192,28 +195,28 @@ impl<'t> Validator<'t> {
 
     fn error(&mut self, line: u64, field: Option<String>, code: &str, message: String) {
         let r = &mut self.report;
-        r.error_count += 1;
-        if r.errors.len() < self.options.max_reported {
-            r.errors.push(Issue {
-                line,
-                field,
-                code: code.to_string(),
-                message,
-            });
-        }
+        push_capped(
+            &mut r.errors,
+            &mut r.error_count,
+            self.options.max_reported,
+            line,
+            field,
+            code,
+            message,
+        );
     }
 
     fn warning(&mut self, line: u64, field: Option<String>, code: &str, message: String) {
         let r = &mut self.report;
-        r.warning_count += 1;
-        if r.warnings.len() < self.options.max_reported {
-            r.warnings.push(Issue {
-                line,
-                field,
-                code: code.to_string(),
-                message,
-            });
-        }
+        push_capped(
+            &mut r.warnings,
+            &mut r.warning_count,
+            self.options.max_reported,
+            line,
+            field,
+            code,
+            message,
+        );
     }
 
     fn line(&mut self, line: Line) {
@@ -573,6 +576,27 @@ impl<'t> Validator<'t> {
             DatasetFormat::BrightrunLoraV4 => "conversation_id",
             DatasetFormat::BrightrunLoraV3 => "id",
         }
+    }
+}
+
+/// Counts every issue; keeps only the first `max` (the report stays small on a broken file).
+fn push_capped(
+    list: &mut Vec<Issue>,
+    count: &mut u64,
+    max: usize,
+    line: u64,
+    field: Option<String>,
+    code: &str,
+    message: String,
+) {
+    *count += 1;
+    if list.len() < max {
+        list.push(Issue {
+            line,
+            field,
+            code: code.to_string(),
+            message,
+        });
     }
 }
 
