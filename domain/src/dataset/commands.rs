@@ -1,3 +1,4 @@
+use super::validator::ValidationReport;
 use super::DatasetFormat;
 use crate::ids::{DatasetId, UserId};
 use chrono::{DateTime, Utc};
@@ -7,6 +8,42 @@ pub enum DatasetCommand {
     Register(RegisterDataset),
     UpdateDetails(UpdateDatasetDetails),
     Delete(DeleteDataset),
+    ConfirmUpload(ConfirmUpload),
+    RecordValidation(RecordValidation),
+    FailValidation(FailValidation),
+    PurgeObject(PurgeObject),
+}
+
+/// Seed 001 `POST /api/datasets/{id}/confirm`. `stored_size` is what object storage holds at
+/// the dataset's key (`None`: nothing uploaded yet), read by the caller just before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfirmUpload {
+    pub actor: Actor,
+    pub stored_size: Option<u64>,
+    pub confirmed_at: DateTime<Utc>,
+}
+
+/// The validator's report on the stored object (from the validation worker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordValidation {
+    pub report: Box<ValidationReport>,
+    pub validated_at: DateTime<Utc>,
+}
+
+/// The object could not be validated at all (it vanished from storage after the confirm).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailValidation {
+    pub code: String,
+    pub message: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The purge worker removed the object of a deleted dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurgeObject {
+    pub purged_at: DateTime<Utc>,
+    /// How long after deletion an object is kept (`DEFAULT_PURGE_AFTER`, configurable).
+    pub purge_after: std::time::Duration,
 }
 
 /// Who is acting: the owner, or an admin, may change a dataset; anyone else is told it does

@@ -7,11 +7,18 @@ mod commands;
 mod events;
 pub mod validator;
 
-pub use commands::{Actor, DatasetCommand, DeleteDataset, RegisterDataset, UpdateDatasetDetails};
-pub use events::{DatasetDeleted, DatasetDetailsUpdated, DatasetEvent, DatasetRegistered};
+pub use commands::{
+    Actor, ConfirmUpload, DatasetCommand, DeleteDataset, FailValidation, PurgeObject,
+    RecordValidation, RegisterDataset, UpdateDatasetDetails,
+};
+pub use events::{
+    DatasetDeleted, DatasetDetailsUpdated, DatasetEvent, DatasetObjectPurged, DatasetReady,
+    DatasetRegistered, DatasetUploadConfirmed, DatasetValidationFailed,
+};
 
 use crate::ids::{DatasetId, UserId};
 use crate::validation::{text_length, FieldError};
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -22,6 +29,13 @@ pub const DEFAULT_UPLOAD_LIMIT_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 pub const MAX_NAME_LENGTH: usize = 200;
 pub const MAX_DESCRIPTION_LENGTH: usize = 2000;
 pub const MAX_FILE_NAME_LENGTH: usize = 255;
+/// DOMAIN.md: objects of deleted datasets are purged after 30 days (configurable).
+pub const DEFAULT_PURGE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// When the object of a dataset deleted at `deleted_at` may be purged.
+pub fn purge_due_at(deleted_at: DateTime<Utc>, purge_after: std::time::Duration) -> DateTime<Utc> {
+    deleted_at + chrono::Duration::from_std(purge_after).unwrap_or(chrono::Duration::MAX)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DatasetFormat {
@@ -73,6 +87,14 @@ pub enum DatasetError {
     /// Never registered, deleted, or not the actor's.
     #[error("dataset not found")]
     NotFound,
+    #[error(
+        "no file has been uploaded for this dataset yet: PUT it to the uploadUrl, then confirm"
+    )]
+    UploadMissing,
+    #[error("the uploaded file has {stored} bytes but the dataset declared fileSize {declared}: upload the whole file again, then confirm")]
+    SizeMismatch { declared: u64, stored: u64 },
+    #[error("the object may be purged only from {due_at}")]
+    PurgeNotDue { due_at: DateTime<Utc> },
 }
 
 /// The storage key of a dataset's object (seed 001).
@@ -87,7 +109,12 @@ pub struct Dataset {
     status: DatasetStatus,
     name: String,
     description: String,
-    deleted: bool,
+    format: Option<DatasetFormat>,
+    file_size: u64,
+    s3_bucket: String,
+    s3_key: String,
+    deleted_at: Option<DateTime<Utc>>,
+    purged: bool,
 }
 
 impl Dataset {
@@ -105,14 +132,148 @@ impl Dataset {
             DatasetCommand::Register(cmd) => self.register(cmd),
             DatasetCommand::UpdateDetails(cmd) => self.update_details(cmd),
             DatasetCommand::Delete(cmd) => self.delete(cmd),
+            DatasetCommand::ConfirmUpload(cmd) => self.confirm_upload(cmd),
+            DatasetCommand::RecordValidation(cmd) => self.record_validation(cmd),
+            DatasetCommand::FailValidation(cmd) => self.fail_validation(cmd),
+            DatasetCommand::PurgeObject(cmd) => self.purge_object(cmd),
         }
+    }
+
+    /// The upload is complete when storage holds exactly the declared size. Confirming again
+    /// (a client retry) records nothing: validation already started.
+    fn confirm_upload(&self, cmd: ConfirmUpload) -> Result<Vec<DatasetEvent>, DatasetError> {
+        let dataset_id = self.visible_to(cmd.actor)?;
+        if self.status != DatasetStatus::Uploading {
+            return Ok(vec![]);
+        }
+        match cmd.stored_size {
+            None => return Err(DatasetError::UploadMissing),
+            Some(stored) if stored != self.file_size => {
+                return Err(DatasetError::SizeMismatch {
+                    declared: self.file_size,
+                    stored,
+                })
+            }
+            Some(_) => {}
+        }
+        let (Some(owner), Some(format)) = (self.owner, self.format) else {
+            return Err(DatasetError::NotFound);
+        };
+        Ok(vec![DatasetEvent::DatasetUploadConfirmed(
+            DatasetUploadConfirmed {
+                dataset_id,
+                user_id: owner,
+                format,
+                s3_bucket: self.s3_bucket.clone(),
+                s3_key: self.s3_key.clone(),
+                file_size: self.file_size,
+                confirmed_at: cmd.confirmed_at,
+            },
+        )])
+    }
+
+    /// The dataset a validation result is for, while one is awaited. `None`: nothing to record
+    /// (a redelivered result, or the dataset was deleted meanwhile).
+    fn awaiting_validation(&self) -> Result<Option<(DatasetId, UserId)>, DatasetError> {
+        let (Some(id), Some(owner)) = (self.id, self.owner) else {
+            return Err(DatasetError::NotFound);
+        };
+        let awaiting = self.status == DatasetStatus::Validating && self.deleted_at.is_none();
+        Ok(awaiting.then_some((id, owner)))
+    }
+
+    /// No errors: `ready` (training-ready or not); any error: `error`.
+    fn record_validation(&self, cmd: RecordValidation) -> Result<Vec<DatasetEvent>, DatasetError> {
+        let Some((dataset_id, user_id)) = self.awaiting_validation()? else {
+            return Ok(vec![]);
+        };
+        let report = *cmd.report;
+        if report.error_count == 0 {
+            return Ok(vec![DatasetEvent::DatasetReady(DatasetReady {
+                dataset_id,
+                user_id,
+                name: self.name.clone(),
+                training_ready: report.training_ready,
+                statistics: report.statistics,
+                full_statistics: report.full_statistics,
+                warnings: report.warnings,
+                warning_count: report.warning_count,
+                sample_conversations: report.sample_conversations,
+                validated_at: cmd.validated_at,
+            })]);
+        }
+        Ok(vec![DatasetEvent::DatasetValidationFailed(
+            DatasetValidationFailed {
+                dataset_id,
+                user_id,
+                name: self.name.clone(),
+                message: error_summary(&report.errors, report.error_count),
+                errors: report.errors,
+                error_count: report.error_count,
+                warnings: report.warnings,
+                warning_count: report.warning_count,
+                statistics: Some(report.statistics),
+                failed_at: cmd.validated_at,
+            },
+        )])
+    }
+
+    fn fail_validation(&self, cmd: FailValidation) -> Result<Vec<DatasetEvent>, DatasetError> {
+        let Some((dataset_id, user_id)) = self.awaiting_validation()? else {
+            return Ok(vec![]);
+        };
+        let issue = validator::Issue {
+            line: 0,
+            field: None,
+            code: cmd.code,
+            message: cmd.message.clone(),
+        };
+        Ok(vec![DatasetEvent::DatasetValidationFailed(
+            DatasetValidationFailed {
+                dataset_id,
+                user_id,
+                name: self.name.clone(),
+                message: cmd.message,
+                errors: vec![issue],
+                error_count: 1,
+                warnings: vec![],
+                warning_count: 0,
+                statistics: None,
+                failed_at: cmd.failed_at,
+            },
+        )])
+    }
+
+    /// Only a deleted dataset's object is purged, once, and not before it is due.
+    fn purge_object(&self, cmd: PurgeObject) -> Result<Vec<DatasetEvent>, DatasetError> {
+        let Some(id) = self.id else {
+            return Err(DatasetError::NotFound);
+        };
+        let Some(deleted_at) = self.deleted_at else {
+            return Ok(vec![]);
+        };
+        if self.purged {
+            return Ok(vec![]);
+        }
+        let due_at = purge_due_at(deleted_at, cmd.purge_after);
+        if cmd.purged_at < due_at {
+            return Err(DatasetError::PurgeNotDue { due_at });
+        }
+        Ok(vec![DatasetEvent::DatasetObjectPurged(
+            DatasetObjectPurged {
+                dataset_id: id,
+                s3_bucket: self.s3_bucket.clone(),
+                s3_key: self.s3_key.clone(),
+                purged_at: cmd.purged_at,
+            },
+        )])
     }
 
     /// The dataset's id when `actor` may see and change it.
     fn visible_to(&self, actor: Actor) -> Result<DatasetId, DatasetError> {
         match (self.id, self.owner) {
             (Some(id), Some(owner))
-                if !self.deleted && (owner == actor.user_id || actor.is_admin) =>
+                if self.deleted_at.is_none() && (owner == actor.user_id || actor.is_admin) =>
             {
                 Ok(id)
             }
@@ -200,6 +361,24 @@ impl Dataset {
     }
 }
 
+/// `errorMessage`: how many errors, and the first one.
+pub fn error_summary(errors: &[validator::Issue], error_count: u64) -> String {
+    let Some(first) = errors.first() else {
+        return "validation failed".to_string();
+    };
+    let place = match (first.line, &first.field) {
+        (0, None) => String::new(),
+        (0, Some(field)) => format!("{field}: "),
+        (line, None) => format!("line {line}: "),
+        (line, Some(field)) => format!("line {line}, {field}: "),
+    };
+    let noun = if error_count == 1 { "error" } else { "errors" };
+    format!(
+        "{error_count} {noun}; first: {place}{} ({})",
+        first.message, first.code
+    )
+}
+
 impl Aggregate for Dataset {
     const TYPE: &'static str = "dataset";
     type Command = DatasetCommand;
@@ -227,6 +406,10 @@ impl Aggregate for Dataset {
                 self.status = DatasetStatus::Uploading;
                 self.name = e.name;
                 self.description = e.description;
+                self.format = Some(e.format);
+                self.file_size = e.file_size;
+                self.s3_bucket = e.s3_bucket;
+                self.s3_key = e.s3_key;
             }
             DatasetEvent::DatasetDetailsUpdated(e) => {
                 if let Some(name) = e.name {
@@ -236,7 +419,11 @@ impl Aggregate for Dataset {
                     self.description = description;
                 }
             }
-            DatasetEvent::DatasetDeleted(_) => self.deleted = true,
+            DatasetEvent::DatasetDeleted(e) => self.deleted_at = Some(e.deleted_at),
+            DatasetEvent::DatasetUploadConfirmed(_) => self.status = DatasetStatus::Validating,
+            DatasetEvent::DatasetReady(_) => self.status = DatasetStatus::Ready,
+            DatasetEvent::DatasetValidationFailed(_) => self.status = DatasetStatus::Error,
+            DatasetEvent::DatasetObjectPurged(_) => self.purged = true,
         }
     }
 }

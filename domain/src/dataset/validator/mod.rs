@@ -15,6 +15,7 @@
 
 mod lines;
 mod report;
+mod seen;
 
 pub use lines::{Line, LineSplitter};
 pub use report::{
@@ -24,12 +25,28 @@ pub use report::{
 
 use std::collections::{BTreeMap, HashSet};
 
+use seen::{LengthCounts, SeenSet};
+
 use serde_json::{Map, Value};
 
 use super::DatasetFormat;
 
 /// The preview (`POST /api/datasets/validate`) takes the first 100 KB of a file (seed 001).
 pub const PREVIEW_LIMIT_BYTES: usize = 100 * 1024;
+/// A sample turn keeps this many characters (the sample travels in events and answers).
+pub const SAMPLE_CONTENT_CHARS: usize = 2000;
+/// Distinct topics counted one by one; the rest are counted together as `OTHER_TOPICS`.
+pub const MAX_TOPICS: usize = 1000;
+pub const OTHER_TOPICS: &str = "(other)";
+const MAX_TOPIC_CHARS: usize = 100;
+
+/// The first `max` characters of `text`, with an ellipsis when cut.
+fn truncate_chars(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
 
 /// Counts tokens. Implemented over a real BPE vocabulary outside the domain.
 pub trait Tokenizer {
@@ -48,6 +65,9 @@ pub struct ValidatorOptions {
     pub max_reported: usize,
     pub sample_size: usize,
     pub min_training_pairs: u64,
+    /// Conversation ids and speakers are remembered exactly up to this many, then in a
+    /// fixed-size Bloom filter (memory stays bounded; duplicates become "probable").
+    pub exact_id_limit: usize,
 }
 
 impl Default for ValidatorOptions {
@@ -59,6 +79,7 @@ impl Default for ValidatorOptions {
             max_reported: 100,
             sample_size: 3,
             min_training_pairs: 10,
+            exact_id_limit: 1_000_000,
         }
     }
 }
@@ -131,13 +152,12 @@ pub struct Validator<'t> {
     report: ReportBuilder,
 }
 
-#[derive(Default)]
 struct ReportBuilder {
     errors: Vec<Issue>,
     error_count: u64,
     warnings: Vec<Issue>,
     warning_count: u64,
-    ids: HashSet<String>,
+    ids: SeenSet,
     conversations: u64,
     turns: u64,
     turn_tokens: u64,
@@ -145,9 +165,9 @@ struct ReportBuilder {
     training_pairs: u64,
     validation_pairs: u64,
     vocabulary: HashSet<u32>,
-    speakers: HashSet<String>,
+    speakers: SeenSet,
     topics: BTreeMap<String, u64>,
-    lengths: Vec<u64>,
+    lengths: LengthCounts,
     sample: Vec<SampleConversation>,
 }
 
@@ -162,7 +182,7 @@ impl<'t> Validator<'t> {
             tokenizer,
             options,
             splitter: LineSplitter::new(options.max_line_bytes),
-            report: ReportBuilder::default(),
+            report: ReportBuilder::new(options.exact_id_limit),
         }
     }
 
@@ -490,14 +510,19 @@ impl<'t> Validator<'t> {
     }
 
     fn count(&mut self, line: u64, conversation: Conversation) {
-        if !self.report.ids.insert(conversation.id.clone()) {
+        if self.report.ids.seen_before(&conversation.id) {
+            let certainty = if self.report.ids.is_exact() {
+                "appeared"
+            } else {
+                "probably appeared"
+            };
             self.warning(
                 line,
                 Some(self.id_field().to_string()),
                 "DUPLICATE_ID",
                 format!(
-                    "conversation id '{}' appeared on an earlier line",
-                    conversation.id
+                    "conversation id '{}' {certainty} on an earlier line",
+                    truncate_chars(&conversation.id, 200)
                 ),
             );
         }
@@ -519,7 +544,7 @@ impl<'t> Validator<'t> {
             let ids = self.tokenizer.encode(&turn.content);
             let n = ids.len() as u64;
             self.report.vocabulary.extend(ids);
-            self.report.speakers.insert(turn.speaker.clone());
+            self.report.speakers.seen_before(&turn.speaker);
             tokens += n;
             if turn.role != Role::System {
                 dialogue.push(turn.role);
@@ -554,7 +579,14 @@ impl<'t> Validator<'t> {
         r.total_tokens += tokens;
         r.lengths.push(tokens);
         if let Some(topic) = &conversation.topic {
-            *r.topics.entry(topic.clone()).or_default() += 1;
+            let topic = truncate_chars(topic, MAX_TOPIC_CHARS);
+            if let Some(count) = r.topics.get_mut(topic.as_ref()) {
+                *count += 1;
+            } else if r.topics.len() < MAX_TOPICS {
+                r.topics.insert(topic.into_owned(), 1);
+            } else {
+                *r.topics.entry(OTHER_TOPICS.to_string()).or_default() += 1;
+            }
         }
         if r.sample.len() < self.options.sample_size {
             r.sample.push(SampleConversation {
@@ -564,7 +596,7 @@ impl<'t> Validator<'t> {
                     .into_iter()
                     .map(|t| SampleTurn {
                         role: t.role.as_str().to_string(),
-                        content: t.content,
+                        content: truncate_chars(&t.content, SAMPLE_CONTENT_CHARS).into_owned(),
                     })
                     .collect(),
             });
@@ -601,7 +633,28 @@ fn push_capped(
 }
 
 impl ReportBuilder {
-    fn build(mut self, tokenizer: &str, options: &ValidatorOptions) -> ValidationReport {
+    fn new(exact_id_limit: usize) -> ReportBuilder {
+        ReportBuilder {
+            errors: Vec::new(),
+            error_count: 0,
+            warnings: Vec::new(),
+            warning_count: 0,
+            ids: SeenSet::new(exact_id_limit),
+            conversations: 0,
+            turns: 0,
+            turn_tokens: 0,
+            total_tokens: 0,
+            training_pairs: 0,
+            validation_pairs: 0,
+            vocabulary: HashSet::new(),
+            speakers: SeenSet::new(exact_id_limit),
+            topics: BTreeMap::new(),
+            lengths: LengthCounts::default(),
+            sample: Vec::new(),
+        }
+    }
+
+    fn build(self, tokenizer: &str, options: &ValidatorOptions) -> ValidationReport {
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let mut topics: Vec<TopicCount> = self
             .topics
@@ -609,7 +662,6 @@ impl ReportBuilder {
             .map(|(topic, count)| TopicCount { topic, count })
             .collect();
         topics.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.topic.cmp(&b.topic)));
-        self.lengths.sort_unstable();
         let training_ready =
             self.error_count == 0 && self.training_pairs >= options.min_training_pairs;
         ValidationReport {
@@ -631,9 +683,9 @@ impl ReportBuilder {
             },
             full_statistics: FullStatistics {
                 vocabulary_size: self.vocabulary.len() as u64,
-                unique_speakers: self.speakers.len() as u64,
+                unique_speakers: self.speakers.distinct(),
                 topic_distribution: topics,
-                length_distribution: LengthDistribution::of_sorted(&self.lengths),
+                length_distribution: self.lengths.distribution(),
             },
             sample_conversations: self.sample,
         }

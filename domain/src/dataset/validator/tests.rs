@@ -383,3 +383,47 @@ fn a_preview_cut_mid_line_drops_the_last_line_with_a_warning() {
     let report = validate_preview(V4, "not json\n", &Words, ValidatorOptions::default());
     assert_eq!(codes(&report.errors), vec![(1, None, "INVALID_JSON")]);
 }
+
+#[test]
+fn past_the_exact_id_limit_duplicates_are_still_reported_as_probable() {
+    let lines: Vec<_> = (0..50)
+        .map(|i| json!({"conversation_id": format!("c{i}"), "turns": [turn("user", "hi"), turn("assistant", "hello")]}))
+        .chain([json!({"conversation_id": "c7", "turns": [turn("user", "hi"), turn("assistant", "again")]})])
+        .collect();
+    let options = ValidatorOptions {
+        exact_id_limit: 10,
+        ..ValidatorOptions::default()
+    };
+    let report = validate_bytes(V4, &jsonl(&lines), &Words, options);
+    assert_eq!(
+        codes(&report.warnings),
+        vec![(51, Some("conversation_id"), "DUPLICATE_ID")]
+    );
+    assert!(report.warnings[0].message.contains("probably appeared"));
+    assert_eq!(report.statistics.total_conversations, 51);
+}
+
+#[test]
+fn sample_turns_are_cut_to_two_thousand_characters() {
+    let long = "é".repeat(SAMPLE_CONTENT_CHARS + 10);
+    let bytes = jsonl(&[
+        json!({"conversation_id": "a", "turns": [turn("user", &long), turn("assistant", "ok")]}),
+    ]);
+    let report = validate(V4, &bytes);
+    let content = &report.sample_conversations[0].turns[0].content;
+    assert_eq!(content.chars().count(), SAMPLE_CONTENT_CHARS + 1);
+    assert!(content.ends_with('…'));
+    assert_eq!(report.sample_conversations[0].turns[1].content, "ok");
+}
+
+#[test]
+fn topics_beyond_the_limit_are_counted_together() {
+    let lines: Vec<_> = (0..MAX_TOPICS + 5)
+        .map(|i| json!({"conversation_id": format!("c{i}"), "turns": [turn("user", "hi"), turn("assistant", "hello")], "metadata": {"topic": format!("t{i:05}")}}))
+        .collect();
+    let report = validate(V4, &jsonl(&lines));
+    let topics = &report.full_statistics.topic_distribution;
+    assert_eq!(topics.len(), MAX_TOPICS + 1);
+    assert_eq!(topics[0].topic, OTHER_TOPICS);
+    assert_eq!(topics[0].count, 5);
+}
