@@ -180,6 +180,7 @@ async fn main() {
             api: true,
             relay: false,
             projections: false,
+            workers: false,
         },
         RunnerOptions::default(),
     )

@@ -4,14 +4,18 @@ use std::sync::Arc;
 
 use application::datasets::DatasetCommands;
 use application::ports::SystemClock;
+use application::validation::DatasetValidation;
 use application::ObjectStore;
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
+use domain::dataset::validator::ValidatorOptions;
 use infrastructure::auth::TokenKeys;
 use infrastructure::config::{EMBEDDED_S3_ACCESS_KEY, EMBEDDED_S3_SECRET_KEY};
+use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
 use infrastructure::event_log::PgLogPositions;
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
+use infrastructure::tokenizer::O200k;
 use infrastructure::users::Users;
 use infrastructure::{db, event_store, relay, Config};
 use projections::Projection;
@@ -33,6 +37,8 @@ pub struct Roles {
     pub api: bool,
     pub relay: bool,
     pub projections: bool,
+    /// Dataset validation and purging.
+    pub workers: bool,
 }
 
 impl Roles {
@@ -40,6 +46,7 @@ impl Roles {
         api: true,
         relay: true,
         projections: true,
+        workers: true,
     };
 
     pub fn parse(list: &str) -> Result<Roles, String> {
@@ -47,6 +54,7 @@ impl Roles {
             api: false,
             relay: false,
             projections: false,
+            workers: false,
         };
         for role in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
             match role {
@@ -54,9 +62,10 @@ impl Roles {
                 "api" => roles.api = true,
                 "relay" => roles.relay = true,
                 "projections" => roles.projections = true,
+                "workers" => roles.workers = true,
                 other => {
                     return Err(format!(
-                        "unknown role '{other}' (api, relay, projections, all)"
+                        "unknown role '{other}' (api, relay, projections, workers, all)"
                     ))
                 }
             }
@@ -131,28 +140,49 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
             &config.nats_subject_prefix,
         )));
     }
-    let tasks = subscribers
-        .into_iter()
-        .map(|s| {
-            subscription::spawn(
-                pool.clone(),
-                s,
-                runner.clone(),
-                leadership.clone(),
-                shutdown.clone(),
-            )
-        })
-        .collect();
-
     let (objects, embedded_s3) = object_store(&config).await?;
     let clock = Arc::new(SystemClock);
-    let datasets = DatasetCommands::new(
+    let datasets = Arc::new(DatasetCommands::new(
         event_store::framework(pool.clone(), ()),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
         config.s3_bucket.clone(),
         config.upload_limit_bytes,
-    );
+    ));
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    if roles.workers {
+        let tokenizer = Arc::new(O200k::load()?);
+        let validation = DatasetValidation::new(
+            datasets.clone(),
+            objects.clone(),
+            tokenizer,
+            ValidatorOptions::default(),
+        );
+        subscribers.push(Arc::new(ValidationWorker::new(
+            Arc::new(validation),
+            pool.clone(),
+            config.validation_concurrency,
+        )));
+        tasks.push(tokio::spawn(dataset_workers::run_purger(
+            pool.clone(),
+            datasets.clone(),
+            objects.clone(),
+            PurgeOptions {
+                purge_after: config.purge_after,
+                interval: config.purge_interval,
+            },
+            shutdown.clone(),
+        )));
+    }
+    tasks.extend(subscribers.into_iter().map(|s| {
+        subscription::spawn(
+            pool.clone(),
+            s,
+            runner.clone(),
+            leadership.clone(),
+            shutdown.clone(),
+        )
+    }));
     let state = AppState {
         tokens: TokenKeys::new(&config.jwt_secret, config.jwt_ttl),
         users: Users(pool.clone()),
@@ -160,7 +190,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         pool,
         nats,
         clock,
-        datasets: Arc::new(datasets),
+        datasets,
         leadership,
         objects,
     };

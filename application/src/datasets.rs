@@ -1,9 +1,10 @@
 use std::sync::Arc;
 
 use cqrs_es::{CqrsFramework, EventStore};
+use domain::dataset::validator::ValidationReport;
 use domain::dataset::{
-    Actor, Dataset, DatasetCommand, DatasetError, DatasetFormat, DeleteDataset, RegisterDataset,
-    UpdateDatasetDetails,
+    Actor, ConfirmUpload, Dataset, DatasetCommand, DatasetError, DatasetFormat, DeleteDataset,
+    FailValidation, PurgeObject, RecordValidation, RegisterDataset, UpdateDatasetDetails,
 };
 use domain::ids::DatasetId;
 
@@ -107,6 +108,71 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
             deleted_at: self.clock.now(),
         });
         self.execute(ctx, dataset_id, command).await
+    }
+
+    /// Confirm: `stored_size` is what storage holds at the dataset's key right now.
+    pub async fn confirm_upload(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        is_admin: bool,
+        stored_size: Option<u64>,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let command = DatasetCommand::ConfirmUpload(ConfirmUpload {
+            actor: Actor {
+                user_id: ctx.user_id,
+                is_admin,
+            },
+            stored_size,
+            confirmed_at: self.clock.now(),
+        });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    pub async fn record_validation(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        report: ValidationReport,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let command = DatasetCommand::RecordValidation(RecordValidation {
+            report: Box::new(report),
+            validated_at: self.clock.now(),
+        });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    pub async fn fail_validation(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        code: &str,
+        message: String,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let command = DatasetCommand::FailValidation(FailValidation {
+            code: code.to_string(),
+            message,
+            failed_at: self.clock.now(),
+        });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    /// Records that the object of a deleted dataset is gone (the caller removed it).
+    pub async fn record_purge(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        purge_after: std::time::Duration,
+    ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let command = DatasetCommand::PurgeObject(PurgeObject {
+            purged_at: self.clock.now(),
+            purge_after,
+        });
+        self.execute(ctx, dataset_id, command).await
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     async fn execute(

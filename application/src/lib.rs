@@ -3,13 +3,14 @@
 
 pub mod datasets;
 pub mod ports;
+pub mod validation;
 
 use std::collections::HashMap;
 
 use cqrs_es::AggregateError;
 use domain::ids::UserId;
 
-pub use ports::{Clock, LogPosition, LogPositions, ObjectStore, PresignedRequest};
+pub use ports::{Clock, LogPosition, LogPositions, ObjectReader, ObjectStore, PresignedRequest};
 
 /// Who asked and why: recorded as event metadata on everything a command writes.
 #[derive(Debug, Clone)]

@@ -67,4 +67,13 @@ pub trait ObjectStore: Send + Sync {
 
     /// The stored size of `key`, or `None` when there is no such object.
     async fn size_of(&self, key: &str) -> anyhow::Result<Option<u64>>;
+
+    /// The object's bytes as a stream (never held whole), or `None` when there is no such object.
+    async fn read(&self, key: &str) -> anyhow::Result<Option<ObjectReader>>;
+
+    /// Removes `key`; removing an object that is not there is not an error.
+    async fn delete(&self, key: &str) -> anyhow::Result<()>;
 }
+
+/// A stored object's bytes, read as they arrive.
+pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;

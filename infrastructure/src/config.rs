@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use domain::dataset::DEFAULT_UPLOAD_LIMIT_BYTES;
+use domain::dataset::{DEFAULT_PURGE_AFTER, DEFAULT_UPLOAD_LIMIT_BYTES};
 
 /// Credentials of the embedded S3-protocol server when none are configured (loopback only).
 pub const EMBEDDED_S3_ACCESS_KEY: &str = "brightrun-local";
@@ -45,6 +45,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub login_max_failures: i64,
     pub login_window: Duration,
+    pub purge_after: Duration,
+    pub purge_interval: Duration,
+    pub validation_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "900",
         "window over which failed logins are counted",
     ),
+    (
+        "DATASET_PURGE_AFTER_SECONDS",
+        "2592000",
+        "objects of deleted datasets are removed this long after deletion (30 days)",
+    ),
+    (
+        "DATASET_PURGE_INTERVAL_SECONDS",
+        "60",
+        "how often the purger looks for due objects",
+    ),
+    (
+        "VALIDATION_CONCURRENCY",
+        "2",
+        "dataset files validated at once per process",
+    ),
 ];
 
 impl Config {
@@ -191,6 +209,17 @@ impl Config {
             max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
             login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5)?,
             login_window: Duration::from_secs(parse(&lookup, "LOGIN_WINDOW_SECONDS", 900)?),
+            purge_after: Duration::from_secs(parse(
+                &lookup,
+                "DATASET_PURGE_AFTER_SECONDS",
+                DEFAULT_PURGE_AFTER.as_secs(),
+            )?),
+            purge_interval: Duration::from_secs(parse(
+                &lookup,
+                "DATASET_PURGE_INTERVAL_SECONDS",
+                60,
+            )?),
+            validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
         })
     }
 }
@@ -269,6 +298,9 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_window", &self.login_window)
+            .field("purge_after", &self.purge_after)
+            .field("purge_interval", &self.purge_interval)
+            .field("validation_concurrency", &self.validation_concurrency)
             .finish()
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dataset_workers;
 pub mod db;
 pub mod event_log;
 pub mod event_store;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use application::{ObjectStore, PresignedRequest};
+use application::{ObjectReader, ObjectStore, PresignedRequest};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -139,6 +139,40 @@ impl ObjectStore for S3Store {
                 aws_sdk_s3::error::DisplayErrorContext(err)
             )),
         }
+    }
+
+    async fn read(&self, key: &str) -> anyhow::Result<Option<ObjectReader>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(Some(Box::new(object.body.into_async_read()))),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(err) => Err(anyhow::anyhow!(
+                "cannot read object {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            )),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot delete object {key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(err)
+                )
+            })?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::dataset::{Dataset, DatasetEvent};
 use infrastructure::event_log::StoredEvent;
+use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use crate::Projector;
@@ -58,6 +59,80 @@ impl Projector for DatasetsProjector {
                 .bind(event.sequence)
                 .execute(&mut *conn)
                 .await?;
+            }
+            DatasetEvent::DatasetUploadConfirmed(e) => {
+                sqlx::query(
+                    "UPDATE rm_datasets SET status = 'validating', uploaded_at = $2, updated_at = $2, \
+                       version = $3 WHERE id = $1",
+                )
+                .bind(e.dataset_id.0)
+                .bind(e.confirmed_at)
+                .bind(event.sequence)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DatasetEvent::DatasetReady(e) => {
+                let s = &e.statistics;
+                sqlx::query(
+                    "UPDATE rm_datasets SET status = 'ready', training_ready = $2, \
+                       total_conversations = $3, total_training_pairs = $4, total_validation_pairs = $5, \
+                       total_tokens = $6, avg_turns_per_conversation = $7, avg_tokens_per_turn = $8, \
+                       tokenizer = $9, full_statistics = $10, sample_conversations = $11, \
+                       validation_errors = '[]', error_count = 0, validation_warnings = $12, \
+                       warning_count = $13, error_message = NULL, processed_at = $14, validated_at = $14, \
+                       updated_at = $14, version = $15 WHERE id = $1",
+                )
+                .bind(e.dataset_id.0)
+                .bind(e.training_ready)
+                .bind(i64::try_from(s.total_conversations)?)
+                .bind(i64::try_from(s.total_training_pairs)?)
+                .bind(i64::try_from(s.total_validation_pairs)?)
+                .bind(i64::try_from(s.total_tokens)?)
+                .bind(s.avg_turns_per_conversation)
+                .bind(s.avg_tokens_per_turn)
+                .bind(&s.tokenizer)
+                .bind(Json(&e.full_statistics))
+                .bind(Json(&e.sample_conversations))
+                .bind(Json(&e.warnings))
+                .bind(i64::try_from(e.warning_count)?)
+                .bind(e.validated_at)
+                .bind(event.sequence)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DatasetEvent::DatasetValidationFailed(e) => {
+                let s = e.statistics.as_ref();
+                sqlx::query(
+                    "UPDATE rm_datasets SET status = 'error', training_ready = false, \
+                       total_conversations = COALESCE($2, 0), total_training_pairs = COALESCE($3, 0), \
+                       total_validation_pairs = COALESCE($4, 0), total_tokens = COALESCE($5, 0), \
+                       tokenizer = $6, error_message = $7, validation_errors = $8, error_count = $9, \
+                       validation_warnings = $10, warning_count = $11, processed_at = $12, \
+                       updated_at = $12, version = $13 WHERE id = $1",
+                )
+                .bind(e.dataset_id.0)
+                .bind(s.map(|s| i64::try_from(s.total_conversations)).transpose()?)
+                .bind(s.map(|s| i64::try_from(s.total_training_pairs)).transpose()?)
+                .bind(s.map(|s| i64::try_from(s.total_validation_pairs)).transpose()?)
+                .bind(s.map(|s| i64::try_from(s.total_tokens)).transpose()?)
+                .bind(s.map(|s| s.tokenizer.clone()))
+                .bind(&e.message)
+                .bind(Json(&e.errors))
+                .bind(i64::try_from(e.error_count)?)
+                .bind(Json(&e.warnings))
+                .bind(i64::try_from(e.warning_count)?)
+                .bind(e.failed_at)
+                .bind(event.sequence)
+                .execute(&mut *conn)
+                .await?;
+            }
+            DatasetEvent::DatasetObjectPurged(e) => {
+                sqlx::query("UPDATE rm_datasets SET purged_at = $2, version = $3 WHERE id = $1")
+                    .bind(e.dataset_id.0)
+                    .bind(e.purged_at)
+                    .bind(event.sequence)
+                    .execute(&mut *conn)
+                    .await?;
             }
             DatasetEvent::DatasetDeleted(e) => {
                 sqlx::query("UPDATE rm_datasets SET deleted_at = $2, updated_at = $2, version = $3 WHERE id = $1")

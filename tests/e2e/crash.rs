@@ -109,3 +109,61 @@ async fn kill_9_between_commit_and_publication_loses_nothing() {
     pool.close().await;
     iso.cleanup().await;
 }
+
+/// A confirm is durable work: the process that accepted it dies before validating, and the
+/// next one to run the workers validates it from the log.
+#[tokio::test]
+async fn a_confirmed_upload_is_validated_after_kill_9() {
+    let iso = Isolation::new();
+    let http = reqwest::Client::new();
+    let file = std::fs::read(format!(
+        "{}/../examples/support-chats-v4.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+
+    let mut first = BinaryService::spawn(&iso, "api,projections", &[]).await;
+    let token = signup(&http, &first.base).await;
+    let registered: Value = http
+        .post(format!("{}/api/datasets", first.base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "durable", "format": "brightrun-lora-v4", "fileSize": file.len(), "fileName": "a.jsonl"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = registered["data"]["datasetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = registered["data"]["uploadUrl"].as_str().unwrap();
+    let put = http.put(url).body(file).send().await.unwrap();
+    assert!(put.status().is_success());
+    let confirmed: Value = http
+        .post(format!("{}/api/datasets/{id}/confirm", first.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(confirmed["data"]["status"], "validating", "{confirmed}");
+    first.kill_9();
+
+    let second = BinaryService::spawn(&iso, "all", &[]).await;
+    let detail = || {
+        let req = http
+            .get(format!("{}/api/datasets/{id}", second.base))
+            .bearer_auth(&token);
+        async move {
+            let body: Value = req.send().await.unwrap().json().await.unwrap();
+            body["data"]["dataset"]["status"] == "ready"
+        }
+    };
+    eventually("the dataset is validated", Duration::from_secs(30), detail).await;
+    drop(second);
+    iso.cleanup().await;
+}

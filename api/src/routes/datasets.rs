@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_datasets, register_dataset))
         .routes(routes!(get_dataset, update_dataset, delete_dataset))
         .routes(routes!(validate_dataset))
+        .routes(routes!(confirm_upload))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -223,11 +224,14 @@ pub struct DatasetView {
     /// `uploading` | `validating` | `ready` | `error`
     pub status: String,
     pub training_ready: bool,
+    pub total_conversations: i64,
     pub total_training_pairs: i64,
     pub total_validation_pairs: i64,
     pub total_tokens: i64,
     pub avg_turns_per_conversation: f64,
     pub avg_tokens_per_turn: f64,
+    /// The BPE vocabulary the tokens were counted with (`o200k_base`), once validated.
+    pub tokenizer: Option<String>,
     pub file_size: i64,
     pub file_name: String,
     pub s3_key: String,
@@ -249,8 +253,13 @@ pub struct DatasetDetail {
     pub dataset: DatasetView,
     pub full_statistics: Option<Value>,
     pub sample_conversations: Value,
+    /// The first 100 errors (`line`, `field`, `code`, `message`); `validationErrorCount` counts all.
     pub validation_errors: Value,
     pub validation_warnings: Value,
+    #[sqlx(rename = "error_count")]
+    pub validation_error_count: i64,
+    #[sqlx(rename = "warning_count")]
+    pub validation_warning_count: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -350,6 +359,18 @@ fn dataset_error(err: AppError<DatasetError>) -> ApiError {
         }
         AppError::Rejected(DatasetError::NotFound) => {
             ApiError::not_found("DATASET_NOT_FOUND", "no such dataset")
+        }
+        AppError::Rejected(e @ DatasetError::UploadMissing) => {
+            ApiError::conflict("UPLOAD_NOT_FOUND", e.to_string())
+        }
+        AppError::Rejected(e @ DatasetError::SizeMismatch { declared, stored }) => {
+            let mut err = ApiError::conflict("UPLOAD_SIZE_MISMATCH", e.to_string())
+                .with_details(serde_json::json!({"declaredSize": declared, "storedSize": stored}));
+            err.body.field = Some("fileSize".to_string());
+            err
+        }
+        AppError::Rejected(e @ DatasetError::PurgeNotDue { .. }) => {
+            ApiError::conflict("CONFLICT", e.to_string())
         }
         AppError::Conflict => ApiError::conflict(
             "CONFLICT",
@@ -508,9 +529,73 @@ async fn delete_dataset(
     }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationStarted {
+    /// `Validation started` (or `Validation already started` on a repeated confirm).
+    pub message: String,
+    pub dataset_id: Uuid,
+    /// `validating` right after the confirm; poll `GET /api/datasets/{id}` for `ready` | `error`.
+    pub status: String,
+}
+
+/// Confirm that the file is uploaded (seed 001): storage must hold exactly the declared
+/// `fileSize` at the dataset's key. The dataset moves to `validating` and is validated in the
+/// background; poll `GET /api/datasets/{id}` until `ready` or `error`. Confirming again is
+/// harmless.
+#[utoipa::path(post, path = "/api/datasets/{id}/confirm", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Dataset id (UUID)")),
+    responses(
+        (status = 200, description = "`Validation started`", body = Envelope<ValidationStarted>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`DATASET_NOT_FOUND` (also for another user's dataset)", body = ErrorEnvelope),
+        (status = 409, description = "`UPLOAD_NOT_FOUND`: nothing uploaded yet; `UPLOAD_SIZE_MISMATCH` (field `fileSize`, `details.declaredSize`/`storedSize`): upload the whole file again. The dataset stays `uploading`.", body = ErrorEnvelope),
+    ))]
+async fn confirm_upload(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let dataset_id = parse_id(&id)?;
+    let visible = find(&state.pool, principal, dataset_id.0)
+        .await?
+        .ok_or_else(|| dataset_not_found(&id))?;
+    let stored_size = state
+        .objects
+        .size_of(&visible.dataset.s3_key)
+        .await
+        .map_err(ApiError::internal)?;
+    let before = visible.dataset.status;
+    let receipt = state
+        .datasets
+        .confirm_upload(
+            &context(principal),
+            dataset_id,
+            principal.role.sees_all_resources(),
+            stored_size,
+        )
+        .await
+        .map_err(dataset_error)?;
+    read_your_writes(&state, receipt).await;
+    let status = find(&state.pool, principal, dataset_id.0)
+        .await?
+        .map_or_else(|| "validating".to_string(), |d| d.dataset.status);
+    let message = if before == "uploading" {
+        "Validation started"
+    } else {
+        "Validation already started"
+    };
+    tracing::info!(%dataset_id, user_id = %principal.user_id, ?stored_size, "dataset upload confirmed");
+    Ok(envelope::ok(ValidationStarted {
+        message: message.to_string(),
+        dataset_id: dataset_id.0,
+        status,
+    }))
+}
+
 const VIEW_COLUMNS: &str = "id, user_id, name, description, format, status, training_ready, \
-    total_training_pairs, total_validation_pairs, total_tokens, avg_turns_per_conversation, \
-    avg_tokens_per_turn, file_size, file_name, s3_key, s3_bucket, uploaded_at, processed_at, \
+    total_conversations, total_training_pairs, total_validation_pairs, total_tokens, avg_turns_per_conversation, \
+    avg_tokens_per_turn, tokenizer, file_size, file_name, s3_key, s3_bucket, uploaded_at, processed_at, \
     validated_at, error_message, created_at, updated_at";
 
 /// The owner predicate every read carries: admins see all.
@@ -518,7 +603,8 @@ const VISIBLE: &str = "deleted_at IS NULL AND ($1::bool OR user_id = $2)";
 
 async fn find(pool: &PgPool, principal: Principal, id: Uuid) -> ApiResult<Option<DatasetDetail>> {
     sqlx::query_as::<_, DatasetDetail>(&format!(
-        "SELECT {VIEW_COLUMNS}, full_statistics, sample_conversations, validation_errors, validation_warnings \
+        "SELECT {VIEW_COLUMNS}, full_statistics, sample_conversations, validation_errors, validation_warnings, \
+           error_count, warning_count \
          FROM rm_datasets WHERE {VISIBLE} AND id = $3"
     ))
     .bind(principal.role.sees_all_resources())
