@@ -34,3 +34,5 @@ macro_rules! id_type {
 
 id_type!(UserId);
 id_type!(DatasetId);
+id_type!(JobId);
+id_type!(ModelId);

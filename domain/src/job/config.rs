@@ -1,0 +1,500 @@
+//! A training job's configuration: presets (seed 002), hyperparameter bounds, the base-model
+//! catalogue and the GPU memory check (DOMAIN.md "Presets", "Base models and throughput").
+//!
+//! A request names a preset and may override any field; `resolve` answers the complete
+//! configuration, or the first field that is out of bounds (named as on the wire).
+
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Conservative,
+    Balanced,
+    Aggressive,
+    Custom,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 4] = [
+        Preset::Conservative,
+        Preset::Balanced,
+        Preset::Aggressive,
+        Preset::Custom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Conservative => "conservative",
+            Preset::Balanced => "balanced",
+            Preset::Aggressive => "aggressive",
+            Preset::Custom => "custom",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Preset::Conservative => {
+                "Small rank and learning rate, few epochs: safest on small datasets"
+            }
+            Preset::Balanced => "Sensible defaults for most datasets",
+            Preset::Aggressive => {
+                "High rank and learning rate, many epochs: fastest to fit, may overfit"
+            }
+            Preset::Custom => "Every hyperparameter from the request (defaults where absent)",
+        }
+    }
+
+    /// The preset's values; `custom` is the balanced values as a starting point for overrides.
+    pub fn hyperparameters(self) -> Hyperparameters {
+        let (learning_rate, batch_size, num_epochs, lora_rank, lora_alpha, lora_dropout) =
+            match self {
+                Preset::Conservative => (1e-4, 4, 3, 8, 16, 0.05),
+                Preset::Balanced | Preset::Custom => (2e-4, 8, 5, 16, 32, 0.1),
+                Preset::Aggressive => (3e-4, 16, 10, 32, 64, 0.1),
+            };
+        Hyperparameters {
+            learning_rate,
+            batch_size,
+            num_epochs,
+            warmup_steps: 100,
+            lora_rank,
+            lora_alpha,
+            lora_dropout,
+            target_modules: vec![TargetModule::QProj, TargetModule::VProj],
+            optimizer_type: Optimizer::Adamw,
+            weight_decay: 0.01,
+            gradient_accumulation_steps: 1,
+            max_grad_norm: 1.0,
+            scheduler: Scheduler::Cosine,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetModule {
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
+}
+
+impl TargetModule {
+    pub const ALL: [TargetModule; 7] = [
+        TargetModule::QProj,
+        TargetModule::KProj,
+        TargetModule::VProj,
+        TargetModule::OProj,
+        TargetModule::GateProj,
+        TargetModule::UpProj,
+        TargetModule::DownProj,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetModule::QProj => "q_proj",
+            TargetModule::KProj => "k_proj",
+            TargetModule::VProj => "v_proj",
+            TargetModule::OProj => "o_proj",
+            TargetModule::GateProj => "gate_proj",
+            TargetModule::UpProj => "up_proj",
+            TargetModule::DownProj => "down_proj",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TargetModule> {
+        TargetModule::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adamw,
+    Sgd,
+    Adafactor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+/// Seed 001 `HyperparameterConfig`, complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hyperparameters {
+    pub learning_rate: f64,
+    pub batch_size: u32,
+    pub num_epochs: u32,
+    pub warmup_steps: u32,
+    pub lora_rank: u32,
+    pub lora_alpha: u32,
+    pub lora_dropout: f64,
+    pub target_modules: Vec<TargetModule>,
+    pub optimizer_type: Optimizer,
+    pub weight_decay: f64,
+    pub gradient_accumulation_steps: u32,
+    pub max_grad_norm: f64,
+    pub scheduler: Scheduler,
+}
+
+/// What a request may set; absent fields come from the preset. Target modules arrive as
+/// names so an unknown one is refused by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HyperparameterOverrides {
+    pub learning_rate: Option<f64>,
+    pub batch_size: Option<u32>,
+    pub num_epochs: Option<u32>,
+    pub warmup_steps: Option<u32>,
+    pub lora_rank: Option<u32>,
+    pub lora_alpha: Option<u32>,
+    pub lora_dropout: Option<f64>,
+    pub target_modules: Option<Vec<String>>,
+    pub optimizer_type: Option<Optimizer>,
+    pub weight_decay: Option<f64>,
+    pub gradient_accumulation_steps: Option<u32>,
+    pub max_grad_norm: Option<f64>,
+    pub scheduler: Option<Scheduler>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GpuType {
+    #[serde(rename = "a100-40gb")]
+    A100_40gb,
+    #[serde(rename = "a100-80gb")]
+    A100_80gb,
+    #[serde(rename = "h100-80gb")]
+    H100_80gb,
+}
+
+impl GpuType {
+    pub const ALL: [GpuType; 3] = [GpuType::A100_40gb, GpuType::A100_80gb, GpuType::H100_80gb];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuType::A100_40gb => "a100-40gb",
+            GpuType::A100_80gb => "a100-80gb",
+            GpuType::H100_80gb => "h100-80gb",
+        }
+    }
+
+    pub fn memory_gb(self) -> u32 {
+        match self {
+            GpuType::A100_40gb => 40,
+            GpuType::A100_80gb | GpuType::H100_80gb => 80,
+        }
+    }
+}
+
+/// Seed 001 `GPUConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuConfig {
+    pub instance_type: GpuType,
+    #[serde(rename = "numGPUs")]
+    pub num_gpus: u32,
+}
+
+pub const GPU_COUNTS: [u32; 4] = [1, 2, 4, 8];
+
+/// A base model of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BaseModel {
+    pub id: &'static str,
+    pub hidden_size: u32,
+    pub layers: u32,
+    pub min_gpu_memory_gb: u32,
+    /// Tokens per second on one GPU of each type, `None` where the model is not allowed.
+    pub tokens_per_second: [(GpuType, Option<f64>); 3],
+}
+
+pub const DEFAULT_BASE_MODEL: &str = "llama-3-70b";
+
+pub const BASE_MODELS: [BaseModel; 3] = [
+    BaseModel {
+        id: "llama-3-70b",
+        hidden_size: 8192,
+        layers: 80,
+        min_gpu_memory_gb: 160,
+        tokens_per_second: [
+            (GpuType::A100_40gb, None),
+            (GpuType::A100_80gb, Some(450.0)),
+            (GpuType::H100_80gb, Some(900.0)),
+        ],
+    },
+    BaseModel {
+        id: "llama-3-8b",
+        hidden_size: 4096,
+        layers: 32,
+        min_gpu_memory_gb: 24,
+        tokens_per_second: [
+            (GpuType::A100_40gb, Some(2400.0)),
+            (GpuType::A100_80gb, Some(2800.0)),
+            (GpuType::H100_80gb, Some(5000.0)),
+        ],
+    },
+    BaseModel {
+        id: "mistral-7b",
+        hidden_size: 4096,
+        layers: 32,
+        min_gpu_memory_gb: 24,
+        tokens_per_second: [
+            (GpuType::A100_40gb, Some(2600.0)),
+            (GpuType::A100_80gb, Some(3000.0)),
+            (GpuType::H100_80gb, Some(5400.0)),
+        ],
+    },
+];
+
+impl BaseModel {
+    pub fn find(id: &str) -> Option<&'static BaseModel> {
+        BASE_MODELS.iter().find(|m| m.id == id)
+    }
+
+    pub fn per_gpu_throughput(&self, gpu: GpuType) -> Option<f64> {
+        self.tokens_per_second
+            .iter()
+            .find(|(g, _)| *g == gpu)
+            .and_then(|(_, t)| *t)
+    }
+
+    /// Tokens per second on `gpus`: per-GPU × n × 0.9^log2(n); `None` if not allowed.
+    pub fn throughput(&self, gpus: GpuConfig) -> Option<f64> {
+        let per_gpu = self.per_gpu_throughput(gpus.instance_type)?;
+        let n = f64::from(gpus.num_gpus);
+        Some(per_gpu * n * 0.9f64.powf(n.log2()))
+    }
+}
+
+/// Optional settings of seed 001 `POST /api/jobs`, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping_patience: Option<u32>,
+    pub validation_split_ratio: f64,
+    /// Save a checkpoint every this many steps.
+    pub checkpoint_interval: u64,
+}
+
+/// What a job request asks for, before resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    pub preset: Preset,
+    pub overrides: HyperparameterOverrides,
+    pub gpu_config: GpuConfig,
+    pub base_model: Option<String>,
+    pub early_stopping_patience: Option<u32>,
+    pub validation_split_ratio: Option<f64>,
+    pub checkpoint_interval: Option<u64>,
+}
+
+/// The complete configuration stored on the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobConfiguration {
+    pub preset_id: Preset,
+    pub hyperparameters: Hyperparameters,
+    pub gpu_config: GpuConfig,
+    pub base_model: String,
+    pub options: TrainingOptions,
+}
+
+/// Checkpoints when the request names no interval: about ten over the run.
+pub const DEFAULT_CHECKPOINTS_PER_RUN: u64 = 10;
+
+fn range<T: PartialOrd + Copy + std::fmt::Display>(
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, FieldError> {
+    if value < min || value > max {
+        return Err(FieldError::new(
+            field,
+            format!("{field} must be between {min} and {max} (got {value})"),
+        ));
+    }
+    Ok(value)
+}
+
+impl JobRequest {
+    /// The preset with the overrides applied, every field within bounds, the GPUs able to
+    /// hold the base model. `total_steps` sizes the default checkpoint interval.
+    pub fn resolve(&self, train_pairs: u64) -> Result<JobConfiguration, FieldError> {
+        let o = &self.overrides;
+        let mut h = self.preset.hyperparameters();
+        let f = |name: &str| format!("hyperparameters.{name}");
+        if let Some(v) = o.learning_rate {
+            if !(v > 0.0 && v <= 1e-2) {
+                return Err(FieldError::new(
+                    f("learningRate"),
+                    format!("learningRate must be greater than 0 and at most 0.01 (got {v})"),
+                ));
+            }
+            h.learning_rate = v;
+        }
+        if let Some(v) = o.batch_size {
+            h.batch_size = range(&f("batchSize"), v, 1, 512)?;
+        }
+        if let Some(v) = o.num_epochs {
+            h.num_epochs = range(&f("numEpochs"), v, 1, 100)?;
+        }
+        if let Some(v) = o.warmup_steps {
+            h.warmup_steps = range(&f("warmupSteps"), v, 0, 100_000)?;
+        }
+        if let Some(v) = o.lora_rank {
+            h.lora_rank = range(&f("loraRank"), v, 1, 256)?;
+        }
+        if let Some(v) = o.lora_alpha {
+            h.lora_alpha = range(&f("loraAlpha"), v, 1, 1024)?;
+        }
+        if let Some(v) = o.lora_dropout {
+            h.lora_dropout = range(&f("loraDropout"), v, 0.0, 0.5)?;
+        }
+        if let Some(names) = &o.target_modules {
+            if names.is_empty() {
+                return Err(FieldError::new(
+                    f("targetModules"),
+                    "targetModules needs at least one module",
+                ));
+            }
+            let mut modules = Vec::new();
+            for name in names {
+                let module = TargetModule::parse(name).ok_or_else(|| {
+                    let known: Vec<_> = TargetModule::ALL.iter().map(|m| m.as_str()).collect();
+                    FieldError::new(
+                        f("targetModules"),
+                        format!(
+                            "unknown target module '{name}' (one of {})",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                if !modules.contains(&module) {
+                    modules.push(module);
+                }
+            }
+            h.target_modules = modules;
+        }
+        if let Some(v) = o.optimizer_type {
+            h.optimizer_type = v;
+        }
+        if let Some(v) = o.weight_decay {
+            h.weight_decay = range(&f("weightDecay"), v, 0.0, 1.0)?;
+        }
+        if let Some(v) = o.gradient_accumulation_steps {
+            h.gradient_accumulation_steps = range(&f("gradientAccumulationSteps"), v, 1, 128)?;
+        }
+        if let Some(v) = o.max_grad_norm {
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(FieldError::new(
+                    f("maxGradNorm"),
+                    format!("maxGradNorm must be greater than 0 and at most 100 (got {v})"),
+                ));
+            }
+            h.max_grad_norm = v;
+        }
+        if let Some(v) = o.scheduler {
+            h.scheduler = v;
+        }
+
+        let gpus = self.gpu_config;
+        if !GPU_COUNTS.contains(&gpus.num_gpus) {
+            return Err(FieldError::new(
+                "gpuConfig.numGPUs",
+                format!("numGPUs must be 1, 2, 4 or 8 (got {})", gpus.num_gpus),
+            ));
+        }
+        let model_id = self.base_model.as_deref().unwrap_or(DEFAULT_BASE_MODEL);
+        let model = BaseModel::find(model_id).ok_or_else(|| {
+            let known: Vec<_> = BASE_MODELS.iter().map(|m| m.id).collect();
+            FieldError::new(
+                "baseModel",
+                format!(
+                    "unknown base model '{model_id}' (one of {})",
+                    known.join(", ")
+                ),
+            )
+        })?;
+        check_gpu_fits(model, gpus)?;
+
+        let patience = match self.early_stopping_patience {
+            Some(v) => Some(range("earlyStoppingPatience", v, 1, 100)?),
+            None => None,
+        };
+        let split = match self.validation_split_ratio {
+            Some(v) if !(v > 0.0 && v <= 0.5) => {
+                return Err(FieldError::new(
+                    "validationSplitRatio",
+                    format!(
+                        "validationSplitRatio must be greater than 0 and at most 0.5 (got {v})"
+                    ),
+                ))
+            }
+            Some(v) => v,
+            None => 0.1,
+        };
+        let steps = total_steps(train_pairs, &h);
+        let checkpoint_interval = match self.checkpoint_interval {
+            Some(v) => range("checkpointInterval", v, 1, 1_000_000)?,
+            None => steps.div_ceil(DEFAULT_CHECKPOINTS_PER_RUN).max(1),
+        };
+        Ok(JobConfiguration {
+            preset_id: self.preset,
+            hyperparameters: h,
+            gpu_config: gpus,
+            base_model: model.id.to_string(),
+            options: TrainingOptions {
+                early_stopping_patience: patience,
+                validation_split_ratio: split,
+                checkpoint_interval,
+            },
+        })
+    }
+}
+
+/// The GPUs must be allowed for the model and hold its minimum memory in total.
+pub fn check_gpu_fits(model: &BaseModel, gpus: GpuConfig) -> Result<(), FieldError> {
+    if model.per_gpu_throughput(gpus.instance_type).is_none() {
+        return Err(FieldError::new(
+            "gpuConfig",
+            format!(
+                "{} cannot be trained on {} GPUs; choose a100-80gb or h100-80gb",
+                model.id,
+                gpus.instance_type.as_str()
+            ),
+        ));
+    }
+    let total = gpus.instance_type.memory_gb() * gpus.num_gpus;
+    if total < model.min_gpu_memory_gb {
+        return Err(FieldError::new(
+            "gpuConfig",
+            format!(
+                "{} needs at least {} GB of GPU memory in total; {} x {} has {} GB",
+                model.id,
+                model.min_gpu_memory_gb,
+                gpus.num_gpus,
+                gpus.instance_type.as_str(),
+                total
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `ceil(trainPairs / (batchSize × gradientAccumulationSteps)) × numEpochs` (DOMAIN.md).
+pub fn total_steps(train_pairs: u64, h: &Hyperparameters) -> u64 {
+    let per_step = u64::from(h.batch_size) * u64::from(h.gradient_accumulation_steps);
+    train_pairs.div_ceil(per_step.max(1)) * u64::from(h.num_epochs)
+}

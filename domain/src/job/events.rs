@@ -1,0 +1,169 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::config::JobConfiguration;
+use super::estimate::{Estimate, Rates};
+use super::{CostType, JobStage};
+use crate::ids::{DatasetId, JobId, ModelId, UserId};
+
+/// Job lifecycle events (the job's own stream). High-rate telemetry (metric points, progress,
+/// logs) lives in streams of its own (`telemetry`), so loading a job stays cheap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobEvent {
+    JobCreated(Box<JobCreated>),
+    JobSubmissionStarted(JobSubmissionStarted),
+    JobSubmitted(JobSubmitted),
+    JobStageChanged(JobStageChanged),
+    JobCheckpointSaved(JobCheckpointSaved),
+    JobCostAccrued(JobCostAccrued),
+    JobRetryScheduled(JobRetryScheduled),
+    JobCompleted(JobCompleted),
+    JobFailed(JobFailed),
+    JobCancelled(JobCancelled),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCreated {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub dataset_id: DatasetId,
+    pub dataset_name: String,
+    pub configuration: JobConfiguration,
+    pub estimate: Estimate,
+    /// The rates the estimate used (and the ledger will use for this job).
+    pub rates: Rates,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_model_id: Option<ModelId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The saga is about to submit attempt `attempt` under `idempotencyKey` (status initializing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSubmissionStarted {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub idempotency_key: String,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSubmitted {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub cluster_job_id: String,
+    pub submitted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStageChanged {
+    pub job_id: JobId,
+    pub stage: JobStage,
+    pub message: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCheckpointSaved {
+    pub job_id: JobId,
+    pub checkpoint_id: String,
+    pub step: u64,
+    pub epoch: u32,
+    pub loss: f64,
+    pub s3_key: String,
+    pub saved_at: DateTime<Utc>,
+}
+
+/// One ledger entry. `entryKey` makes a repeated accrual a no-op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCostAccrued {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub entry_key: String,
+    pub cost_type: CostType,
+    /// quantity × rate, 6 fractional digits.
+    pub amount: Decimal,
+    pub rate: Decimal,
+    /// GPU-hours, GB or GB-months.
+    pub quantity: Decimal,
+    pub details: serde_json::Value,
+    pub accrued_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRetryScheduled {
+    pub job_id: JobId,
+    pub retry_count: u32,
+    pub code: String,
+    pub message: String,
+    pub scheduled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCompleted {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub final_training_loss: Option<f64>,
+    pub final_validation_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<ModelId>,
+    /// The job's ledger entries, summed and rounded to cents.
+    pub final_cost: Decimal,
+    pub completed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFailed {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub code: String,
+    pub message: String,
+    pub retry_count: u32,
+    pub final_cost: Decimal,
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCancelled {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub cancelled_by: UserId,
+    /// The ledger so far, rounded to cents.
+    pub cost_so_far: Decimal,
+    /// Estimated total − cost so far, at least 0.
+    pub refund_amount: Decimal,
+    pub cancelled_at: DateTime<Utc>,
+}
+
+impl DomainEvent for JobEvent {
+    fn event_type(&self) -> String {
+        match self {
+            JobEvent::JobCreated(_) => "JobCreated",
+            JobEvent::JobSubmissionStarted(_) => "JobSubmissionStarted",
+            JobEvent::JobSubmitted(_) => "JobSubmitted",
+            JobEvent::JobStageChanged(_) => "JobStageChanged",
+            JobEvent::JobCheckpointSaved(_) => "JobCheckpointSaved",
+            JobEvent::JobCostAccrued(_) => "JobCostAccrued",
+            JobEvent::JobRetryScheduled(_) => "JobRetryScheduled",
+            JobEvent::JobCompleted(_) => "JobCompleted",
+            JobEvent::JobFailed(_) => "JobFailed",
+            JobEvent::JobCancelled(_) => "JobCancelled",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}

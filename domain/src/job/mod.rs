@@ -1,0 +1,507 @@
+//! The training Job aggregate: configuration and estimate at creation, then the life the saga
+//! reports (submission, stages, checkpoints, costs, completion, failure with retries) and the
+//! user's cancellation (DOMAIN.md "Jobs", "Costs").
+//!
+//! Status: queued → initializing → running → completed | failed | cancelled. Once terminal,
+//! reports from the cluster change nothing (they record no event), but cost accruals keyed to
+//! the time before the end still land (compute up to the cancel time).
+
+pub mod config;
+pub mod estimate;
+mod events;
+pub mod telemetry;
+
+pub use events::{
+    JobCancelled, JobCheckpointSaved, JobCompleted, JobCostAccrued, JobCreated, JobEvent,
+    JobFailed, JobRetryScheduled, JobStageChanged, JobSubmissionStarted, JobSubmitted,
+};
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Actor, DatasetStatus};
+use crate::ids::{DatasetId, JobId, ModelId, UserId};
+use crate::FieldError;
+use config::JobRequest;
+use estimate::{cents, micros, DatasetFigures, Rates};
+
+/// Retryable failures are retried this many times before the job fails.
+pub const MAX_RETRIES: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Not created yet (an empty aggregate).
+    #[default]
+    New,
+    Queued,
+    Initializing,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::New => "new",
+            JobStatus::Queued => "queued",
+            JobStatus::Initializing => "initializing",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// DOMAIN.md: cancel is allowed while queued, initializing or running.
+    pub fn is_cancellable(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Queued | JobStatus::Initializing | JobStatus::Running
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStage {
+    #[default]
+    Queued,
+    Initializing,
+    Training,
+    Validating,
+    Saving,
+    Completed,
+}
+
+impl JobStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStage::Queued => "queued",
+            JobStage::Initializing => "initializing",
+            JobStage::Training => "training",
+            JobStage::Validating => "validating",
+            JobStage::Saving => "saving",
+            JobStage::Completed => "completed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostType {
+    Compute,
+    Storage,
+    DataTransfer,
+}
+
+/// The dataset a job would train on, as the caller read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetForJob {
+    pub id: DatasetId,
+    pub owner: UserId,
+    pub name: String,
+    pub status: DatasetStatus,
+    pub training_ready: bool,
+    pub figures: DatasetFigures,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobCommand {
+    Create(Box<CreateJob>),
+    StartSubmission {
+        attempt: u32,
+        idempotency_key: String,
+        at: DateTime<Utc>,
+    },
+    RecordSubmission {
+        attempt: u32,
+        cluster_job_id: String,
+        at: DateTime<Utc>,
+    },
+    ChangeStage {
+        stage: JobStage,
+        message: String,
+        at: DateTime<Utc>,
+    },
+    RecordCheckpoint {
+        checkpoint_id: String,
+        step: u64,
+        epoch: u32,
+        loss: f64,
+        s3_key: String,
+        at: DateTime<Utc>,
+    },
+    AccrueCost {
+        entry_key: String,
+        cost_type: CostType,
+        quantity: Decimal,
+        rate: Decimal,
+        details: serde_json::Value,
+        at: DateTime<Utc>,
+    },
+    Complete {
+        final_training_loss: Option<f64>,
+        final_validation_loss: Option<f64>,
+        model_id: Option<ModelId>,
+        at: DateTime<Utc>,
+    },
+    Fail {
+        code: String,
+        message: String,
+        retryable: bool,
+        at: DateTime<Utc>,
+    },
+    Cancel {
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateJob {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub dataset_id: DatasetId,
+    /// The dataset as read for the request; `None` when there is no such dataset.
+    pub dataset: Option<DatasetForJob>,
+    pub request: JobRequest,
+    pub rates: Rates,
+    pub parent_model_id: Option<ModelId>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("no dataset {0}")]
+    DatasetNotFound(DatasetId),
+    #[error("dataset {id} is {status} and {reason}; only a ready, training-ready dataset can be trained")]
+    DatasetNotReady {
+        id: DatasetId,
+        status: &'static str,
+        reason: &'static str,
+    },
+    #[error("job {0} already exists")]
+    AlreadyCreated(JobId),
+    #[error("job not found")]
+    NotFound,
+    #[error("the job is {0}; only a queued, initializing or running job can be cancelled")]
+    NotCancellable(&'static str),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    id: Option<JobId>,
+    owner: Option<UserId>,
+    status: JobStatus,
+    stage: JobStage,
+    attempt: u32,
+    retry_count: u32,
+    cluster_job_id: Option<String>,
+    estimated_total: Decimal,
+    ledger_total: Decimal,
+    ledger_keys: HashSet<String>,
+    checkpoints: HashSet<String>,
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    pub fn owner(&self) -> Option<UserId> {
+        self.owner
+    }
+
+    pub fn retry_count(&self) -> u32 {
+        self.retry_count
+    }
+
+    /// The ledger so far, rounded to cents (`currentCost`).
+    pub fn current_cost(&self) -> Decimal {
+        cents(self.ledger_total)
+    }
+
+    /// Metric points, progress and logs are recorded only while the job is under way.
+    pub fn accepts_telemetry(&self) -> bool {
+        matches!(self.status, JobStatus::Initializing | JobStatus::Running)
+    }
+
+    pub fn decide(&self, command: JobCommand) -> Result<Vec<JobEvent>, JobError> {
+        if let JobCommand::Create(create) = command {
+            return self.create(*create);
+        }
+        let (Some(job_id), Some(owner)) = (self.id, self.owner) else {
+            return Err(JobError::NotFound);
+        };
+        let status = self.status;
+        let event = match command {
+            JobCommand::Create(_) => None,
+            JobCommand::StartSubmission {
+                attempt,
+                idempotency_key,
+                at,
+            } => (status == JobStatus::Queued && attempt > self.attempt).then_some(
+                JobEvent::JobSubmissionStarted(JobSubmissionStarted {
+                    job_id,
+                    attempt,
+                    idempotency_key,
+                    started_at: at,
+                }),
+            ),
+            JobCommand::RecordSubmission {
+                attempt,
+                cluster_job_id,
+                at,
+            } => (status == JobStatus::Initializing
+                && attempt == self.attempt
+                && self.cluster_job_id.is_none())
+            .then_some({
+                JobEvent::JobSubmitted(JobSubmitted {
+                    job_id,
+                    attempt,
+                    cluster_job_id,
+                    submitted_at: at,
+                })
+            }),
+            JobCommand::ChangeStage { stage, message, at } => {
+                let reportable = matches!(
+                    stage,
+                    JobStage::Training | JobStage::Validating | JobStage::Saving
+                );
+                (reportable
+                    && matches!(status, JobStatus::Initializing | JobStatus::Running)
+                    && stage != self.stage)
+                    .then_some({
+                        JobEvent::JobStageChanged(JobStageChanged {
+                            job_id,
+                            stage,
+                            message,
+                            changed_at: at,
+                        })
+                    })
+            }
+            JobCommand::RecordCheckpoint {
+                checkpoint_id,
+                step,
+                epoch,
+                loss,
+                s3_key,
+                at,
+            } => (!status.is_terminal() && !self.checkpoints.contains(&checkpoint_id)).then_some({
+                JobEvent::JobCheckpointSaved(JobCheckpointSaved {
+                    job_id,
+                    checkpoint_id,
+                    step,
+                    epoch,
+                    loss,
+                    s3_key,
+                    saved_at: at,
+                })
+            }),
+            JobCommand::AccrueCost {
+                entry_key,
+                cost_type,
+                quantity,
+                rate,
+                details,
+                at,
+            } => {
+                if quantity < Decimal::ZERO || rate < Decimal::ZERO {
+                    return Err(FieldError::new("quantity", "a cost is never negative").into());
+                }
+                (!self.ledger_keys.contains(&entry_key)).then(|| {
+                    JobEvent::JobCostAccrued(JobCostAccrued {
+                        job_id,
+                        user_id: owner,
+                        entry_key,
+                        cost_type,
+                        amount: micros(quantity * rate),
+                        rate,
+                        quantity,
+                        details,
+                        accrued_at: at,
+                    })
+                })
+            }
+            JobCommand::Complete {
+                final_training_loss,
+                final_validation_loss,
+                model_id,
+                at,
+            } => (!status.is_terminal() && status != JobStatus::Queued).then(|| {
+                JobEvent::JobCompleted(JobCompleted {
+                    job_id,
+                    user_id: owner,
+                    final_training_loss,
+                    final_validation_loss,
+                    model_id,
+                    final_cost: self.current_cost(),
+                    completed_at: at,
+                })
+            }),
+            JobCommand::Fail {
+                code,
+                message,
+                retryable,
+                at,
+            } => (!status.is_terminal()).then(|| {
+                if retryable && self.retry_count < MAX_RETRIES {
+                    JobEvent::JobRetryScheduled(JobRetryScheduled {
+                        job_id,
+                        retry_count: self.retry_count + 1,
+                        code,
+                        message,
+                        scheduled_at: at,
+                    })
+                } else {
+                    JobEvent::JobFailed(JobFailed {
+                        job_id,
+                        user_id: owner,
+                        code,
+                        message,
+                        retry_count: self.retry_count,
+                        final_cost: self.current_cost(),
+                        failed_at: at,
+                    })
+                }
+            }),
+            JobCommand::Cancel { actor, at } => {
+                if owner != actor.user_id && !actor.is_admin {
+                    return Err(JobError::NotFound);
+                }
+                if !status.is_cancellable() {
+                    return Err(JobError::NotCancellable(status.as_str()));
+                }
+                let cost_so_far = self.current_cost();
+                Some(JobEvent::JobCancelled(JobCancelled {
+                    job_id,
+                    user_id: owner,
+                    cancelled_by: actor.user_id,
+                    cost_so_far,
+                    refund_amount: (self.estimated_total - cost_so_far).max(Decimal::ZERO),
+                    cancelled_at: at,
+                }))
+            }
+        };
+        Ok(event.into_iter().collect())
+    }
+
+    fn create(&self, cmd: CreateJob) -> Result<Vec<JobEvent>, JobError> {
+        if let Some(id) = self.id {
+            return Err(JobError::AlreadyCreated(id));
+        }
+        let dataset = match cmd.dataset {
+            Some(d) if d.owner == cmd.user_id => d,
+            _ => return Err(JobError::DatasetNotFound(cmd.dataset_id)),
+        };
+        if dataset.status != DatasetStatus::Ready {
+            return Err(JobError::DatasetNotReady {
+                id: dataset.id,
+                status: dataset.status.as_str(),
+                reason: "not validated",
+            });
+        }
+        if !dataset.training_ready {
+            return Err(JobError::DatasetNotReady {
+                id: dataset.id,
+                status: dataset.status.as_str(),
+                reason: "not training-ready (it needs at least 10 training pairs and no errors)",
+            });
+        }
+        let configuration = cmd.request.resolve(dataset.figures.training_pairs)?;
+        let estimate = estimate::estimate(&configuration, dataset.figures, &cmd.rates);
+        Ok(vec![JobEvent::JobCreated(Box::new(JobCreated {
+            job_id: cmd.job_id,
+            user_id: cmd.user_id,
+            dataset_id: dataset.id,
+            dataset_name: dataset.name,
+            configuration,
+            estimate,
+            rates: cmd.rates,
+            parent_model_id: cmd.parent_model_id,
+            created_at: cmd.created_at,
+        }))])
+    }
+}
+
+impl Aggregate for Job {
+    const TYPE: &'static str = "job";
+    type Command = JobCommand;
+    type Event = JobEvent;
+    type Error = JobError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            JobEvent::JobCreated(e) => {
+                self.id = Some(e.job_id);
+                self.owner = Some(e.user_id);
+                self.status = JobStatus::Queued;
+                self.stage = JobStage::Queued;
+                self.estimated_total = e.estimate.cost.total;
+            }
+            JobEvent::JobSubmissionStarted(e) => {
+                self.status = JobStatus::Initializing;
+                self.stage = JobStage::Initializing;
+                self.attempt = e.attempt;
+                self.cluster_job_id = None;
+            }
+            JobEvent::JobSubmitted(e) => self.cluster_job_id = Some(e.cluster_job_id),
+            JobEvent::JobStageChanged(e) => {
+                self.status = JobStatus::Running;
+                self.stage = e.stage;
+            }
+            JobEvent::JobCheckpointSaved(e) => {
+                self.checkpoints.insert(e.checkpoint_id);
+            }
+            JobEvent::JobCostAccrued(e) => {
+                self.ledger_total += e.amount;
+                self.ledger_keys.insert(e.entry_key);
+            }
+            JobEvent::JobRetryScheduled(e) => {
+                self.status = JobStatus::Queued;
+                self.stage = JobStage::Queued;
+                self.retry_count = e.retry_count;
+                self.cluster_job_id = None;
+            }
+            JobEvent::JobCompleted(_) => {
+                self.status = JobStatus::Completed;
+                self.stage = JobStage::Completed;
+            }
+            JobEvent::JobFailed(_) => self.status = JobStatus::Failed,
+            JobEvent::JobCancelled(_) => self.status = JobStatus::Cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,789 @@
+use super::config::*;
+use super::estimate::*;
+use super::*;
+use chrono::TimeZone;
+use cqrs_es::test::TestFramework;
+use rust_decimal::Decimal;
+use std::str::FromStr;
+use uuid::Uuid;
+
+type JobTest = TestFramework<Job>;
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn owner() -> UserId {
+    UserId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002))
+}
+
+fn job_id() -> JobId {
+    JobId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003))
+}
+
+fn dataset_id() -> DatasetId {
+    DatasetId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001))
+}
+
+fn request(preset: Preset, gpu: GpuType, n: u32, model: &str) -> JobRequest {
+    JobRequest {
+        preset,
+        overrides: HyperparameterOverrides::default(),
+        gpu_config: GpuConfig {
+            instance_type: gpu,
+            num_gpus: n,
+        },
+        base_model: Some(model.to_string()),
+        early_stopping_patience: None,
+        validation_split_ratio: None,
+        checkpoint_interval: None,
+    }
+}
+
+fn figures() -> DatasetFigures {
+    DatasetFigures {
+        training_pairs: 1000,
+        validation_pairs: 0,
+        total_tokens: 2_000_000,
+        size_bytes: 1 << 30,
+    }
+}
+
+// --- Presets, overrides, bounds -------------------------------------------------------------
+
+#[test]
+fn presets_carry_the_seed_values_and_the_shared_defaults() {
+    let c = Preset::Conservative.hyperparameters();
+    assert_eq!(
+        (
+            c.learning_rate,
+            c.batch_size,
+            c.num_epochs,
+            c.lora_rank,
+            c.lora_alpha,
+            c.lora_dropout
+        ),
+        (1e-4, 4, 3, 8, 16, 0.05)
+    );
+    let b = Preset::Balanced.hyperparameters();
+    assert_eq!(
+        (
+            b.learning_rate,
+            b.batch_size,
+            b.num_epochs,
+            b.lora_rank,
+            b.lora_alpha,
+            b.lora_dropout
+        ),
+        (2e-4, 8, 5, 16, 32, 0.1)
+    );
+    let a = Preset::Aggressive.hyperparameters();
+    assert_eq!(
+        (
+            a.learning_rate,
+            a.batch_size,
+            a.num_epochs,
+            a.lora_rank,
+            a.lora_alpha,
+            a.lora_dropout
+        ),
+        (3e-4, 16, 10, 32, 64, 0.1)
+    );
+    assert_eq!(a.warmup_steps, 100);
+    assert_eq!(
+        a.target_modules,
+        vec![TargetModule::QProj, TargetModule::VProj]
+    );
+    assert_eq!(a.optimizer_type, Optimizer::Adamw);
+    assert_eq!(a.weight_decay, 0.01);
+    assert_eq!(a.gradient_accumulation_steps, 1);
+    assert_eq!(a.max_grad_norm, 1.0);
+    assert_eq!(a.scheduler, Scheduler::Cosine);
+}
+
+#[test]
+fn explicit_fields_override_the_preset_and_the_rest_stay() {
+    let mut r = request(Preset::Conservative, GpuType::A100_80gb, 1, "mistral-7b");
+    r.overrides.lora_rank = Some(64);
+    r.overrides.target_modules = Some(vec!["q_proj".into(), "k_proj".into(), "q_proj".into()]);
+    r.overrides.scheduler = Some(Scheduler::Linear);
+    let c = r.resolve(1000).unwrap();
+    assert_eq!(c.hyperparameters.lora_rank, 64);
+    assert_eq!(
+        c.hyperparameters.target_modules,
+        vec![TargetModule::QProj, TargetModule::KProj]
+    );
+    assert_eq!(c.hyperparameters.scheduler, Scheduler::Linear);
+    assert_eq!(c.hyperparameters.learning_rate, 1e-4, "from the preset");
+    assert_eq!(c.preset_id, Preset::Conservative);
+    assert_eq!(c.options.validation_split_ratio, 0.1);
+    // 1000 pairs / batch 4 = 250 steps x 3 epochs = 750; about ten checkpoints.
+    assert_eq!(c.options.checkpoint_interval, 75);
+}
+
+#[test]
+fn each_bound_is_refused_by_its_field() {
+    type Breaks = Box<dyn Fn(&mut JobRequest)>;
+    let cases: Vec<(Breaks, &str)> = vec![
+        (
+            Box::new(|r| r.overrides.learning_rate = Some(0.0)),
+            "hyperparameters.learningRate",
+        ),
+        (
+            Box::new(|r| r.overrides.learning_rate = Some(0.011)),
+            "hyperparameters.learningRate",
+        ),
+        (
+            Box::new(|r| r.overrides.lora_rank = Some(0)),
+            "hyperparameters.loraRank",
+        ),
+        (
+            Box::new(|r| r.overrides.lora_rank = Some(257)),
+            "hyperparameters.loraRank",
+        ),
+        (
+            Box::new(|r| r.overrides.lora_dropout = Some(0.51)),
+            "hyperparameters.loraDropout",
+        ),
+        (
+            Box::new(|r| r.overrides.lora_dropout = Some(-0.1)),
+            "hyperparameters.loraDropout",
+        ),
+        (
+            Box::new(|r| r.overrides.batch_size = Some(0)),
+            "hyperparameters.batchSize",
+        ),
+        (
+            Box::new(|r| r.overrides.batch_size = Some(513)),
+            "hyperparameters.batchSize",
+        ),
+        (
+            Box::new(|r| r.overrides.num_epochs = Some(0)),
+            "hyperparameters.numEpochs",
+        ),
+        (
+            Box::new(|r| r.overrides.num_epochs = Some(101)),
+            "hyperparameters.numEpochs",
+        ),
+        (
+            Box::new(|r| r.overrides.target_modules = Some(vec!["w_proj".into()])),
+            "hyperparameters.targetModules",
+        ),
+        (
+            Box::new(|r| r.overrides.target_modules = Some(vec![])),
+            "hyperparameters.targetModules",
+        ),
+        (
+            Box::new(|r| r.overrides.max_grad_norm = Some(0.0)),
+            "hyperparameters.maxGradNorm",
+        ),
+        (Box::new(|r| r.gpu_config.num_gpus = 3), "gpuConfig.numGPUs"),
+        (
+            Box::new(|r| r.base_model = Some("gpt-5".into())),
+            "baseModel",
+        ),
+        (
+            Box::new(|r| r.validation_split_ratio = Some(0.0)),
+            "validationSplitRatio",
+        ),
+        (
+            Box::new(|r| r.validation_split_ratio = Some(0.6)),
+            "validationSplitRatio",
+        ),
+        (
+            Box::new(|r| r.checkpoint_interval = Some(0)),
+            "checkpointInterval",
+        ),
+        (
+            Box::new(|r| r.early_stopping_patience = Some(0)),
+            "earlyStoppingPatience",
+        ),
+    ];
+    for (breaks, field) in cases {
+        let mut r = request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b");
+        breaks(&mut r);
+        assert_eq!(r.resolve(100).unwrap_err().field, field);
+    }
+    let mut edge = request(Preset::Custom, GpuType::A100_80gb, 1, "mistral-7b");
+    edge.overrides.learning_rate = Some(1e-2);
+    edge.overrides.lora_rank = Some(256);
+    edge.overrides.lora_dropout = Some(0.5);
+    edge.overrides.batch_size = Some(512);
+    edge.overrides.num_epochs = Some(100);
+    assert!(
+        edge.resolve(100).is_ok(),
+        "the bounds themselves are allowed"
+    );
+}
+
+#[test]
+fn the_gpus_must_hold_the_base_model() {
+    let small = request(Preset::Balanced, GpuType::A100_80gb, 1, "llama-3-70b")
+        .resolve(100)
+        .unwrap_err();
+    assert_eq!(small.field, "gpuConfig");
+    assert!(
+        small.message.contains("at least 160 GB"),
+        "{}",
+        small.message
+    );
+    let forbidden = request(Preset::Balanced, GpuType::A100_40gb, 8, "llama-3-70b")
+        .resolve(100)
+        .unwrap_err();
+    assert_eq!(forbidden.field, "gpuConfig");
+    assert!(
+        request(Preset::Balanced, GpuType::A100_80gb, 2, "llama-3-70b")
+            .resolve(100)
+            .is_ok()
+    );
+    assert!(
+        request(Preset::Balanced, GpuType::A100_40gb, 1, "llama-3-8b")
+            .resolve(100)
+            .is_ok()
+    );
+    let mut default_model = request(Preset::Balanced, GpuType::H100_80gb, 2, "x");
+    default_model.base_model = None;
+    assert_eq!(
+        default_model.resolve(100).unwrap().base_model,
+        "llama-3-70b"
+    );
+}
+
+// --- Estimate, checked by hand ----------------------------------------------------------------
+
+#[test]
+fn estimate_of_mistral_on_one_a100_80gb_balanced() {
+    let config = request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b")
+        .resolve(1000)
+        .unwrap();
+    let e = estimate(&config, figures(), &Rates::default());
+    // ceil(1000 / 8) x 5
+    assert_eq!(e.total_steps, 625);
+    assert_eq!(e.tokens_per_second, 3000);
+    // ceil(2,000,000 x 5 / 3000) = 3334, + 300 + 120
+    assert_eq!(e.duration.estimated, 3754);
+    assert_eq!(e.duration.min, 3003); // 0.8x = 3003.2
+    assert_eq!(e.duration.max, 4880); // 1.3x = 4880.2
+    assert_eq!(e.cost.compute.quantity, d("1.042778")); // 3754 / 3600
+    assert_eq!(e.cost.compute.rate, d("3.20"));
+    assert_eq!(e.cost.compute.total, d("3.34")); // 3.3368896
+    assert_eq!(e.cost.storage.quantity, d("6")); // 1 GB + 5 GB
+    assert_eq!(e.cost.storage.total, d("0.14")); // 0.138
+    assert_eq!(e.cost.data_transfer.quantity, d("2"));
+    assert_eq!(e.cost.data_transfer.total, d("0.18"));
+    assert_eq!(e.cost.total, d("3.66"));
+}
+
+#[test]
+fn estimate_of_llama_70b_on_four_h100_aggressive_with_accumulation() {
+    let mut r = request(Preset::Aggressive, GpuType::H100_80gb, 4, "llama-3-70b");
+    r.overrides.gradient_accumulation_steps = Some(2);
+    let config = r.resolve(900).unwrap();
+    let dataset = DatasetFigures {
+        training_pairs: 900,
+        validation_pairs: 100,
+        total_tokens: 1_000_000,
+        size_bytes: 1 << 29,
+    };
+    let e = estimate(&config, dataset, &Rates::default());
+    assert_eq!(e.training_tokens, 900_000);
+    // ceil(900 / (16 x 2)) = 29, x 10 epochs
+    assert_eq!(e.total_steps, 290);
+    // 900 x 4 x 0.9^2
+    assert_eq!(e.tokens_per_second, 2916);
+    // ceil(9,000,000 / 2916) = 3087, + 420
+    assert_eq!(e.duration.estimated, 3507);
+    assert_eq!((e.duration.min, e.duration.max), (2806, 4559));
+    assert_eq!(e.cost.compute.quantity, d("0.974167"));
+    assert_eq!(e.cost.compute.rate, d("18.00")); // 4.50 x 4
+    assert_eq!(e.cost.compute.total, d("17.54")); // 17.535006
+    assert_eq!(e.cost.storage.total, d("0.13")); // 5.5 x 0.023 = 0.1265
+    assert_eq!(e.cost.data_transfer.total, d("0.09")); // 1 GB x 0.09
+    assert_eq!(e.cost.total, d("17.76"));
+}
+
+#[test]
+fn money_rounds_half_even_to_cents() {
+    assert_eq!(cents(d("0.125")), d("0.12"));
+    assert_eq!(cents(d("0.135")), d("0.14"));
+    assert_eq!(micros(d("0.0000005")), d("0.000000"));
+    assert_eq!(micros(d("0.0000015")), d("0.000002"));
+}
+
+// --- The aggregate ----------------------------------------------------------------------------
+
+fn ready_dataset() -> DatasetForJob {
+    DatasetForJob {
+        id: dataset_id(),
+        owner: owner(),
+        name: "Support chats".into(),
+        status: DatasetStatus::Ready,
+        training_ready: true,
+        figures: figures(),
+    }
+}
+
+fn create_with(dataset: Option<DatasetForJob>) -> JobCommand {
+    JobCommand::Create(Box::new(CreateJob {
+        job_id: job_id(),
+        user_id: owner(),
+        dataset_id: dataset_id(),
+        dataset,
+        request: request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b"),
+        rates: Rates::default(),
+        parent_model_id: None,
+        created_at: at(),
+    }))
+}
+
+fn created() -> JobEvent {
+    let config = request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b")
+        .resolve(1000)
+        .unwrap();
+    JobEvent::JobCreated(Box::new(JobCreated {
+        job_id: job_id(),
+        user_id: owner(),
+        dataset_id: dataset_id(),
+        dataset_name: "Support chats".into(),
+        estimate: estimate(&config, figures(), &Rates::default()),
+        configuration: config,
+        rates: Rates::default(),
+        parent_model_id: None,
+        created_at: at(),
+    }))
+}
+
+fn started(attempt: u32) -> JobEvent {
+    JobEvent::JobSubmissionStarted(JobSubmissionStarted {
+        job_id: job_id(),
+        attempt,
+        idempotency_key: format!("{}-{attempt}", job_id()),
+        started_at: at(),
+    })
+}
+
+fn training() -> JobEvent {
+    JobEvent::JobStageChanged(JobStageChanged {
+        job_id: job_id(),
+        stage: JobStage::Training,
+        message: "Epoch 1/5".into(),
+        changed_at: at(),
+    })
+}
+
+fn accrued(key: &str, amount: &str) -> JobEvent {
+    JobEvent::JobCostAccrued(JobCostAccrued {
+        job_id: job_id(),
+        user_id: owner(),
+        entry_key: key.into(),
+        cost_type: CostType::Compute,
+        amount: d(amount),
+        rate: d("3.20"),
+        quantity: d(amount) / d("3.20"),
+        details: serde_json::json!({}),
+        accrued_at: at(),
+    })
+}
+
+fn fail(retryable: bool) -> JobCommand {
+    JobCommand::Fail {
+        code: "OOM".into(),
+        message: "GPU memory exceeded".into(),
+        retryable,
+        at: at(),
+    }
+}
+
+fn cancel(user: UserId) -> JobCommand {
+    JobCommand::Cancel {
+        actor: Actor {
+            user_id: user,
+            is_admin: false,
+        },
+        at: at(),
+    }
+}
+
+#[test]
+fn a_job_is_created_on_an_owned_ready_training_ready_dataset_with_its_estimate() {
+    JobTest::with(())
+        .given_no_previous_events()
+        .when(create_with(Some(ready_dataset())))
+        .then_expect_events(vec![created()]);
+}
+
+#[test]
+fn a_dataset_that_is_not_ready_or_not_the_users_is_refused() {
+    JobTest::with(())
+        .given_no_previous_events()
+        .when(create_with(None))
+        .then_expect_error(JobError::DatasetNotFound(dataset_id()));
+    let mut other = ready_dataset();
+    other.owner = UserId(Uuid::from_u128(99));
+    JobTest::with(())
+        .given_no_previous_events()
+        .when(create_with(Some(other)))
+        .then_expect_error(JobError::DatasetNotFound(dataset_id()));
+    let mut validating = ready_dataset();
+    validating.status = DatasetStatus::Validating;
+    let err = JobTest::with(())
+        .given_no_previous_events()
+        .when(create_with(Some(validating)))
+        .inspect_result()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        JobError::DatasetNotReady {
+            status: "validating",
+            ..
+        }
+    ));
+    let mut too_small = ready_dataset();
+    too_small.training_ready = false;
+    let err = JobTest::with(())
+        .given_no_previous_events()
+        .when(create_with(Some(too_small)))
+        .inspect_result()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        JobError::DatasetNotReady {
+            status: "ready",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_saga_moves_a_job_through_submission_stages_and_completion() {
+    JobTest::with(())
+        .given(vec![created()])
+        .when(JobCommand::StartSubmission {
+            attempt: 1,
+            idempotency_key: format!("{}-1", job_id()),
+            at: at(),
+        })
+        .then_expect_events(vec![started(1)]);
+    JobTest::with(())
+        .given(vec![created(), started(1)])
+        .when(JobCommand::RecordSubmission {
+            attempt: 1,
+            cluster_job_id: "cj-1".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![JobEvent::JobSubmitted(JobSubmitted {
+            job_id: job_id(),
+            attempt: 1,
+            cluster_job_id: "cj-1".into(),
+            submitted_at: at(),
+        })]);
+    JobTest::with(())
+        .given(vec![created(), started(1)])
+        .when(JobCommand::ChangeStage {
+            stage: JobStage::Training,
+            message: "Epoch 1/5".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![training()]);
+    JobTest::with(())
+        .given(vec![
+            created(),
+            started(1),
+            training(),
+            accrued("c-1", "1.234567"),
+            accrued("c-2", "0.5"),
+        ])
+        .when(JobCommand::Complete {
+            final_training_loss: Some(0.4),
+            final_validation_loss: Some(0.5),
+            model_id: None,
+            at: at(),
+        })
+        .then_expect_events(vec![JobEvent::JobCompleted(JobCompleted {
+            job_id: job_id(),
+            user_id: owner(),
+            final_training_loss: Some(0.4),
+            final_validation_loss: Some(0.5),
+            model_id: None,
+            final_cost: d("1.73"),
+            completed_at: at(),
+        })]);
+}
+
+#[test]
+fn repeated_reports_record_nothing() {
+    JobTest::with(())
+        .given(vec![created(), started(1)])
+        .when(JobCommand::StartSubmission {
+            attempt: 1,
+            idempotency_key: "again".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![]);
+    JobTest::with(())
+        .given(vec![created(), started(1), training()])
+        .when(JobCommand::ChangeStage {
+            stage: JobStage::Training,
+            message: "again".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![]);
+    JobTest::with(())
+        .given(vec![created(), started(1), training(), accrued("c-1", "1")])
+        .when(JobCommand::AccrueCost {
+            entry_key: "c-1".into(),
+            cost_type: CostType::Compute,
+            quantity: d("1"),
+            rate: d("3.20"),
+            details: serde_json::json!({}),
+            at: at(),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_cost_accrual_records_quantity_times_rate_to_six_digits() {
+    JobTest::with(())
+        .given(vec![created(), started(1), training()])
+        .when(JobCommand::AccrueCost {
+            entry_key: "compute:0-30".into(),
+            cost_type: CostType::Compute,
+            quantity: d("0.0083333333"),
+            rate: d("3.20"),
+            details: serde_json::json!({"from": 0, "to": 30}),
+            at: at(),
+        })
+        .then_expect_events(vec![JobEvent::JobCostAccrued(JobCostAccrued {
+            job_id: job_id(),
+            user_id: owner(),
+            entry_key: "compute:0-30".into(),
+            cost_type: CostType::Compute,
+            amount: d("0.026667"),
+            rate: d("3.20"),
+            quantity: d("0.0083333333"),
+            details: serde_json::json!({"from": 0, "to": 30}),
+            accrued_at: at(),
+        })]);
+}
+
+#[test]
+fn retryable_failures_are_retried_three_times_then_the_job_fails() {
+    let retry = |n: u32| {
+        JobEvent::JobRetryScheduled(JobRetryScheduled {
+            job_id: job_id(),
+            retry_count: n,
+            code: "OOM".into(),
+            message: "GPU memory exceeded".into(),
+            scheduled_at: at(),
+        })
+    };
+    JobTest::with(())
+        .given(vec![created(), started(1), training()])
+        .when(fail(true))
+        .then_expect_events(vec![retry(1)]);
+    JobTest::with(())
+        .given(vec![
+            created(),
+            started(1),
+            retry(1),
+            started(2),
+            retry(2),
+            started(3),
+            retry(3),
+            started(4),
+        ])
+        .when(fail(true))
+        .then_expect_events(vec![JobEvent::JobFailed(JobFailed {
+            job_id: job_id(),
+            user_id: owner(),
+            code: "OOM".into(),
+            message: "GPU memory exceeded".into(),
+            retry_count: 3,
+            final_cost: d("0"),
+            failed_at: at(),
+        })]);
+    let after_retry = JobTest::with(())
+        .given(vec![created(), started(1), retry(1)])
+        .when(JobCommand::StartSubmission {
+            attempt: 2,
+            idempotency_key: "k2".into(),
+            at: at(),
+        })
+        .inspect_result()
+        .unwrap();
+    assert_eq!(after_retry.len(), 1, "a retried job is submitted again");
+}
+
+#[test]
+fn cancel_in_each_state() {
+    let cancelled = |cost: &str, refund: &str| {
+        JobEvent::JobCancelled(JobCancelled {
+            job_id: job_id(),
+            user_id: owner(),
+            cancelled_by: owner(),
+            cost_so_far: d(cost),
+            refund_amount: d(refund),
+            cancelled_at: at(),
+        })
+    };
+    // Estimated total 3.66 (see the estimate test).
+    JobTest::with(())
+        .given(vec![created()])
+        .when(cancel(owner()))
+        .then_expect_events(vec![cancelled("0", "3.66")]);
+    JobTest::with(())
+        .given(vec![created(), started(1)])
+        .when(cancel(owner()))
+        .then_expect_events(vec![cancelled("0", "3.66")]);
+    JobTest::with(())
+        .given(vec![
+            created(),
+            started(1),
+            training(),
+            accrued("c-1", "1.004999"),
+        ])
+        .when(cancel(owner()))
+        .then_expect_events(vec![cancelled("1.00", "2.66")]);
+    JobTest::with(())
+        .given(vec![
+            created(),
+            started(1),
+            training(),
+            accrued("c-1", "9.5"),
+        ])
+        .when(cancel(owner()))
+        .then_expect_events(vec![cancelled("9.50", "0")]);
+    for terminal in [
+        cancelled("0", "3.66"),
+        JobEvent::JobFailed(JobFailed {
+            job_id: job_id(),
+            user_id: owner(),
+            code: "X".into(),
+            message: "x".into(),
+            retry_count: 0,
+            final_cost: d("0"),
+            failed_at: at(),
+        }),
+    ] {
+        let err = JobTest::with(())
+            .given(vec![created(), terminal])
+            .when(cancel(owner()))
+            .inspect_result()
+            .unwrap_err();
+        assert!(matches!(err, JobError::NotCancellable(_)));
+    }
+    JobTest::with(())
+        .given(vec![created()])
+        .when(cancel(UserId(Uuid::from_u128(99))))
+        .then_expect_error(JobError::NotFound);
+}
+
+#[test]
+fn after_the_end_cluster_reports_change_nothing_but_earlier_costs_land() {
+    let done = vec![
+        created(),
+        started(1),
+        training(),
+        JobEvent::JobCancelled(JobCancelled {
+            job_id: job_id(),
+            user_id: owner(),
+            cancelled_by: owner(),
+            cost_so_far: d("0"),
+            refund_amount: d("3.66"),
+            cancelled_at: at(),
+        }),
+    ];
+    for report in [
+        JobCommand::ChangeStage {
+            stage: JobStage::Saving,
+            message: "late".into(),
+            at: at(),
+        },
+        JobCommand::Complete {
+            final_training_loss: None,
+            final_validation_loss: None,
+            model_id: None,
+            at: at(),
+        },
+        fail(false),
+        JobCommand::RecordCheckpoint {
+            checkpoint_id: "ckpt-1".into(),
+            step: 10,
+            epoch: 1,
+            loss: 0.5,
+            s3_key: "k".into(),
+            at: at(),
+        },
+    ] {
+        JobTest::with(())
+            .given(done.clone())
+            .when(report)
+            .then_expect_events(vec![]);
+    }
+    let landed = JobTest::with(())
+        .given(done)
+        .when(JobCommand::AccrueCost {
+            entry_key: "compute:final".into(),
+            cost_type: CostType::Compute,
+            quantity: d("0.1"),
+            rate: d("3.20"),
+            details: serde_json::json!({}),
+            at: at(),
+        })
+        .inspect_result()
+        .unwrap();
+    assert_eq!(landed.len(), 1);
+}
+
+#[test]
+fn telemetry_is_accepted_only_while_the_job_is_under_way() {
+    let mut job = Job::default();
+    job.apply(created());
+    assert!(!job.accepts_telemetry());
+    job.apply(started(1));
+    assert!(job.accepts_telemetry());
+    job.apply(training());
+    assert!(job.accepts_telemetry());
+    job.apply(JobEvent::JobCompleted(JobCompleted {
+        job_id: job_id(),
+        user_id: owner(),
+        final_training_loss: None,
+        final_validation_loss: None,
+        model_id: None,
+        final_cost: d("0"),
+        completed_at: at(),
+    }));
+    assert!(!job.accepts_telemetry());
+}
+
+#[test]
+fn telemetry_figures_are_checked_and_keyed_by_step() {
+    use super::telemetry::*;
+    let point = MetricPoint {
+        job_id: job_id(),
+        step: 40,
+        epoch: 1,
+        training_loss: 0.9,
+        validation_loss: Some(f64::NAN),
+        learning_rate: 2e-4,
+        gradient_norm: None,
+        throughput: None,
+        gpu_utilization: None,
+        recorded_at: at(),
+    };
+    let err = TelemetryEvent::MetricPointRecorded(point.clone())
+        .check()
+        .unwrap_err();
+    assert_eq!(err.field, "validationLoss");
+    let ok = TelemetryEvent::MetricPointRecorded(MetricPoint {
+        validation_loss: Some(1.0),
+        ..point
+    })
+    .check()
+    .unwrap();
+    assert_eq!(ok.key(), (METRICS_STREAM, 40));
+}
