@@ -3,16 +3,19 @@
 use std::sync::Arc;
 
 use application::datasets::DatasetCommands;
+use application::jobs::JobCommands;
 use application::ports::SystemClock;
 use application::validation::DatasetValidation;
 use application::ObjectStore;
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use domain::dataset::validator::ValidatorOptions;
+use domain::job::estimate::Rates;
 use infrastructure::auth::TokenKeys;
 use infrastructure::config::{EMBEDDED_S3_ACCESS_KEY, EMBEDDED_S3_SECRET_KEY};
 use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
 use infrastructure::event_log::PgLogPositions;
+use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
 use infrastructure::tokenizer::O200k;
@@ -78,6 +81,7 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
         .merge(routes::datasets::router())
+        .merge(routes::jobs::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }
@@ -149,6 +153,15 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         config.s3_bucket.clone(),
         config.upload_limit_bytes,
     ));
+    let jobs = Arc::new(JobCommands::new(
+        event_store::framework(pool.clone(), ()),
+        event_store::store(pool.clone()),
+        Arc::new(PgDatasetLookup(pool.clone())),
+        Arc::new(PgTelemetryStore(pool.clone())),
+        Arc::new(PgLogPositions(pool.clone())),
+        clock.clone(),
+        Rates::default(),
+    ));
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     if roles.workers {
         let tokenizer = Arc::new(O200k::load()?);
@@ -191,6 +204,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         nats,
         clock,
         datasets,
+        jobs,
         leadership,
         objects,
     };

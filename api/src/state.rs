@@ -1,8 +1,10 @@
 use std::sync::Arc;
 
 use application::datasets::DatasetCommands;
+use application::jobs::JobCommands;
 use application::{Clock, ObjectStore};
 use domain::dataset::Dataset;
+use domain::job::Job;
 use infrastructure::auth::TokenKeys;
 use infrastructure::event_store::EventStore;
 use infrastructure::subscription::Leadership;
@@ -20,6 +22,7 @@ pub struct AppState {
     pub users: Users,
     pub clock: Arc<dyn Clock>,
     pub datasets: Arc<DatasetCommands<EventStore<Dataset>>>,
+    pub jobs: Arc<JobCommands<EventStore<Job>>>,
     pub leadership: Leadership,
     pub objects: Arc<dyn ObjectStore>,
 }

@@ -99,12 +99,14 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
         ctx: &CommandContext,
         dataset_id: DatasetId,
         is_admin: bool,
+        in_use: bool,
     ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
         let command = DatasetCommand::Delete(DeleteDataset {
             actor: Actor {
                 user_id: ctx.user_id,
                 is_admin,
             },
+            in_use,
             deleted_at: self.clock.now(),
         });
         self.execute(ctx, dataset_id, command).await

@@ -2,6 +2,7 @@
 //! call adapters, then hand a complete command to the aggregate through cqrs-es.
 
 pub mod datasets;
+pub mod jobs;
 pub mod ports;
 pub mod validation;
 

@@ -14,7 +14,11 @@ pub fn framework<A: Aggregate>(
     pool: PgPool,
     services: A::Services,
 ) -> CqrsFramework<A, EventStore<A>> {
-    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
-        .with_upcasters(vec![Box::new(domain::upcast::ChainUpcaster)]);
-    CqrsFramework::new(store, vec![], services)
+    CqrsFramework::new(store(pool), vec![], services)
+}
+
+/// The event store alone, to load aggregates outside a command.
+pub fn store<A: Aggregate>(pool: PgPool) -> EventStore<A> {
+    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
+        .with_upcasters(vec![Box::new(domain::upcast::ChainUpcaster)])
 }

@@ -7,6 +7,7 @@ pub mod dataset_workers;
 pub mod db;
 pub mod event_log;
 pub mod event_store;
+pub mod jobs;
 pub mod relay;
 pub mod s3;
 pub mod subscription;

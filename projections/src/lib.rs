@@ -3,6 +3,7 @@
 //! event changes nothing and a crash loses nothing.
 
 pub mod datasets;
+pub mod jobs;
 pub mod replay;
 
 use std::sync::Arc;
@@ -27,7 +28,10 @@ pub trait Projector: Send + Sync + 'static {
 
 /// Every projector of the service.
 pub fn all() -> Vec<Arc<dyn Projector>> {
-    vec![Arc::new(datasets::DatasetsProjector)]
+    vec![
+        Arc::new(datasets::DatasetsProjector),
+        Arc::new(jobs::JobsProjector),
+    ]
 }
 
 pub fn by_name(name: &str) -> Option<Arc<dyn Projector>> {

@@ -7,7 +7,12 @@ use api::Roles;
 
 use crate::common::{eventually, Isolation, TestApp};
 
-const SUBSCRIPTIONS: [&str; 3] = ["relay", "projection.datasets", "worker.dataset-validation"];
+const SUBSCRIPTIONS: [&str; 4] = [
+    "relay",
+    "projection.datasets",
+    "projection.jobs",
+    "worker.dataset-validation",
+];
 
 #[tokio::test]
 async fn each_subscription_runs_in_one_instance_and_fails_over() {

@@ -341,7 +341,7 @@ pub struct ListParams {
     pub search: Option<String>,
 }
 
-fn context(principal: Principal) -> CommandContext {
+pub(crate) fn context(principal: Principal) -> CommandContext {
     let request_id = request_id::current();
     CommandContext {
         user_id: principal.user_id,
@@ -368,6 +368,9 @@ fn dataset_error(err: AppError<DatasetError>) -> ApiError {
                 .with_details(serde_json::json!({"declaredSize": declared, "storedSize": stored}));
             err.body.field = Some("fileSize".to_string());
             err
+        }
+        AppError::Rejected(e @ DatasetError::InUse) => {
+            ApiError::conflict("DATASET_IN_USE", e.to_string())
         }
         AppError::Rejected(e @ DatasetError::PurgeNotDue { .. }) => {
             ApiError::conflict("CONFLICT", e.to_string())
@@ -506,6 +509,7 @@ async fn update_dataset(
         (status = 200, description = "`Dataset marked for deletion`", body = Envelope<Deleted>),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
         (status = 404, description = "`DATASET_NOT_FOUND` (also when already deleted)", body = ErrorEnvelope),
+        (status = 409, description = "`DATASET_IN_USE`: a queued or running job trains on it", body = ErrorEnvelope),
     ))]
 async fn delete_dataset(
     State(state): State<AppState>,
@@ -513,12 +517,21 @@ async fn delete_dataset(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let dataset_id = parse_id(&id)?;
+    let in_use: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM rm_jobs WHERE dataset_id = $1 \
+           AND status IN ('queued', 'initializing', 'running'))",
+    )
+    .bind(dataset_id.0)
+    .fetch_one(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
     let receipt = state
         .datasets
         .delete(
             &context(principal),
             dataset_id,
             principal.role.sees_all_resources(),
+            in_use,
         )
         .await
         .map_err(dataset_error)?;

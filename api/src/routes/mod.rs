@@ -1,3 +1,4 @@
 pub mod auth;
 pub mod datasets;
+pub mod jobs;
 pub mod ops;

@@ -67,6 +67,8 @@ pub struct UpdateDatasetDetails {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteDataset {
     pub actor: Actor,
+    /// Whether a queued or running job trains on the dataset (read by the caller).
+    pub in_use: bool,
     pub deleted_at: DateTime<Utc>,
 }
 

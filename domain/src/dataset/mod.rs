@@ -93,6 +93,8 @@ pub enum DatasetError {
     UploadMissing,
     #[error("the uploaded file has {stored} bytes but the dataset declared fileSize {declared}: upload the whole file again, then confirm")]
     SizeMismatch { declared: u64, stored: u64 },
+    #[error("a queued or running job trains on this dataset; cancel it or wait for it to end")]
+    InUse,
     #[error("the object may be purged only from {due_at}")]
     PurgeNotDue { due_at: DateTime<Utc> },
 }
@@ -316,6 +318,9 @@ impl Dataset {
 
     fn delete(&self, cmd: DeleteDataset) -> Result<Vec<DatasetEvent>, DatasetError> {
         let dataset_id = self.visible_to(cmd.actor)?;
+        if cmd.in_use {
+            return Err(DatasetError::InUse);
+        }
         Ok(vec![DatasetEvent::DatasetDeleted(DatasetDeleted {
             dataset_id,
             deleted_by: cmd.actor.user_id,

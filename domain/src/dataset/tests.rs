@@ -267,6 +267,7 @@ fn another_user_is_told_the_dataset_does_not_exist_but_an_admin_may_act() {
     DatasetTest::with(())
         .given(vec![DatasetEvent::DatasetRegistered(registered())])
         .when(DatasetCommand::Delete(DeleteDataset {
+            in_use: false,
             actor: stranger(),
             deleted_at: at(),
         }))
@@ -280,6 +281,7 @@ fn another_user_is_told_the_dataset_does_not_exist_but_an_admin_may_act() {
     assert_eq!(
         dataset
             .decide(DatasetCommand::Delete(DeleteDataset {
+                in_use: false,
                 actor: admin,
                 deleted_at: at()
             }))
@@ -302,6 +304,7 @@ fn a_deleted_dataset_is_gone_for_every_command() {
     DatasetTest::with(())
         .given(vec![DatasetEvent::DatasetRegistered(registered())])
         .when(DatasetCommand::Delete(DeleteDataset {
+            in_use: false,
             actor: owner(),
             deleted_at: at(),
         }))
@@ -312,6 +315,7 @@ fn a_deleted_dataset_is_gone_for_every_command() {
             deleted(),
         ])
         .when(DatasetCommand::Delete(DeleteDataset {
+            in_use: false,
             actor: owner(),
             deleted_at: at(),
         }))
@@ -616,4 +620,16 @@ fn the_summary_names_the_place_of_the_first_error() {
         error_summary(&[issue(3, None, "INVALID_JSON", "bad")], 2),
         "2 errors; first: line 3: bad (INVALID_JSON)"
     );
+}
+
+#[test]
+fn a_dataset_a_job_trains_on_cannot_be_deleted() {
+    DatasetTest::with(())
+        .given(vec![DatasetEvent::DatasetRegistered(registered())])
+        .when(DatasetCommand::Delete(DeleteDataset {
+            actor: owner(),
+            in_use: true,
+            deleted_at: at(),
+        }))
+        .then_expect_error(DatasetError::InUse);
 }

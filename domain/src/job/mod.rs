@@ -407,17 +407,16 @@ impl Job {
         if let Some(id) = self.id {
             return Err(JobError::AlreadyCreated(id));
         }
-        let dataset = match cmd.dataset {
-            Some(d) if d.owner == cmd.user_id => d,
-            _ => return Err(JobError::DatasetNotFound(cmd.dataset_id)),
-        };
-        if dataset.status != DatasetStatus::Ready {
-            return Err(JobError::DatasetNotReady {
-                id: dataset.id,
-                status: dataset.status.as_str(),
-                reason: "not validated",
-            });
-        }
+        let plan = plan(
+            cmd.user_id,
+            cmd.dataset_id,
+            cmd.dataset.as_ref(),
+            &cmd.request,
+            &cmd.rates,
+        )?;
+        let dataset = cmd
+            .dataset
+            .ok_or(JobError::DatasetNotFound(cmd.dataset_id))?;
         if !dataset.training_ready {
             return Err(JobError::DatasetNotReady {
                 id: dataset.id,
@@ -425,20 +424,54 @@ impl Job {
                 reason: "not training-ready (it needs at least 10 training pairs and no errors)",
             });
         }
-        let configuration = cmd.request.resolve(dataset.figures.training_pairs)?;
-        let estimate = estimate::estimate(&configuration, dataset.figures, &cmd.rates);
         Ok(vec![JobEvent::JobCreated(Box::new(JobCreated {
             job_id: cmd.job_id,
             user_id: cmd.user_id,
             dataset_id: dataset.id,
             dataset_name: dataset.name,
-            configuration,
-            estimate,
+            configuration: plan.configuration,
+            estimate: plan.estimate,
             rates: cmd.rates,
             parent_model_id: cmd.parent_model_id,
             created_at: cmd.created_at,
         }))])
     }
+}
+
+/// A resolved configuration and its estimate: what `POST /api/jobs/estimate` answers and
+/// `POST /api/jobs` stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub configuration: config::JobConfiguration,
+    pub estimate: estimate::Estimate,
+}
+
+/// Plans a job for `user` on a dataset: the dataset must be the user's and `ready`; the
+/// request must resolve within bounds. (Creating also needs `trainingReady`.)
+pub fn plan(
+    user: UserId,
+    dataset_id: DatasetId,
+    dataset: Option<&DatasetForJob>,
+    request: &JobRequest,
+    rates: &Rates,
+) -> Result<Plan, JobError> {
+    let dataset = match dataset {
+        Some(d) if d.owner == user => d,
+        _ => return Err(JobError::DatasetNotFound(dataset_id)),
+    };
+    if dataset.status != DatasetStatus::Ready {
+        return Err(JobError::DatasetNotReady {
+            id: dataset.id,
+            status: dataset.status.as_str(),
+            reason: "not validated",
+        });
+    }
+    let configuration = request.resolve(dataset.figures.training_pairs)?;
+    let estimate = estimate::estimate(&configuration, dataset.figures, rates);
+    Ok(Plan {
+        configuration,
+        estimate,
+    })
 }
 
 impl Aggregate for Job {

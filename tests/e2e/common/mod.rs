@@ -47,7 +47,7 @@ impl Isolation {
     pub fn vars(&self) -> HashMap<String, String> {
         HashMap::from([
             ("DATABASE_URL".to_string(), self.database_url()),
-            ("DATABASE_MAX_CONNECTIONS".to_string(), "8".to_string()),
+            ("DATABASE_MAX_CONNECTIONS".to_string(), "16".to_string()),
             ("NATS_URL".to_string(), self.nats_url.clone()),
             ("NATS_STREAM".to_string(), self.stream.clone()),
             ("NATS_SUBJECT_PREFIX".to_string(), self.prefix.clone()),
@@ -203,6 +203,44 @@ impl TestApp {
             .as_str()
             .expect("datasetId")
             .to_string()
+    }
+}
+
+impl TestApp {
+    /// Uploads `examples/<file>` with the presigned URL, confirms it and waits until its
+    /// validation settles: answers the dataset id.
+    pub async fn validated_dataset(&self, token: &str, file: &str, format: &str) -> String {
+        let bytes = std::fs::read(format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR")))
+            .expect("example");
+        let (status, body) = self
+            .post(
+                "/api/datasets",
+                Some(token),
+                json!({"name": file, "format": format, "fileSize": bytes.len(), "fileName": file}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["data"]["datasetId"].as_str().expect("id").to_string();
+        let url = body["data"]["uploadUrl"].as_str().expect("uploadUrl");
+        let put = self.http.put(url).body(bytes).send().await.expect("PUT");
+        assert!(put.status().is_success(), "upload: {}", put.status());
+        let (status, body) = self
+            .post(
+                &format!("/api/datasets/{id}/confirm"),
+                Some(token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, body) = self.get(&format!("/api/datasets/{id}"), Some(token)).await;
+            if body["data"]["dataset"]["status"] != "validating" {
+                return id;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still validating");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

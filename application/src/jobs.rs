@@ -1,0 +1,189 @@
+//! Job command service: estimate, create, cancel, and the commands the saga (or a test
+//! driving a job by hand) sends, plus telemetry appended to the job's keyed streams.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cqrs_es::{AggregateContext, CqrsFramework, EventStore};
+use domain::dataset::Actor;
+use domain::ids::{DatasetId, JobId, ModelId};
+use domain::job::config::JobRequest;
+use domain::job::estimate::Rates;
+use domain::job::telemetry::TelemetryEvent;
+use domain::job::{plan, CreateJob, DatasetForJob, Job, JobCommand, JobError, Plan};
+
+use crate::datasets::Receipt;
+use crate::{AppError, Clock, CommandContext, LogPositions};
+
+/// The datasets as a job needs them (read from the datasets read model).
+#[async_trait]
+pub trait DatasetLookup: Send + Sync {
+    /// The dataset with its owner and figures; `None` when unknown or deleted.
+    async fn for_job(&self, dataset: DatasetId) -> anyhow::Result<Option<DatasetForJob>>;
+}
+
+/// Appends telemetry at its natural key; answers false when that key was already recorded.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync {
+    async fn append(&self, event: &TelemetryEvent, ctx: &CommandContext) -> anyhow::Result<bool>;
+}
+
+pub struct NewJob {
+    pub dataset_id: DatasetId,
+    pub request: JobRequest,
+    pub parent_model_id: Option<ModelId>,
+}
+
+pub struct JobCommands<ES: EventStore<Job>> {
+    cqrs: CqrsFramework<Job, ES>,
+    store: ES,
+    datasets: Arc<dyn DatasetLookup>,
+    telemetry: Arc<dyn TelemetryStore>,
+    positions: Arc<dyn LogPositions>,
+    clock: Arc<dyn Clock>,
+    rates: Rates,
+}
+
+impl<ES: EventStore<Job>> JobCommands<ES> {
+    /// `store` reads jobs (the same events the framework writes).
+    pub fn new(
+        cqrs: CqrsFramework<Job, ES>,
+        store: ES,
+        datasets: Arc<dyn DatasetLookup>,
+        telemetry: Arc<dyn TelemetryStore>,
+        positions: Arc<dyn LogPositions>,
+        clock: Arc<dyn Clock>,
+        rates: Rates,
+    ) -> Self {
+        Self {
+            cqrs,
+            store,
+            datasets,
+            telemetry,
+            positions,
+            clock,
+            rates,
+        }
+    }
+
+    pub fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
+    /// What a job on this dataset with this request would be and cost (nothing is stored).
+    pub async fn estimate(
+        &self,
+        ctx: &CommandContext,
+        dataset_id: DatasetId,
+        request: &JobRequest,
+    ) -> Result<Plan, AppError<JobError>> {
+        let dataset = self.lookup(dataset_id).await?;
+        plan(
+            ctx.user_id,
+            dataset_id,
+            dataset.as_ref(),
+            request,
+            &self.rates,
+        )
+        .map_err(AppError::Rejected)
+    }
+
+    pub async fn create(
+        &self,
+        ctx: &CommandContext,
+        new: NewJob,
+    ) -> Result<Receipt<JobId>, AppError<JobError>> {
+        let job_id = JobId::new_v7();
+        let dataset = self.lookup(new.dataset_id).await?;
+        let command = JobCommand::Create(Box::new(CreateJob {
+            job_id,
+            user_id: ctx.user_id,
+            dataset_id: new.dataset_id,
+            dataset,
+            request: new.request,
+            rates: self.rates.clone(),
+            parent_model_id: new.parent_model_id,
+            created_at: self.clock.now(),
+        }));
+        self.execute(ctx, job_id, command).await
+    }
+
+    pub async fn cancel(
+        &self,
+        ctx: &CommandContext,
+        job_id: JobId,
+        is_admin: bool,
+    ) -> Result<Receipt<JobId>, AppError<JobError>> {
+        let command = JobCommand::Cancel {
+            actor: Actor {
+                user_id: ctx.user_id,
+                is_admin,
+            },
+            at: self.clock.now(),
+        };
+        self.execute(ctx, job_id, command).await
+    }
+
+    /// The job as its events fold (`None` when it does not exist).
+    pub async fn load(&self, job_id: JobId) -> Result<Option<Job>, AppError<JobError>> {
+        let mut context = self.store.load_aggregate(&job_id.to_string()).await?;
+        let job = context.aggregate().clone();
+        Ok(job.owner().is_some().then_some(job))
+    }
+
+    /// Records a metric point, progress report or log line while the job is under way.
+    /// Answers whether it was new (false: a repeat, or the job is not running).
+    pub async fn record_telemetry(
+        &self,
+        ctx: &CommandContext,
+        event: TelemetryEvent,
+    ) -> Result<bool, AppError<JobError>> {
+        let event = event.check().map_err(|e| AppError::Rejected(e.into()))?;
+        let Some(job) = self.load(event.job_id()).await? else {
+            return Err(AppError::Rejected(JobError::NotFound));
+        };
+        if !job.accepts_telemetry() {
+            return Ok(false);
+        }
+        self.telemetry
+            .append(&event, ctx)
+            .await
+            .map_err(|e| AppError::Internal(format!("{e:#}")))
+    }
+
+    /// Any command, at the clock's time where the command carries one (saga and tests).
+    pub async fn execute(
+        &self,
+        ctx: &CommandContext,
+        job_id: JobId,
+        command: JobCommand,
+    ) -> Result<Receipt<JobId>, AppError<JobError>> {
+        let id = job_id.to_string();
+        self.cqrs
+            .execute_with_metadata(&id, command, ctx.metadata())
+            .await?;
+        let position = self
+            .positions
+            .last_position(<Job as cqrs_es::Aggregate>::TYPE, &id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Receipt {
+            id: job_id,
+            position,
+        })
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    async fn lookup(
+        &self,
+        dataset_id: DatasetId,
+    ) -> Result<Option<DatasetForJob>, AppError<JobError>> {
+        self.datasets
+            .for_job(dataset_id)
+            .await
+            .map_err(|e| AppError::Internal(format!("{e:#}")))
+    }
+}

@@ -1,0 +1,82 @@
+//! Adapters for the job service: datasets read from `rm_datasets`, telemetry appended to the
+//! events table at its natural key (the step or log index is the stream's sequence).
+
+use application::jobs::{DatasetLookup, TelemetryStore};
+use application::CommandContext;
+use async_trait::async_trait;
+use cqrs_es::DomainEvent;
+use domain::dataset::DatasetStatus;
+use domain::ids::{DatasetId, UserId};
+use domain::job::estimate::DatasetFigures;
+use domain::job::telemetry::TelemetryEvent;
+use domain::job::DatasetForJob;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct PgDatasetLookup(pub PgPool);
+
+type DatasetRow = (Uuid, Uuid, String, String, bool, i64, i64, i64, i64);
+
+#[async_trait]
+impl DatasetLookup for PgDatasetLookup {
+    async fn for_job(&self, dataset: DatasetId) -> anyhow::Result<Option<DatasetForJob>> {
+        let row: Option<DatasetRow> = sqlx::query_as(
+            "SELECT id, user_id, name, status, training_ready, total_training_pairs, \
+               total_validation_pairs, total_tokens, file_size \
+             FROM rm_datasets WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(dataset.0)
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.map(
+            |(id, owner, name, status, training_ready, train, validation, tokens, size)| {
+                DatasetForJob {
+                    id: DatasetId(id),
+                    owner: UserId(owner),
+                    name,
+                    status: match status.as_str() {
+                        "uploading" => DatasetStatus::Uploading,
+                        "validating" => DatasetStatus::Validating,
+                        "ready" => DatasetStatus::Ready,
+                        "error" => DatasetStatus::Error,
+                        _ => DatasetStatus::New,
+                    },
+                    training_ready,
+                    figures: DatasetFigures {
+                        training_pairs: train.max(0) as u64,
+                        validation_pairs: validation.max(0) as u64,
+                        total_tokens: tokens.max(0) as u64,
+                        size_bytes: size.max(0) as u64,
+                    },
+                }
+            },
+        ))
+    }
+}
+
+#[derive(Clone)]
+pub struct PgTelemetryStore(pub PgPool);
+
+#[async_trait]
+impl TelemetryStore for PgTelemetryStore {
+    async fn append(&self, event: &TelemetryEvent, ctx: &CommandContext) -> anyhow::Result<bool> {
+        let (stream, key) = event.key();
+        let sequence = i64::try_from(key)?;
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(stream)
+        .bind(event.job_id().to_string())
+        .bind(sequence)
+        .bind(event.event_type())
+        .bind(event.event_version())
+        .bind(sqlx::types::Json(event))
+        .bind(sqlx::types::Json(ctx.metadata()))
+        .execute(&self.0)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}

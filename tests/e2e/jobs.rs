@@ -1,0 +1,467 @@
+//! Training jobs through HTTP: catalogue, estimate, create, list, detail, metrics, cancel; a
+//! job driven through its whole life by the commands the saga will send.
+
+use application::CommandContext;
+use chrono::Utc;
+use domain::ids::{JobId, UserId};
+use domain::job::telemetry::{LogLevel, LogLine, MetricPoint, Progress, TelemetryEvent};
+use domain::job::{CostType, JobCommand, JobStage};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::common::{send, TestApp};
+
+const V4: &str = "brightrun-lora-v4";
+
+fn body(dataset: &str) -> Value {
+    json!({
+        "datasetId": dataset,
+        "presetId": "balanced",
+        "hyperparameters": {"loraRank": 32, "targetModules": ["q_proj", "k_proj", "v_proj"]},
+        "gpuConfig": {"instanceType": "a100-80gb", "numGPUs": 1},
+        "baseModel": "mistral-7b",
+    })
+}
+
+async fn create(app: &TestApp, token: &str, dataset: &str) -> String {
+    let (status, created) = app.post("/api/jobs", Some(token), body(dataset)).await;
+    assert_eq!(status, 201, "{created}");
+    created["data"]["jobId"]
+        .as_str()
+        .expect("jobId")
+        .to_string()
+}
+
+/// Waits until the jobs read model has every committed event (commands sent in-process answer
+/// before their projection, unlike HTTP commands).
+async fn caught_up(app: &TestApp) {
+    let head = infrastructure::event_log::head(app.pool()).await.unwrap();
+    let name = projections::subscription_name("jobs");
+    assert!(
+        infrastructure::subscription::wait_for(
+            app.pool(),
+            &name,
+            head,
+            std::time::Duration::from_secs(10)
+        )
+        .await,
+        "the jobs projection caught up"
+    );
+}
+
+fn saga(user: &str) -> CommandContext {
+    CommandContext {
+        user_id: UserId(Uuid::parse_str(user).unwrap()),
+        request_id: Uuid::now_v7().to_string(),
+        correlation_id: "test-saga".into(),
+        causation_id: None,
+    }
+}
+
+#[tokio::test]
+async fn the_catalogue_lists_presets_bounds_models_and_gpus() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let (status, body) = app.get("/api/jobs/presets", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    let ids: Vec<_> = data["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["conservative", "balanced", "aggressive", "custom"]
+    );
+    assert_eq!(data["presets"][2]["hyperparameters"]["loraRank"], 32);
+    assert_eq!(data["defaultBaseModel"], "llama-3-70b");
+    assert_eq!(data["baseModels"][0]["minGpuMemoryGb"], 160);
+    assert_eq!(data["gpuTypes"][2]["ratePerGpuHour"], 4.5);
+    assert!(data["bounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["field"] == "hyperparameters.loraRank" && b["max"] == 256.0));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn estimate_then_create_on_a_ready_dataset_store_the_same_figures() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+
+    let (status, estimate) = app
+        .post("/api/jobs/estimate", Some(&token), body(&dataset))
+        .await;
+    assert_eq!(status, 200, "{estimate}");
+    let e = &estimate["data"];
+    assert_eq!(e["cost"]["currency"], "USD");
+    assert_eq!(e["tokensPerSecond"], 3000);
+    assert_eq!(e["cost"]["breakdown"]["compute"]["rate"], 3.2);
+    assert_eq!(e["configuration"]["hyperparameters"]["loraRank"], 32);
+    assert_eq!(
+        e["configuration"]["hyperparameters"]["numEpochs"], 5,
+        "from the preset"
+    );
+    assert!(e["duration"]["min"].as_u64() < e["duration"]["max"].as_u64());
+
+    let (status, created) = app.post("/api/jobs", Some(&token), body(&dataset)).await;
+    assert_eq!(status, 201, "{created}");
+    let c = &created["data"];
+    assert_eq!(c["status"], "queued");
+    assert_eq!(c["queuePosition"], 1);
+    assert_eq!(c["estimatedCost"]["total"], e["cost"]["total"]);
+    assert_eq!(
+        c["estimatedCost"]["gpuCost"],
+        e["cost"]["breakdown"]["compute"]["total"]
+    );
+    assert_eq!(c["estimatedDuration"]["max"], e["duration"]["max"]);
+
+    let id = c["jobId"].as_str().unwrap();
+    let (status, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    assert_eq!(status, 200, "{detail}");
+    let job = &detail["data"]["job"];
+    assert_eq!(job["datasetName"], "support-chats-v4.jsonl");
+    assert_eq!(job["currentStage"], "queued");
+    assert_eq!(job["totalSteps"], e["totalSteps"]);
+    assert_eq!(job["estimate"]["cost"], e["cost"]);
+    assert_eq!(
+        job["hyperparameters"]["targetModules"],
+        json!(["q_proj", "k_proj", "v_proj"])
+    );
+    assert_eq!(job["currentCost"], 0.0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bad_requests_name_their_field_and_create_nothing() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("stranger").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let uploading = app.register_dataset(&token, "not yet", 100).await;
+
+    let mut rank = body(&dataset);
+    rank["hyperparameters"]["loraRank"] = json!(512);
+    let mut memory = body(&dataset);
+    memory["baseModel"] = json!("llama-3-70b");
+    let mut module = body(&dataset);
+    module["hyperparameters"]["targetModules"] = json!(["w_proj"]);
+    let mut preset = body(&dataset);
+    preset["presetId"] = json!("reckless");
+    let cases = [
+        (rank, 400, "VALIDATION_ERROR", "hyperparameters.loraRank"),
+        (memory, 400, "VALIDATION_ERROR", "gpuConfig"),
+        (
+            module,
+            400,
+            "VALIDATION_ERROR",
+            "hyperparameters.targetModules",
+        ),
+        (preset, 400, "VALIDATION_ERROR", "presetId"),
+        (body(&uploading), 409, "DATASET_NOT_READY", "datasetId"),
+        (
+            body(&Uuid::now_v7().to_string()),
+            404,
+            "DATASET_NOT_FOUND",
+            "datasetId",
+        ),
+    ];
+    for (request, status, code, field) in cases {
+        for path in ["/api/jobs/estimate", "/api/jobs"] {
+            let (got, answer) = app.post(path, Some(&token), request.clone()).await;
+            assert_eq!(got, status, "{path} {answer}");
+            assert_eq!(answer["error"]["code"], code, "{answer}");
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+    }
+    let (status, answer) = app.post("/api/jobs", Some(&stranger), body(&dataset)).await;
+    assert_eq!(status, 404, "another user's dataset: {answer}");
+    let (_, list) = app.get("/api/jobs", Some(&token)).await;
+    assert_eq!(
+        list["meta"]["pagination"]["total"], 0,
+        "nothing was created"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_job_driven_through_its_life_shows_progress_metrics_checkpoints_logs_and_cost() {
+    let app = TestApp::start().await;
+    let (user, token) = app.user("ada").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let id = create(&app, &token, &dataset).await;
+    let job_id = JobId(Uuid::parse_str(&id).unwrap());
+    let jobs = app.service.as_ref().unwrap().state.jobs.clone();
+    let ctx = saga(&user);
+    let now = Utc::now();
+    let run = |command: JobCommand| {
+        let jobs = jobs.clone();
+        let ctx = ctx.clone();
+        async move { jobs.execute(&ctx, job_id, command).await.expect("command") }
+    };
+
+    // Telemetry before the job is under way is not recorded.
+    let point = |step: u64, loss: f64| {
+        TelemetryEvent::MetricPointRecorded(MetricPoint {
+            job_id,
+            step,
+            epoch: (step / 10 + 1) as u32,
+            training_loss: loss,
+            validation_loss: Some(loss + 0.1),
+            learning_rate: 2e-4,
+            gradient_norm: Some(1.0),
+            throughput: Some(2900.0),
+            gpu_utilization: Some(93.0),
+            recorded_at: now,
+        })
+    };
+    assert!(!jobs.record_telemetry(&ctx, point(1, 2.0)).await.unwrap());
+
+    run(JobCommand::StartSubmission {
+        attempt: 1,
+        idempotency_key: format!("{id}-1"),
+        at: now,
+    })
+    .await;
+    run(JobCommand::RecordSubmission {
+        attempt: 1,
+        cluster_job_id: "cj-1".into(),
+        at: now,
+    })
+    .await;
+    run(JobCommand::ChangeStage {
+        stage: JobStage::Training,
+        message: "Epoch 1/5".into(),
+        at: now,
+    })
+    .await;
+    for (step, loss) in [(10, 1.8), (20, 1.2), (30, 0.9), (40, 0.7)] {
+        assert!(jobs
+            .record_telemetry(&ctx, point(step, loss))
+            .await
+            .unwrap());
+    }
+    assert!(
+        !jobs.record_telemetry(&ctx, point(20, 99.0)).await.unwrap(),
+        "a point for a recorded step is ignored"
+    );
+    jobs.record_telemetry(
+        &ctx,
+        TelemetryEvent::ProgressReported(Progress {
+            job_id,
+            step: 40,
+            total_steps: 50,
+            epoch: 4,
+            total_epochs: 5,
+            progress: 80.0,
+            estimated_time_remaining: Some(60),
+            reported_at: now,
+        }),
+    )
+    .await
+    .unwrap();
+    for (index, message) in ["loading base model", "epoch 1 started"].iter().enumerate() {
+        jobs.record_telemetry(
+            &ctx,
+            TelemetryEvent::LogLineRecorded(LogLine {
+                job_id,
+                index: index as u64,
+                level: LogLevel::Info,
+                message: message.to_string(),
+                logged_at: now,
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    run(JobCommand::RecordCheckpoint {
+        checkpoint_id: "ckpt-001".into(),
+        step: 20,
+        epoch: 2,
+        loss: 1.2,
+        s3_key: format!("checkpoints/{id}/ckpt-001"),
+        at: now,
+    })
+    .await;
+    run(JobCommand::AccrueCost {
+        entry_key: "compute:0-600".into(),
+        cost_type: CostType::Compute,
+        quantity: Decimal::new(1_666_667, 7),
+        rate: Decimal::new(320, 2),
+        details: json!({"intervalSeconds": 600}),
+        at: now,
+    })
+    .await;
+
+    caught_up(&app).await;
+    let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    let job = &detail["data"]["job"];
+    assert_eq!(job["status"], "running");
+    assert_eq!(job["currentStage"], "training");
+    assert_eq!(job["progress"], 80.0);
+    assert_eq!(job["currentStep"], 40);
+    assert_eq!(job["currentMetrics"]["trainingLoss"], 0.7);
+    assert_eq!(job["currentCost"], 0.53); // 0.1666667 h x 3.20 = 0.533333
+    assert!(job["estimatedCompletionAt"].is_string());
+    assert_eq!(job["metricsHistory"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        job["metricsHistory"][1]["trainingLoss"], 1.2,
+        "the first report of a step stands"
+    );
+    assert_eq!(job["lossCurve"]["steps"], json!([10, 20, 30, 40]));
+    assert_eq!(
+        job["lossCurve"]["trainingLoss"],
+        json!([1.8, 1.2, 0.9, 0.7])
+    );
+    assert_eq!(job["checkpoints"][0]["id"], "ckpt-001");
+    assert_eq!(job["logs"][1]["message"], "epoch 1 started");
+
+    let (_, metrics) = app
+        .get(
+            &format!("/api/jobs/{id}/metrics?fromStep=20&points=2"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(metrics["data"]["totalPoints"], 3);
+    assert_eq!(metrics["data"]["lossCurve"]["steps"], json!([20, 40]));
+
+    run(JobCommand::Complete {
+        final_training_loss: Some(0.7),
+        final_validation_loss: Some(0.8),
+        model_id: None,
+        at: now,
+    })
+    .await;
+    caught_up(&app).await;
+    let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    let job = &detail["data"]["job"];
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["progress"], 100.0);
+    assert_eq!(job["finalCost"], 0.53);
+    let (status, refused) = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(refused["error"]["code"], "JOB_NOT_CANCELLABLE");
+
+    let report = projections::replay::replay(app.pool(), projections::by_name("jobs").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.differences, 0,
+        "the jobs read model replays identically"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn cancel_answers_cost_and_refund_and_frees_the_dataset() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("stranger").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let id = create(&app, &token, &dataset).await;
+    let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    let estimated = detail["data"]["job"]["estimatedTotalCost"].clone();
+
+    let delete = |who: &str| {
+        send(
+            app.http
+                .delete(app.url(&format!("/api/datasets/{dataset}")))
+                .bearer_auth(who),
+        )
+    };
+    let (status, in_use) = delete(&token).await;
+    assert_eq!(status, 409, "{in_use}");
+    assert_eq!(in_use["error"]["code"], "DATASET_IN_USE");
+
+    let (status, other) = app
+        .post(
+            &format!("/api/jobs/{id}/cancel"),
+            Some(&stranger),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404, "{other}");
+    assert_eq!(other["error"]["code"], "JOB_NOT_FOUND");
+    let (status, cancelled) = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["data"]["status"], "cancelled");
+    assert_eq!(cancelled["data"]["costSoFar"], 0.0);
+    assert_eq!(cancelled["data"]["refundAmount"], estimated);
+    let (status, again) = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(again["error"]["code"], "JOB_NOT_CANCELLABLE");
+
+    let (status, _) = delete(&token).await;
+    assert_eq!(status, 200, "a dataset no job uses can be deleted");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn lists_filter_by_status_sort_and_hide_other_users_jobs() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("stranger").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let first = create(&app, &token, &dataset).await;
+    let second = create(&app, &token, &dataset).await;
+    let (status, _) = app
+        .post(
+            &format!("/api/jobs/{first}/cancel"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (_, all) = app.get("/api/jobs", Some(&token)).await;
+    assert_eq!(all["meta"]["pagination"]["total"], 2);
+    assert_eq!(
+        all["data"]["jobs"][0]["id"],
+        second.as_str(),
+        "newest first"
+    );
+    assert_eq!(
+        all["data"]["jobs"][0]["datasetName"],
+        "support-chats-v4.jsonl"
+    );
+    let (_, oldest) = app
+        .get("/api/jobs?sortBy=created-asc&pageSize=1", Some(&token))
+        .await;
+    assert_eq!(oldest["data"]["jobs"][0]["id"], first.as_str());
+    assert_eq!(oldest["meta"]["pagination"]["hasMore"], true);
+    let (_, cancelled) = app.get("/api/jobs?status=cancelled", Some(&token)).await;
+    assert_eq!(cancelled["meta"]["pagination"]["total"], 1);
+    assert_eq!(cancelled["data"]["jobs"][0]["id"], first.as_str());
+    let (status, bad) = app.get("/api/jobs?status=sleeping", Some(&token)).await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["field"], "status");
+    let (_, none) = app.get("/api/jobs", Some(&stranger)).await;
+    assert_eq!(none["meta"]["pagination"]["total"], 0);
+    let (status, hidden) = app
+        .get(&format!("/api/jobs/{second}"), Some(&stranger))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(hidden["error"]["code"], "JOB_NOT_FOUND");
+    app.finish().await;
+}
