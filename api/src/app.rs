@@ -82,6 +82,7 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::auth::router())
         .merge(routes::datasets::router())
         .merge(routes::jobs::router())
+        .merge(routes::job_stream::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }
@@ -196,6 +197,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
             shutdown.clone(),
         )
     }));
+    let feeds = crate::live::JobFeeds::new(nats.clone(), &config.nats_subject_prefix);
     let state = AppState {
         tokens: TokenKeys::new(&config.jwt_secret, config.jwt_ttl),
         users: Users(pool.clone()),
@@ -205,6 +207,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         clock,
         datasets,
         jobs,
+        feeds,
         leadership,
         objects,
     };

@@ -4,6 +4,7 @@ pub mod app;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;

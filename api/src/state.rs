@@ -25,4 +25,5 @@ pub struct AppState {
     pub jobs: Arc<JobCommands<EventStore<Job>>>,
     pub leadership: Leadership,
     pub objects: Arc<dyn ObjectStore>,
+    pub feeds: Arc<crate::live::JobFeeds>,
 }

@@ -79,6 +79,35 @@ pub async fn read_after<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// The events of aggregates with id `aggregate_id` (of any of `types`) after `after`, in log
+/// order, gated like `read_after` (a job's own and telemetry streams share its id).
+pub async fn read_aggregate_after<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_id: &str,
+    types: &[&str],
+    after: LogPosition,
+    limit: i64,
+) -> sqlx::Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE aggregate_id = $1 AND aggregate_type = ANY($2) \
+           AND (transaction_id, global_position) > (($3::text)::xid8, $4) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, global_position \
+         LIMIT $5"
+    );
+    let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_id)
+        .bind(types)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 fn decode_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<StoredEvent> {
     let event_type: String = row.try_get("event_type")?;
     let version: String = row.try_get("event_version")?;

@@ -29,6 +29,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60 * 60);
 pub struct Envelope {
     pub event_id: Uuid,
     pub global_position: i64,
+    /// With `globalPosition`, the event's place in the log: ordered by (transactionId,
+    /// globalPosition), which is the order of publication.
+    #[serde(default)]
+    pub transaction_id: u64,
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub sequence: i64,
@@ -44,6 +48,7 @@ impl Envelope {
         Envelope {
             event_id: event.event_id,
             global_position: event.position.global_position,
+            transaction_id: event.position.transaction_id,
             aggregate_type: event.aggregate_type.clone(),
             aggregate_id: event.aggregate_id.clone(),
             sequence: event.sequence,

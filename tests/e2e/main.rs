@@ -7,6 +7,7 @@ mod auth;
 mod crash;
 mod datasets;
 mod global_log;
+mod job_stream;
 mod jobs;
 mod lifecycle;
 mod openapi;

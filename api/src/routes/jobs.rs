@@ -332,7 +332,7 @@ fn job_not_found(id: &str) -> ApiError {
     ApiError::not_found("JOB_NOT_FOUND", format!("no job {id}"))
 }
 
-fn parse_job_id(id: &str) -> ApiResult<JobId> {
+pub(crate) fn parse_job_id(id: &str) -> ApiResult<JobId> {
     Uuid::parse_str(id)
         .map(JobId)
         .map_err(|_| job_not_found(id))
@@ -586,39 +586,39 @@ async fn queue_position(pool: &PgPool, row: &JobRow) -> ApiResult<Option<i64>> {
 // --- Reads -----------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct JobRow {
-    id: Uuid,
-    user_id: Uuid,
-    dataset_id: Uuid,
-    dataset_name: String,
-    status: String,
-    current_stage: String,
-    preset_id: String,
-    base_model: String,
-    hyperparameters: Value,
-    gpu_config: Value,
-    options: Value,
-    estimate: Value,
-    progress: f64,
-    current_epoch: Option<i32>,
-    total_epochs: i32,
-    current_step: Option<i64>,
-    total_steps: i64,
-    current_metrics: Option<Value>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    estimated_completion_at: Option<DateTime<Utc>>,
-    current_cost: Decimal,
-    estimated_total_cost: Decimal,
-    final_cost: Option<Decimal>,
-    refund_amount: Option<Decimal>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    retry_count: i32,
-    artifact_id: Option<Uuid>,
-    parent_model_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+pub(crate) struct JobRow {
+    pub(crate) id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) dataset_id: Uuid,
+    pub(crate) dataset_name: String,
+    pub(crate) status: String,
+    pub(crate) current_stage: String,
+    pub(crate) preset_id: String,
+    pub(crate) base_model: String,
+    pub(crate) hyperparameters: Value,
+    pub(crate) gpu_config: Value,
+    pub(crate) options: Value,
+    pub(crate) estimate: Value,
+    pub(crate) progress: f64,
+    pub(crate) current_epoch: Option<i32>,
+    pub(crate) total_epochs: i32,
+    pub(crate) current_step: Option<i64>,
+    pub(crate) total_steps: i64,
+    pub(crate) current_metrics: Option<Value>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
+    pub(crate) estimated_completion_at: Option<DateTime<Utc>>,
+    pub(crate) current_cost: Decimal,
+    pub(crate) estimated_total_cost: Decimal,
+    pub(crate) final_cost: Option<Decimal>,
+    pub(crate) refund_amount: Option<Decimal>,
+    pub(crate) error_code: Option<String>,
+    pub(crate) error_message: Option<String>,
+    pub(crate) retry_count: i32,
+    pub(crate) artifact_id: Option<Uuid>,
+    pub(crate) parent_model_id: Option<Uuid>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 /// Seed 001 `TrainingJob`.
@@ -719,6 +719,20 @@ const JOB_COLUMNS: &str = "id, user_id, dataset_id, dataset_name, status, curren
     retry_count, artifact_id, parent_model_id, created_at, updated_at";
 
 const VISIBLE: &str = "($1::bool OR user_id = $2)";
+
+/// What the stream shows first: the job's row.
+pub(crate) type JobSnapshot = JobRow;
+
+/// The job when `principal` may see it, else `JOB_NOT_FOUND`.
+pub(crate) async fn find_visible(
+    pool: &PgPool,
+    principal: Principal,
+    id: JobId,
+) -> ApiResult<JobRow> {
+    find(pool, principal, id.0)
+        .await?
+        .ok_or_else(|| job_not_found(&id.to_string()))
+}
 
 async fn find(pool: &PgPool, principal: Principal, id: Uuid) -> ApiResult<Option<JobRow>> {
     sqlx::query_as::<_, JobRow>(&format!(

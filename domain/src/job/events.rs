@@ -94,6 +94,10 @@ pub struct JobCostAccrued {
     /// GPU-hours, GB or GB-months.
     pub quantity: Decimal,
     pub details: serde_json::Value,
+    /// The job's ledger after this entry (6 digits) and its estimated total: what a live
+    /// view of the cost shows.
+    pub job_total: Decimal,
+    pub estimated_total: Decimal,
     pub accrued_at: DateTime<Utc>,
 }
 

@@ -326,16 +326,19 @@ impl Job {
                 if quantity < Decimal::ZERO || rate < Decimal::ZERO {
                     return Err(FieldError::new("quantity", "a cost is never negative").into());
                 }
+                let amount = micros(quantity * rate);
                 (!self.ledger_keys.contains(&entry_key)).then(|| {
                     JobEvent::JobCostAccrued(JobCostAccrued {
                         job_id,
                         user_id: owner,
                         entry_key,
                         cost_type,
-                        amount: micros(quantity * rate),
+                        amount,
                         rate,
                         quantity,
                         details,
+                        job_total: self.ledger_total + amount,
+                        estimated_total: self.estimated_total,
                         accrued_at: at,
                     })
                 })

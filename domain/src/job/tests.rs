@@ -385,6 +385,8 @@ fn accrued(key: &str, amount: &str) -> JobEvent {
         rate: d("3.20"),
         quantity: d(amount) / d("3.20"),
         details: serde_json::json!({}),
+        job_total: d(amount),
+        estimated_total: d("3.66"),
         accrued_at: at(),
     })
 }
@@ -566,6 +568,8 @@ fn a_cost_accrual_records_quantity_times_rate_to_six_digits() {
             rate: d("3.20"),
             quantity: d("0.0083333333"),
             details: serde_json::json!({"from": 0, "to": 30}),
+            job_total: d("0.026667"),
+            estimated_total: d("3.66"),
             accrued_at: at(),
         })]);
 }

@@ -1,0 +1,328 @@
+//! `GET /api/jobs/{id}/stream`: a job's live updates as Server-Sent Events (seed 001), fed by
+//! NATS through `live::JobFeeds`. Each event carries an `id` (its log position,
+//! `<transactionId>.<globalPosition>`); a reconnect with `Last-Event-ID` first gets what it
+//! missed from the event log, then live events, without gaps or repeats. The stream ends after
+//! `complete`, a final `error`, or `cancelled`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use application::LogPosition;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use domain::job::estimate::cents;
+use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
+use domain::job::{Job, JobEvent};
+use infrastructure::event_log::{read_aggregate_after, StoredEvent};
+use infrastructure::relay::Envelope;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::AuthUser;
+use crate::routes::jobs::{find_visible, parse_job_id};
+use crate::state::AppState;
+
+/// Events a reconnect may replay from the log before it must reconnect again.
+const REPLAY_LIMIT: i64 = 10_000;
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream_job))
+}
+
+/// One SSE event: name, JSON data, its log position (`None` for the opening snapshot).
+#[derive(Debug, Clone)]
+struct LiveEvent {
+    name: &'static str,
+    data: Value,
+    position: Option<LogPosition>,
+    terminal: bool,
+}
+
+fn usd(amount: Decimal) -> f64 {
+    cents(amount).to_f64().unwrap_or(0.0)
+}
+
+fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
+    Some(LiveEvent {
+        name,
+        data,
+        position: None,
+        terminal: matches!(name, "complete" | "cancelled"),
+    })
+}
+
+/// What a stored event shows on the stream (seed 001 payloads), if anything.
+fn live_event(
+    aggregate_type: &str,
+    event_type: &str,
+    payload: &Value,
+    position: LogPosition,
+) -> Option<LiveEvent> {
+    let tagged = json!({ event_type: payload });
+    let mut live = if aggregate_type == <Job as cqrs_es::Aggregate>::TYPE {
+        match serde_json::from_value::<JobEvent>(tagged).ok()? {
+            JobEvent::JobCreated(_) => None,
+            JobEvent::JobSubmissionStarted(e) => event(
+                "stage",
+                json!({"stage": "initializing", "message": format!("Submitting to the GPU cluster (attempt {})", e.attempt)}),
+            ),
+            JobEvent::JobSubmitted(e) => event(
+                "stage",
+                json!({"stage": "initializing", "message": format!("Accepted by the GPU cluster as {}", e.cluster_job_id)}),
+            ),
+            JobEvent::JobStageChanged(e) => event(
+                "stage",
+                json!({"stage": e.stage.as_str(), "message": e.message}),
+            ),
+            JobEvent::JobCheckpointSaved(e) => event(
+                "checkpoint",
+                json!({"checkpointId": e.checkpoint_id, "step": e.step, "epoch": e.epoch, "loss": e.loss}),
+            ),
+            JobEvent::JobCostAccrued(e) => event(
+                "cost",
+                json!({"currentCost": usd(e.job_total), "estimatedTotal": usd(e.estimated_total)}),
+            ),
+            JobEvent::JobRetryScheduled(e) => event(
+                "error",
+                json!({"error": e.message, "code": e.code, "canRetry": true, "retryCount": e.retry_count}),
+            ),
+            JobEvent::JobFailed(e) => event(
+                "error",
+                json!({"error": e.message, "code": e.code, "canRetry": false, "retryCount": e.retry_count}),
+            )
+            .map(|mut l| {
+                l.terminal = true;
+                l
+            }),
+            JobEvent::JobCompleted(e) => event(
+                "complete",
+                json!({"jobId": e.job_id, "artifactId": e.model_id, "finalCost": usd(e.final_cost)}),
+            ),
+            JobEvent::JobCancelled(e) => event(
+                "cancelled",
+                json!({"jobId": e.job_id, "costSoFar": usd(e.cost_so_far), "refundAmount": usd(e.refund_amount)}),
+            ),
+        }
+    } else {
+        match serde_json::from_value::<TelemetryEvent>(tagged).ok()? {
+            TelemetryEvent::ProgressReported(p) => event(
+                "progress",
+                json!({"progress": p.progress, "currentEpoch": p.epoch, "currentStep": p.step,
+                       "totalSteps": p.total_steps, "estimatedTimeRemaining": p.estimated_time_remaining}),
+            ),
+            TelemetryEvent::MetricPointRecorded(p) => event(
+                "metrics",
+                json!({"step": p.step, "epoch": p.epoch, "trainingLoss": p.training_loss,
+                       "validationLoss": p.validation_loss, "learningRate": p.learning_rate,
+                       "throughput": p.throughput, "gpuUtilization": p.gpu_utilization}),
+            ),
+            TelemetryEvent::LogLineRecorded(l) => event(
+                "log",
+                json!({"timestamp": l.logged_at, "level": l.level, "message": l.message}),
+            ),
+        }
+    }?;
+    live.position = Some(position);
+    Some(live)
+}
+
+fn from_envelope(e: &Envelope) -> Option<LiveEvent> {
+    let position = LogPosition {
+        transaction_id: e.transaction_id,
+        global_position: e.global_position,
+    };
+    live_event(&e.aggregate_type, &e.event_type, &e.payload, position)
+}
+
+fn from_stored(e: &StoredEvent) -> Option<LiveEvent> {
+    live_event(&e.aggregate_type, &e.event_type, e.data(), e.position)
+}
+
+const STREAMS: [&str; 4] = ["job", METRICS_STREAM, PROGRESS_STREAM, LOGS_STREAM];
+
+async fn replay(pool: &PgPool, job: &str, after: LogPosition) -> ApiResult<Vec<LiveEvent>> {
+    let events = read_aggregate_after(pool, job, &STREAMS, after, REPLAY_LIMIT)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(events.iter().filter_map(from_stored).collect())
+}
+
+fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::validation(
+            "Last-Event-ID",
+            "Last-Event-ID must be an id this stream sent (<transactionId>.<globalPosition>)",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    let (tx, gp) = text.split_once('.').ok_or_else(bad)?;
+    Ok(Some(LogPosition {
+        transaction_id: tx.parse().map_err(|_| bad())?,
+        global_position: gp.parse().map_err(|_| bad())?,
+    }))
+}
+
+struct Cursor {
+    pending: VecDeque<LiveEvent>,
+    live: broadcast::Receiver<Arc<Envelope>>,
+    last: LogPosition,
+    pool: PgPool,
+    job: String,
+    done: bool,
+}
+
+impl Cursor {
+    /// The next event to send, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<LiveEvent> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                if let Some(position) = event.position {
+                    if position <= self.last {
+                        continue;
+                    }
+                    self.last = position;
+                }
+                self.done = event.terminal;
+                return Some(event);
+            }
+            match self.live.recv().await {
+                Ok(envelope) => {
+                    if let Some(event) = from_envelope(&envelope) {
+                        self.pending.push_back(event);
+                    }
+                }
+                // Too slow for the live buffer: catch up from the log.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::info!(job = %self.job, missed, "stream lagged; catching up from the log");
+                    match replay(&self.pool, &self.job, self.last).await {
+                        Ok(events) => self.pending.extend(events),
+                        Err(_) => return None,
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+fn to_sse(event: LiveEvent) -> Event {
+    let sse = Event::default()
+        .event(event.name)
+        .data(event.data.to_string());
+    match event.position {
+        Some(p) => sse.id(format!("{}.{}", p.transaction_id, p.global_position)),
+        None => sse,
+    }
+}
+
+/// Live progress of a job (seed 001): `progress`, `metrics`, `stage`, `cost`, `checkpoint`,
+/// `log`, `complete`, `error` (`canRetry`), `cancelled`. A fresh connection opens with the
+/// job's current `stage`, `progress` and `cost` (events without an id). Each later event has
+/// an id; reconnect with `Last-Event-ID` to get exactly what was missed. Keep-alive comments
+/// every 15 s; the stream ends after `complete`, a final `error` or `cancelled`.
+#[utoipa::path(get, path = "/api/jobs/{id}/stream", tag = "jobs", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Job id (UUID)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`VALIDATION_ERROR`: a Last-Event-ID this stream never sent", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`JOB_NOT_FOUND` (also another user's)", body = ErrorEnvelope),
+    ))]
+async fn stream_job(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let job_id = parse_job_id(&id)?;
+    let resume = parse_last_event_id(&headers)?;
+    find_visible(&state.pool, principal, job_id).await?;
+    // Watch first, then read: anything committed meanwhile arrives live, deduplicated by position.
+    let live = state
+        .feeds
+        .watch(job_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let job = job_id.to_string();
+    let (pending, last) = match resume {
+        Some(after) => (replay(&state.pool, &job, after).await?.into(), after),
+        None => {
+            let row = find_visible(&state.pool, principal, job_id).await?;
+            (opening(&row).into(), LogPosition::START)
+        }
+    };
+    let cursor = Cursor {
+        pending,
+        live,
+        last,
+        pool: state.pool.clone(),
+        job,
+        done: false,
+    };
+    metrics::counter!("brightrun_sse_streams_opened_total").increment(1);
+    let stream = futures::stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next().await?;
+        Some((Ok::<_, Infallible>(to_sse(event)), cursor))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// A fresh connection's first events: where the job stands now; its end if it has ended.
+fn opening(row: &crate::routes::jobs::JobSnapshot) -> Vec<LiveEvent> {
+    let mut out = Vec::new();
+    out.extend(event(
+        "stage",
+        json!({"stage": row.current_stage, "message": format!("The job is {}", row.status)}),
+    ));
+    out.extend(event(
+        "progress",
+        json!({"progress": row.progress, "currentEpoch": row.current_epoch, "currentStep": row.current_step,
+               "totalSteps": row.total_steps, "estimatedTimeRemaining": Value::Null}),
+    ));
+    out.extend(event(
+        "cost",
+        json!({"currentCost": usd(row.current_cost), "estimatedTotal": usd(row.estimated_total_cost)}),
+    ));
+    let end = match row.status.as_str() {
+        "completed" => event(
+            "complete",
+            json!({"jobId": row.id, "artifactId": row.artifact_id, "finalCost": usd(row.final_cost.unwrap_or(row.current_cost))}),
+        ),
+        "failed" => event(
+            "error",
+            json!({"error": row.error_message, "code": row.error_code, "canRetry": false, "retryCount": row.retry_count}),
+        )
+        .map(|mut e| {
+            e.terminal = true;
+            e
+        }),
+        "cancelled" => event(
+            "cancelled",
+            json!({"jobId": row.id, "costSoFar": usd(row.final_cost.unwrap_or(row.current_cost)), "refundAmount": usd(row.refund_amount.unwrap_or_default())}),
+        ),
+        _ => None,
+    };
+    out.extend(end);
+    out
+}
