@@ -465,3 +465,86 @@ async fn lists_filter_by_status_sort_and_hide_other_users_jobs() {
     assert_eq!(hidden["error"]["code"], "JOB_NOT_FOUND");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn cancelling_a_running_job_answers_the_cost_so_far_and_the_rest_as_refund() {
+    let app = TestApp::start().await;
+    let (user, token) = app.user("ada").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let id = create(&app, &token, &dataset).await;
+    let job_id = JobId(Uuid::parse_str(&id).unwrap());
+    let jobs = app.service.as_ref().unwrap().state.jobs.clone();
+    let ctx = saga(&user);
+    let now = Utc::now();
+    for command in [
+        JobCommand::StartSubmission {
+            attempt: 1,
+            idempotency_key: "k".into(),
+            at: now,
+        },
+        JobCommand::ChangeStage {
+            stage: JobStage::Training,
+            message: "Epoch 1/5".into(),
+            at: now,
+        },
+        JobCommand::AccrueCost {
+            entry_key: "compute:0-60".into(),
+            cost_type: CostType::Compute,
+            quantity: Decimal::new(1, 2), // 0.01 GPU-hour
+            rate: Decimal::new(320, 2),
+            details: json!({}),
+            at: now,
+        },
+    ] {
+        jobs.execute(&ctx, job_id, command).await.unwrap();
+    }
+    caught_up(&app).await;
+    let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    assert_eq!(detail["data"]["job"]["status"], "running");
+    let estimated = detail["data"]["job"]["estimatedTotalCost"]
+        .as_f64()
+        .unwrap();
+
+    let (status, cancelled) = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["data"]["costSoFar"], 0.03); // 0.032 rounded half-even
+    let refund = cancelled["data"]["refundAmount"].as_f64().unwrap();
+    assert!(
+        (refund - (estimated - 0.03)).abs() < 1e-9,
+        "{refund} vs {estimated}"
+    );
+    // Later cluster reports change nothing.
+    jobs.execute(
+        &ctx,
+        job_id,
+        JobCommand::ChangeStage {
+            stage: JobStage::Saving,
+            message: "late".into(),
+            at: now,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!jobs
+        .record_telemetry(
+            &ctx,
+            TelemetryEvent::LogLineRecorded(LogLine {
+                job_id,
+                index: 0,
+                level: LogLevel::Info,
+                message: "late".into(),
+                logged_at: now,
+            })
+        )
+        .await
+        .unwrap());
+    caught_up(&app).await;
+    let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    assert_eq!(detail["data"]["job"]["status"], "cancelled");
+    assert_eq!(detail["data"]["job"]["currentStage"], "training");
+    app.finish().await;
+}

@@ -791,3 +791,70 @@ fn telemetry_figures_are_checked_and_keyed_by_step() {
     .unwrap();
     assert_eq!(ok.key(), (METRICS_STREAM, 40));
 }
+
+#[test]
+fn reports_out_of_order_record_nothing() {
+    // Submission recorded before it started, a stage while queued, completion while queued.
+    for report in [
+        JobCommand::RecordSubmission {
+            attempt: 1,
+            cluster_job_id: "cj".into(),
+            at: at(),
+        },
+        JobCommand::ChangeStage {
+            stage: JobStage::Training,
+            message: "early".into(),
+            at: at(),
+        },
+        JobCommand::Complete {
+            final_training_loss: None,
+            final_validation_loss: None,
+            model_id: None,
+            at: at(),
+        },
+    ] {
+        JobTest::with(())
+            .given(vec![created()])
+            .when(report)
+            .then_expect_events(vec![]);
+    }
+    // A submission of an older attempt, a stage the cluster does not report.
+    JobTest::with(())
+        .given(vec![created(), started(1)])
+        .when(JobCommand::RecordSubmission {
+            attempt: 0,
+            cluster_job_id: "old".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![]);
+    JobTest::with(())
+        .given(vec![created(), started(1)])
+        .when(JobCommand::ChangeStage {
+            stage: JobStage::Completed,
+            message: "not a report".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![]);
+    // Commands on a job that does not exist.
+    JobTest::with(())
+        .given_no_previous_events()
+        .when(cancel(owner()))
+        .then_expect_error(JobError::NotFound);
+}
+
+#[test]
+fn a_negative_cost_is_refused() {
+    let err = JobTest::with(())
+        .given(vec![created()])
+        .when(JobCommand::AccrueCost {
+            entry_key: "x".into(),
+            cost_type: CostType::Storage,
+            quantity: d("-1"),
+            rate: d("0.023"),
+            details: serde_json::json!({}),
+            at: at(),
+        })
+        .inspect_result()
+        .unwrap_err();
+    assert!(matches!(err, JobError::Invalid(_)));
+}
