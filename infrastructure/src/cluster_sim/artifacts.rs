@@ -1,0 +1,119 @@
+//! The files a finished simulated run produces, as a real trainer would: a PEFT LoRA adapter
+//! (`adapter_model.safetensors` with PEFT tensor names and shapes for the base model's layers
+//! and the target modules, BF16), its `adapter_config.json`, and a small `tokenizer.json`.
+
+use sha2::{Digest, Sha256};
+
+use super::model::{unit, SimJob};
+use domain::job::config::BaseModel;
+
+pub const ADAPTER_MODEL: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The tensor names and shapes of the adapter, in file order.
+pub fn tensor_layout(job: &SimJob) -> Vec<(String, [u64; 2])> {
+    let model =
+        BaseModel::find(&job.request.base_model).unwrap_or(&domain::job::config::BASE_MODELS[1]);
+    let rank = u64::from(job.request.hyperparameters.lora_rank);
+    let hidden = u64::from(model.hidden_size);
+    let mut tensors = Vec::new();
+    for layer in 0..model.layers {
+        for module in &job.request.hyperparameters.target_modules {
+            let prefix = format!(
+                "base_model.model.model.layers.{layer}.self_attn.{}",
+                module.as_str()
+            );
+            tensors.push((format!("{prefix}.lora_A.weight"), [rank, hidden]));
+            tensors.push((format!("{prefix}.lora_B.weight"), [hidden, rank]));
+        }
+    }
+    tensors
+}
+
+/// A valid safetensors file: 8-byte little-endian header length, the JSON header (dtype,
+/// shape, data offsets per tensor), then the BF16 data (small deterministic values).
+pub fn adapter_model(job: &SimJob) -> Vec<u8> {
+    let layout = tensor_layout(job);
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, shape) in &layout {
+        let bytes = shape[0] * shape[1] * 2;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({"format": "pt", "generator": "brightrun-cluster-sim"}),
+    );
+    let mut header = serde_json::Value::Object(header).to_string().into_bytes();
+    // The data starts 8-byte aligned, as the reference implementation writes it.
+    while !(8 + header.len()).is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset as usize);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    let mut i = 0u64;
+    for (name, shape) in &layout {
+        let is_b = name.ends_with("lora_B.weight");
+        let scale = if is_b { 0.002 } else { 0.02 };
+        for _ in 0..shape[0] * shape[1] {
+            let value = ((unit(job.seed, 11, i) - 0.5) * 2.0 * scale) as f32;
+            out.extend_from_slice(&((value.to_bits() >> 16) as u16).to_le_bytes());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// PEFT's `adapter_config.json`.
+pub fn adapter_config(job: &SimJob) -> Vec<u8> {
+    let h = &job.request.hyperparameters;
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": job.request.base_model,
+        "r": h.lora_rank,
+        "lora_alpha": h.lora_alpha,
+        "lora_dropout": h.lora_dropout,
+        "target_modules": h.target_modules.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "revision": null,
+    });
+    serde_json::to_vec_pretty(&config).unwrap_or_default()
+}
+
+/// A small tokenizer description (the base model's tokenizer is not redistributed).
+pub fn tokenizer(job: &SimJob) -> Vec<u8> {
+    let config = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [
+            {"id": 0, "content": "<|begin_of_text|>", "special": true},
+            {"id": 1, "content": "<|end_of_text|>", "special": true}
+        ],
+        "model": {"type": "BPE", "base_model": job.request.base_model, "vocab": {}, "merges": []}
+    });
+    serde_json::to_vec_pretty(&config).unwrap_or_default()
+}
+
+/// Every artifact: (name, bytes).
+pub fn all(job: &SimJob) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (ADAPTER_MODEL, adapter_model(job)),
+        (ADAPTER_CONFIG, adapter_config(job)),
+        (TOKENIZER, tokenizer(job)),
+    ]
+}
