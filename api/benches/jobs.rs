@@ -250,8 +250,13 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buffer.find("\n\n") {
                     let block: String = buffer.drain(..end + 2).collect();
-                    if block.contains("event: metrics") {
-                        if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    // axum writes `event:metrics` and `data:{...}` (no space).
+                    let name = block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("event:"))
+                        .map(str::trim);
+                    if name == Some("metrics") {
+                        if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
                             let value: Value = serde_json::from_str(data).unwrap_or_default();
                             if let Some(step) = value["step"].as_u64() {
                                 received.lock().expect("lock").push((step, now));

@@ -41,6 +41,12 @@ enum Command {
     GrantRole { email: String, role: String },
     /// Subscribe to `<NATS_SUBJECT_PREFIX>.>` and print every event envelope as it arrives.
     Watch,
+    /// Run the GPU cluster simulator (openapi/cluster.yaml) as a server of its own.
+    ClusterSim {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        addr: std::net::SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -117,6 +123,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     String::from_utf8_lossy(&message.payload)
                 );
             }
+        }
+        Command::ClusterSim { addr } => {
+            let tokenizer = std::sync::Arc::new(infrastructure::tokenizer::O200k::load()?);
+            let sim = infrastructure::cluster_sim::server::ClusterSim::start(
+                infrastructure::cluster_sim::server::SimSettings {
+                    data_dir: config.data_dir.join("cluster-sim"),
+                    speed: config.cluster_sim_speed,
+                    api_key: config.cluster_api_key.clone(),
+                    seed: config.cluster_sim_seed,
+                    rates: domain::job::estimate::Rates::default(),
+                },
+                addr,
+                tokenizer,
+            )
+            .await?;
+            eprintln!(
+                "GPU cluster simulator on {} (speed {}x)",
+                sim.url, config.cluster_sim_speed
+            );
+            let _ = tokio::signal::ctrl_c().await;
         }
         Command::Openapi => unreachable!("handled above"),
     }

@@ -65,6 +65,14 @@ pub trait ObjectStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> anyhow::Result<PresignedRequest>;
 
+    /// A presigned GET of `key`, valid for `valid_for` (for the GPU cluster: no credentials leave).
+    async fn presign_get(
+        &self,
+        key: &str,
+        valid_for: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<PresignedRequest>;
+
     /// The stored size of `key`, or `None` when there is no such object.
     async fn size_of(&self, key: &str) -> anyhow::Result<Option<u64>>;
 

@@ -48,6 +48,9 @@ pub struct Config {
     pub purge_after: Duration,
     pub purge_interval: Duration,
     pub validation_concurrency: usize,
+    /// Cluster seconds per real second in the simulator.
+    pub cluster_sim_speed: f64,
+    pub cluster_sim_seed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +143,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how often the purger looks for due objects",
     ),
     (
+        "CLUSTER_SIM_SPEED",
+        "60",
+        "simulator time compression: cluster seconds per real second",
+    ),
+    (
+        "CLUSTER_SIM_SEED",
+        "0",
+        "simulator seed (runs are deterministic for a seed)",
+    ),
+    (
         "VALIDATION_CONCURRENCY",
         "2",
         "dataset files validated at once per process",
@@ -220,6 +233,8 @@ impl Config {
                 60,
             )?),
             validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
+            cluster_sim_speed: parse(&lookup, "CLUSTER_SIM_SPEED", 60.0)?,
+            cluster_sim_seed: parse(&lookup, "CLUSTER_SIM_SEED", 0)?,
         })
     }
 }
@@ -301,6 +316,8 @@ impl fmt::Debug for Config {
             .field("purge_after", &self.purge_after)
             .field("purge_interval", &self.purge_interval)
             .field("validation_concurrency", &self.validation_concurrency)
+            .field("cluster_sim_speed", &self.cluster_sim_speed)
+            .field("cluster_sim_seed", &self.cluster_sim_seed)
             .finish()
     }
 }

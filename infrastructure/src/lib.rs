@@ -2,6 +2,7 @@
 //! NATS JetStream (relay), password hashing and tokens, configuration.
 
 pub mod auth;
+pub mod cluster_client;
 pub mod cluster_sim;
 pub mod config;
 pub mod dataset_workers;

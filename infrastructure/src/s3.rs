@@ -123,6 +123,31 @@ impl ObjectStore for S3Store {
         })
     }
 
+    async fn presign_get(
+        &self,
+        key: &str,
+        valid_for: Duration,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<PresignedRequest> {
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(PresigningConfig::expires_in(valid_for)?)
+            .await
+            .context("cannot presign the download")?;
+        Ok(PresignedRequest {
+            url: presigned.uri().to_string(),
+            method: presigned.method().to_string(),
+            headers: presigned
+                .headers()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expires_at: now + chrono::Duration::from_std(valid_for)?,
+        })
+    }
+
     async fn size_of(&self, key: &str) -> anyhow::Result<Option<u64>> {
         match self
             .client

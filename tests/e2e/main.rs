@@ -4,6 +4,7 @@ mod common;
 
 mod api_conventions;
 mod auth;
+mod cluster_sim;
 mod crash;
 mod datasets;
 mod global_log;

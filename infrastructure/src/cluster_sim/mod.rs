@@ -5,3 +5,4 @@
 
 pub mod artifacts;
 pub mod model;
+pub mod server;

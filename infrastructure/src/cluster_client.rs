@@ -1,0 +1,139 @@
+//! The HTTP client of the GPU cluster contract (`openapi/cluster.yaml`), behind the
+//! application's `GpuCluster` port: a timeout per call, retries with exponential backoff on
+//! 5xx, timeouts and connection errors, and a clear error on 4xx (never retried).
+
+use std::time::Duration;
+
+use application::cluster::{
+    ClusterCallError, GpuCluster, StatusReport, SubmitRequest, SubmitResponse,
+};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub timeout: Duration,
+    /// Attempts per call (the first one included).
+    pub attempts: u32,
+    pub first_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            attempts: 4,
+            first_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpCluster {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+    options: ClientOptions,
+}
+
+impl HttpCluster {
+    pub fn new(base: &str, api_key: Option<String>, options: ClientOptions) -> HttpCluster {
+        HttpCluster {
+            http: reqwest::Client::builder()
+                .timeout(options.timeout)
+                .build()
+                .unwrap_or_default(),
+            base: base.trim_end_matches('/').to_string(),
+            api_key,
+            options,
+        }
+    }
+
+    /// Sends the request built by `build` until it succeeds, a 4xx answers, or the attempts
+    /// run out. `job` names the job for a 404.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        job: Option<&str>,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClusterCallError> {
+        self.send(job, build)
+            .await?
+            .json::<T>()
+            .await
+            .map_err(|e| ClusterCallError::Unavailable(format!("unreadable answer: {e}")))
+    }
+
+    async fn send(
+        &self,
+        job: Option<&str>,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClusterCallError> {
+        let mut backoff = self.options.first_backoff;
+        let mut last = String::new();
+        for attempt in 1..=self.options.attempts.max(1) {
+            let mut request = build(&self.http);
+            if let Some(key) = &self.api_key {
+                request = request.bearer_auth(key);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_success() {
+                        return Ok(response);
+                    }
+                    let body = response.text().await.unwrap_or_default();
+                    if status.as_u16() == 404 {
+                        if let Some(job) = job {
+                            return Err(ClusterCallError::UnknownJob(job.to_string()));
+                        }
+                    }
+                    if status.is_client_error() {
+                        return Err(ClusterCallError::Rejected {
+                            status: status.as_u16(),
+                            message: body,
+                        });
+                    }
+                    last = format!("{status}: {body}");
+                }
+                Err(err) => last = err.to_string(),
+            }
+            metrics::counter!("brightrun_cluster_call_errors_total").increment(1);
+            if attempt < self.options.attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        Err(ClusterCallError::Unavailable(last))
+    }
+}
+
+#[async_trait]
+impl GpuCluster for HttpCluster {
+    async fn submit(&self, request: &SubmitRequest) -> Result<SubmitResponse, ClusterCallError> {
+        let url = format!("{}/v1/jobs", self.base);
+        self.call(None, |http| http.post(&url).json(request)).await
+    }
+
+    async fn status(
+        &self,
+        cluster_job_id: &str,
+        cursor: Option<&str>,
+    ) -> Result<StatusReport, ClusterCallError> {
+        let url = format!("{}/v1/jobs/{cluster_job_id}", self.base);
+        self.call(Some(cluster_job_id), |http| {
+            let request = http.get(&url);
+            match cursor {
+                Some(c) => request.query(&[("cursor", c)]),
+                None => request,
+            }
+        })
+        .await
+    }
+
+    async fn cancel(&self, cluster_job_id: &str) -> Result<(), ClusterCallError> {
+        let url = format!("{}/v1/jobs/{cluster_job_id}/cancel", self.base);
+        self.send(Some(cluster_job_id), |http| http.post(&url))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,559 @@
+//! The simulator over HTTP (`openapi/cluster.yaml`): `brightrun cluster-sim`, or in-process on
+//! loopback when no `CLUSTER_URL` is configured. Jobs are kept as JSON files under its data
+//! folder with their submission time, so a restarted simulator goes on where the runs are by
+//! now (a run is a function of time), like a real cluster that outlives its clients.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use application::cluster::{
+    ClusterArtifact, ClusterStatus, StatusReport, SubmitRequest, SubmitResponse,
+};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use domain::dataset::validator::{Line, LineSplitter, Tokenizer};
+use domain::job::estimate::{micros, Rates};
+use rust_decimal::prelude::FromPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::artifacts;
+use super::model::{Faults, SimJob};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    job: SimJob,
+    submitted_at: DateTime<Utc>,
+    /// Cluster seconds after submission at which it was cancelled.
+    cancelled_at: Option<f64>,
+}
+
+/// A finished run's files, made once: (name, bytes).
+type Files = Arc<Vec<(&'static str, Vec<u8>)>>;
+
+#[derive(Default)]
+struct Jobs {
+    entries: HashMap<String, Entry>,
+    by_key: HashMap<String, String>,
+    faults: Vec<(String, Faults)>,
+    status_reads: HashMap<String, u32>,
+    artifacts: HashMap<String, Files>,
+}
+
+pub struct SimSettings {
+    pub data_dir: PathBuf,
+    /// Cluster seconds per real second.
+    pub speed: f64,
+    pub api_key: Option<String>,
+    pub seed: u64,
+    pub rates: Rates,
+}
+
+struct Sim {
+    settings: SimSettings,
+    base_url: String,
+    jobs: Mutex<Jobs>,
+    http: reqwest::Client,
+    tokenizer: Arc<dyn Tokenizer + Send + Sync>,
+}
+
+#[derive(Serialize)]
+struct Problem {
+    code: String,
+    message: String,
+}
+
+fn problem(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(Problem {
+            code: code.to_string(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// A running simulator: its base URL; stops when dropped.
+pub struct ClusterSim {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ClusterSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ClusterSim {
+    pub async fn start(
+        settings: SimSettings,
+        addr: SocketAddr,
+        tokenizer: Arc<dyn Tokenizer + Send + Sync>,
+    ) -> anyhow::Result<ClusterSim> {
+        let dir = settings.data_dir.join("jobs");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut jobs = Jobs::default();
+        let mut listing = tokio::fs::read_dir(&dir).await?;
+        while let Some(file) = listing.next_entry().await? {
+            let Ok(bytes) = tokio::fs::read(file.path()).await else {
+                continue;
+            };
+            if let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) {
+                jobs.by_key.insert(
+                    entry.job.request.idempotency_key.clone(),
+                    entry.job.cluster_job_id.clone(),
+                );
+                jobs.entries.insert(entry.job.cluster_job_id.clone(), entry);
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let sim = Arc::new(Sim {
+            settings,
+            base_url: url.clone(),
+            jobs: Mutex::new(jobs),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()?,
+            tokenizer,
+        });
+        let app = Router::new()
+            .route("/v1/jobs", post(submit))
+            .route("/v1/jobs/{id}", get(status))
+            .route("/v1/jobs/{id}/cancel", post(cancel))
+            .route("/v1/jobs/{id}/artifacts/{name}", get(artifact))
+            .route("/v1/sim/faults/{prefix}", put(faults))
+            .with_state(sim);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        tracing::info!(%url, "GPU cluster simulator");
+        Ok(ClusterSim { url, task })
+    }
+}
+
+impl Sim {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.settings.api_key else {
+            return true;
+        };
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == format!("Bearer {key}"))
+    }
+
+    fn elapsed(&self, entry: &Entry) -> f64 {
+        let real = (Utc::now() - entry.submitted_at).num_milliseconds().max(0) as f64 / 1000.0;
+        real * self.settings.speed
+    }
+
+    async fn persist(&self, entry: &Entry) -> anyhow::Result<()> {
+        let dir = self.settings.data_dir.join("jobs");
+        let path = dir.join(format!("{}.json", entry.job.cluster_job_id));
+        let tmp = dir.join(format!("{}.json.tmp", entry.job.cluster_job_id));
+        tokio::fs::write(&tmp, serde_json::to_vec(entry)?).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(())
+    }
+
+    /// Downloads the dataset through its URL, counting bytes and tokens as it streams.
+    async fn fetch_dataset(&self, url: &str) -> anyhow::Result<(u64, u64)> {
+        let mut response = self.http.get(url).send().await?.error_for_status()?;
+        let (chunks, mut inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let tokenizer = self.tokenizer.clone();
+        let counting = tokio::task::spawn_blocking(move || {
+            let mut splitter = LineSplitter::new(4 * 1024 * 1024);
+            let mut tokens = 0u64;
+            let mut count = |line: Line| {
+                if let Line::Complete { bytes, .. } = line {
+                    tokens += tokenizer.encode(&String::from_utf8_lossy(&bytes)).len() as u64;
+                }
+            };
+            while let Some(chunk) = inbox.blocking_recv() {
+                splitter.feed(&chunk, &mut count);
+            }
+            splitter.finish(&mut count);
+            tokens
+        });
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await? {
+            bytes += chunk.len() as u64;
+            if chunks.send(chunk.to_vec()).await.is_err() {
+                break;
+            }
+        }
+        drop(chunks);
+        Ok((bytes, counting.await?))
+    }
+}
+
+/// FNV-1a of the training job's part of the key (`<jobId>-<attempt>` → `<jobId>`), so every
+/// attempt of a job replays the same curve.
+fn seed_of(key: &str, base: u64) -> (u64, u32) {
+    let (stem, attempt) = match key.rsplit_once('-') {
+        Some((stem, n)) if n.parse::<u32>().is_ok() => (stem, n.parse().unwrap_or(1)),
+        _ => (key, 1),
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ base;
+    for b in stem.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash, attempt)
+}
+
+async fn submit(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Json(request): Json<SubmitRequest>,
+) -> Response {
+    if !sim.authorized(&headers) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        );
+    }
+    if request.idempotency_key.trim().is_empty() || request.total_steps == 0 {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "idempotencyKey and totalSteps are required",
+        );
+    }
+    {
+        let jobs = sim.jobs.lock().await;
+        if let Some(id) = jobs.by_key.get(&request.idempotency_key) {
+            let status = jobs.entries.get(id).map_or(ClusterStatus::Running, |e| {
+                e.job.snapshot(sim.elapsed(e), e.cancelled_at).status
+            });
+            return (
+                StatusCode::CREATED,
+                Json(SubmitResponse {
+                    cluster_job_id: id.clone(),
+                    status,
+                    created: false,
+                }),
+            )
+                .into_response();
+        }
+    }
+    let (dataset_bytes, dataset_tokens) = match sim.fetch_dataset(&request.dataset_url).await {
+        Ok(figures) => figures,
+        Err(err) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "DATASET_UNREADABLE",
+                format!("cannot download the dataset: {err}"),
+            )
+        }
+    };
+    let mut jobs = sim.jobs.lock().await;
+    // A concurrent submission of the same key may have won while we downloaded.
+    if let Some(id) = jobs.by_key.get(&request.idempotency_key) {
+        return (
+            StatusCode::CREATED,
+            Json(SubmitResponse {
+                cluster_job_id: id.clone(),
+                status: ClusterStatus::Running,
+                created: false,
+            }),
+        )
+            .into_response();
+    }
+    let faults = jobs
+        .faults
+        .iter()
+        .find(|(prefix, _)| request.idempotency_key.starts_with(prefix))
+        .map(|(_, f)| f.clone())
+        .unwrap_or_default();
+    let (seed, attempt) = seed_of(&request.idempotency_key, sim.settings.seed);
+    let id = format!("cj-{}", uuid::Uuid::now_v7().simple());
+    let entry = Entry {
+        job: SimJob {
+            cluster_job_id: id.clone(),
+            request,
+            seed,
+            attempt,
+            dataset_bytes,
+            dataset_tokens,
+            faults,
+        },
+        submitted_at: Utc::now(),
+        cancelled_at: None,
+    };
+    if let Err(err) = sim.persist(&entry).await {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "STORAGE",
+            err.to_string(),
+        );
+    }
+    jobs.by_key
+        .insert(entry.job.request.idempotency_key.clone(), id.clone());
+    jobs.entries.insert(id.clone(), entry);
+    (
+        StatusCode::CREATED,
+        Json(SubmitResponse {
+            cluster_job_id: id,
+            status: ClusterStatus::Running,
+            created: true,
+        }),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    cursor: Option<String>,
+}
+
+/// `m<lastMetricStep>.c<checkpointsSeen>.l<logLinesSeen>`
+fn parse_cursor(cursor: Option<&str>) -> (u64, usize, usize) {
+    let mut out = (0, 0, 0);
+    for part in cursor.unwrap_or_default().split('.') {
+        let (tag, value) = part.split_at(part.len().min(1));
+        match (tag, value.parse::<u64>()) {
+            ("m", Ok(v)) => out.0 = v,
+            ("c", Ok(v)) => out.1 = v as usize,
+            ("l", Ok(v)) => out.2 = v as usize,
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn status(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    Query(query): Query<StatusQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !sim.authorized(&headers) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        );
+    }
+    let mut jobs = sim.jobs.lock().await;
+    let Some(entry) = jobs.entries.get(&id).cloned() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "JOB_NOT_FOUND",
+            format!("no job {id}"),
+        );
+    };
+    let faults = entry.job.faults.clone();
+    let reads = jobs.status_reads.entry(id.clone()).or_default();
+    *reads += 1;
+    let failing = *reads <= faults.http_500s;
+    drop(jobs);
+    if faults.slow_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
+    }
+    if failing {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "simulated server error",
+        );
+    }
+    let job = &entry.job;
+    let snapshot = job.snapshot(sim.elapsed(&entry), entry.cancelled_at);
+    if snapshot.gone {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "JOB_NOT_FOUND",
+            format!("no job {id}"),
+        );
+    }
+    let (after, checkpoints_seen, logs_seen) = parse_cursor(query.cursor.as_deref());
+    let metrics = job.metric_points(after, snapshot.step);
+    let checkpoints = job.checkpoints(snapshot.step);
+    let logs = job.logs(&snapshot);
+    let last_metric = metrics.last().map_or(after, |p| p.step);
+    let cursor = format!("m{last_metric}.c{}.l{}", checkpoints.len(), logs.len());
+    let rate = sim
+        .settings
+        .rates
+        .gpu_hour(job.request.gpu_config.instance_type);
+    let billed = micros(
+        Decimal::from_f64(snapshot.gpu_seconds).unwrap_or_default() / Decimal::from(3600) * rate,
+    );
+    let completed = snapshot.status == ClusterStatus::Completed;
+    let artifacts = if completed {
+        let files = cached_artifacts(&sim, job).await;
+        files
+            .iter()
+            .map(|(name, bytes)| ClusterArtifact {
+                name: name.to_string(),
+                url: format!("{}/v1/jobs/{id}/artifacts/{name}", sim.base_url),
+                size_bytes: bytes.len() as u64,
+                sha256: artifacts::sha256_hex(bytes),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    Json(StatusReport {
+        cluster_job_id: id.clone(),
+        status: snapshot.status,
+        stage: snapshot.stage,
+        epoch: snapshot.epoch,
+        total_epochs: job.epochs(),
+        step: snapshot.step,
+        total_steps: job.total_steps(),
+        progress: snapshot.progress,
+        eta_seconds: snapshot.eta_seconds,
+        metrics,
+        checkpoints: checkpoints.into_iter().skip(checkpoints_seen).collect(),
+        logs: logs.into_iter().skip(logs_seen).collect(),
+        cursor,
+        gpu_seconds: snapshot.gpu_seconds,
+        billed_cost: billed.to_string(),
+        dataset_bytes: job.dataset_bytes,
+        error: snapshot.error,
+        artifacts,
+        evaluation: completed.then(|| job.evaluation()),
+    })
+    .into_response()
+}
+
+async fn cached_artifacts(sim: &Sim, job: &SimJob) -> Files {
+    if let Some(files) = sim.jobs.lock().await.artifacts.get(&job.cluster_job_id) {
+        return files.clone();
+    }
+    let owned = job.clone();
+    let files = Arc::new(
+        tokio::task::spawn_blocking(move || artifacts::all(&owned))
+            .await
+            .unwrap_or_default(),
+    );
+    sim.jobs
+        .lock()
+        .await
+        .artifacts
+        .insert(job.cluster_job_id.clone(), files.clone());
+    files
+}
+
+async fn cancel(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !sim.authorized(&headers) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        );
+    }
+    let mut jobs = sim.jobs.lock().await;
+    let Some(entry) = jobs.entries.get_mut(&id) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "JOB_NOT_FOUND",
+            format!("no job {id}"),
+        );
+    };
+    let now = sim.elapsed(entry);
+    if entry.cancelled_at.is_none() && !entry.job.snapshot(now, None).status.is_terminal() {
+        entry.cancelled_at = Some(now);
+        let entry = entry.clone();
+        drop(jobs);
+        if let Err(err) = sim.persist(&entry).await {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "STORAGE",
+                err.to_string(),
+            );
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn artifact(
+    State(sim): State<Arc<Sim>>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !sim.authorized(&headers) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        );
+    }
+    let Some(entry) = sim.jobs.lock().await.entries.get(&id).cloned() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "JOB_NOT_FOUND",
+            format!("no job {id}"),
+        );
+    };
+    if entry
+        .job
+        .snapshot(sim.elapsed(&entry), entry.cancelled_at)
+        .status
+        != ClusterStatus::Completed
+    {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "NOT_READY",
+            "the job has no artifacts yet",
+        );
+    }
+    let files = cached_artifacts(&sim, &entry.job).await;
+    match files.iter().find(|(n, _)| *n == name) {
+        Some((_, bytes)) => Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", bytes.len())
+            .body(Body::from(bytes.clone()))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "NO_SUCH_ARTIFACT",
+            format!("no artifact {name}"),
+        ),
+    }
+}
+
+async fn faults(
+    State(sim): State<Arc<Sim>>,
+    Path(prefix): Path<String>,
+    headers: HeaderMap,
+    Json(faults): Json<Faults>,
+) -> Response {
+    if !sim.authorized(&headers) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        );
+    }
+    let mut jobs = sim.jobs.lock().await;
+    jobs.faults.retain(|(p, _)| *p != prefix);
+    jobs.faults.push((prefix, faults));
+    StatusCode::NO_CONTENT.into_response()
+}
