@@ -167,6 +167,7 @@ async fn command_latency(service: &api::Service, user: Uuid, dataset: Uuid) {
                     quantity: Decimal::new(1, 3),
                     rate: Decimal::new(320, 2),
                     details: json!({}),
+                    compute_until: None,
                     at: Utc::now(),
                 },
             )
@@ -214,8 +215,10 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");
-    // The server's projection must show the job before a stream can open.
-    for _ in 0..200 {
+    // The server's projection must show the job before a stream can open (it first catches
+    // up with the metric histories of part 1).
+    let waited = Instant::now();
+    for _ in 0..3600 {
         let status = http
             .get(format!("{base}/api/jobs/{job_id}"))
             .bearer_auth(token)
@@ -227,6 +230,14 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if waited.elapsed() > Duration::from_secs(1) {
+        println!(
+            "   (the server caught up with the log in {:.1} s)",
+            waited.elapsed().as_secs_f64()
+        );
+        // The relay too: let it drain before timing deliveries.
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let received: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod identity;
 pub mod ids;
 pub mod job;
+pub mod model;
 pub mod upcast;
 pub mod validation;
 

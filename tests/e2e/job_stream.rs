@@ -174,6 +174,7 @@ async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_m
         quantity: Decimal::new(5, 1),
         rate: Decimal::new(250, 2),
         details: json!({}),
+        compute_until: None,
         at: now,
     })
     .await;

@@ -300,6 +300,7 @@ async fn a_job_driven_through_its_life_shows_progress_metrics_checkpoints_logs_a
         quantity: Decimal::new(1_666_667, 7),
         rate: Decimal::new(320, 2),
         details: json!({"intervalSeconds": 600}),
+        compute_until: None,
         at: now,
     })
     .await;
@@ -495,6 +496,7 @@ async fn cancelling_a_running_job_answers_the_cost_so_far_and_the_rest_as_refund
             quantity: Decimal::new(1, 2), // 0.01 GPU-hour
             rate: Decimal::new(320, 2),
             details: json!({}),
+            compute_until: None,
             at: now,
         },
     ] {

@@ -98,6 +98,11 @@ pub struct JobCostAccrued {
     /// view of the cost shows.
     pub job_total: Decimal,
     pub estimated_total: Decimal,
+    /// Compute entries: the cluster attempt and the GPU-seconds total accrued up to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_seconds_until: Option<Decimal>,
     pub accrued_at: DateTime<Utc>,
 }
 

@@ -152,6 +152,8 @@ pub enum JobCommand {
         quantity: Decimal,
         rate: Decimal,
         details: serde_json::Value,
+        /// Compute entries: the attempt and its GPU-seconds total this entry accrues up to.
+        compute_until: Option<(u32, Decimal)>,
         at: DateTime<Utc>,
     },
     Complete {
@@ -218,6 +220,8 @@ pub struct Job {
     ledger_total: Decimal,
     ledger_keys: HashSet<String>,
     checkpoints: HashSet<String>,
+    /// GPU-seconds already accrued as compute, per attempt.
+    compute_accrued: std::collections::BTreeMap<u32, Decimal>,
 }
 
 impl Job {
@@ -231,6 +235,27 @@ impl Job {
 
     pub fn retry_count(&self) -> u32 {
         self.retry_count
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    pub fn cluster_job_id(&self) -> Option<&str> {
+        self.cluster_job_id.as_deref()
+    }
+
+    /// GPU-seconds of `attempt` already accrued as compute cost.
+    pub fn compute_accrued(&self, attempt: u32) -> Decimal {
+        self.compute_accrued
+            .get(&attempt)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether a ledger entry with this key exists.
+    pub fn has_entry(&self, key: &str) -> bool {
+        self.ledger_keys.contains(key)
     }
 
     /// The ledger so far, rounded to cents (`currentCost`).
@@ -321,6 +346,7 @@ impl Job {
                 quantity,
                 rate,
                 details,
+                compute_until,
                 at,
             } => {
                 if quantity < Decimal::ZERO || rate < Decimal::ZERO {
@@ -339,6 +365,8 @@ impl Job {
                         details,
                         job_total: self.ledger_total + amount,
                         estimated_total: self.estimated_total,
+                        attempt: compute_until.map(|(a, _)| a),
+                        gpu_seconds_until: compute_until.map(|(_, s)| s),
                         accrued_at: at,
                     })
                 })
@@ -522,6 +550,10 @@ impl Aggregate for Job {
             JobEvent::JobCostAccrued(e) => {
                 self.ledger_total += e.amount;
                 self.ledger_keys.insert(e.entry_key);
+                if let (Some(attempt), Some(until)) = (e.attempt, e.gpu_seconds_until) {
+                    let mark = self.compute_accrued.entry(attempt).or_default();
+                    *mark = (*mark).max(until);
+                }
             }
             JobEvent::JobRetryScheduled(e) => {
                 self.status = JobStatus::Queued;

@@ -387,6 +387,8 @@ fn accrued(key: &str, amount: &str) -> JobEvent {
         details: serde_json::json!({}),
         job_total: d(amount),
         estimated_total: d("3.66"),
+        attempt: None,
+        gpu_seconds_until: None,
         accrued_at: at(),
     })
 }
@@ -542,6 +544,7 @@ fn repeated_reports_record_nothing() {
             quantity: d("1"),
             rate: d("3.20"),
             details: serde_json::json!({}),
+            compute_until: None,
             at: at(),
         })
         .then_expect_events(vec![]);
@@ -557,6 +560,7 @@ fn a_cost_accrual_records_quantity_times_rate_to_six_digits() {
             quantity: d("0.0083333333"),
             rate: d("3.20"),
             details: serde_json::json!({"from": 0, "to": 30}),
+            compute_until: None,
             at: at(),
         })
         .then_expect_events(vec![JobEvent::JobCostAccrued(JobCostAccrued {
@@ -570,6 +574,8 @@ fn a_cost_accrual_records_quantity_times_rate_to_six_digits() {
             details: serde_json::json!({"from": 0, "to": 30}),
             job_total: d("0.026667"),
             estimated_total: d("3.66"),
+            attempt: None,
+            gpu_seconds_until: None,
             accrued_at: at(),
         })]);
 }
@@ -736,6 +742,7 @@ fn after_the_end_cluster_reports_change_nothing_but_earlier_costs_land() {
             quantity: d("0.1"),
             rate: d("3.20"),
             details: serde_json::json!({}),
+            compute_until: None,
             at: at(),
         })
         .inspect_result()
@@ -852,9 +859,40 @@ fn a_negative_cost_is_refused() {
             quantity: d("-1"),
             rate: d("0.023"),
             details: serde_json::json!({}),
+            compute_until: None,
             at: at(),
         })
         .inspect_result()
         .unwrap_err();
     assert!(matches!(err, JobError::Invalid(_)));
+}
+
+#[test]
+fn compute_entries_mark_how_much_gpu_time_of_an_attempt_is_accrued() {
+    let mut job = Job::default();
+    job.apply(created());
+    job.apply(started(1));
+    let events = job
+        .decide(JobCommand::AccrueCost {
+            entry_key: "compute:1:0".into(),
+            cost_type: CostType::Compute,
+            quantity: d("1"),
+            rate: d("3.20"),
+            details: serde_json::json!({}),
+            compute_until: Some((1, d("3600"))),
+            at: at(),
+        })
+        .unwrap();
+    match &events[0] {
+        JobEvent::JobCostAccrued(e) => {
+            assert_eq!((e.attempt, e.gpu_seconds_until), (Some(1), Some(d("3600"))))
+        }
+        other => panic!("{other:?}"),
+    }
+    for e in events {
+        job.apply(e);
+    }
+    assert_eq!(job.compute_accrued(1), d("3600"));
+    assert_eq!(job.compute_accrued(2), d("0"));
+    assert!(job.has_entry("compute:1:0"));
 }
