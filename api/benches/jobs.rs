@@ -336,7 +336,7 @@ async fn sse_fan_out(config: &Config, service: &api::Service, data_dir: &std::pa
         .expect("port");
     let base = format!("http://127.0.0.1:{port}");
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
-        .args(["serve"])
+        .args(["serve", "--roles", "api,relay,projections"])
         .env("DATABASE_URL", &config.database_url)
         .env("DATABASE_MAX_CONNECTIONS", "24")
         .env("NATS_STREAM", &config.nats_stream)
@@ -421,6 +421,7 @@ async fn main() {
             relay: false,
             projections: false,
             workers: false,
+            saga: false,
         },
         RunnerOptions::default(),
     )

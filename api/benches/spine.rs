@@ -181,6 +181,7 @@ async fn main() {
             relay: false,
             projections: false,
             workers: false,
+            saga: false,
         },
         RunnerOptions::default(),
     )

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use application::cluster::GpuCluster;
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
+use application::models::ModelCommands;
 use application::ports::SystemClock;
+use application::saga::{SagaOptions, TrainingSaga};
 use application::validation::DatasetValidation;
 use application::ObjectStore;
 use axum::extract::DefaultBodyLimit;
@@ -12,16 +15,20 @@ use axum::{middleware, Router};
 use domain::dataset::validator::ValidatorOptions;
 use domain::job::estimate::Rates;
 use infrastructure::auth::TokenKeys;
+use infrastructure::cluster_client::{ClientOptions, HttpCluster};
+use infrastructure::cluster_sim::server::{ClusterSim, SimSettings};
 use infrastructure::config::{EMBEDDED_S3_ACCESS_KEY, EMBEDDED_S3_SECRET_KEY};
 use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
 use infrastructure::event_log::PgLogPositions;
 use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
+use infrastructure::saga::{DriverOptions, SagaFeeder};
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
 use infrastructure::tokenizer::O200k;
 use infrastructure::users::Users;
 use infrastructure::{db, event_store, relay, Config};
 use projections::Projection;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -42,6 +49,8 @@ pub struct Roles {
     pub projections: bool,
     /// Dataset validation and purging.
     pub workers: bool,
+    /// The training saga (drives jobs on the GPU cluster).
+    pub saga: bool,
 }
 
 impl Roles {
@@ -50,6 +59,7 @@ impl Roles {
         relay: true,
         projections: true,
         workers: true,
+        saga: true,
     };
 
     pub fn parse(list: &str) -> Result<Roles, String> {
@@ -58,6 +68,7 @@ impl Roles {
             relay: false,
             projections: false,
             workers: false,
+            saga: false,
         };
         for role in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
             match role {
@@ -66,9 +77,10 @@ impl Roles {
                 "relay" => roles.relay = true,
                 "projections" => roles.projections = true,
                 "workers" => roles.workers = true,
+                "saga" => roles.saga = true,
                 other => {
                     return Err(format!(
-                        "unknown role '{other}' (api, relay, projections, workers, all)"
+                        "unknown role '{other}' (api, relay, projections, workers, saga, all)"
                     ))
                 }
             }
@@ -105,6 +117,8 @@ pub struct Service {
     pub state: AppState,
     /// The embedded S3-protocol server, when no endpoint is configured (stops with the service).
     pub embedded_s3: Option<EmbeddedS3>,
+    /// The in-process GPU cluster simulator, when no `CLUSTER_URL` is configured.
+    pub cluster_sim: Option<ClusterSim>,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -164,6 +178,38 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         Rates::default(),
     ));
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut cluster_sim = None;
+    if roles.saga {
+        let (cluster, sim) = gpu_cluster(&config).await?;
+        cluster_sim = sim;
+        let models = Arc::new(ModelCommands::new(event_store::framework(pool.clone(), ())));
+        let saga = Arc::new(TrainingSaga::new(
+            jobs.clone(),
+            models,
+            cluster,
+            objects.clone(),
+            Rates::default(),
+            SagaOptions {
+                poll_interval: config.saga_poll_interval,
+                unavailable_backoff: config.saga_poll_interval.max(Duration::from_millis(500)),
+                ..SagaOptions::default()
+            },
+        ));
+        subscribers.push(Arc::new(SagaFeeder {
+            retry_backoff: config.saga_retry_backoff,
+        }));
+        tasks.push(tokio::spawn(infrastructure::saga::run_driver(
+            pool.clone(),
+            saga,
+            DriverOptions {
+                tick: config.saga_poll_interval.min(Duration::from_millis(250)),
+                lease: config.saga_lease,
+                concurrency: config.saga_concurrency,
+                error_backoff: config.saga_poll_interval.max(Duration::from_millis(500)),
+            },
+            shutdown.clone(),
+        )));
+    }
     if roles.workers {
         let tokenizer = Arc::new(O200k::load()?);
         let validation = DatasetValidation::new(
@@ -214,6 +260,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
     Ok(Service {
         state,
         embedded_s3,
+        cluster_sim,
         shutdown,
         tasks,
     })
@@ -253,6 +300,33 @@ async fn object_store(
     });
     store.ensure_bucket().await?;
     Ok((Arc::new(store), embedded))
+}
+
+/// The configured GPU cluster, or the simulator in-process over `<data dir>/cluster-sim`.
+async fn gpu_cluster(config: &Config) -> anyhow::Result<(Arc<dyn GpuCluster>, Option<ClusterSim>)> {
+    let options = ClientOptions::default();
+    if let Some(url) = &config.cluster_url {
+        let client = HttpCluster::new(url, config.cluster_api_key.clone(), options);
+        return Ok((Arc::new(client), None));
+    }
+    let key = config
+        .cluster_api_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let sim = ClusterSim::start(
+        SimSettings {
+            data_dir: config.data_dir.join("cluster-sim"),
+            speed: config.cluster_sim_speed,
+            api_key: Some(key.clone()),
+            seed: config.cluster_sim_seed,
+            rates: Rates::default(),
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Arc::new(O200k::load()?),
+    )
+    .await?;
+    let client = HttpCluster::new(&sim.url, Some(key), options);
+    Ok((Arc::new(client), Some(sim)))
 }
 
 /// `brightrun serve`: runs the roles until SIGINT/SIGTERM.

@@ -119,6 +119,8 @@ pub struct ClusterArtifact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Evaluation {
+    /// The first validation loss of the run (the baseline of its convergence).
+    pub initial_validation_loss: f64,
     pub final_training_loss: f64,
     pub final_validation_loss: f64,
     pub best_validation_loss: f64,
@@ -183,4 +185,6 @@ pub trait GpuCluster: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<StatusReport, ClusterCallError>;
     async fn cancel(&self, cluster_job_id: &str) -> Result<(), ClusterCallError>;
+    /// Downloads an artifact from the `url` a status report gave.
+    async fn download(&self, url: &str) -> Result<Vec<u8>, ClusterCallError>;
 }

@@ -4,7 +4,9 @@
 pub mod cluster;
 pub mod datasets;
 pub mod jobs;
+pub mod models;
 pub mod ports;
+pub mod saga;
 pub mod validation;
 
 use std::collections::HashMap;

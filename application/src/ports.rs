@@ -79,6 +79,9 @@ pub trait ObjectStore: Send + Sync {
     /// The object's bytes as a stream (never held whole), or `None` when there is no such object.
     async fn read(&self, key: &str) -> anyhow::Result<Option<ObjectReader>>;
 
+    /// Stores `bytes` at `key` (small objects: model artifacts are at most tens of MB).
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()>;
+
     /// Removes `key`; removing an object that is not there is not an error.
     async fn delete(&self, key: &str) -> anyhow::Result<()>;
 }

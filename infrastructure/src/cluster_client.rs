@@ -130,6 +130,15 @@ impl GpuCluster for HttpCluster {
         .await
     }
 
+    async fn download(&self, url: &str) -> Result<Vec<u8>, ClusterCallError> {
+        let response = self.send(None, |http| http.get(url)).await?;
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ClusterCallError::Unavailable(format!("download interrupted: {e}")))
+    }
+
     async fn cancel(&self, cluster_job_id: &str) -> Result<(), ClusterCallError> {
         let url = format!("{}/v1/jobs/{cluster_job_id}/cancel", self.base);
         self.send(Some(cluster_job_id), |http| http.post(&url))

@@ -51,6 +51,10 @@ pub struct Config {
     /// Cluster seconds per real second in the simulator.
     pub cluster_sim_speed: f64,
     pub cluster_sim_seed: u64,
+    pub saga_poll_interval: Duration,
+    pub saga_retry_backoff: Duration,
+    pub saga_lease: Duration,
+    pub saga_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +157,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "simulator seed (runs are deterministic for a seed)",
     ),
     (
+        "SAGA_POLL_INTERVAL_MS",
+        "2000",
+        "how often a running job's cluster status is read",
+    ),
+    (
+        "SAGA_RETRY_BACKOFF_MS",
+        "5000",
+        "wait before the first resubmission of a failed job (doubles per retry)",
+    ),
+    (
+        "SAGA_LEASE_SECONDS",
+        "60",
+        "how long a saga driver holds a job before another instance may take it",
+    ),
+    ("SAGA_CONCURRENCY", "16", "jobs stepped at once per process"),
+    (
         "VALIDATION_CONCURRENCY",
         "2",
         "dataset files validated at once per process",
@@ -235,6 +255,18 @@ impl Config {
             validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
             cluster_sim_speed: parse(&lookup, "CLUSTER_SIM_SPEED", 60.0)?,
             cluster_sim_seed: parse(&lookup, "CLUSTER_SIM_SEED", 0)?,
+            saga_poll_interval: Duration::from_millis(parse(
+                &lookup,
+                "SAGA_POLL_INTERVAL_MS",
+                2000,
+            )?),
+            saga_retry_backoff: Duration::from_millis(parse(
+                &lookup,
+                "SAGA_RETRY_BACKOFF_MS",
+                5000,
+            )?),
+            saga_lease: Duration::from_secs(parse(&lookup, "SAGA_LEASE_SECONDS", 60)?),
+            saga_concurrency: parse(&lookup, "SAGA_CONCURRENCY", 16)?,
         })
     }
 }
@@ -318,6 +350,10 @@ impl fmt::Debug for Config {
             .field("validation_concurrency", &self.validation_concurrency)
             .field("cluster_sim_speed", &self.cluster_sim_speed)
             .field("cluster_sim_seed", &self.cluster_sim_seed)
+            .field("saga_poll_interval", &self.saga_poll_interval)
+            .field("saga_retry_backoff", &self.saga_retry_backoff)
+            .field("saga_lease", &self.saga_lease)
+            .field("saga_concurrency", &self.saga_concurrency)
             .finish()
     }
 }

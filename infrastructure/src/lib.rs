@@ -12,6 +12,7 @@ pub mod event_store;
 pub mod jobs;
 pub mod relay;
 pub mod s3;
+pub mod saga;
 pub mod subscription;
 pub mod tokenizer;
 pub mod users;

@@ -184,6 +184,23 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot store object {key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(err)
+                )
+            })?;
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
         self.client
             .delete_object()

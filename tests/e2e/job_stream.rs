@@ -63,7 +63,7 @@ fn position(id: &str) -> (u64, i64) {
 
 #[tokio::test]
 async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_missed() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (user, token) = app.user("ada").await;
     let (_, stranger) = app.user("stranger").await;
     let dataset = app

@@ -61,7 +61,7 @@ fn saga(user: &str) -> CommandContext {
 
 #[tokio::test]
 async fn the_catalogue_lists_presets_bounds_models_and_gpus() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (_, token) = app.user("ada").await;
     let (status, body) = app.get("/api/jobs/presets", Some(&token)).await;
     assert_eq!(status, 200, "{body}");
@@ -90,7 +90,7 @@ async fn the_catalogue_lists_presets_bounds_models_and_gpus() {
 
 #[tokio::test]
 async fn estimate_then_create_on_a_ready_dataset_store_the_same_figures() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (_, token) = app.user("ada").await;
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", V4)
@@ -141,7 +141,7 @@ async fn estimate_then_create_on_a_ready_dataset_store_the_same_figures() {
 
 #[tokio::test]
 async fn bad_requests_name_their_field_and_create_nothing() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (_, token) = app.user("ada").await;
     let (_, stranger) = app.user("stranger").await;
     let dataset = app
@@ -195,7 +195,7 @@ async fn bad_requests_name_their_field_and_create_nothing() {
 
 #[tokio::test]
 async fn a_job_driven_through_its_life_shows_progress_metrics_checkpoints_logs_and_cost() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (user, token) = app.user("ada").await;
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", V4)
@@ -368,7 +368,7 @@ async fn a_job_driven_through_its_life_shows_progress_metrics_checkpoints_logs_a
 
 #[tokio::test]
 async fn cancel_answers_cost_and_refund_and_frees_the_dataset() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (_, token) = app.user("ada").await;
     let (_, stranger) = app.user("stranger").await;
     let dataset = app
@@ -418,7 +418,7 @@ async fn cancel_answers_cost_and_refund_and_frees_the_dataset() {
 
 #[tokio::test]
 async fn lists_filter_by_status_sort_and_hide_other_users_jobs() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (_, token) = app.user("ada").await;
     let (_, stranger) = app.user("stranger").await;
     let dataset = app
@@ -469,7 +469,7 @@ async fn lists_filter_by_status_sort_and_hide_other_users_jobs() {
 
 #[tokio::test]
 async fn cancelling_a_running_job_answers_the_cost_so_far_and_the_rest_as_refund() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_without_saga().await;
     let (user, token) = app.user("ada").await;
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", V4)

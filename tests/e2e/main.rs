@@ -15,5 +15,6 @@ mod openapi;
 mod preview;
 mod relay;
 mod replay;
+mod saga;
 mod subscriptions;
 mod upload;

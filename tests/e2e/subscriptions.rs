@@ -7,11 +7,12 @@ use api::Roles;
 
 use crate::common::{eventually, Isolation, TestApp};
 
-const SUBSCRIPTIONS: [&str; 4] = [
+const SUBSCRIPTIONS: [&str; 5] = [
     "relay",
     "projection.datasets",
     "projection.jobs",
     "worker.dataset-validation",
+    "saga.training",
 ];
 
 #[tokio::test]

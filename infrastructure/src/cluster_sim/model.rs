@@ -422,7 +422,9 @@ impl SimJob {
             .map(|c| c.loss)
             .chain([final_validation_loss])
             .fold(f64::INFINITY, f64::min);
+        let first_check = self.request.checkpoint_interval.max(1).min(last);
         Evaluation {
+            initial_validation_loss: self.validation_loss(first_check.min(self.report_every())),
             final_training_loss: self.training_loss(last),
             final_validation_loss,
             best_validation_loss: best,

@@ -113,6 +113,15 @@ impl TestApp {
         Self::start_with(Isolation::new(), Roles::ALL, &[]).await
     }
 
+    /// Every role but the training saga: for tests that drive jobs by hand.
+    pub async fn start_without_saga() -> TestApp {
+        let roles = Roles {
+            saga: false,
+            ..Roles::ALL
+        };
+        Self::start_with(Isolation::new(), roles, &[]).await
+    }
+
     pub async fn start_with(iso: Isolation, roles: Roles, extra: &[(&str, &str)]) -> TestApp {
         let config = iso.config(extra);
         let service = api::start(config, roles, fast_runner())

@@ -1,0 +1,663 @@
+//! The training saga: drives a job on the GPU cluster and turns what the cluster reports into
+//! job commands. Its state (phase, attempt, cluster job, cursor, next deadline) is durable and
+//! kept by the caller (a table in Postgres); `step` does one unit of work for one job and says
+//! what to do next. Every effect is idempotent, so a step cut short by a crash is simply run
+//! again: submission by idempotency key (`<jobId>-<attempt>`), commands that record nothing
+//! twice, ledger entries keyed by what they cover, a model id derived from the job id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::EventStore;
+use domain::ids::{DatasetId, JobId, ModelId, UserId};
+use domain::job::config::JobConfiguration;
+use domain::job::estimate::{micros, Rates, BYTES_PER_GB};
+use domain::job::telemetry::{LogLevel, LogLine, MetricPoint, Progress, TelemetryEvent};
+use domain::job::{CostType, Job, JobCommand, JobStage};
+use domain::model::{
+    next_version, Model, ModelArtifact, ModelRegistered, QualityMetrics, TrainingSummary,
+};
+use rust_decimal::prelude::FromPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cluster::{
+    ClusterCallError, ClusterStage, ClusterStatus, GpuCluster, StatusReport, SubmitRequest,
+};
+use crate::jobs::JobCommands;
+use crate::models::ModelCommands;
+use crate::{AppError, CommandContext, ObjectStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Submit attempt `attempt` to the cluster.
+    Submit,
+    /// Read the cluster's status and record it.
+    Poll,
+    /// Stop the cluster job and close the cost.
+    Cancel,
+    /// Waiting for the job's next event (a retry, or its end).
+    Wait,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Submit => "submit",
+            Phase::Poll => "poll",
+            Phase::Cancel => "cancel",
+            Phase::Wait => "wait",
+            Phase::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        [
+            Phase::Submit,
+            Phase::Poll,
+            Phase::Cancel,
+            Phase::Wait,
+            Phase::Done,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+/// What the saga knows of a job (from `JobCreated`) and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaEntry {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub dataset_id: DatasetId,
+    pub dataset_name: String,
+    pub parent_model_id: Option<ModelId>,
+    pub configuration: JobConfiguration,
+    pub total_steps: u64,
+    pub phase: Phase,
+    pub attempt: u32,
+    pub cluster_job_id: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// What to do next, after `after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Next {
+    pub phase: Phase,
+    pub cluster_job_id: Option<String>,
+    pub cursor: Option<String>,
+    pub after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaOptions {
+    pub poll_interval: Duration,
+    /// Wait this long after the cluster was unavailable.
+    pub unavailable_backoff: Duration,
+    /// Accrue compute once this many GPU-seconds are unbilled (and always at the end).
+    pub compute_step_gpu_seconds: Decimal,
+    pub dataset_url_validity: Duration,
+}
+
+impl Default for SagaOptions {
+    fn default() -> Self {
+        SagaOptions {
+            poll_interval: Duration::from_secs(2),
+            unavailable_backoff: Duration::from_secs(5),
+            compute_step_gpu_seconds: Decimal::from(60),
+            dataset_url_validity: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The id of the model a job registers: derived from the job id, so a retried completion
+/// registers the same model.
+pub fn model_id_of(job: JobId) -> ModelId {
+    ModelId(uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        job.0.as_bytes(),
+    ))
+}
+
+pub fn idempotency_key(job: JobId, attempt: u32) -> String {
+    format!("{job}-{attempt}")
+}
+
+fn internal<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}
+
+pub struct TrainingSaga<JES: EventStore<Job>, MES: EventStore<Model>> {
+    jobs: Arc<JobCommands<JES>>,
+    models: Arc<ModelCommands<MES>>,
+    cluster: Arc<dyn GpuCluster>,
+    objects: Arc<dyn ObjectStore>,
+    rates: Rates,
+    options: SagaOptions,
+}
+
+impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
+    pub fn new(
+        jobs: Arc<JobCommands<JES>>,
+        models: Arc<ModelCommands<MES>>,
+        cluster: Arc<dyn GpuCluster>,
+        objects: Arc<dyn ObjectStore>,
+        rates: Rates,
+        options: SagaOptions,
+    ) -> Self {
+        Self {
+            jobs,
+            models,
+            cluster,
+            objects,
+            rates,
+            options,
+        }
+    }
+
+    pub fn options(&self) -> &SagaOptions {
+        &self.options
+    }
+
+    fn ctx(&self, entry: &SagaEntry) -> CommandContext {
+        CommandContext {
+            user_id: entry.user_id,
+            request_id: uuid::Uuid::now_v7().to_string(),
+            correlation_id: entry.job_id.to_string(),
+            causation_id: None,
+        }
+    }
+
+    fn next(&self, phase: Phase, entry: &SagaEntry, after: Duration) -> Next {
+        Next {
+            phase,
+            cluster_job_id: entry.cluster_job_id.clone(),
+            cursor: entry.cursor.clone(),
+            after,
+        }
+    }
+
+    async fn command(&self, entry: &SagaEntry, command: JobCommand) -> anyhow::Result<()> {
+        match self
+            .jobs
+            .execute(&self.ctx(entry), entry.job_id, command)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Changed meanwhile (a cancel): the next step sees the new state.
+            Err(AppError::Conflict) => {
+                Err(anyhow::anyhow!("job {} changed; retrying", entry.job_id))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// One unit of work for `entry`.
+    pub async fn step(&self, entry: &SagaEntry) -> anyhow::Result<Next> {
+        let job = self
+            .jobs
+            .load(entry.job_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| anyhow::anyhow!("no job {}", entry.job_id))?;
+        match entry.phase {
+            Phase::Done | Phase::Wait => {
+                Ok(self.next(entry.phase, entry, Duration::from_secs(3600)))
+            }
+            Phase::Cancel => self.cancel(entry, &job).await,
+            _ if job.status().is_terminal() => Ok(self.next(Phase::Done, entry, Duration::ZERO)),
+            Phase::Submit => self.submit(entry).await,
+            Phase::Poll => self.poll(entry, &job).await,
+        }
+    }
+
+    async fn submit(&self, entry: &SagaEntry) -> anyhow::Result<Next> {
+        let key = idempotency_key(entry.job_id, entry.attempt);
+        let now = self.jobs.clock().now();
+        self.command(
+            entry,
+            JobCommand::StartSubmission {
+                attempt: entry.attempt,
+                idempotency_key: key.clone(),
+                at: now,
+            },
+        )
+        .await?;
+        let dataset_key = domain::dataset::object_key(entry.user_id, entry.dataset_id);
+        let url = self
+            .objects
+            .presign_get(&dataset_key, self.options.dataset_url_validity, now)
+            .await?;
+        let c = &entry.configuration;
+        let request = SubmitRequest {
+            idempotency_key: key,
+            dataset_url: url.url,
+            base_model: c.base_model.clone(),
+            hyperparameters: c.hyperparameters.clone(),
+            gpu_config: c.gpu_config,
+            total_steps: entry.total_steps,
+            checkpoint_interval: c.options.checkpoint_interval,
+            validation_split_ratio: c.options.validation_split_ratio,
+            early_stopping_patience: c.options.early_stopping_patience,
+        };
+        match self.cluster.submit(&request).await {
+            Ok(submitted) => {
+                self.command(
+                    entry,
+                    JobCommand::RecordSubmission {
+                        attempt: entry.attempt,
+                        cluster_job_id: submitted.cluster_job_id.clone(),
+                        at: self.jobs.clock().now(),
+                    },
+                )
+                .await?;
+                Ok(Next {
+                    phase: Phase::Poll,
+                    cluster_job_id: Some(submitted.cluster_job_id),
+                    cursor: None,
+                    after: self.options.poll_interval,
+                })
+            }
+            Err(ClusterCallError::Unavailable(cause)) => {
+                tracing::warn!(job_id = %entry.job_id, %cause, "cluster unavailable at submission");
+                Ok(self.next(Phase::Submit, entry, self.options.unavailable_backoff))
+            }
+            Err(e) => {
+                self.command(
+                    entry,
+                    JobCommand::Fail {
+                        code: "CLUSTER_REJECTED".into(),
+                        message: e.to_string(),
+                        retryable: false,
+                        at: self.jobs.clock().now(),
+                    },
+                )
+                .await?;
+                Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)))
+            }
+        }
+    }
+
+    async fn poll(&self, entry: &SagaEntry, job: &Job) -> anyhow::Result<Next> {
+        let Some(cluster_job) = entry.cluster_job_id.as_deref() else {
+            return Ok(self.next(Phase::Submit, entry, Duration::ZERO));
+        };
+        let report = match self
+            .cluster
+            .status(cluster_job, entry.cursor.as_deref())
+            .await
+        {
+            Ok(report) => report,
+            Err(ClusterCallError::Unavailable(cause)) => {
+                tracing::warn!(job_id = %entry.job_id, %cause, "cluster unavailable");
+                return Ok(self.next(Phase::Poll, entry, self.options.unavailable_backoff));
+            }
+            // Reconciliation: the cluster lost the job; it is retried like a failure.
+            Err(ClusterCallError::UnknownJob(_)) => {
+                self.command(
+                    entry,
+                    JobCommand::Fail {
+                        code: "CLUSTER_LOST_JOB".into(),
+                        message: format!("the cluster no longer knows job {cluster_job}"),
+                        retryable: true,
+                        at: self.jobs.clock().now(),
+                    },
+                )
+                .await?;
+                return Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.record(entry, job, &report).await?;
+        let mut next = Next {
+            phase: Phase::Poll,
+            cluster_job_id: entry.cluster_job_id.clone(),
+            cursor: Some(report.cursor.clone()),
+            after: self.options.poll_interval,
+        };
+        match report.status {
+            ClusterStatus::Completed => {
+                self.finish(entry, &report).await?;
+                next.phase = Phase::Done;
+            }
+            ClusterStatus::Failed | ClusterStatus::Cancelled => {
+                let (code, message, retryable) = match &report.error {
+                    Some(e) => (e.code.clone(), e.message.clone(), e.retryable),
+                    None => (
+                        "CLUSTER_CANCELLED".into(),
+                        "the cluster stopped the job".into(),
+                        false,
+                    ),
+                };
+                self.command(
+                    entry,
+                    JobCommand::Fail {
+                        code,
+                        message,
+                        retryable,
+                        at: self.jobs.clock().now(),
+                    },
+                )
+                .await?;
+                next.phase = Phase::Wait;
+                next.after = Duration::from_secs(3600);
+            }
+            ClusterStatus::Queued | ClusterStatus::Running => {}
+        }
+        Ok(next)
+    }
+
+    /// Turns a status report into commands and telemetry.
+    async fn record(
+        &self,
+        entry: &SagaEntry,
+        job: &Job,
+        report: &StatusReport,
+    ) -> anyhow::Result<()> {
+        let now = self.jobs.clock().now();
+        let ctx = self.ctx(entry);
+        let stage = match report.stage {
+            ClusterStage::Training => Some(JobStage::Training),
+            ClusterStage::Validating => Some(JobStage::Validating),
+            ClusterStage::Saving | ClusterStage::Completed => Some(JobStage::Saving),
+            ClusterStage::Initializing => None,
+        };
+        if let Some(stage) = stage {
+            let message = match stage {
+                JobStage::Training => {
+                    format!("Epoch {}/{} in progress", report.epoch, report.total_epochs)
+                }
+                JobStage::Validating => format!("Validating after epoch {}", report.epoch),
+                _ => "Saving the adapter".to_string(),
+            };
+            self.command(
+                entry,
+                JobCommand::ChangeStage {
+                    stage,
+                    message,
+                    at: now,
+                },
+            )
+            .await?;
+        }
+        for p in &report.metrics {
+            let point = TelemetryEvent::MetricPointRecorded(MetricPoint {
+                job_id: entry.job_id,
+                step: p.step,
+                epoch: p.epoch,
+                training_loss: p.training_loss,
+                validation_loss: p.validation_loss,
+                learning_rate: p.learning_rate,
+                gradient_norm: Some(p.gradient_norm),
+                throughput: Some(p.throughput),
+                gpu_utilization: Some(p.gpu_utilization),
+                recorded_at: now,
+            });
+            self.jobs
+                .record_telemetry(&ctx, point)
+                .await
+                .map_err(internal)?;
+        }
+        if report.step > 0 && report.status == ClusterStatus::Running {
+            let progress = TelemetryEvent::ProgressReported(Progress {
+                job_id: entry.job_id,
+                step: report.step,
+                total_steps: report.total_steps,
+                epoch: report.epoch,
+                total_epochs: report.total_epochs,
+                progress: report.progress,
+                estimated_time_remaining: report.eta_seconds,
+                reported_at: now,
+            });
+            self.jobs
+                .record_telemetry(&ctx, progress)
+                .await
+                .map_err(internal)?;
+        }
+        for line in &report.logs {
+            let level = match line.level.as_str() {
+                "error" => LogLevel::Error,
+                "warning" => LogLevel::Warning,
+                _ => LogLevel::Info,
+            };
+            let log = TelemetryEvent::LogLineRecorded(LogLine {
+                job_id: entry.job_id,
+                // Each attempt's log starts at 0: keep them apart.
+                index: u64::from(entry.attempt) * 1_000_000 + line.index,
+                level,
+                message: line.message.clone(),
+                logged_at: now,
+            });
+            self.jobs
+                .record_telemetry(&ctx, log)
+                .await
+                .map_err(internal)?;
+        }
+        for c in &report.checkpoints {
+            self.command(
+                entry,
+                JobCommand::RecordCheckpoint {
+                    checkpoint_id: format!("a{}-{}", entry.attempt, c.id),
+                    step: c.step,
+                    epoch: c.epoch,
+                    loss: c.loss,
+                    s3_key: format!("checkpoints/{}/{}/{}", entry.job_id, entry.attempt, c.id),
+                    at: now,
+                },
+            )
+            .await?;
+        }
+        if report.dataset_bytes > 0 {
+            let gb = micros(Decimal::from(report.dataset_bytes) / Decimal::from(BYTES_PER_GB));
+            self.accrue(
+                entry,
+                format!("transfer:dataset:{}", entry.attempt),
+                CostType::DataTransfer,
+                gb,
+                self.rates.data_transfer_per_gb,
+                serde_json::json!({"reason": "dataset fetched by the cluster", "bytes": report.dataset_bytes, "attempt": entry.attempt}),
+                None,
+            )
+            .await?;
+        }
+        // Compute: the GPU time of this attempt not billed yet.
+        let gpu = Decimal::from_f64(report.gpu_seconds)
+            .unwrap_or_default()
+            .round_dp(3);
+        let billed = job.compute_accrued(entry.attempt);
+        let unbilled = gpu - billed;
+        if unbilled > Decimal::ZERO
+            && (unbilled >= self.options.compute_step_gpu_seconds || report.status.is_terminal())
+        {
+            let rate = self
+                .rates
+                .gpu_hour(entry.configuration.gpu_config.instance_type);
+            self.accrue(
+                entry,
+                format!("compute:{}:{billed}", entry.attempt),
+                CostType::Compute,
+                unbilled / Decimal::from(3600),
+                rate,
+                serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu, "clusterJobId": report.cluster_job_id}),
+                Some((entry.attempt, gpu)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn accrue(
+        &self,
+        entry: &SagaEntry,
+        key: String,
+        cost_type: CostType,
+        quantity: Decimal,
+        rate: Decimal,
+        details: serde_json::Value,
+        compute_until: Option<(u32, Decimal)>,
+    ) -> anyhow::Result<()> {
+        self.command(
+            entry,
+            JobCommand::AccrueCost {
+                entry_key: key,
+                cost_type,
+                quantity,
+                rate,
+                details,
+                compute_until,
+                at: self.jobs.clock().now(),
+            },
+        )
+        .await
+    }
+
+    /// Copies the artifacts into our bucket (checked), registers the model, accrues storage and
+    /// transfer, and completes the job.
+    async fn finish(&self, entry: &SagaEntry, report: &StatusReport) -> anyhow::Result<()> {
+        let model_id = model_id_of(entry.job_id);
+        let mut artifacts = Vec::new();
+        for a in &report.artifacts {
+            let bytes = self.cluster.download(&a.url).await?;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            if bytes.len() as u64 != a.size_bytes || sha != a.sha256 {
+                anyhow::bail!(
+                    "artifact {} does not match the cluster's size/checksum ({} bytes, {sha})",
+                    a.name,
+                    bytes.len()
+                );
+            }
+            let key = format!("models/{model_id}/{}", a.name);
+            self.objects.put(&key, bytes).await?;
+            artifacts.push(ModelArtifact {
+                name: a.name.clone(),
+                s3_key: key,
+                size_bytes: a.size_bytes,
+                sha256: sha,
+            });
+        }
+        let artifact_bytes: u64 = artifacts.iter().map(|a| a.size_bytes).sum();
+        let adapter_bytes = artifacts
+            .iter()
+            .find(|a| a.name.ends_with(".safetensors"))
+            .map_or(0, |a| a.size_bytes);
+        let checkpoint_count =
+            entry.total_steps / entry.configuration.options.checkpoint_interval.max(1);
+        let stored = artifact_bytes + adapter_bytes * checkpoint_count;
+        let gb = |bytes: u64| micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
+        self.accrue(
+            entry,
+            format!("transfer:artifacts:{}", entry.job_id),
+            CostType::DataTransfer,
+            gb(artifact_bytes),
+            self.rates.data_transfer_per_gb,
+            serde_json::json!({"reason": "artifacts copied into storage", "bytes": artifact_bytes}),
+            None,
+        )
+        .await?;
+        self.accrue(
+            entry,
+            format!("storage:{}", entry.job_id),
+            CostType::Storage,
+            gb(stored),
+            self.rates.storage_per_gb_month,
+            serde_json::json!({"reason": "artifacts and checkpoints, one month", "bytes": stored, "checkpoints": checkpoint_count}),
+            None,
+        )
+        .await?;
+        let job = self
+            .jobs
+            .load(entry.job_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| anyhow::anyhow!("no job {}", entry.job_id))?;
+        let evaluation = report
+            .evaluation
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("a completed report without evaluation"))?;
+        let quality = QualityMetrics::from_losses(
+            evaluation.initial_validation_loss,
+            evaluation.final_training_loss,
+            evaluation.final_validation_loss,
+            evaluation.best_validation_loss,
+        );
+        let parent_version = None::<&str>; // parents arrive with the models API
+        let registered = ModelRegistered {
+            model_id,
+            user_id: entry.user_id,
+            job_id: entry.job_id,
+            dataset_id: entry.dataset_id,
+            name: format!("Model from {}", entry.dataset_name),
+            version: next_version(parent_version),
+            parent_model_id: entry.parent_model_id,
+            configuration: entry.configuration.clone(),
+            quality,
+            training: TrainingSummary {
+                total_steps: report.total_steps,
+                epochs: report.total_epochs,
+                gpu_seconds: report.gpu_seconds,
+                retry_count: job.retry_count(),
+            },
+            artifacts,
+            final_cost: job.current_cost(),
+            registered_at: self.jobs.clock().now(),
+        };
+        self.models
+            .register(&self.ctx(entry), registered)
+            .await
+            .map_err(internal)?;
+        self.command(
+            entry,
+            JobCommand::Complete {
+                final_training_loss: Some(evaluation.final_training_loss),
+                final_validation_loss: Some(evaluation.final_validation_loss),
+                model_id: Some(model_id),
+                at: self.jobs.clock().now(),
+            },
+        )
+        .await
+    }
+
+    /// The user cancelled: stop the cluster job, bill its GPU time up to the stop.
+    async fn cancel(&self, entry: &SagaEntry, job: &Job) -> anyhow::Result<Next> {
+        let Some(cluster_job) = entry.cluster_job_id.as_deref().or(job.cluster_job_id()) else {
+            return Ok(self.next(Phase::Done, entry, Duration::ZERO));
+        };
+        match self.cluster.cancel(cluster_job).await {
+            Ok(()) | Err(ClusterCallError::UnknownJob(_)) => {}
+            Err(ClusterCallError::Unavailable(_)) => {
+                return Ok(self.next(Phase::Cancel, entry, self.options.unavailable_backoff))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(report) = self
+            .cluster
+            .status(cluster_job, entry.cursor.as_deref())
+            .await
+        {
+            let gpu = Decimal::from_f64(report.gpu_seconds)
+                .unwrap_or_default()
+                .round_dp(3);
+            let billed = job.compute_accrued(entry.attempt);
+            if gpu > billed {
+                let rate = self
+                    .rates
+                    .gpu_hour(entry.configuration.gpu_config.instance_type);
+                self.accrue(
+                    entry,
+                    format!("compute:{}:{billed}", entry.attempt),
+                    CostType::Compute,
+                    (gpu - billed) / Decimal::from(3600),
+                    rate,
+                    serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu, "reason": "cancelled"}),
+                    Some((entry.attempt, gpu)),
+                )
+                .await?;
+            }
+        }
+        Ok(self.next(Phase::Done, entry, Duration::ZERO))
+    }
+}

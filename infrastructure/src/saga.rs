@@ -1,0 +1,269 @@
+//! Running the training saga on Postgres.
+//!
+//! - `SagaFeeder`: a durable subscription that keeps `saga_jobs` in step with Job events
+//!   (created → submit; retry scheduled → submit the next attempt after a backoff; cancelled →
+//!   cancel; completed or failed → done), in one transaction with its checkpoint.
+//! - `run_driver`: claims due rows with a lease (`FOR UPDATE SKIP LOCKED`, so several
+//!   processes share the jobs and each job is driven by one at a time), runs one saga step per
+//!   row, and writes back the next phase and deadline. The deadlines are the durable timers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use application::saga::{Next, Phase, SagaEntry, TrainingSaga};
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use domain::ids::{DatasetId, JobId, ModelId, UserId};
+use domain::job::config::JobConfiguration;
+use domain::job::{Job, JobEvent};
+use domain::model::Model;
+use futures::StreamExt;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::event_log::read_after;
+use crate::event_store::EventStore;
+use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
+
+pub const FEEDER_SUBSCRIPTION: &str = "saga.training";
+
+pub struct SagaFeeder {
+    /// First retry waits this long, doubling with each retry.
+    pub retry_backoff: Duration,
+}
+
+async fn feed(
+    conn: &mut PgConnection,
+    event: JobEvent,
+    retry_backoff: Duration,
+) -> anyhow::Result<()> {
+    match event {
+        JobEvent::JobCreated(e) => {
+            sqlx::query(
+                "INSERT INTO saga_jobs (job_id, user_id, dataset_id, dataset_name, parent_model_id, \
+                   configuration, total_steps, phase, attempt, due_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'submit', 1, now()) ON CONFLICT DO NOTHING",
+            )
+            .bind(e.job_id.0)
+            .bind(e.user_id.0)
+            .bind(e.dataset_id.0)
+            .bind(&e.dataset_name)
+            .bind(e.parent_model_id.map(|m| m.0))
+            .bind(Json(&e.configuration))
+            .bind(i64::try_from(e.estimate.total_steps)?)
+            .execute(&mut *conn)
+            .await?;
+        }
+        JobEvent::JobRetryScheduled(e) => {
+            let wait = retry_backoff.as_millis() as i64
+                * (1i64 << (e.retry_count.saturating_sub(1)).min(10));
+            sqlx::query(
+                "UPDATE saga_jobs SET phase = 'submit', attempt = $2, cluster_job_id = NULL, cursor = NULL, \
+                   due_at = now() + $3 * interval '1 millisecond', updated_at = now() \
+                 WHERE job_id = $1 AND attempt < $2 AND phase <> 'done'",
+            )
+            .bind(e.job_id.0)
+            .bind(i32::try_from(e.retry_count + 1)?)
+            .bind(wait)
+            .execute(&mut *conn)
+            .await?;
+        }
+        JobEvent::JobCancelled(e) => {
+            sqlx::query(
+                "UPDATE saga_jobs SET phase = 'cancel', due_at = now(), updated_at = now() \
+                 WHERE job_id = $1 AND phase <> 'done'",
+            )
+            .bind(e.job_id.0)
+            .execute(&mut *conn)
+            .await?;
+        }
+        JobEvent::JobCompleted(e) => done(conn, e.job_id).await?,
+        JobEvent::JobFailed(e) => done(conn, e.job_id).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn done(conn: &mut PgConnection, job: JobId) -> anyhow::Result<()> {
+    sqlx::query("UPDATE saga_jobs SET phase = 'done', updated_at = now() WHERE job_id = $1 AND phase <> 'cancel'")
+        .bind(job.0)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Subscriber for SagaFeeder {
+    fn name(&self) -> &str {
+        FEEDER_SUBSCRIPTION
+    }
+
+    async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
+        let mut tx = pool.begin().await?;
+        let from = load_checkpoint(&mut *tx, FEEDER_SUBSCRIPTION, true).await?;
+        let events = read_after(&mut *tx, from, 500).await?;
+        let Some(last) = events.last() else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        for event in &events {
+            if event.aggregate_type == <Job as Aggregate>::TYPE {
+                feed(&mut tx, event.decode()?, self.retry_backoff).await?;
+            }
+        }
+        save_checkpoint(&mut *tx, FEEDER_SUBSCRIPTION, last.position).await?;
+        tx.commit().await?;
+        Ok(events.len())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    /// How often the driver looks for due rows.
+    pub tick: Duration,
+    pub lease: Duration,
+    /// Jobs driven at once by this process.
+    pub concurrency: usize,
+    /// Wait after a failed step.
+    pub error_backoff: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    job_id: Uuid,
+    user_id: Uuid,
+    dataset_id: Uuid,
+    dataset_name: String,
+    parent_model_id: Option<Uuid>,
+    configuration: Json<JobConfiguration>,
+    total_steps: i64,
+    phase: String,
+    attempt: i32,
+    cluster_job_id: Option<String>,
+    cursor: Option<String>,
+}
+
+impl Row {
+    fn entry(self) -> Option<SagaEntry> {
+        Some(SagaEntry {
+            job_id: JobId(self.job_id),
+            user_id: UserId(self.user_id),
+            dataset_id: DatasetId(self.dataset_id),
+            dataset_name: self.dataset_name,
+            parent_model_id: self.parent_model_id.map(ModelId),
+            configuration: self.configuration.0,
+            total_steps: self.total_steps.max(1) as u64,
+            phase: Phase::parse(&self.phase)?,
+            attempt: self.attempt.max(1) as u32,
+            cluster_job_id: self.cluster_job_id,
+            cursor: self.cursor,
+        })
+    }
+}
+
+type Saga = TrainingSaga<EventStore<Job>, EventStore<Model>>;
+
+/// Drives due saga rows until `shutdown`.
+pub async fn run_driver(
+    pool: PgPool,
+    saga: Arc<Saga>,
+    options: DriverOptions,
+    shutdown: CancellationToken,
+) {
+    let owner = format!("driver-{}", Uuid::now_v7().simple());
+    loop {
+        match drive_due(&pool, &saga, &options, &owner).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "saga pass failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(options.tick) => {}
+        }
+    }
+}
+
+/// One pass: claims due rows and steps them. Answers how many it stepped.
+pub async fn drive_due(
+    pool: &PgPool,
+    saga: &Saga,
+    options: &DriverOptions,
+    owner: &str,
+) -> anyhow::Result<usize> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "UPDATE saga_jobs SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond' \
+         WHERE job_id IN ( \
+           SELECT job_id FROM saga_jobs \
+           WHERE phase NOT IN ('done', 'wait') AND due_at <= now() \
+             AND (lease_until IS NULL OR lease_until < now()) \
+           ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         RETURNING job_id, user_id, dataset_id, dataset_name, parent_model_id, configuration, \
+           total_steps, phase, attempt, cluster_job_id, cursor",
+    )
+    .bind(owner)
+    .bind(options.lease.as_millis() as i64)
+    .bind(options.concurrency as i64)
+    .fetch_all(pool)
+    .await?;
+    let count = rows.len();
+    metrics::gauge!("brightrun_saga_jobs_in_flight").set(count as f64);
+    let steps = rows
+        .into_iter()
+        .filter_map(Row::entry)
+        .map(|entry| async move {
+            let result = saga.step(&entry).await;
+            (entry, result)
+        });
+    let mut done = futures::stream::iter(steps).buffer_unordered(options.concurrency.max(1));
+    while let Some((entry, result)) = done.next().await {
+        match result {
+            Ok(next) => save(pool, owner, &entry, &next).await?,
+            Err(err) => {
+                tracing::warn!(job_id = %entry.job_id, error = %format!("{err:#}"), "saga step failed; will retry");
+                sqlx::query(
+                    "UPDATE saga_jobs SET lease_owner = NULL, lease_until = NULL, last_error = $3, \
+                       due_at = now() + $4 * interval '1 millisecond', updated_at = now() \
+                     WHERE job_id = $1 AND lease_owner = $2",
+                )
+                .bind(entry.job_id.0)
+                .bind(owner)
+                .bind(format!("{err:#}"))
+                .bind(options.error_backoff.as_millis() as i64)
+                .execute(pool)
+                .await?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Writes the step's outcome, unless an event changed the row meanwhile (then the event's
+/// phase stands); the lease is released either way.
+async fn save(pool: &PgPool, owner: &str, entry: &SagaEntry, next: &Next) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE saga_jobs SET phase = $3, cluster_job_id = $4, cursor = $5, \
+           due_at = now() + $6 * interval '1 millisecond', last_error = NULL, updated_at = now() \
+         WHERE job_id = $1 AND lease_owner = $2 AND phase = $7 AND attempt = $8",
+    )
+    .bind(entry.job_id.0)
+    .bind(owner)
+    .bind(next.phase.as_str())
+    .bind(&next.cluster_job_id)
+    .bind(&next.cursor)
+    .bind(next.after.as_millis() as i64)
+    .bind(entry.phase.as_str())
+    .bind(entry.attempt as i32)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "UPDATE saga_jobs SET lease_owner = NULL, lease_until = NULL WHERE job_id = $1 AND lease_owner = $2",
+    )
+    .bind(entry.job_id.0)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The training saga end to end: a job on a ready dataset runs on the (simulated) GPU cluster
+//! to completion, with a registered model whose artifacts are in our bucket; failures are
+//! retried then fail; a cancel stops the cluster job and closes the cost.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::common::{Isolation, TestApp};
+
+const FAST: [(&str, &str); 5] = [
+    ("CLUSTER_SIM_SPEED", "3000"),
+    ("CLUSTER_API_KEY", "test-cluster-key"),
+    ("SAGA_POLL_INTERVAL_MS", "100"),
+    ("SAGA_RETRY_BACKOFF_MS", "100"),
+    ("SAGA_LEASE_SECONDS", "5"),
+];
+
+async fn start(extra: &[(&str, &str)]) -> TestApp {
+    let mut vars: Vec<(&str, &str)> = FAST.to_vec();
+    vars.extend_from_slice(extra);
+    TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await
+}
+
+async fn launch(app: &TestApp, token: &str) -> String {
+    let dataset = app
+        .validated_dataset(token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let (status, created) = app
+        .post(
+            "/api/jobs",
+            Some(token),
+            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
+                   "hyperparameters": {"loraRank": 4},
+                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created["data"]["jobId"].as_str().unwrap().to_string()
+}
+
+/// Polls the job until `done(job)` holds.
+async fn until(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = app.get(&format!("/api/jobs/{id}"), Some(token)).await;
+        let job = body["data"]["job"].clone();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ledger(app: &TestApp, id: &str) -> Vec<Value> {
+    sqlx::query_scalar::<_, sqlx::types::Json<Value>>(
+        "SELECT payload FROM events WHERE aggregate_type = 'job' AND aggregate_id = $1 \
+         AND event_type = 'JobCostAccrued' ORDER BY sequence",
+    )
+    .bind(id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|j| j.0["JobCostAccrued"].clone())
+    .collect()
+}
+
+#[tokio::test]
+async fn a_job_runs_to_completion_with_a_registered_model_and_its_artifacts_in_our_bucket() {
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "completion", |j| {
+        j["status"] == "completed" || j["status"] == "failed"
+    })
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["progress"], 100.0);
+    let model_id = job["artifactId"].as_str().expect("artifactId").to_string();
+
+    // Metrics, checkpoints and logs arrived once each.
+    let steps: Vec<i64> = job["lossCurve"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert!(!steps.is_empty());
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "no duplicate metric point"
+    );
+    assert_eq!(steps.last().copied(), job["totalSteps"].as_i64());
+    assert!(!job["checkpoints"].as_array().unwrap().is_empty());
+    assert!(job["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["message"] == "adapter saved"));
+
+    // The ledger: compute, the dataset fetch, the artifact copy and storage, each once; its
+    // sum is the final cost.
+    let entries = ledger(&app, &id).await;
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["costType"].as_str().unwrap())
+        .collect();
+    for kind in ["compute", "data_transfer", "storage"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let keys: std::collections::HashSet<&str> = entries
+        .iter()
+        .map(|e| e["entryKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), entries.len(), "no duplicate ledger entry");
+    let sum: Decimal = entries
+        .iter()
+        .map(|e| e["amount"].as_str().unwrap().parse::<Decimal>().unwrap())
+        .sum();
+    let final_cost = Decimal::try_from(job["finalCost"].as_f64().unwrap()).unwrap();
+    assert_eq!(domain::job::estimate::cents(sum), final_cost.round_dp(2));
+
+    // The model, registered once, with its artifacts copied into our bucket.
+    let registered: Vec<sqlx::types::Json<Value>> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = 'model' AND aggregate_id = $1",
+    )
+    .bind(&model_id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(registered.len(), 1);
+    let model = &registered[0].0["ModelRegistered"];
+    assert_eq!(model["name"], "Model from support-chats-v4.jsonl");
+    assert_eq!(model["version"], "1.0.0");
+    assert!(model["quality"]["perplexity"].as_f64().unwrap() > 1.0);
+    let objects = app.service.as_ref().unwrap().state.objects.clone();
+    let artifacts = model["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts.len(), 3);
+    for a in artifacts {
+        let key = a["s3Key"].as_str().unwrap();
+        assert!(key.starts_with(&format!("models/{model_id}/")), "{key}");
+        let mut reader = objects.read(key).await.unwrap().expect("stored");
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(bytes.len() as u64, a["sizeBytes"].as_u64().unwrap());
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            a["sha256"].as_str().unwrap()
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn out_of_memory_is_retried_three_times_then_the_job_fails() {
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    // Every job of this test's simulator (job ids are UUID v7: they start with 0).
+    let sim = app
+        .service
+        .as_ref()
+        .unwrap()
+        .cluster_sim
+        .as_ref()
+        .unwrap()
+        .url
+        .clone();
+    let injected = app
+        .http
+        .put(format!("{sim}/v1/sim/faults/0"))
+        .bearer_auth("test-cluster-key")
+        .json(&json!({"oomAtStep": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), 204);
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "the end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    })
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["errorCode"], "OUT_OF_MEMORY");
+    assert_eq!(job["retryCount"], 3);
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'JobSubmitted'",
+    )
+    .bind(&id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(attempts, 4, "one cluster job per attempt");
+    let entries = ledger(&app, &id).await;
+    let keys: std::collections::HashSet<&str> = entries
+        .iter()
+        .map(|e| e["entryKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), entries.len(), "no duplicate ledger entry");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
+    // Slow enough to be caught running.
+    let app = start(&[("CLUSTER_SIM_SPEED", "150")]).await;
+    let (_, token) = app.user("ada").await;
+    let id = launch(&app, &token).await;
+    until(&app, &token, &id, "running", |j| j["status"] == "running").await;
+    let (status, cancelled) = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let pool = app.pool().clone();
+    crate::common::eventually("the saga closes the job", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        let id = uuid::Uuid::parse_str(&id).unwrap();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT phase FROM saga_jobs WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == "done"
+        }
+    })
+    .await;
+    let cluster_job: String = sqlx::query_scalar(
+        "SELECT payload->'JobSubmitted'->>'clusterJobId' FROM events \
+         WHERE aggregate_id = $1 AND event_type = 'JobSubmitted'",
+    )
+    .bind(&id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let sim = app
+        .service
+        .as_ref()
+        .unwrap()
+        .cluster_sim
+        .as_ref()
+        .unwrap()
+        .url
+        .clone();
+    let report: Value = app
+        .http
+        .get(format!("{sim}/v1/jobs/{cluster_job}"))
+        .bearer_auth("test-cluster-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["status"], "cancelled");
+    let job = until(&app, &token, &id, "cancelled", |j| {
+        j["status"] == "cancelled"
+    })
+    .await;
+    assert_eq!(job["status"], "cancelled");
+    app.finish().await;
+}
