@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use domain::identity::Role;
 use infrastructure::users::Users;
@@ -41,6 +42,14 @@ enum Command {
     GrantRole { email: String, role: String },
     /// Subscribe to `<NATS_SUBJECT_PREFIX>.>` and print every event envelope as it arrives.
     Watch,
+    /// The whole journey through the API: sign up, upload the example dataset, estimate,
+    /// train, follow it live, download and verify the adapter, print the costs. Without
+    /// `--url` it starts the service here on the embedded defaults and keeps it up afterwards.
+    Demo {
+        /// A running service to use instead (e.g. http://127.0.0.1:8080).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Run the GPU cluster simulator (openapi/cluster.yaml) as a server of its own.
     ClusterSim {
         /// Listen address.
@@ -122,6 +131,46 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     message.subject,
                     String::from_utf8_lossy(&message.payload)
                 );
+            }
+        }
+        Command::Demo { url } => {
+            let out = config.data_dir.join("demo");
+            match url {
+                Some(url) => {
+                    api::demo::journey(&url, &out).await?;
+                }
+                None => {
+                    let mut config = config;
+                    // A watchable run of the small example: 20x time, frequent status reads.
+                    if std::env::var_os("CLUSTER_SIM_SPEED").is_none() {
+                        config.cluster_sim_speed = 20.0;
+                    }
+                    if std::env::var_os("SAGA_POLL_INTERVAL_MS").is_none() {
+                        config.saga_poll_interval = std::time::Duration::from_millis(250);
+                    }
+                    let addr = config.addr;
+                    let service = api::start(config, api::Roles::ALL, Default::default()).await?;
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} (set BRIGHTRUN_ADDR, or pass --url to use a running service)"))?;
+                    let base = format!("http://{}", listener.local_addr()?);
+                    let router = service.router();
+                    tokio::spawn(async move {
+                        let _ = axum::serve(listener, router).await;
+                    });
+                    println!("BrightRun is up at {base} (API docs at {base}/api/docs)");
+                    let started = std::time::Instant::now();
+                    let result = api::demo::journey(&base, &out).await;
+                    match &result {
+                        Ok(_) => println!("journey done in {:.1} s; the service stays up at {base}: Ctrl-C to stop", started.elapsed().as_secs_f64()),
+                        Err(err) => eprintln!("demo failed: {err:#}"),
+                    }
+                    if result.is_ok() {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                    service.stop().await;
+                    result?;
+                }
             }
         }
         Command::ClusterSim { addr } => {

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "datasets", description = "Conversation datasets"),
+        (name = "jobs", description = "Training jobs: configuration, estimate, progress, live stream, cancel"),
+        (name = "models", description = "Trained LoRA adapters and their files"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
-use domain::job::{Job, JobEvent, JobStage, JobStatus};
+use domain::job::{CostType, Job, JobEvent, JobStage, JobStatus};
 use infrastructure::event_log::StoredEvent;
 use serde_json::json;
 use sqlx::types::Json;
@@ -134,9 +134,15 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
             .await?;
         }
         JobEvent::JobCostAccrued(e) => {
-            sqlx::query(
-                "UPDATE rm_jobs SET current_cost = current_cost + $2, updated_at = $3 WHERE id = $1",
-            )
+            let column = match e.cost_type {
+                CostType::Compute => "compute_cost",
+                CostType::Storage => "storage_cost",
+                CostType::DataTransfer => "data_transfer_cost",
+            };
+            sqlx::query(&format!(
+                "UPDATE rm_jobs SET current_cost = current_cost + $2, {column} = {column} + $2, \
+                   updated_at = $3 WHERE id = $1"
+            ))
             .bind(e.job_id.0)
             .bind(e.amount)
             .bind(e.accrued_at)

@@ -4,6 +4,7 @@
 
 pub mod datasets;
 pub mod jobs;
+pub mod models;
 pub mod replay;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
     vec![
         Arc::new(datasets::DatasetsProjector),
         Arc::new(jobs::JobsProjector),
+        Arc::new(models::ModelsProjector),
     ]
 }
 

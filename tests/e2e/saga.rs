@@ -273,3 +273,30 @@ async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
     assert_eq!(job["status"], "cancelled");
     app.finish().await;
 }
+
+/// `brightrun demo`'s journey against a service: it ends with a verified adapter on disk.
+#[tokio::test]
+async fn the_demo_journey_ends_with_a_verified_adapter() {
+    let app = start(&[]).await;
+    let out = app.iso.data_dir().join("demo-out");
+    let path = api::demo::journey(&app.base, &out).await.expect("journey");
+    let bytes = std::fs::read(&path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
+    assert!(tensors
+        .names()
+        .iter()
+        .all(|n| n.starts_with("base_model.model.model.layers.")));
+
+    // The download endpoint: owner only, a clear error for an unknown artifact.
+    let (_, token) = app.user("stranger").await;
+    let model: uuid::Uuid = sqlx::query_scalar("SELECT id FROM rm_models LIMIT 1")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let (status, body) = app
+        .get(&format!("/api/models/{model}/download"), Some(&token))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "MODEL_NOT_FOUND");
+    app.finish().await;
+}

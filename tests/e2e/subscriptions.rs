@@ -7,13 +7,22 @@ use api::Roles;
 
 use crate::common::{eventually, Isolation, TestApp};
 
-const SUBSCRIPTIONS: [&str; 5] = [
-    "relay",
-    "projection.datasets",
-    "projection.jobs",
-    "worker.dataset-validation",
-    "saga.training",
-];
+/// Every subscription a `serve` with all roles runs.
+fn subscriptions() -> Vec<String> {
+    let mut names: Vec<String> = projections::all()
+        .iter()
+        .map(|p| projections::subscription_name(p.name()))
+        .collect();
+    names.extend(
+        [
+            infrastructure::relay::SUBSCRIPTION,
+            infrastructure::dataset_workers::VALIDATION_SUBSCRIPTION,
+            infrastructure::saga::FEEDER_SUBSCRIPTION,
+        ]
+        .map(String::from),
+    );
+    names
+}
 
 #[tokio::test]
 async fn each_subscription_runs_in_one_instance_and_fails_over() {
@@ -26,7 +35,8 @@ async fn each_subscription_runs_in_one_instance_and_fails_over() {
             .is_some_and(|s| s.state.leadership.is_leading(name))
     };
 
-    for name in SUBSCRIPTIONS {
+    for name in subscriptions() {
+        let name = name.as_str();
         eventually(
             &format!("{name} has a leader"),
             Duration::from_secs(10),
@@ -36,7 +46,8 @@ async fn each_subscription_runs_in_one_instance_and_fails_over() {
     }
     // Stable: over a second of lease checks, never both.
     for _ in 0..10 {
-        for name in SUBSCRIPTIONS {
+        for name in subscriptions() {
+            let name = name.as_str();
             assert!(
                 !(leads(&one, name) && leads(&two, name)),
                 "{name} runs twice"
@@ -48,7 +59,7 @@ async fn each_subscription_runs_in_one_instance_and_fails_over() {
         .fetch_one(two.pool())
         .await
         .unwrap();
-    assert_eq!(held, SUBSCRIPTIONS.len() as i64);
+    assert_eq!(held, subscriptions().len() as i64);
 
     // Work submitted to either instance is projected once.
     let (_, token) = two.user("ada").await;
@@ -58,7 +69,8 @@ async fn each_subscription_runs_in_one_instance_and_fails_over() {
 
     // The first instance stops; the second takes every subscription over.
     one.stop().await;
-    for name in SUBSCRIPTIONS {
+    for name in subscriptions() {
+        let name = name.as_str();
         eventually(
             &format!("{name} fails over"),
             Duration::from_secs(10),

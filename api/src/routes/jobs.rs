@@ -609,6 +609,9 @@ pub(crate) struct JobRow {
     pub(crate) completed_at: Option<DateTime<Utc>>,
     pub(crate) estimated_completion_at: Option<DateTime<Utc>>,
     pub(crate) current_cost: Decimal,
+    pub(crate) compute_cost: Decimal,
+    pub(crate) storage_cost: Decimal,
+    pub(crate) data_transfer_cost: Decimal,
     pub(crate) estimated_total_cost: Decimal,
     pub(crate) final_cost: Option<Decimal>,
     pub(crate) refund_amount: Option<Decimal>,
@@ -619,6 +622,14 @@ pub(crate) struct JobRow {
     pub(crate) parent_model_id: Option<Uuid>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostSoFar {
+    pub compute: f64,
+    pub storage: f64,
+    pub data_transfer: f64,
 }
 
 /// Seed 001 `TrainingJob`.
@@ -656,6 +667,8 @@ pub struct JobView {
     pub estimated_completion_at: Option<DateTime<Utc>>,
     /// The job's ledger so far, USD rounded half-even to cents.
     pub current_cost: f64,
+    /// The ledger so far by type (USD, cents).
+    pub cost_breakdown: CostSoFar,
     pub estimated_total_cost: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub final_cost: Option<f64>,
@@ -698,6 +711,11 @@ impl From<JobRow> for JobView {
             completed_at: r.completed_at,
             estimated_completion_at: r.estimated_completion_at,
             current_cost: money(r.current_cost),
+            cost_breakdown: CostSoFar {
+                compute: money(r.compute_cost),
+                storage: money(r.storage_cost),
+                data_transfer: money(r.data_transfer_cost),
+            },
             estimated_total_cost: money(r.estimated_total_cost),
             final_cost: r.final_cost.map(money),
             refund_amount: r.refund_amount.map(money),
@@ -715,7 +733,7 @@ impl From<JobRow> for JobView {
 const JOB_COLUMNS: &str = "id, user_id, dataset_id, dataset_name, status, current_stage, preset_id, \
     base_model, hyperparameters, gpu_config, options, estimate, progress, current_epoch, total_epochs, \
     current_step, total_steps, current_metrics, started_at, completed_at, estimated_completion_at, \
-    current_cost, estimated_total_cost, final_cost, refund_amount, error_code, error_message, \
+    current_cost, compute_cost, storage_cost, data_transfer_cost, estimated_total_cost, final_cost, refund_amount, error_code, error_message, \
     retry_count, artifact_id, parent_model_id, created_at, updated_at";
 
 const VISIBLE: &str = "($1::bool OR user_id = $2)";

@@ -2,4 +2,5 @@ pub mod auth;
 pub mod datasets;
 pub mod job_stream;
 pub mod jobs;
+pub mod models;
 pub mod ops;

@@ -11,6 +11,9 @@ use domain::job::config::{BaseModel, Scheduler};
 use domain::job::estimate::{INITIALISATION_SECONDS, SAVING_SECONDS};
 use serde::{Deserialize, Serialize};
 
+/// The shortest training step, seconds of cluster time.
+pub const MIN_STEP_SECONDS: f64 = 1.0;
+
 /// Faults a test (or a demo) injects into a job, keyed by idempotency-key prefix.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,14 +93,15 @@ impl SimJob {
         self.total_steps().div_ceil(u64::from(self.epochs())).max(1)
     }
 
-    /// Cluster seconds per step: the training tokens over the GPUs' throughput.
+    /// Cluster seconds per step: the training tokens over the GPUs' throughput, at least
+    /// `MIN_STEP_SECONDS` (a forward and backward pass never takes less).
     pub fn step_seconds(&self) -> f64 {
         let throughput = BaseModel::find(&self.request.base_model)
             .and_then(|m| m.throughput(self.request.gpu_config))
             .unwrap_or(1000.0);
         let train_tokens = self.dataset_tokens as f64 * (1.0 - self.request.validation_split_ratio);
         let seconds = train_tokens * f64::from(self.epochs()) / throughput;
-        (seconds / self.total_steps() as f64).max(0.001)
+        (seconds / self.total_steps() as f64).max(MIN_STEP_SECONDS)
     }
 
     fn training_seconds(&self) -> f64 {
