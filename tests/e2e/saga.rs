@@ -300,3 +300,65 @@ async fn the_demo_journey_ends_with_a_verified_adapter() {
     assert_eq!(body["error"]["code"], "MODEL_NOT_FOUND");
     app.finish().await;
 }
+
+/// Two `serve` instances on one database and one cluster: every job is driven to completion
+/// once (one cluster job each, no ledger entry twice), whichever instance takes it.
+#[tokio::test]
+async fn two_instances_share_the_jobs_and_drive_each_once() {
+    let iso = Isolation::new();
+    let sim = infrastructure::cluster_sim::server::ClusterSim::start(
+        infrastructure::cluster_sim::server::SimSettings {
+            data_dir: iso.data_dir().join("shared-cluster"),
+            speed: 3000.0,
+            api_key: Some("shared-key".into()),
+            seed: 1,
+            rates: domain::job::estimate::Rates::default(),
+        },
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(infrastructure::tokenizer::O200k::load().unwrap()),
+    )
+    .await
+    .unwrap();
+    let mut vars: Vec<(&str, &str)> = FAST.to_vec();
+    vars.push(("CLUSTER_URL", &sim.url));
+    vars.push(("CLUSTER_API_KEY", "shared-key"));
+    let one = TestApp::start_with(iso.clone(), api::Roles::ALL, &vars).await;
+    let two = TestApp::start_with(iso.clone(), api::Roles::ALL, &vars).await;
+    let (_, token) = one.user("ada").await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(launch(&one, &token).await);
+    }
+    for id in &jobs {
+        let job = until(&two, &token, id, "completion", |j| {
+            j["status"] == "completed" || j["status"] == "failed"
+        })
+        .await;
+        assert_eq!(job["status"], "completed", "{job}");
+        let submitted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'JobSubmitted'",
+        )
+        .bind(id)
+        .fetch_one(one.pool())
+        .await
+        .unwrap();
+        assert_eq!(submitted, 1, "one cluster job for {id}");
+        let entries = ledger(&one, id).await;
+        let keys: std::collections::HashSet<&str> = entries
+            .iter()
+            .map(|e| e["entryKey"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys.len(), entries.len(), "no duplicate ledger entry");
+    }
+    let cluster_jobs = std::fs::read_dir(iso.data_dir().join("shared-cluster/jobs"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| f.path().extension().is_some_and(|e| e == "json"))
+        })
+        .count();
+    assert_eq!(cluster_jobs, jobs.len(), "one cluster job per job");
+    let mut two = two;
+    two.stop().await;
+    one.finish().await;
+}
