@@ -72,7 +72,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "postgres://postgres@127.0.0.1:5432/brightrun",
         "Postgres; the database is created and migrated on start",
     ),
-    ("DATABASE_MAX_CONNECTIONS", "16", "connection pool size"),
+    (
+        "DATABASE_MAX_CONNECTIONS",
+        "32",
+        "connection pool size (each subscription holds two)",
+    ),
     (
         "NATS_URL",
         "nats://127.0.0.1:4222",
@@ -213,7 +217,7 @@ impl Config {
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/brightrun",
             ),
-            database_max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            database_max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 32)?,
             nats_url: text("NATS_URL", "nats://127.0.0.1:4222"),
             nats_stream: text("NATS_STREAM", "BRIGHTRUN_EVENTS"),
             nats_subject_prefix: text("NATS_SUBJECT_PREFIX", "brightrun"),

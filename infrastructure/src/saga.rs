@@ -17,7 +17,6 @@ use domain::ids::{DatasetId, JobId, ModelId, UserId};
 use domain::job::config::JobConfiguration;
 use domain::job::{Job, JobEvent};
 use domain::model::Model;
-use futures::StreamExt;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -165,7 +164,8 @@ impl Row {
 
 type Saga = TrainingSaga<EventStore<Job>, EventStore<Model>>;
 
-/// Drives due saga rows until `shutdown`.
+/// Drives due saga rows until `shutdown`: up to `concurrency` steps at once, each in a task of
+/// its own (a slow job never holds up the others), new rows claimed as slots free up.
 pub async fn run_driver(
     pool: PgPool,
     saga: Arc<Saga>,
@@ -173,11 +173,28 @@ pub async fn run_driver(
     shutdown: CancellationToken,
 ) {
     let owner = format!("driver-{}", Uuid::now_v7().simple());
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     loop {
-        match drive_due(&pool, &saga, &options, &owner).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %format!("{err:#}"), "saga pass failed; will retry"),
+        let free = slots.available_permits();
+        match claim(&pool, &options, &owner, free).await {
+            Ok(entries) => {
+                metrics::gauge!("brightrun_saga_jobs_in_flight")
+                    .set((options.concurrency.max(1) - free + entries.len()) as f64);
+                for entry in entries {
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (pool, saga, owner, options) =
+                        (pool.clone(), saga.clone(), owner.clone(), options.clone());
+                    tokio::spawn(async move {
+                        step_one(&pool, &saga, &options, &owner, entry).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "saga claim failed; will retry")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -186,13 +203,16 @@ pub async fn run_driver(
     }
 }
 
-/// One pass: claims due rows and steps them. Answers how many it stepped.
-pub async fn drive_due(
+/// Leases up to `limit` due rows to `owner`.
+async fn claim(
     pool: &PgPool,
-    saga: &Saga,
     options: &DriverOptions,
     owner: &str,
-) -> anyhow::Result<usize> {
+    limit: usize,
+) -> anyhow::Result<Vec<SagaEntry>> {
+    if limit == 0 {
+        return Ok(vec![]);
+    }
     let rows: Vec<Row> = sqlx::query_as(
         "UPDATE saga_jobs SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond' \
          WHERE job_id IN ( \
@@ -205,39 +225,50 @@ pub async fn drive_due(
     )
     .bind(owner)
     .bind(options.lease.as_millis() as i64)
-    .bind(options.concurrency as i64)
+    .bind(limit as i64)
     .fetch_all(pool)
     .await?;
-    let count = rows.len();
-    metrics::gauge!("brightrun_saga_jobs_in_flight").set(count as f64);
-    let steps = rows
-        .into_iter()
-        .filter_map(Row::entry)
-        .map(|entry| async move {
-            let result = saga.step(&entry).await;
-            (entry, result)
-        });
-    let mut done = futures::stream::iter(steps).buffer_unordered(options.concurrency.max(1));
-    while let Some((entry, result)) = done.next().await {
-        match result {
-            Ok(next) => save(pool, owner, &entry, &next).await?,
-            Err(err) => {
-                tracing::warn!(job_id = %entry.job_id, error = %format!("{err:#}"), "saga step failed; will retry");
-                sqlx::query(
-                    "UPDATE saga_jobs SET lease_owner = NULL, lease_until = NULL, last_error = $3, \
-                       due_at = now() + $4 * interval '1 millisecond', updated_at = now() \
-                     WHERE job_id = $1 AND lease_owner = $2",
-                )
-                .bind(entry.job_id.0)
-                .bind(owner)
-                .bind(format!("{err:#}"))
-                .bind(options.error_backoff.as_millis() as i64)
-                .execute(pool)
-                .await?;
-            }
+    Ok(rows.into_iter().filter_map(Row::entry).collect())
+}
+
+/// Runs one step and records its outcome; a step longer than the lease is abandoned (its
+/// effects are idempotent, and another driver may take the job over).
+async fn step_one(
+    pool: &PgPool,
+    saga: &Saga,
+    options: &DriverOptions,
+    owner: &str,
+    entry: SagaEntry,
+) {
+    let result = match tokio::time::timeout(options.lease, saga.step(&entry)).await {
+        Ok(result) => result,
+        Err(_) => Err(anyhow::anyhow!(
+            "the step took longer than the lease ({:?})",
+            options.lease
+        )),
+    };
+    let written = match result {
+        Ok(next) => save(pool, owner, &entry, &next).await,
+        Err(err) => {
+            tracing::warn!(job_id = %entry.job_id, phase = entry.phase.as_str(), error = %format!("{err:#}"), "saga step failed; will retry");
+            sqlx::query(
+                "UPDATE saga_jobs SET lease_owner = NULL, lease_until = NULL, last_error = $3, \
+                   due_at = now() + $4 * interval '1 millisecond', updated_at = now() \
+                 WHERE job_id = $1 AND lease_owner = $2",
+            )
+            .bind(entry.job_id.0)
+            .bind(owner)
+            .bind(format!("{err:#}"))
+            .bind(options.error_backoff.as_millis() as i64)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
         }
+    };
+    if let Err(err) = written {
+        tracing::warn!(job_id = %entry.job_id, error = %format!("{err:#}"), "cannot record a saga step; its lease will expire");
     }
-    Ok(count)
 }
 
 /// Writes the step's outcome, unless an event changed the row meanwhile (then the event's

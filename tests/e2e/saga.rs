@@ -362,3 +362,36 @@ async fn two_instances_share_the_jobs_and_drive_each_once() {
     two.stop().await;
     one.finish().await;
 }
+
+/// HTTP 500 bursts and slow answers from the cluster are absorbed: the job still completes.
+#[tokio::test]
+async fn cluster_errors_and_slow_answers_are_absorbed() {
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    let sim = app
+        .service
+        .as_ref()
+        .unwrap()
+        .cluster_sim
+        .as_ref()
+        .unwrap()
+        .url
+        .clone();
+    let injected = app
+        .http
+        .put(format!("{sim}/v1/sim/faults/0"))
+        .bearer_auth("test-cluster-key")
+        .json(&json!({"http500s": 3, "slowMs": 150}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), 204);
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "the end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    })
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["retryCount"], 0, "no resubmission was needed");
+    app.finish().await;
+}

@@ -47,7 +47,7 @@ impl Isolation {
     pub fn vars(&self) -> HashMap<String, String> {
         HashMap::from([
             ("DATABASE_URL".to_string(), self.database_url()),
-            ("DATABASE_MAX_CONNECTIONS".to_string(), "16".to_string()),
+            ("DATABASE_MAX_CONNECTIONS".to_string(), "24".to_string()),
             ("NATS_URL".to_string(), self.nats_url.clone()),
             ("NATS_STREAM".to_string(), self.stream.clone()),
             ("NATS_SUBJECT_PREFIX".to_string(), self.prefix.clone()),
