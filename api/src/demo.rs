@@ -138,6 +138,7 @@ pub async fn journey(base: &str, out_dir: &std::path::Path) -> anyhow::Result<st
         .send()
         .await?;
     let (mut buffer, mut loss, mut progress) = (String::new(), f64::NAN, 0.0);
+    let mut model = None;
     'stream: while let Some(chunk) = stream.chunk().await? {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
@@ -159,6 +160,7 @@ pub async fn journey(base: &str, out_dir: &std::path::Path) -> anyhow::Result<st
                     data["message"].as_str().unwrap_or_default()
                 ),
                 Some("complete") => {
+                    model = data["artifactId"].as_str().map(str::to_string);
                     println!(
                         "\r   {} 100.0%  loss {loss:.4}  done                ",
                         bar(100.0)
@@ -175,17 +177,27 @@ pub async fn journey(base: &str, out_dir: &std::path::Path) -> anyhow::Result<st
         }
     }
 
-    let detail = client.get(&format!("/api/jobs/{job}")).await?;
+    let model = model.context("the stream ended without the job's model")?;
+    // The stream is fed by NATS; the read models may be a moment behind it.
+    let mut waited = 0;
+    let (detail, download) = loop {
+        let detail = client.get(&format!("/api/jobs/{job}")).await?;
+        let download = client
+            .get(&format!(
+                "/api/models/{model}/download?artifact=adapter-model"
+            ))
+            .await;
+        match download {
+            Ok(download) if detail["job"]["status"] == "completed" => break (detail, download),
+            Err(err) if waited >= 100 => return Err(err),
+            _ if waited >= 100 => bail!("the job's read model did not show it completed"),
+            _ => {
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     let job_view = &detail["job"];
-    let model = job_view["artifactId"]
-        .as_str()
-        .context("the job has no model")?
-        .to_string();
-    let download = client
-        .get(&format!(
-            "/api/models/{model}/download?artifact=adapter-model"
-        ))
-        .await?;
     let bytes = client
         .http
         .get(download["url"].as_str().context("no url")?)

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         (name = "datasets", description = "Conversation datasets"),
         (name = "jobs", description = "Training jobs: configuration, estimate, progress, live stream, cancel"),
         (name = "models", description = "Trained LoRA adapters and their files"),
+        (name = "costs", description = "The cost ledger by period"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -98,6 +98,29 @@ impl Users {
         Ok(row.map(from_row))
     }
 
+    /// The user's monthly budget (USD), when set.
+    pub async fn monthly_budget(&self, id: UserId) -> sqlx::Result<Option<rust_decimal::Decimal>> {
+        let budget: Option<Option<rust_decimal::Decimal>> =
+            sqlx::query_scalar("SELECT monthly_budget FROM users WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.0)
+                .await?;
+        Ok(budget.flatten())
+    }
+
+    pub async fn set_monthly_budget(
+        &self,
+        id: UserId,
+        budget: rust_decimal::Decimal,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET monthly_budget = $2, updated_at = now() WHERE id = $1")
+            .bind(id.0)
+            .bind(budget)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_role(&self, id: UserId, role: Role) -> sqlx::Result<()> {
         sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
             .bind(id.0)

@@ -2,6 +2,7 @@
 //! applies a batch of events and moves its checkpoint in one transaction, so a redelivered
 //! event changes nothing and a crash loses nothing.
 
+pub mod costs;
 pub mod datasets;
 pub mod jobs;
 pub mod models;
@@ -33,6 +34,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(datasets::DatasetsProjector),
         Arc::new(jobs::JobsProjector),
         Arc::new(models::ModelsProjector),
+        Arc::new(costs::CostsProjector),
     ]
 }
 

@@ -395,3 +395,130 @@ async fn cluster_errors_and_slow_answers_are_absorbed() {
     assert_eq!(job["retryCount"], 0, "no resubmission was needed");
     app.finish().await;
 }
+
+/// The ledger of a completed job through `GET /api/costs`: grouped, filtered, owner-only,
+/// readable by a billing admin, and equal to the job's final cost.
+#[tokio::test]
+async fn the_cost_ledger_groups_filters_and_matches_the_final_cost() {
+    let app = start(&[]).await;
+    let (user_id, token) = app.user("ada").await;
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "completion", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    let final_cost = job["finalCost"].as_f64().unwrap();
+    let projection = projections::subscription_name("costs");
+    let head = infrastructure::event_log::head(app.pool()).await.unwrap();
+    assert!(
+        infrastructure::subscription::wait_for(
+            app.pool(),
+            &projection,
+            head,
+            Duration::from_secs(10)
+        )
+        .await
+    );
+
+    let (status, by_day) = app.get("/api/costs?groupBy=day", Some(&token)).await;
+    assert_eq!(status, 200, "{by_day}");
+    let today = chrono::Utc::now().date_naive().to_string();
+    let periods = by_day["data"]["costs"].as_array().unwrap();
+    assert_eq!(periods.len(), 1, "{by_day}");
+    assert_eq!(periods[0]["date"], today.as_str());
+    assert!(periods[0]["compute"].as_f64().unwrap() > 0.0);
+    let summary = &by_day["data"]["summary"];
+    assert_eq!(summary["totalSpend"].as_f64().unwrap(), final_cost);
+    assert_eq!(summary["averageJobCost"].as_f64().unwrap(), final_cost);
+    assert_eq!(summary["mostExpensiveJob"]["id"], id.as_str());
+    assert_eq!(
+        summary["mostExpensiveJob"]["name"],
+        "Training on support-chats-v4.jsonl"
+    );
+
+    let (_, by_week) = app.get("/api/costs?groupBy=week", Some(&token)).await;
+    let week = &by_week["data"]["costs"][0];
+    assert!(week["period"].as_str().unwrap().contains("-W"), "{by_week}");
+    let (_, other_job) = app
+        .get(
+            &format!("/api/costs?jobId={}", uuid::Uuid::now_v7()),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(other_job["data"]["costs"], json!([]));
+    assert_eq!(other_job["data"]["summary"]["totalSpend"], 0.0);
+    let (status, bad) = app.get("/api/costs?groupBy=year", Some(&token)).await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["field"], "groupBy");
+
+    // Another user may not read them; a billing admin may.
+    let (other_id, other) = app.user("other").await;
+    let (status, denied) = app
+        .get(&format!("/api/costs?userId={user_id}"), Some(&other))
+        .await;
+    assert_eq!(status, 404, "{denied}");
+    infrastructure::users::Users(app.pool().clone())
+        .set_role(
+            domain::ids::UserId(uuid::Uuid::parse_str(&other_id).unwrap()),
+            domain::identity::Role::BillingAdmin,
+        )
+        .await
+        .unwrap();
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&other_id).unwrap())
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let (_, session) = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": email, "password": "correct horse"}),
+        )
+        .await;
+    let billing = session["data"]["token"].as_str().unwrap();
+    let (status, allowed) = app
+        .get(&format!("/api/costs?userId={user_id}"), Some(billing))
+        .await;
+    assert_eq!(status, 200, "{allowed}");
+    assert_eq!(
+        allowed["data"]["summary"]["totalSpend"].as_f64().unwrap(),
+        final_cost
+    );
+
+    // The month against a budget: none yet, then one the job has passed.
+    let (_, summary) = app.get("/api/costs/summary", Some(&token)).await;
+    let month = &summary["data"]["currentMonth"];
+    assert_eq!(month["spent"].as_f64().unwrap(), final_cost);
+    assert_eq!(month["budget"], Value::Null);
+    assert_eq!(summary["data"]["alerts"], json!([]));
+    let patch = |budget: Value| {
+        app.http
+            .patch(app.url("/api/auth/me"))
+            .bearer_auth(&token)
+            .json(&json!({"monthlyBudget": budget}))
+            .send()
+    };
+    let refused = patch(json!(0)).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["field"], "monthlyBudget");
+    assert_eq!(patch(json!(0.01)).await.unwrap().status(), 200);
+    let (_, summary) = app.get("/api/costs/summary", Some(&token)).await;
+    let month = &summary["data"]["currentMonth"];
+    assert_eq!(month["budget"], 0.01);
+    assert_eq!(month["remaining"], 0.0);
+    let kinds: Vec<&str> = summary["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["warning", "critical"]);
+
+    let report = projections::replay::replay(app.pool(), projections::by_name("costs").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.differences, 0);
+    app.finish().await;
+}

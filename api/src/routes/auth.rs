@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(signup))
         .routes(routes!(login))
-        .routes(routes!(me))
+        .routes(routes!(me, update_me))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -212,6 +212,51 @@ async fn login(
             ))
         }
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    /// USD per calendar month (UTC), > 0: alerts at 80 % and 100 % of it.
+    pub monthly_budget: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetView {
+    pub user: UserView,
+    pub monthly_budget: Option<f64>,
+}
+
+/// Set the caller's monthly budget (DOMAIN.md "Costs").
+#[utoipa::path(patch, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "The caller with the budget", body = Envelope<BudgetView>),
+        (status = 400, description = "`VALIDATION_ERROR` (monthlyBudget)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+    ))]
+async fn update_me(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<UpdateMeRequest>,
+) -> ApiResult<Response> {
+    let budget = domain::costs::check_budget(req.monthly_budget)?;
+    let user = state
+        .users
+        .by_id(principal.user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)?;
+    state
+        .users
+        .set_monthly_budget(principal.user_id, budget)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(envelope::ok(BudgetView {
+        user: (&user).into(),
+        monthly_budget: rust_decimal::prelude::ToPrimitive::to_f64(&budget),
+    }))
 }
 
 /// The authenticated user.

@@ -1,0 +1,316 @@
+//! Costs (seed 001 "Costs API"): the ledger grouped by day, ISO week or month, from the
+//! `rm_cost_ledger` projection. Sums are exact (6 fractional digits) and rounded half-even to
+//! cents only in the answer.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::Response;
+use chrono::NaiveDate;
+use domain::costs::{
+    days_remaining, may_read_costs_of, period_label, period_start, projected_total,
+    thresholds_reached, AlertLevel, GroupBy,
+};
+use domain::ids::UserId;
+use domain::job::estimate::cents;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::envelope::{self, Envelope};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{ApiQuery, AuthUser};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_costs))
+        .routes(routes!(cost_summary))
+}
+
+fn money(amount: Decimal) -> f64 {
+    cents(amount).to_f64().unwrap_or(0.0)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct CostParams {
+    /// First day (UTC, `YYYY-MM-DD`), inclusive.
+    #[param(value_type = Option<String>)]
+    pub start_date: Option<NaiveDate>,
+    /// Last day (UTC, `YYYY-MM-DD`), inclusive.
+    #[param(value_type = Option<String>)]
+    pub end_date: Option<NaiveDate>,
+    /// `day` (default) | `week` (ISO, from Monday) | `month`
+    #[param(value_type = Option<String>)]
+    pub group_by: Option<GroupBy>,
+    /// Only this job's entries.
+    pub job_id: Option<Uuid>,
+    /// Another user's costs (`admin` and `billing_admin` only).
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostPeriod {
+    /// The period's first day.
+    pub date: NaiveDate,
+    /// `2026-11-23`, `2026-W48` or `2026-11`.
+    pub period: String,
+    pub compute: f64,
+    pub storage: f64,
+    pub data_transfer: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpensiveJob {
+    pub id: Uuid,
+    /// `Training on <dataset name>`
+    pub name: String,
+    pub cost: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostSummary {
+    pub total_spend: f64,
+    /// Total spend over the jobs with entries in the range.
+    pub average_job_cost: f64,
+    pub most_expensive_job: Option<ExpensiveJob>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Costs {
+    pub costs: Vec<CostPeriod>,
+    pub summary: CostSummary,
+}
+
+#[derive(Default)]
+struct Sums {
+    compute: Decimal,
+    storage: Decimal,
+    data_transfer: Decimal,
+}
+
+impl Sums {
+    fn add(&mut self, cost_type: &str, amount: Decimal) {
+        match cost_type {
+            "compute" => self.compute += amount,
+            "storage" => self.storage += amount,
+            _ => self.data_transfer += amount,
+        }
+    }
+
+    fn total(&self) -> Decimal {
+        self.compute + self.storage + self.data_transfer
+    }
+}
+
+/// The caller's ledger (or a user's, for admins), grouped by period, with a summary.
+#[utoipa::path(get, path = "/api/costs", tag = "costs", security(("bearer" = [])),
+    params(CostParams),
+    responses(
+        (status = 200, description = "Costs per period (only periods with entries) and a summary", body = Envelope<Costs>),
+        (status = 400, description = "`VALIDATION_ERROR` (startDate, endDate, groupBy, jobId, userId)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`USER_NOT_FOUND`: another user's costs without the billing_admin or admin role", body = ErrorEnvelope),
+    ))]
+async fn list_costs(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ApiQuery(params): ApiQuery<CostParams>,
+) -> ApiResult<Response> {
+    let target = params.user_id.unwrap_or(principal.user_id.0);
+    if !may_read_costs_of(principal.role, principal.user_id.0, target) {
+        return Err(ApiError::not_found(
+            "USER_NOT_FOUND",
+            format!("no user {target}"),
+        ));
+    }
+    if let (Some(start), Some(end)) = (params.start_date, params.end_date) {
+        if start > end {
+            return Err(ApiError::validation(
+                "startDate",
+                "startDate must not be after endDate",
+            ));
+        }
+    }
+    let group = params.group_by.unwrap_or_default();
+    let rows: Vec<(NaiveDate, String, Uuid, Decimal)> = sqlx::query_as(
+        "SELECT billing_day, cost_type, job_id, sum(amount) FROM rm_cost_ledger \
+         WHERE user_id = $1 AND ($2::date IS NULL OR billing_day >= $2) \
+           AND ($3::date IS NULL OR billing_day <= $3) AND ($4::uuid IS NULL OR job_id = $4) \
+         GROUP BY billing_day, cost_type, job_id",
+    )
+    .bind(target)
+    .bind(params.start_date)
+    .bind(params.end_date)
+    .bind(params.job_id)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let mut periods: BTreeMap<NaiveDate, Sums> = BTreeMap::new();
+    let mut per_job: BTreeMap<Uuid, Decimal> = BTreeMap::new();
+    let mut total = Decimal::ZERO;
+    for (day, cost_type, job, amount) in rows {
+        periods
+            .entry(period_start(day, group))
+            .or_default()
+            .add(&cost_type, amount);
+        *per_job.entry(job).or_default() += amount;
+        total += amount;
+    }
+    let most = per_job
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(id, cost)| (*id, *cost));
+    let most_expensive_job = match most {
+        Some((id, cost)) => {
+            let name: Option<String> =
+                sqlx::query_scalar("SELECT dataset_name FROM rm_jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&state.pool)
+                    .await
+                    .map_err(ApiError::internal)?;
+            Some(ExpensiveJob {
+                id,
+                name: format!("Training on {}", name.unwrap_or_default()),
+                cost: money(cost),
+            })
+        }
+        None => None,
+    };
+    let jobs = per_job.len().max(1);
+    Ok(envelope::ok(Costs {
+        costs: periods
+            .into_iter()
+            .map(|(date, s)| CostPeriod {
+                date,
+                period: period_label(date, group),
+                compute: money(s.compute),
+                storage: money(s.storage),
+                data_transfer: money(s.data_transfer),
+                total: money(s.total()),
+            })
+            .collect(),
+        summary: CostSummary {
+            total_spend: money(total),
+            average_job_cost: money(total / Decimal::from(jobs)),
+            most_expensive_job,
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SummaryParams {
+    /// Another user's summary (`admin` and `billing_admin` only).
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentMonth {
+    /// `2026-11` (UTC).
+    pub month: String,
+    pub spent: f64,
+    /// `null` until a budget is set (`PATCH /api/auth/me`).
+    pub budget: Option<f64>,
+    pub remaining: Option<f64>,
+    pub days_remaining: u32,
+    /// The month's spend at the pace so far.
+    pub projected_total: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetAlert {
+    /// `warning` (80 %) | `critical` (100 %)
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    /// Percent of the budget.
+    pub threshold: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub current_month: CurrentMonth,
+    pub alerts: Vec<BudgetAlert>,
+}
+
+/// This month's spend against the budget, with the thresholds reached (seed 001).
+#[utoipa::path(get, path = "/api/costs/summary", tag = "costs", security(("bearer" = [])),
+    params(SummaryParams),
+    responses(
+        (status = 200, description = "The current month (UTC)", body = Envelope<Summary>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`USER_NOT_FOUND`: another user's summary without the billing_admin or admin role", body = ErrorEnvelope),
+    ))]
+async fn cost_summary(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ApiQuery(params): ApiQuery<SummaryParams>,
+) -> ApiResult<Response> {
+    let target = params.user_id.unwrap_or(principal.user_id.0);
+    if !may_read_costs_of(principal.role, principal.user_id.0, target) {
+        return Err(ApiError::not_found(
+            "USER_NOT_FOUND",
+            format!("no user {target}"),
+        ));
+    }
+    let today = state.clock.now().date_naive();
+    let first = period_start(today, GroupBy::Month);
+    let spent: Decimal = sqlx::query_scalar(
+        "SELECT COALESCE(sum(amount), 0) FROM rm_cost_ledger \
+         WHERE user_id = $1 AND billing_day >= $2 AND billing_day <= $3",
+    )
+    .bind(target)
+    .bind(first)
+    .bind(today)
+    .fetch_one(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let budget = state
+        .users
+        .monthly_budget(UserId(target))
+        .await
+        .map_err(ApiError::internal)?;
+    let alerts = budget
+        .map(|b| thresholds_reached(spent, b))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(threshold, level)| BudgetAlert {
+            kind: match level {
+                AlertLevel::Warning => "warning",
+                AlertLevel::Critical => "critical",
+            }
+            .to_string(),
+            message: format!(
+                "this month's spend {} USD has reached {threshold} % of the {} USD budget",
+                money(spent),
+                budget.map(money).unwrap_or_default()
+            ),
+            threshold,
+        })
+        .collect();
+    Ok(envelope::ok(Summary {
+        current_month: CurrentMonth {
+            month: period_label(today, GroupBy::Month),
+            spent: money(spent),
+            budget: budget.map(money),
+            remaining: budget.map(|b| money((b - spent).max(Decimal::ZERO))),
+            days_remaining: days_remaining(today),
+            projected_total: money(projected_total(spent, today)),
+        },
+        alerts,
+    }))
+}
