@@ -40,8 +40,13 @@ enum Command {
     Openapi,
     /// Give a user a role: user, admin or billing_admin.
     GrantRole { email: String, role: String },
-    /// Subscribe to `<NATS_SUBJECT_PREFIX>.>` and print every event envelope as it arrives.
-    Watch,
+    /// Subscribe to `<NATS_SUBJECT_PREFIX>.>` (or one job's events) and print every event
+    /// envelope as it arrives (docs/events.md describes them).
+    Watch {
+        /// Only this job's events: its own and its metrics, progress and logs.
+        #[arg(long)]
+        job: Option<uuid::Uuid>,
+    },
     /// The whole journey through the API: sign up, upload the example dataset, estimate,
     /// train, follow it live, download and verify the adapter, print the costs. Without
     /// `--url` it starts the service here on the embedded defaults and keeps it up afterwards.
@@ -119,10 +124,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             users.set_role(user.id, role).await?;
             println!("{email} is now {}", role.as_str());
         }
-        Command::Watch => {
+        Command::Watch { job } => {
             use futures::StreamExt;
             let client = async_nats::connect(&config.nats_url).await?;
-            let subject = format!("{}.>", config.nats_subject_prefix);
+            let subject = match job {
+                Some(job) => format!("{}.*.{job}.*", config.nats_subject_prefix),
+                None => format!("{}.>", config.nats_subject_prefix),
+            };
             let mut messages = client.subscribe(subject.clone()).await?;
             eprintln!("watching {subject} on {}", config.nats_url);
             while let Some(message) = messages.next().await {

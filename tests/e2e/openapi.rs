@@ -55,3 +55,34 @@ async fn the_docs_page_is_served_without_the_internet() {
     assert_eq!(bundle.status(), 200, "assets are vendored into the binary");
     app.finish().await;
 }
+
+/// Every event type the domain defines is in the NATS contract for subscribers.
+#[test]
+fn the_nats_contract_lists_every_event_type() {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let contract = std::fs::read_to_string(format!("{root}/docs/events.md")).unwrap();
+    let mut found = Vec::new();
+    for file in [
+        "domain/src/dataset/events.rs",
+        "domain/src/job/events.rs",
+        "domain/src/job/telemetry.rs",
+        "domain/src/model.rs",
+    ] {
+        let source = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let start = source.find("fn event_type").expect("event_type");
+        let body = &source[start..];
+        let body = &body[..body[3..].find("fn ").map_or(body.len(), |i| i + 3)];
+        for (i, part) in body.split('"').enumerate() {
+            if i % 2 == 1 && part.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+                found.push(part.to_string());
+            }
+        }
+    }
+    assert!(found.len() >= 21, "{found:?}");
+    for event in &found {
+        assert!(
+            contract.contains(&format!("`{event}`")),
+            "{event} is missing from docs/events.md"
+        );
+    }
+}
