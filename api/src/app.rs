@@ -97,6 +97,7 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::job_stream::router())
         .merge(routes::models::router())
         .merge(routes::costs::router())
+        .merge(routes::notifications::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         (name = "jobs", description = "Training jobs: configuration, estimate, progress, live stream, cancel"),
         (name = "models", description = "Trained LoRA adapters and their files"),
         (name = "costs", description = "The cost ledger by period"),
+        (name = "notifications", description = "Notifications and the dashboard's figures"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod ids;
 pub mod job;
 pub mod model;
+pub mod notifications;
 pub mod upcast;
 pub mod validation;
 

@@ -6,6 +6,7 @@ pub mod costs;
 pub mod datasets;
 pub mod jobs;
 pub mod models;
+pub mod notifications;
 pub mod replay;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(jobs::JobsProjector),
         Arc::new(models::ModelsProjector),
         Arc::new(costs::CostsProjector),
+        Arc::new(notifications::NotificationsProjector),
     ]
 }
 

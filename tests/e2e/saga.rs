@@ -522,3 +522,83 @@ async fn the_cost_ledger_groups_filters_and_matches_the_final_cost() {
     assert_eq!(report.differences, 0);
     app.finish().await;
 }
+
+/// A dataset made ready and a job completed notify their owner; read marks survive a replay;
+/// the dashboard counts them.
+#[tokio::test]
+async fn notifications_and_dashboard_follow_the_journey() {
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("stranger").await;
+    let id = launch(&app, &token).await;
+    until(&app, &token, &id, "completion", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    let head = infrastructure::event_log::head(app.pool()).await.unwrap();
+    for name in ["notifications", "costs", "models"] {
+        let subscription = projections::subscription_name(name);
+        assert!(
+            infrastructure::subscription::wait_for(
+                app.pool(),
+                &subscription,
+                head,
+                Duration::from_secs(10)
+            )
+            .await
+        );
+    }
+
+    let (status, list) = app.get("/api/notifications", Some(&token)).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["data"]["notifications"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().map(|n| n["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["job_complete", "dataset_ready"], "newest first");
+    assert_eq!(items[0]["priority"], "high");
+    assert_eq!(items[0]["actionUrl"], format!("/jobs/{id}"));
+    assert_eq!(items[1]["priority"], "medium");
+    assert_eq!(list["meta"]["unreadCount"], 2);
+
+    let first = items[0]["id"].as_str().unwrap().to_string();
+    let mark = |who: &str, which: &str| {
+        app.http
+            .patch(app.url(&format!("/api/notifications/{which}/read")))
+            .bearer_auth(who)
+            .send()
+    };
+    assert_eq!(mark(&stranger, &first).await.unwrap().status(), 404);
+    assert_eq!(mark(&token, &first).await.unwrap().status(), 200);
+    let (_, unread) = app
+        .get("/api/notifications?unreadOnly=true", Some(&token))
+        .await;
+    assert_eq!(unread["meta"]["unreadCount"], 1);
+    assert_eq!(unread["data"]["notifications"][0]["type"], "dataset_ready");
+
+    // Read marks are the user's, not the projection's: a replay keeps them.
+    let report =
+        projections::replay::replay(app.pool(), projections::by_name("notifications").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(report.differences, 0);
+    let (_, after) = app.get("/api/notifications", Some(&token)).await;
+    assert_eq!(after["meta"]["unreadCount"], 1);
+    let (status, all) = app
+        .post("/api/notifications/read-all", Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(all["data"]["marked"], 1);
+    let (_, none) = app
+        .get("/api/notifications?unreadOnly=true", Some(&token))
+        .await;
+    assert_eq!(none["meta"]["unreadCount"], 0);
+    let (_, theirs) = app.get("/api/notifications", Some(&stranger)).await;
+    assert_eq!(theirs["meta"]["pagination"]["total"], 0);
+
+    let (status, stats) = app.get("/api/dashboard/stats", Some(&token)).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["data"]["totalDatasets"], 1);
+    assert_eq!(stats["data"]["activeJobs"], 0);
+    assert_eq!(stats["data"]["completedModels"], 1);
+    assert!(stats["data"]["totalCost"].as_f64().unwrap() > 0.0);
+    app.finish().await;
+}

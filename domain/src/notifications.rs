@@ -1,0 +1,124 @@
+//! Which events notify whom, and how (DOMAIN.md "Notifications"): `dataset_ready` (medium),
+//! `job_complete` (high), `job_failed` (high); `cost_alert` (high/critical) and `system`
+//! come from their own sources. Each carries an `actionUrl` to the resource.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::DatasetEvent;
+use crate::ids::UserId;
+use crate::job::estimate::cents;
+use crate::job::JobEvent;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationType {
+    JobComplete,
+    JobFailed,
+    CostAlert,
+    DatasetReady,
+    System,
+}
+
+impl NotificationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::JobComplete => "job_complete",
+            NotificationType::JobFailed => "job_failed",
+            NotificationType::CostAlert => "cost_alert",
+            NotificationType::DatasetReady => "dataset_ready",
+            NotificationType::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub user_id: UserId,
+    pub kind: NotificationType,
+    pub priority: Priority,
+    pub title: String,
+    pub message: String,
+    pub action_url: String,
+}
+
+pub fn from_dataset_event(event: &DatasetEvent) -> Option<Notification> {
+    match event {
+        DatasetEvent::DatasetReady(e) => Some(Notification {
+            user_id: e.user_id,
+            kind: NotificationType::DatasetReady,
+            priority: Priority::Medium,
+            title: format!("Dataset \"{}\" is ready", e.name),
+            message: if e.training_ready {
+                format!(
+                    "{} training pairs, {} tokens: ready to train.",
+                    e.statistics.total_training_pairs, e.statistics.total_tokens
+                )
+            } else {
+                format!(
+                    "Validated, but {} training pairs are not enough to train (10 at least).",
+                    e.statistics.total_training_pairs
+                )
+            },
+            action_url: format!("/datasets/{}", e.dataset_id),
+        }),
+        _ => None,
+    }
+}
+
+fn usd(amount: Decimal) -> String {
+    format!("${}", cents(amount))
+}
+
+pub fn from_job_event(event: &JobEvent) -> Option<Notification> {
+    match event {
+        JobEvent::JobCompleted(e) => Some(Notification {
+            user_id: e.user_id,
+            kind: NotificationType::JobComplete,
+            priority: Priority::High,
+            title: "Training complete".to_string(),
+            message: format!(
+                "Job {} finished; it cost {}. Its adapter is ready to download.",
+                e.job_id,
+                usd(e.final_cost)
+            ),
+            action_url: format!("/jobs/{}", e.job_id),
+        }),
+        JobEvent::JobFailed(e) => Some(Notification {
+            user_id: e.user_id,
+            kind: NotificationType::JobFailed,
+            priority: Priority::High,
+            title: "Training failed".to_string(),
+            message: format!(
+                "Job {} failed after {} retries: {} ({}). It cost {}.",
+                e.job_id,
+                e.retry_count,
+                e.message,
+                e.code,
+                usd(e.final_cost)
+            ),
+            action_url: format!("/jobs/{}", e.job_id),
+        }),
+        _ => None,
+    }
+}
