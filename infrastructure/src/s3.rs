@@ -93,6 +93,23 @@ impl S3Store {
     }
 }
 
+/// What a client must send: the SDK's presigned request in the port's terms.
+fn presigned_request(
+    presigned: &aws_sdk_s3::presigning::PresignedRequest,
+    valid_for: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<PresignedRequest> {
+    Ok(PresignedRequest {
+        url: presigned.uri().to_string(),
+        method: presigned.method().to_string(),
+        headers: presigned
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        expires_at: now + chrono::Duration::from_std(valid_for)?,
+    })
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn presign_put(
@@ -112,15 +129,7 @@ impl ObjectStore for S3Store {
             .presigned(PresigningConfig::expires_in(valid_for)?)
             .await
             .context("cannot presign the upload")?;
-        Ok(PresignedRequest {
-            url: presigned.uri().to_string(),
-            method: presigned.method().to_string(),
-            headers: presigned
-                .headers()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            expires_at: now + chrono::Duration::from_std(valid_for)?,
-        })
+        presigned_request(&presigned, valid_for, now)
     }
 
     async fn presign_get(
@@ -137,15 +146,7 @@ impl ObjectStore for S3Store {
             .presigned(PresigningConfig::expires_in(valid_for)?)
             .await
             .context("cannot presign the download")?;
-        Ok(PresignedRequest {
-            url: presigned.uri().to_string(),
-            method: presigned.method().to_string(),
-            headers: presigned
-                .headers()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            expires_at: now + chrono::Duration::from_std(valid_for)?,
-        })
+        presigned_request(&presigned, valid_for, now)
     }
 
     async fn size_of(&self, key: &str) -> anyhow::Result<Option<u64>> {

@@ -31,6 +31,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cost_summary))
 }
 
+/// Whose costs to read: the caller's, or `requested` for admins and billing admins
+/// (anyone else is told there is no such user).
+fn cost_owner(
+    principal: infrastructure::auth::Principal,
+    requested: Option<Uuid>,
+) -> ApiResult<Uuid> {
+    let target = requested.unwrap_or(principal.user_id.0);
+    if !may_read_costs_of(principal.role, principal.user_id.0, target) {
+        return Err(ApiError::not_found(
+            "USER_NOT_FOUND",
+            format!("no user {target}"),
+        ));
+    }
+    Ok(target)
+}
+
 fn money(amount: Decimal) -> f64 {
     cents(amount).to_f64().unwrap_or(0.0)
 }
@@ -126,13 +142,7 @@ async fn list_costs(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<CostParams>,
 ) -> ApiResult<Response> {
-    let target = params.user_id.unwrap_or(principal.user_id.0);
-    if !may_read_costs_of(principal.role, principal.user_id.0, target) {
-        return Err(ApiError::not_found(
-            "USER_NOT_FOUND",
-            format!("no user {target}"),
-        ));
-    }
+    let target = cost_owner(principal, params.user_id)?;
     if let (Some(start), Some(end)) = (params.start_date, params.end_date) {
         if start > end {
             return Err(ApiError::validation(
@@ -260,13 +270,7 @@ async fn cost_summary(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<SummaryParams>,
 ) -> ApiResult<Response> {
-    let target = params.user_id.unwrap_or(principal.user_id.0);
-    if !may_read_costs_of(principal.role, principal.user_id.0, target) {
-        return Err(ApiError::not_found(
-            "USER_NOT_FOUND",
-            format!("no user {target}"),
-        ));
-    }
+    let target = cost_owner(principal, params.user_id)?;
     let today = state.clock.now().date_naive();
     let first = period_start(today, GroupBy::Month);
     let spent: Decimal = sqlx::query_scalar(

@@ -141,6 +141,10 @@ impl ClusterSim {
             .route("/v1/jobs/{id}/cancel", post(cancel))
             .route("/v1/jobs/{id}/artifacts/{name}", get(artifact))
             .route("/v1/sim/faults/{prefix}", put(faults))
+            .route_layer(axum::middleware::from_fn_with_state(
+                sim.clone(),
+                require_key,
+            ))
             .with_state(sim);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -206,6 +210,22 @@ impl Sim {
     }
 }
 
+/// Every route needs the API key, when one is configured.
+async fn require_key(
+    State(sim): State<Arc<Sim>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !sim.authorized(request.headers()) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        );
+    }
+    next.run(request).await
+}
+
 /// FNV-1a of the training job's part of the key (`<jobId>-<attempt>` → `<jobId>`), so every
 /// attempt of a job replays the same curve.
 fn seed_of(key: &str, base: u64) -> (u64, u32) {
@@ -221,18 +241,7 @@ fn seed_of(key: &str, base: u64) -> (u64, u32) {
     (hash, attempt)
 }
 
-async fn submit(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Json(request): Json<SubmitRequest>,
-) -> Response {
-    if !sim.authorized(&headers) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong API key",
-        );
-    }
+async fn submit(State(sim): State<Arc<Sim>>, Json(request): Json<SubmitRequest>) -> Response {
     if request.idempotency_key.trim().is_empty() || request.total_steps == 0 {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -346,15 +355,7 @@ async fn status(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if !sim.authorized(&headers) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong API key",
-        );
-    }
     let mut jobs = sim.jobs.lock().await;
     let Some(entry) = jobs.entries.get(&id).cloned() else {
         return problem(
@@ -457,18 +458,7 @@ async fn cached_artifacts(sim: &Sim, job: &SimJob) -> Files {
     files
 }
 
-async fn cancel(
-    State(sim): State<Arc<Sim>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if !sim.authorized(&headers) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong API key",
-        );
-    }
+async fn cancel(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     let mut jobs = sim.jobs.lock().await;
     let Some(entry) = jobs.entries.get_mut(&id) else {
         return problem(
@@ -496,15 +486,7 @@ async fn cancel(
 async fn artifact(
     State(sim): State<Arc<Sim>>,
     Path((id, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !sim.authorized(&headers) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong API key",
-        );
-    }
     let Some(entry) = sim.jobs.lock().await.entries.get(&id).cloned() else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -542,16 +524,8 @@ async fn artifact(
 async fn faults(
     State(sim): State<Arc<Sim>>,
     Path(prefix): Path<String>,
-    headers: HeaderMap,
     Json(faults): Json<Faults>,
 ) -> Response {
-    if !sim.authorized(&headers) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong API key",
-        );
-    }
     let mut jobs = sim.jobs.lock().await;
     jobs.faults.retain(|(p, _)| *p != prefix);
     jobs.faults.push((prefix, faults));
