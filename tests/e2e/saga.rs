@@ -602,3 +602,47 @@ async fn notifications_and_dashboard_follow_the_journey() {
     assert!(stats["data"]["totalCost"].as_f64().unwrap() > 0.0);
     app.finish().await;
 }
+
+/// A job the cluster forgets is noticed (404 on status) and resubmitted; forgotten every time,
+/// it fails after three retries with `CLUSTER_LOST_JOB`.
+#[tokio::test]
+async fn a_job_the_cluster_loses_is_resubmitted() {
+    // Slow enough for the saga to read the status while the job runs.
+    let app = start(&[("CLUSTER_SIM_SPEED", "150")]).await;
+    let (_, token) = app.user("ada").await;
+    let sim = app
+        .service
+        .as_ref()
+        .unwrap()
+        .cluster_sim
+        .as_ref()
+        .unwrap()
+        .url
+        .clone();
+    let injected = app
+        .http
+        .put(format!("{sim}/v1/sim/faults/0"))
+        .bearer_auth("test-cluster-key")
+        .json(&json!({"disappearAtStep": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), 204);
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "the end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    })
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["errorCode"], "CLUSTER_LOST_JOB");
+    assert_eq!(job["retryCount"], 3);
+    let submitted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'JobSubmitted'",
+    )
+    .bind(&id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(submitted, 4);
+    app.finish().await;
+}
