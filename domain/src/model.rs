@@ -14,13 +14,13 @@ use crate::job::config::JobConfiguration;
 /// `score = clamp(drop, 0, 1) × (1 − clamp(gap, 0, 1))`, where `drop = 1 − final / initial`
 /// validation loss and `gap = (finalValidation − finalTraining) / finalValidation`; a final
 /// validation loss more than 5 % above the best one (overfitting) costs one level.
-/// Levels: excellent ≥ 0.6, good ≥ 0.4, fair ≥ 0.2, poor below.
+/// Levels: excellent ≥ 0.6, good ≥ 0.4, acceptable ≥ 0.2 (seed 001's names), poor below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Convergence {
     Excellent,
     Good,
-    Fair,
+    Acceptable,
     Poor,
 }
 
@@ -72,7 +72,7 @@ impl QualityMetrics {
             convergence_quality: [
                 Convergence::Excellent,
                 Convergence::Good,
-                Convergence::Fair,
+                Convergence::Acceptable,
                 Convergence::Poor,
             ][level],
         }
@@ -228,5 +228,33 @@ mod tests {
         // Hardly any drop: poor.
         let flat = QualityMetrics::from_losses(1.0, 0.9, 0.95, 0.95);
         assert_eq!(flat.convergence_quality, Convergence::Poor);
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn convergence_levels_use_seed_001s_names() {
+        let names: Vec<String> = [
+            Convergence::Excellent,
+            Convergence::Good,
+            Convergence::Acceptable,
+            Convergence::Poor,
+        ]
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+        assert_eq!(names, vec!["excellent", "good", "acceptable", "poor"]);
+        // A middling run is "acceptable".
+        let q = QualityMetrics::from_losses(1.0, 0.6, 0.7, 0.7);
+        assert_eq!(q.convergence_quality, Convergence::Acceptable);
     }
 }
