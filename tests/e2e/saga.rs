@@ -594,6 +594,32 @@ async fn notifications_and_dashboard_follow_the_journey() {
     let (_, theirs) = app.get("/api/notifications", Some(&stranger)).await;
     assert_eq!(theirs["meta"]["pagination"]["total"], 0);
 
+    // The model list (seed 001 shape, this service's fields).
+    let (status, models) = app
+        .get("/api/models?sortBy=quality-desc", Some(&token))
+        .await;
+    assert_eq!(status, 200, "{models}");
+    let model = &models["data"]["models"][0];
+    assert_eq!(models["meta"]["pagination"]["total"], 1);
+    assert_eq!(model["jobId"], id.as_str());
+    assert_eq!(model["status"], "stored");
+    assert_eq!(model["version"], "1.0.0");
+    let quality = model["qualityMetrics"]["convergenceQuality"]
+        .as_str()
+        .unwrap();
+    assert!(
+        ["excellent", "good", "acceptable", "poor"].contains(&quality),
+        "{quality}"
+    );
+    assert_eq!(model["artifacts"].as_array().unwrap().len(), 3);
+    let (_, archived) = app.get("/api/models?status=archived", Some(&token)).await;
+    assert_eq!(archived["meta"]["pagination"]["total"], 0);
+    let (_, theirs) = app.get("/api/models", Some(&stranger)).await;
+    assert_eq!(theirs["meta"]["pagination"]["total"], 0);
+    let (status, bad) = app.get("/api/models?sortBy=newest", Some(&token)).await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["field"], "sortBy");
+
     let (status, stats) = app.get("/api/dashboard/stats", Some(&token)).await;
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["data"]["totalDatasets"], 1);
