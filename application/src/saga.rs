@@ -464,29 +464,46 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             .await?;
         }
         // Compute: the GPU time of this attempt not billed yet.
+        self.accrue_compute(entry, job, report, report.status.is_terminal(), "running")
+            .await?;
+        Ok(())
+    }
+
+    /// Bills the GPU time of this attempt the ledger does not hold yet: once a minute's worth is
+    /// unbilled, or whatever is left when `closing`. Keyed by what was billed before, so a
+    /// repeated report bills nothing twice.
+    async fn accrue_compute(
+        &self,
+        entry: &SagaEntry,
+        job: &Job,
+        report: &StatusReport,
+        closing: bool,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let gpu = Decimal::from_f64(report.gpu_seconds)
             .unwrap_or_default()
             .round_dp(3);
         let billed = job.compute_accrued(entry.attempt);
         let unbilled = gpu - billed;
-        if unbilled > Decimal::ZERO
-            && (unbilled >= self.options.compute_step_gpu_seconds || report.status.is_terminal())
+        if unbilled <= Decimal::ZERO
+            || (unbilled < self.options.compute_step_gpu_seconds && !closing)
         {
-            let rate = self
-                .rates
-                .gpu_hour(entry.configuration.gpu_config.instance_type);
-            self.accrue(
-                entry,
-                format!("compute:{}:{billed}", entry.attempt),
-                CostType::Compute,
-                (unbilled / Decimal::from(3600)).round_dp(10),
-                rate,
-                serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu, "clusterJobId": report.cluster_job_id}),
-                Some((entry.attempt, gpu)),
-            )
-            .await?;
+            return Ok(());
         }
-        Ok(())
+        let rate = self
+            .rates
+            .gpu_hour(entry.configuration.gpu_config.instance_type);
+        self.accrue(
+            entry,
+            format!("compute:{}:{billed}", entry.attempt),
+            CostType::Compute,
+            (unbilled / Decimal::from(3600)).round_dp(10),
+            rate,
+            serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu,
+                               "clusterJobId": report.cluster_job_id, "reason": reason}),
+            Some((entry.attempt, gpu)),
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -638,25 +655,8 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             .status(cluster_job, entry.cursor.as_deref())
             .await
         {
-            let gpu = Decimal::from_f64(report.gpu_seconds)
-                .unwrap_or_default()
-                .round_dp(3);
-            let billed = job.compute_accrued(entry.attempt);
-            if gpu > billed {
-                let rate = self
-                    .rates
-                    .gpu_hour(entry.configuration.gpu_config.instance_type);
-                self.accrue(
-                    entry,
-                    format!("compute:{}:{billed}", entry.attempt),
-                    CostType::Compute,
-                    ((gpu - billed) / Decimal::from(3600)).round_dp(10),
-                    rate,
-                    serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu, "reason": "cancelled"}),
-                    Some((entry.attempt, gpu)),
-                )
+            self.accrue_compute(entry, job, &report, true, "cancelled")
                 .await?;
-            }
         }
         Ok(self.next(Phase::Done, entry, Duration::ZERO))
     }

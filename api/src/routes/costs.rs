@@ -12,15 +12,13 @@ use domain::costs::{
     thresholds_reached, AlertLevel, GroupBy,
 };
 use domain::ids::UserId;
-use domain::job::estimate::cents;
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::envelope::{self, Envelope};
+use crate::envelope::{self, money, Envelope};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiQuery, AuthUser};
 use crate::state::AppState;
@@ -45,10 +43,6 @@ fn cost_owner(
         ));
     }
     Ok(target)
-}
-
-fn money(amount: Decimal) -> f64 {
-    cents(amount).to_f64().unwrap_or(0.0)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

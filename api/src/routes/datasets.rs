@@ -434,10 +434,19 @@ async fn register_dataset(
 
 /// Waits (bounded) until the datasets read model shows the command's effect.
 async fn read_your_writes(state: &AppState, receipt: Receipt<DatasetId>) {
+    wait_for_projection(state, "datasets", receipt).await
+}
+
+/// Waits (bounded) until `projection` shows a command's effect: read-your-writes.
+pub(crate) async fn wait_for_projection<Id: std::fmt::Display>(
+    state: &AppState,
+    projection: &str,
+    receipt: Receipt<Id>,
+) {
     if let Some(position) = receipt.position {
-        let name = projections::subscription_name("datasets");
+        let name = projections::subscription_name(projection);
         if !wait_for(&state.pool, &name, position, READ_YOUR_WRITES).await {
-            tracing::warn!(dataset_id = %receipt.id, "datasets read model did not catch up in time");
+            tracing::warn!(id = %receipt.id, projection, "read model did not catch up in time");
         }
     }
 }

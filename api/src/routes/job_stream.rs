@@ -14,18 +14,16 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use domain::job::estimate::cents;
 use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
 use domain::job::{Job, JobEvent};
 use infrastructure::event_log::{read_aggregate_after, StoredEvent};
 use infrastructure::relay::Envelope;
-use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::envelope::money;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::AuthUser;
 use crate::routes::jobs::{find_visible, parse_job_id};
@@ -46,10 +44,6 @@ struct LiveEvent {
     data: Value,
     position: Option<LogPosition>,
     terminal: bool,
-}
-
-fn usd(amount: Decimal) -> f64 {
-    cents(amount).to_f64().unwrap_or(0.0)
 }
 
 fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
@@ -90,7 +84,7 @@ fn live_event(
             ),
             JobEvent::JobCostAccrued(e) => event(
                 "cost",
-                json!({"currentCost": usd(e.job_total), "estimatedTotal": usd(e.estimated_total)}),
+                json!({"currentCost": money(e.job_total), "estimatedTotal": money(e.estimated_total)}),
             ),
             JobEvent::JobRetryScheduled(e) => event(
                 "error",
@@ -106,11 +100,11 @@ fn live_event(
             }),
             JobEvent::JobCompleted(e) => event(
                 "complete",
-                json!({"jobId": e.job_id, "artifactId": e.model_id, "finalCost": usd(e.final_cost)}),
+                json!({"jobId": e.job_id, "artifactId": e.model_id, "finalCost": money(e.final_cost)}),
             ),
             JobEvent::JobCancelled(e) => event(
                 "cancelled",
-                json!({"jobId": e.job_id, "costSoFar": usd(e.cost_so_far), "refundAmount": usd(e.refund_amount)}),
+                json!({"jobId": e.job_id, "costSoFar": money(e.cost_so_far), "refundAmount": money(e.refund_amount)}),
             ),
         }
     } else {
@@ -302,12 +296,12 @@ fn opening(row: &crate::routes::jobs::JobSnapshot) -> Vec<LiveEvent> {
     ));
     out.extend(event(
         "cost",
-        json!({"currentCost": usd(row.current_cost), "estimatedTotal": usd(row.estimated_total_cost)}),
+        json!({"currentCost": money(row.current_cost), "estimatedTotal": money(row.estimated_total_cost)}),
     ));
     let end = match row.status.as_str() {
         "completed" => event(
             "complete",
-            json!({"jobId": row.id, "artifactId": row.artifact_id, "finalCost": usd(row.final_cost.unwrap_or(row.current_cost))}),
+            json!({"jobId": row.id, "artifactId": row.artifact_id, "finalCost": money(row.final_cost.unwrap_or(row.current_cost))}),
         ),
         "failed" => event(
             "error",
@@ -319,7 +313,7 @@ fn opening(row: &crate::routes::jobs::JobSnapshot) -> Vec<LiveEvent> {
         }),
         "cancelled" => event(
             "cancelled",
-            json!({"jobId": row.id, "costSoFar": usd(row.final_cost.unwrap_or(row.current_cost)), "refundAmount": usd(row.refund_amount.unwrap_or_default())}),
+            json!({"jobId": row.id, "costSoFar": money(row.final_cost.unwrap_or(row.current_cost)), "refundAmount": money(row.refund_amount.unwrap_or_default())}),
         ),
         _ => None,
     };

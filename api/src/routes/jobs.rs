@@ -1,8 +1,6 @@
 //! Training jobs (seed 001 "Training Jobs API"): the configuration catalogue, estimate,
 //! create, list, detail, metrics history and cancel. Reads come from the `rm_jobs` projection.
 
-use std::time::Duration;
-
 use application::datasets::Receipt;
 use application::jobs::NewJob;
 use application::AppError;
@@ -14,10 +12,9 @@ use domain::job::config::{
     GpuConfig, GpuType, HyperparameterOverrides, JobRequest, Optimizer, Preset, Scheduler,
     TargetModule, BASE_MODELS, DEFAULT_BASE_MODEL, GPU_COUNTS,
 };
-use domain::job::estimate::{cents, Estimate};
+use domain::job::estimate::Estimate;
 use domain::job::{JobError, Plan};
 use infrastructure::auth::Principal;
-use infrastructure::subscription::wait_for;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -27,13 +24,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::envelope::{self, pagination, Envelope, PageParams};
+use crate::envelope::{self, money, pagination, Envelope, PageParams};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiJson, ApiQuery, AuthUser};
 use crate::routes::datasets::context;
 use crate::state::AppState;
-
-const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,11 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(job_metrics))
         .routes(routes!(cancel_job))
-}
-
-/// Money for the wire: a JSON number in dollars and cents (the ledger keeps 6 digits).
-fn money(amount: Decimal) -> f64 {
-    cents(amount).to_f64().unwrap_or(0.0)
 }
 
 // --- The catalogue ---------------------------------------------------------------------------
@@ -559,12 +549,7 @@ async fn create_job(
 }
 
 async fn read_your_writes(state: &AppState, receipt: Receipt<JobId>) {
-    if let Some(position) = receipt.position {
-        let name = projections::subscription_name("jobs");
-        if !wait_for(&state.pool, &name, position, READ_YOUR_WRITES).await {
-            tracing::warn!(job_id = %receipt.id, "jobs read model did not catch up in time");
-        }
-    }
+    crate::routes::datasets::wait_for_projection(state, "jobs", receipt).await
 }
 
 /// Queued jobs created before this one, plus one (`None` once it left the queue).

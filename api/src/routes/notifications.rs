@@ -3,8 +3,6 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::job::estimate::cents;
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -241,6 +239,6 @@ async fn dashboard_stats(
         total_datasets: datasets,
         active_jobs: jobs,
         completed_models: models,
-        total_cost: cents(cost).to_f64().unwrap_or(0.0),
+        total_cost: envelope::money(cost),
     }))
 }
