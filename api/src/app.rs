@@ -15,12 +15,14 @@ use axum::{middleware, Router};
 use domain::dataset::validator::ValidatorOptions;
 use domain::job::estimate::Rates;
 use infrastructure::auth::TokenKeys;
+use infrastructure::budget::BudgetWatcher;
 use infrastructure::cluster_client::{ClientOptions, HttpCluster};
 use infrastructure::cluster_sim::server::{ClusterSim, SimSettings};
 use infrastructure::config::{EMBEDDED_S3_ACCESS_KEY, EMBEDDED_S3_SECRET_KEY};
 use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
 use infrastructure::event_log::PgLogPositions;
 use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
+use infrastructure::models::SimulatedDeployer;
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::saga::{DriverOptions, SagaFeeder};
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
@@ -180,15 +182,23 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         clock.clone(),
         Rates::default(),
     ));
+    let models = Arc::new(ModelCommands::new(
+        event_store::framework(pool.clone(), ()),
+        event_store::store(pool.clone()),
+        Arc::new(PgLogPositions(pool.clone())),
+        clock.clone(),
+        Arc::new(SimulatedDeployer {
+            ready_after: config.deploy_sim_ready_after,
+        }),
+    ));
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut cluster_sim = None;
     if roles.saga {
         let (cluster, sim) = gpu_cluster(&config).await?;
         cluster_sim = sim;
-        let models = Arc::new(ModelCommands::new(event_store::framework(pool.clone(), ())));
         let saga = Arc::new(TrainingSaga::new(
             jobs.clone(),
-            models,
+            models.clone(),
             cluster,
             objects.clone(),
             Rates::default(),
@@ -226,6 +236,18 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
             pool.clone(),
             config.validation_concurrency,
         )));
+        subscribers.push(Arc::new(BudgetWatcher::new(
+            event_store::framework(pool.clone(), ()),
+            clock.clone(),
+        )));
+        tasks.push(tokio::spawn(
+            infrastructure::models::run_deployment_watcher(
+                pool.clone(),
+                models.clone(),
+                Duration::from_secs(1),
+                shutdown.clone(),
+            ),
+        ));
         tasks.push(tokio::spawn(dataset_workers::run_purger(
             pool.clone(),
             datasets.clone(),
@@ -256,6 +278,7 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         clock,
         datasets,
         jobs,
+        models,
         feeds,
         leadership,
         objects,

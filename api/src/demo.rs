@@ -200,7 +200,7 @@ pub async fn journey(base: &str, out_dir: &std::path::Path) -> anyhow::Result<st
     let job_view = &detail["job"];
     let bytes = client
         .http
-        .get(download["url"].as_str().context("no url")?)
+        .get(download["downloadUrl"].as_str().context("no downloadUrl")?)
         .send()
         .await?
         .bytes()

@@ -38,7 +38,7 @@ pub fn created<T: Serialize>(data: T) -> Response {
     with_status(StatusCode::CREATED, data)
 }
 
-fn with_status<T: Serialize>(status: StatusCode, data: T) -> Response {
+pub fn with_status<T: Serialize>(status: StatusCode, data: T) -> Response {
     (
         status,
         axum::Json(Envelope {

@@ -55,11 +55,35 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Audits the books: `audit costs` recomputes the ledger from the event store and
+    /// compares it with the read models and the cluster's bills; exits 1 on any difference.
+    Audit {
+        #[command(subcommand)]
+        what: AuditWhat,
+    },
     /// Run the GPU cluster simulator (openapi/cluster.yaml) as a server of its own.
     ClusterSim {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         addr: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditWhat {
+    Costs {
+        /// Only this user's entries.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// From this billing day (YYYY-MM-DD, UTC), inclusive.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Up to this billing day, inclusive: the ledger as it stood at the end of it.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -179,6 +203,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     service.stop().await;
                     result?;
                 }
+            }
+        }
+        Command::Audit {
+            what:
+                AuditWhat::Costs {
+                    user,
+                    from,
+                    to,
+                    json,
+                },
+        } => {
+            let pool = db::prepare(&config.database_url, 2).await?;
+            let filter = infrastructure::audit::AuditFilter { user, from, to };
+            let report = infrastructure::audit::audit_costs(&pool, &filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", infrastructure::audit::render(&report));
+            }
+            if !report.clean() {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::ClusterSim { addr } => {

@@ -2,9 +2,11 @@ use std::sync::Arc;
 
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
+use application::models::ModelCommands;
 use application::{Clock, ObjectStore};
 use domain::dataset::Dataset;
 use domain::job::Job;
+use domain::model::Model;
 use infrastructure::auth::TokenKeys;
 use infrastructure::event_store::EventStore;
 use infrastructure::subscription::Leadership;
@@ -23,6 +25,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub datasets: Arc<DatasetCommands<EventStore<Dataset>>>,
     pub jobs: Arc<JobCommands<EventStore<Job>>>,
+    pub models: Arc<ModelCommands<EventStore<Model>>>,
     pub leadership: Leadership,
     pub objects: Arc<dyn ObjectStore>,
     pub feeds: Arc<crate::live::JobFeeds>,

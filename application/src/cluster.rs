@@ -126,6 +126,9 @@ pub struct Evaluation {
     pub best_validation_loss: f64,
     /// exp(finalValidationLoss)
     pub perplexity: f64,
+    /// Scores on the validation split, each in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_scores: Option<domain::model::ValidationScores>,
 }
 
 /// `GET /v1/jobs/{id}?cursor=`: the job now, and what is new since `cursor`.

@@ -500,7 +500,8 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             (unbilled / Decimal::from(3600)).round_dp(10),
             rate,
             serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu,
-                               "clusterJobId": report.cluster_job_id, "reason": reason}),
+                               "clusterJobId": report.cluster_job_id, "reason": reason,
+                               "clusterBilledCost": report.billed_cost}),
             Some((entry.attempt, gpu)),
         )
         .await
@@ -595,20 +596,31 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             .evaluation
             .clone()
             .ok_or_else(|| anyhow::anyhow!("a completed report without evaluation"))?;
-        let quality = QualityMetrics::from_losses(
-            evaluation.initial_validation_loss,
-            evaluation.final_training_loss,
-            evaluation.final_validation_loss,
-            evaluation.best_validation_loss,
-        );
-        let parent_version = None::<&str>; // parents arrive with the models API
+        let quality = QualityMetrics {
+            validation_scores: evaluation.validation_scores,
+            ..QualityMetrics::from_losses(
+                evaluation.initial_validation_loss,
+                evaluation.final_training_loss,
+                evaluation.final_validation_loss,
+                evaluation.best_validation_loss,
+            )
+        };
+        let parent_version = match entry.parent_model_id {
+            Some(parent) => self
+                .models
+                .load(parent)
+                .await
+                .map_err(internal)?
+                .and_then(|m| m.version().map(str::to_string)),
+            None => None,
+        };
         let registered = ModelRegistered {
             model_id,
             user_id: entry.user_id,
             job_id: entry.job_id,
             dataset_id: entry.dataset_id,
             name: format!("Model from {}", entry.dataset_name),
-            version: next_version(parent_version),
+            version: next_version(parent_version.as_deref()),
             parent_model_id: entry.parent_model_id,
             configuration: entry.configuration.clone(),
             quality,

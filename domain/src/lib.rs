@@ -3,6 +3,8 @@
 //! Nothing here performs I/O or reads the clock: everything a decision needs arrives in the
 //! command, so every rule is tested with plain given/when/then tests.
 
+pub mod audit;
+pub mod budget;
 pub mod costs;
 pub mod dataset;
 pub mod identity;

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DatasetId, JobId, ModelId, UserId};
 use crate::job::config::JobConfiguration;
+use crate::job::estimate::{micros, BYTES_PER_GB};
+use crate::validation::text_length;
+use crate::FieldError;
 
 /// How well the validation curve converged (documented in the README):
 /// `score = clamp(drop, 0, 1) × (1 − clamp(gap, 0, 1))`, where `drop = 1 − final / initial`
@@ -34,6 +37,18 @@ pub struct QualityMetrics {
     pub perplexity: f64,
     pub convergence_score: f64,
     pub convergence_quality: Convergence,
+    /// The cluster's evaluation on the validation split (seed 001), each in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_scores: Option<ValidationScores>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationScores {
+    pub semantic_similarity: f64,
+    pub coherence: f64,
+    pub fluency: f64,
+    pub task_accuracy: f64,
 }
 
 impl QualityMetrics {
@@ -75,6 +90,7 @@ impl QualityMetrics {
                 Convergence::Acceptable,
                 Convergence::Poor,
             ][level],
+            validation_scores: None,
         }
     }
 }
@@ -112,6 +128,12 @@ pub struct TrainingSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ModelEvent {
     ModelRegistered(Box<ModelRegistered>),
+    ModelMetadataUpdated(ModelMetadataUpdated),
+    ModelDeleted(ModelDeleted),
+    ModelDeploymentRequested(ModelDeploymentRequested),
+    ModelDeployed(ModelDeployed),
+    ModelArchiveStored(ModelArchiveStored),
+    ModelDownloadBilled(ModelDownloadBilled),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,11 +155,117 @@ pub struct ModelRegistered {
     pub registered_at: DateTime<Utc>,
 }
 
+/// The user-facing fields that changed (absent: unchanged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelMetadataUpdated {
+    pub model_id: ModelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ModelStatus>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeleted {
+    pub model_id: ModelId,
+    pub deleted_by: UserId,
+    pub deleted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployEnvironment {
+    Staging,
+    Production,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentRequested {
+    pub model_id: ModelId,
+    pub deployment_id: String,
+    pub environment: DeployEnvironment,
+    pub endpoint_name: String,
+    pub instance_type: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub endpoint_url: String,
+    pub estimated_ready_at: DateTime<Utc>,
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeployed {
+    pub model_id: ModelId,
+    pub deployment_id: String,
+    pub deployed_at: DateTime<Utc>,
+}
+
+/// The one archive of all the model's files (`artifact=all`), built once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelArchiveStored {
+    pub model_id: ModelId,
+    pub archive: ModelArtifact,
+    pub stored_at: DateTime<Utc>,
+}
+
+/// A download URL was issued: data transfer (GB × rate) lands in the owner's ledger, under
+/// the model's job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDownloadBilled {
+    pub model_id: ModelId,
+    pub user_id: UserId,
+    pub job_id: JobId,
+    pub entry_key: String,
+    pub file_name: String,
+    pub bytes: u64,
+    /// GB (2^30 bytes), 6 fractional digits.
+    pub quantity: Decimal,
+    pub rate: Decimal,
+    /// quantity × rate, 6 fractional digits.
+    pub amount: Decimal,
+    pub accrued_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStatus {
+    #[default]
+    Stored,
+    Deployed,
+    Archived,
+}
+
+impl ModelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Stored => "stored",
+            ModelStatus::Deployed => "deployed",
+            ModelStatus::Archived => "archived",
+        }
+    }
+}
+
 impl DomainEvent for ModelEvent {
     fn event_type(&self) -> String {
         match self {
-            ModelEvent::ModelRegistered(_) => "ModelRegistered".to_string(),
+            ModelEvent::ModelRegistered(_) => "ModelRegistered",
+            ModelEvent::ModelMetadataUpdated(_) => "ModelMetadataUpdated",
+            ModelEvent::ModelDeleted(_) => "ModelDeleted",
+            ModelEvent::ModelDeploymentRequested(_) => "ModelDeploymentRequested",
+            ModelEvent::ModelDeployed(_) => "ModelDeployed",
+            ModelEvent::ModelArchiveStored(_) => "ModelArchiveStored",
+            ModelEvent::ModelDownloadBilled(_) => "ModelDownloadBilled",
         }
+        .to_string()
     }
 
     fn event_version(&self) -> String {
@@ -145,24 +273,176 @@ impl DomainEvent for ModelEvent {
     }
 }
 
+/// What a deployment target answered when asked to deploy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentTicket {
+    pub deployment_id: String,
+    pub endpoint_url: String,
+    pub estimated_ready_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployRequest {
+    pub environment: DeployEnvironment,
+    pub endpoint_name: Option<String>,
+    pub instance_type: Option<String>,
+    pub min_replicas: Option<u32>,
+    pub max_replicas: Option<u32>,
+}
+
+/// The defaults of a deployment: one replica, at most one, on `gpu-a10g`.
+pub const DEFAULT_INSTANCE_TYPE: &str = "gpu-a10g";
+pub const MAX_REPLICAS: u32 = 16;
+
+impl DeployRequest {
+    /// Checks the request field by field; answers (endpointName, instanceType, min, max).
+    pub fn resolve(&self, model_id: ModelId) -> Result<(String, String, u32, u32), FieldError> {
+        let endpoint_name = match &self.endpoint_name {
+            Some(name) => {
+                let valid = !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !name.starts_with('-')
+                    && !name.ends_with('-');
+                if !valid {
+                    return Err(FieldError::new(
+                        "endpointName",
+                        "endpointName must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+                    ));
+                }
+                name.clone()
+            }
+            None => format!("model-{}", &model_id.to_string()[..8]),
+        };
+        let instance_type = match &self.instance_type {
+            Some(t) => {
+                text_length("instanceType", t, 1, 64)?;
+                t.trim().to_string()
+            }
+            None => DEFAULT_INSTANCE_TYPE.to_string(),
+        };
+        let min = self.min_replicas.unwrap_or(1);
+        let max = self.max_replicas.unwrap_or(min.max(1));
+        if !(1..=MAX_REPLICAS).contains(&min) {
+            return Err(FieldError::new(
+                "minReplicas",
+                format!("minReplicas must be between 1 and {MAX_REPLICAS}"),
+            ));
+        }
+        if !(min..=MAX_REPLICAS).contains(&max) {
+            return Err(FieldError::new(
+                "maxReplicas",
+                format!("maxReplicas must be between minReplicas ({min}) and {MAX_REPLICAS}"),
+            ));
+        }
+        Ok((endpoint_name, instance_type, min, max))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelCommand {
     /// Registering again (a saga retry after a crash) records nothing.
     Register(Box<ModelRegistered>),
+    /// PATCH: name (1-100), description (at most 2000), status stored | archived.
+    UpdateMetadata {
+        actor: UserId,
+        is_admin: bool,
+        name: Option<String>,
+        description: Option<String>,
+        status: Option<ModelStatus>,
+        at: DateTime<Utc>,
+    },
+    /// Soft delete; deleting again is refused as not found.
+    Delete {
+        actor: UserId,
+        is_admin: bool,
+        at: DateTime<Utc>,
+    },
+    RequestDeployment {
+        actor: UserId,
+        is_admin: bool,
+        request: DeployRequest,
+        ticket: DeploymentTicket,
+        at: DateTime<Utc>,
+    },
+    /// The target reports the deployment ready; a repeat records nothing.
+    CompleteDeployment {
+        deployment_id: String,
+        at: DateTime<Utc>,
+    },
+    /// The archive was stored; only the first one is recorded.
+    RecordArchive {
+        archive: ModelArtifact,
+        at: DateTime<Utc>,
+    },
+    BillDownload {
+        actor: UserId,
+        is_admin: bool,
+        entry_key: String,
+        file_name: String,
+        bytes: u64,
+        rate: Decimal,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
     #[error("a model needs at least its adapter file")]
     NoArtifacts,
+    /// No such model for this user (or it was deleted).
+    #[error("no such model")]
+    NotFound,
+    #[error("{}", .0.message)]
+    Invalid(FieldError),
+    /// The model is deployed (or being deployed): archive or delete it after undeploying.
+    #[error("the model is {0}: {1}")]
+    Deployed(&'static str, &'static str),
+    #[error("the model is archived: set its status to stored before deploying it")]
+    Archived,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     id: Option<ModelId>,
+    owner: Option<UserId>,
+    job: Option<JobId>,
+    version: String,
+    status: ModelStatus,
+    deleted: bool,
+    deploying: Option<String>,
+    archive: Option<ModelArtifact>,
 }
 
 impl Model {
+    pub fn version(&self) -> Option<&str> {
+        self.id.map(|_| self.version.as_str())
+    }
+
+    pub fn owner(&self) -> Option<UserId> {
+        self.owner
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    pub fn archive(&self) -> Option<&ModelArtifact> {
+        self.archive.as_ref()
+    }
+
+    /// The model as `actor` may see it: not found for anyone else (unless admin) and once deleted.
+    fn visible_to(&self, actor: UserId, is_admin: bool) -> Result<(ModelId, UserId), ModelError> {
+        match (self.id, self.owner) {
+            (Some(id), Some(owner)) if !self.deleted && (owner == actor || is_admin) => {
+                Ok((id, owner))
+            }
+            _ => Err(ModelError::NotFound),
+        }
+    }
+
     pub fn decide(&self, command: ModelCommand) -> Result<Vec<ModelEvent>, ModelError> {
         match command {
             ModelCommand::Register(registered) => {
@@ -174,6 +454,165 @@ impl Model {
                 }
                 Ok(vec![ModelEvent::ModelRegistered(registered)])
             }
+            ModelCommand::UpdateMetadata {
+                actor,
+                is_admin,
+                name,
+                description,
+                status,
+                at,
+            } => {
+                let (model_id, _) = self.visible_to(actor, is_admin)?;
+                if let Some(name) = &name {
+                    text_length("name", name, 1, 100).map_err(ModelError::Invalid)?;
+                }
+                if let Some(description) = &description {
+                    text_length("description", description, 0, 2000)
+                        .map_err(ModelError::Invalid)?;
+                }
+                match status {
+                    Some(ModelStatus::Deployed) => {
+                        return Err(ModelError::Invalid(FieldError::new(
+                            "status",
+                            "status must be stored or archived (deploy through POST /api/models/{id}/deploy)",
+                        )))
+                    }
+                    Some(wanted) if wanted != self.status && self.is_deployed_or_deploying() => {
+                        return Err(ModelError::Deployed(
+                            self.deployment_word(),
+                            "its status changes when it is undeployed",
+                        ))
+                    }
+                    _ => {}
+                }
+                let status = status.filter(|s| *s != self.status);
+                let name = name.map(|n| n.trim().to_string());
+                let description = description.map(|d| d.trim().to_string());
+                if name.is_none() && description.is_none() && status.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ModelEvent::ModelMetadataUpdated(
+                    ModelMetadataUpdated {
+                        model_id,
+                        name,
+                        description,
+                        status,
+                        updated_at: at,
+                    },
+                )])
+            }
+            ModelCommand::Delete {
+                actor,
+                is_admin,
+                at,
+            } => {
+                let (model_id, _) = self.visible_to(actor, is_admin)?;
+                if self.is_deployed_or_deploying() {
+                    return Err(ModelError::Deployed(
+                        self.deployment_word(),
+                        "undeploy it before deleting",
+                    ));
+                }
+                Ok(vec![ModelEvent::ModelDeleted(ModelDeleted {
+                    model_id,
+                    deleted_by: actor,
+                    deleted_at: at,
+                })])
+            }
+            ModelCommand::RequestDeployment {
+                actor,
+                is_admin,
+                request,
+                ticket,
+                at,
+            } => {
+                let (model_id, _) = self.visible_to(actor, is_admin)?;
+                if self.status == ModelStatus::Archived {
+                    return Err(ModelError::Archived);
+                }
+                if self.is_deployed_or_deploying() {
+                    return Err(ModelError::Deployed(
+                        self.deployment_word(),
+                        "one deployment at a time",
+                    ));
+                }
+                let (endpoint_name, instance_type, min_replicas, max_replicas) =
+                    request.resolve(model_id).map_err(ModelError::Invalid)?;
+                Ok(vec![ModelEvent::ModelDeploymentRequested(
+                    ModelDeploymentRequested {
+                        model_id,
+                        deployment_id: ticket.deployment_id,
+                        environment: request.environment,
+                        endpoint_name,
+                        instance_type,
+                        min_replicas,
+                        max_replicas,
+                        endpoint_url: ticket.endpoint_url,
+                        estimated_ready_at: ticket.estimated_ready_at,
+                        requested_at: at,
+                    },
+                )])
+            }
+            ModelCommand::CompleteDeployment { deployment_id, at } => {
+                match (&self.deploying, self.id) {
+                    (Some(pending), Some(model_id)) if *pending == deployment_id => {
+                        Ok(vec![ModelEvent::ModelDeployed(ModelDeployed {
+                            model_id,
+                            deployment_id,
+                            deployed_at: at,
+                        })])
+                    }
+                    _ => Ok(vec![]),
+                }
+            }
+            ModelCommand::RecordArchive { archive, at } => match self.id {
+                Some(model_id) if self.archive.is_none() => {
+                    Ok(vec![ModelEvent::ModelArchiveStored(ModelArchiveStored {
+                        model_id,
+                        archive,
+                        stored_at: at,
+                    })])
+                }
+                Some(_) => Ok(vec![]),
+                None => Err(ModelError::NotFound),
+            },
+            ModelCommand::BillDownload {
+                actor,
+                is_admin,
+                entry_key,
+                file_name,
+                bytes,
+                rate,
+                at,
+            } => {
+                let (model_id, owner) = self.visible_to(actor, is_admin)?;
+                let job_id = self.job.ok_or(ModelError::NotFound)?;
+                let quantity = micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
+                Ok(vec![ModelEvent::ModelDownloadBilled(ModelDownloadBilled {
+                    model_id,
+                    user_id: owner,
+                    job_id,
+                    entry_key,
+                    file_name,
+                    bytes,
+                    quantity,
+                    rate,
+                    amount: micros(quantity * rate),
+                    accrued_at: at,
+                })])
+            }
+        }
+    }
+
+    fn is_deployed_or_deploying(&self) -> bool {
+        self.status == ModelStatus::Deployed || self.deploying.is_some()
+    }
+
+    fn deployment_word(&self) -> &'static str {
+        if self.deploying.is_some() {
+            "being deployed"
+        } else {
+            "deployed"
         }
     }
 }
@@ -199,7 +638,25 @@ impl Aggregate for Model {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            ModelEvent::ModelRegistered(e) => self.id = Some(e.model_id),
+            ModelEvent::ModelRegistered(e) => {
+                self.id = Some(e.model_id);
+                self.owner = Some(e.user_id);
+                self.job = Some(e.job_id);
+                self.version = e.version;
+            }
+            ModelEvent::ModelMetadataUpdated(e) => {
+                if let Some(status) = e.status {
+                    self.status = status;
+                }
+            }
+            ModelEvent::ModelDeleted(_) => self.deleted = true,
+            ModelEvent::ModelDeploymentRequested(e) => self.deploying = Some(e.deployment_id),
+            ModelEvent::ModelDeployed(_) => {
+                self.deploying = None;
+                self.status = ModelStatus::Deployed;
+            }
+            ModelEvent::ModelArchiveStored(e) => self.archive = Some(e.archive),
+            ModelEvent::ModelDownloadBilled(_) => {}
         }
     }
 }
@@ -207,6 +664,266 @@ impl Aggregate for Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::config::{GpuConfig, GpuType};
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-11-23T10:{minute:02}:00Z"))
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    const OWNER: UserId = UserId(uuid::Uuid::from_u128(1));
+    const OTHER: UserId = UserId(uuid::Uuid::from_u128(2));
+
+    fn registered() -> ModelRegistered {
+        let configuration = crate::job::config::JobRequest {
+            preset: crate::job::config::Preset::Balanced,
+            overrides: Default::default(),
+            gpu_config: GpuConfig {
+                instance_type: GpuType::A100_80gb,
+                num_gpus: 1,
+            },
+            base_model: Some("mistral-7b".into()),
+            early_stopping_patience: None,
+            validation_split_ratio: None,
+            checkpoint_interval: None,
+        }
+        .resolve(1000)
+        .unwrap();
+        ModelRegistered {
+            model_id: ModelId(uuid::Uuid::from_u128(10)),
+            user_id: OWNER,
+            job_id: JobId(uuid::Uuid::from_u128(20)),
+            dataset_id: DatasetId(uuid::Uuid::from_u128(30)),
+            name: "Model from chats".into(),
+            version: "1.0.0".into(),
+            parent_model_id: None,
+            configuration,
+            quality: QualityMetrics::from_losses(2.0, 0.45, 0.5, 0.5),
+            training: TrainingSummary {
+                total_steps: 100,
+                epochs: 3,
+                gpu_seconds: 3600.0,
+                retry_count: 0,
+            },
+            artifacts: vec![ModelArtifact {
+                name: "adapter_model.safetensors".into(),
+                s3_key: "models/x/adapter_model.safetensors".into(),
+                size_bytes: 1 << 20,
+                sha256: "00".into(),
+            }],
+            final_cost: Decimal::new(1234, 2),
+            registered_at: at(0),
+        }
+    }
+
+    /// Given these events, the model.
+    fn given(events: Vec<ModelEvent>) -> Model {
+        let mut model = Model::default();
+        for e in events {
+            model.apply(e);
+        }
+        model
+    }
+
+    fn stored() -> Model {
+        given(vec![ModelEvent::ModelRegistered(Box::new(registered()))])
+    }
+
+    fn deploy(model: &Model, id: &str) -> Result<Vec<ModelEvent>, ModelError> {
+        model.decide(ModelCommand::RequestDeployment {
+            actor: OWNER,
+            is_admin: false,
+            request: DeployRequest {
+                environment: DeployEnvironment::Staging,
+                endpoint_name: None,
+                instance_type: None,
+                min_replicas: None,
+                max_replicas: None,
+            },
+            ticket: DeploymentTicket {
+                deployment_id: id.into(),
+                endpoint_url: format!("https://{id}.example"),
+                estimated_ready_at: at(5),
+            },
+            at: at(1),
+        })
+    }
+
+    #[test]
+    fn metadata_updates_are_checked_and_only_changes_are_recorded() {
+        let model = stored();
+        let update = |name: Option<&str>, status: Option<ModelStatus>| {
+            model.decide(ModelCommand::UpdateMetadata {
+                actor: OWNER,
+                is_admin: false,
+                name: name.map(String::from),
+                description: None,
+                status,
+                at: at(1),
+            })
+        };
+        let events = update(Some("  Support bot  "), Some(ModelStatus::Archived)).unwrap();
+        let ModelEvent::ModelMetadataUpdated(e) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(e.name.as_deref(), Some("Support bot"));
+        assert_eq!(e.status, Some(ModelStatus::Archived));
+        // Setting what already is records nothing.
+        assert_eq!(update(None, Some(ModelStatus::Stored)).unwrap(), vec![]);
+        assert!(matches!(
+            update(Some(" "), None),
+            Err(ModelError::Invalid(f)) if f.field == "name"
+        ));
+        assert!(matches!(
+            update(None, Some(ModelStatus::Deployed)),
+            Err(ModelError::Invalid(f)) if f.field == "status"
+        ));
+        // Someone else's model does not exist for them.
+        assert_eq!(
+            model.decide(ModelCommand::Delete {
+                actor: OTHER,
+                is_admin: false,
+                at: at(1)
+            }),
+            Err(ModelError::NotFound)
+        );
+    }
+
+    #[test]
+    fn deployment_goes_deploying_then_deployed_once() {
+        let model = stored();
+        let requested = deploy(&model, "dep-1").unwrap();
+        let ModelEvent::ModelDeploymentRequested(e) = &requested[0] else {
+            panic!("{requested:?}")
+        };
+        assert_eq!(e.endpoint_name, "model-00000000");
+        assert_eq!((e.min_replicas, e.max_replicas), (1, 1));
+        let deploying = given(
+            [ModelEvent::ModelRegistered(Box::new(registered()))]
+                .into_iter()
+                .chain(requested)
+                .collect(),
+        );
+        // One deployment at a time; archive and delete wait for it.
+        assert!(matches!(
+            deploy(&deploying, "dep-2"),
+            Err(ModelError::Deployed(..))
+        ));
+        assert!(matches!(
+            deploying.decide(ModelCommand::Delete {
+                actor: OWNER,
+                is_admin: false,
+                at: at(2)
+            }),
+            Err(ModelError::Deployed(..))
+        ));
+        let done = deploying
+            .decide(ModelCommand::CompleteDeployment {
+                deployment_id: "dep-1".into(),
+                at: at(5),
+            })
+            .unwrap();
+        assert_eq!(done.len(), 1);
+        let mut deployed = deploying.clone();
+        deployed.apply(done[0].clone());
+        assert_eq!(deployed.status, ModelStatus::Deployed);
+        // A repeated report records nothing.
+        assert_eq!(
+            deployed
+                .decide(ModelCommand::CompleteDeployment {
+                    deployment_id: "dep-1".into(),
+                    at: at(6)
+                })
+                .unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn archived_models_are_not_deployed_and_deleted_ones_are_gone() {
+        let mut model = stored();
+        model.apply(ModelEvent::ModelMetadataUpdated(ModelMetadataUpdated {
+            model_id: ModelId(uuid::Uuid::from_u128(10)),
+            name: None,
+            description: None,
+            status: Some(ModelStatus::Archived),
+            updated_at: at(1),
+        }));
+        assert_eq!(deploy(&model, "dep-1"), Err(ModelError::Archived));
+        let deleted = model
+            .decide(ModelCommand::Delete {
+                actor: OWNER,
+                is_admin: false,
+                at: at(2),
+            })
+            .unwrap();
+        model.apply(deleted[0].clone());
+        assert_eq!(deploy(&model, "dep-1"), Err(ModelError::NotFound));
+    }
+
+    #[test]
+    fn a_download_bills_its_gigabytes_at_the_transfer_rate() {
+        let events = stored()
+            .decide(ModelCommand::BillDownload {
+                actor: OWNER,
+                is_admin: false,
+                entry_key: "download:1".into(),
+                file_name: "adapter_model.safetensors".into(),
+                bytes: 3 << 29, // 1.5 GB
+                rate: Decimal::new(9, 2),
+                at: at(3),
+            })
+            .unwrap();
+        let ModelEvent::ModelDownloadBilled(e) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(e.quantity, Decimal::new(15, 1));
+        assert_eq!(e.amount, Decimal::new(135, 3));
+        assert_eq!(e.job_id, JobId(uuid::Uuid::from_u128(20)));
+        assert_eq!(e.user_id, OWNER);
+    }
+
+    #[test]
+    fn deploy_requests_are_checked_field_by_field() {
+        let id = ModelId(uuid::Uuid::from_u128(10));
+        let request = |name: Option<&str>, min: Option<u32>, max: Option<u32>| DeployRequest {
+            environment: DeployEnvironment::Production,
+            endpoint_name: name.map(String::from),
+            instance_type: None,
+            min_replicas: min,
+            max_replicas: max,
+        };
+        assert_eq!(
+            request(Some("Bad_Name"), None, None)
+                .resolve(id)
+                .unwrap_err()
+                .field,
+            "endpointName"
+        );
+        assert_eq!(
+            request(None, Some(0), None).resolve(id).unwrap_err().field,
+            "minReplicas"
+        );
+        assert_eq!(
+            request(None, Some(3), Some(2))
+                .resolve(id)
+                .unwrap_err()
+                .field,
+            "maxReplicas"
+        );
+        assert_eq!(
+            request(Some("support-bot"), Some(2), None)
+                .resolve(id)
+                .unwrap(),
+            (
+                "support-bot".to_string(),
+                DEFAULT_INSTANCE_TYPE.to_string(),
+                2,
+                2
+            )
+        );
+    }
 
     #[test]
     fn versions_bump_the_minor_number() {

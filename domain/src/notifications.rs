@@ -5,6 +5,8 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetEvent;
+use crate::costs::AlertLevel;
 use crate::dataset::DatasetEvent;
 use crate::ids::UserId;
 use crate::job::estimate::cents;
@@ -120,5 +122,32 @@ pub fn from_job_event(event: &JobEvent) -> Option<Notification> {
             action_url: format!("/jobs/{}", e.job_id),
         }),
         _ => None,
+    }
+}
+
+pub fn from_budget_event(event: &BudgetEvent) -> Notification {
+    match event {
+        BudgetEvent::BudgetThresholdCrossed(e) => {
+            let (priority, title) = match e.level {
+                AlertLevel::Warning => (
+                    Priority::High,
+                    format!("{} % of your monthly budget used", e.percent),
+                ),
+                AlertLevel::Critical => (Priority::Critical, "Monthly budget reached".to_string()),
+            };
+            Notification {
+                user_id: e.user_id,
+                kind: NotificationType::CostAlert,
+                priority,
+                title,
+                message: format!(
+                    "You have spent {} of your {} budget for {}.",
+                    usd(e.spent),
+                    usd(e.budget),
+                    e.month
+                ),
+                action_url: "/costs".to_string(),
+            }
+        }
     }
 }

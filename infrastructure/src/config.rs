@@ -55,6 +55,8 @@ pub struct Config {
     pub saga_retry_backoff: Duration,
     pub saga_lease: Duration,
     pub saga_concurrency: usize,
+    /// How long a simulated model deployment takes to become ready.
+    pub deploy_sim_ready_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "DATASET_PURGE_AFTER_SECONDS",
         "2592000",
         "objects of deleted datasets are removed this long after deletion (30 days)",
+    ),
+    (
+        "DEPLOY_SIM_SECONDS",
+        "20",
+        "how long a simulated model deployment takes to become ready",
     ),
     (
         "DATASET_PURGE_INTERVAL_SECONDS",
@@ -257,6 +264,7 @@ impl Config {
                 60,
             )?),
             validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
+            deploy_sim_ready_after: Duration::from_secs(parse(&lookup, "DEPLOY_SIM_SECONDS", 20)?),
             cluster_sim_speed: parse(&lookup, "CLUSTER_SIM_SPEED", 60.0)?,
             cluster_sim_seed: parse(&lookup, "CLUSTER_SIM_SEED", 0)?,
             saga_poll_interval: Duration::from_millis(parse(
@@ -358,6 +366,7 @@ impl fmt::Debug for Config {
             .field("saga_retry_backoff", &self.saga_retry_backoff)
             .field("saga_lease", &self.saga_lease)
             .field("saga_concurrency", &self.saga_concurrency)
+            .field("deploy_sim_ready_after", &self.deploy_sim_ready_after)
             .finish()
     }
 }

@@ -1,7 +1,9 @@
 //! Adapters to the outside world: Postgres (event store, global log, subscriptions, users),
 //! NATS JetStream (relay), password hashing and tokens, configuration.
 
+pub mod audit;
 pub mod auth;
+pub mod budget;
 pub mod cluster_client;
 pub mod cluster_sim;
 pub mod config;
@@ -10,6 +12,7 @@ pub mod db;
 pub mod event_log;
 pub mod event_store;
 pub mod jobs;
+pub mod models;
 pub mod relay;
 pub mod s3;
 pub mod saga;

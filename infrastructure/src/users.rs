@@ -113,11 +113,21 @@ impl Users {
         id: UserId,
         budget: rust_decimal::Decimal,
     ) -> sqlx::Result<()> {
+        let mut tx = self.0.begin().await?;
         sqlx::query("UPDATE users SET monthly_budget = $2, updated_at = now() WHERE id = $1")
             .bind(id.0)
             .bind(budget)
-            .execute(&self.0)
+            .execute(&mut *tx)
             .await?;
+        // The budget watcher checks the month's spend against the new budget too.
+        sqlx::query(
+            "INSERT INTO budget_checks (user_id, month) VALUES ($1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')) \
+             ON CONFLICT (user_id, month) DO UPDATE SET version = budget_checks.version + 1",
+        )
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

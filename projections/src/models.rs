@@ -53,6 +53,66 @@ impl Projector for ModelsProjector {
                 .execute(&mut *conn)
                 .await?;
             }
+            ModelEvent::ModelMetadataUpdated(e) => {
+                sqlx::query(
+                    "UPDATE rm_models SET name = coalesce($2, name), description = coalesce($3, description), \
+                       status = coalesce($4, status), updated_at = $5 WHERE id = $1",
+                )
+                .bind(e.model_id.0)
+                .bind(e.name)
+                .bind(e.description)
+                .bind(e.status.map(|s| s.as_str()))
+                .bind(e.updated_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            ModelEvent::ModelDeleted(e) => {
+                sqlx::query("UPDATE rm_models SET deleted_at = $2, updated_at = $2 WHERE id = $1")
+                    .bind(e.model_id.0)
+                    .bind(e.deleted_at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            ModelEvent::ModelDeploymentRequested(e) => {
+                let deployment = serde_json::json!({
+                    "deploymentId": e.deployment_id,
+                    "status": "deploying",
+                    "environment": e.environment,
+                    "endpointName": e.endpoint_name,
+                    "endpointUrl": e.endpoint_url,
+                    "instanceType": e.instance_type,
+                    "minReplicas": e.min_replicas,
+                    "maxReplicas": e.max_replicas,
+                    "estimatedReadyAt": e.estimated_ready_at,
+                    "requestedAt": e.requested_at,
+                });
+                sqlx::query("UPDATE rm_models SET deployment = $2, updated_at = $3 WHERE id = $1")
+                    .bind(e.model_id.0)
+                    .bind(deployment)
+                    .bind(e.requested_at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            ModelEvent::ModelDeployed(e) => {
+                sqlx::query(
+                    "UPDATE rm_models SET status = 'deployed', deployed_at = $2, updated_at = $2, \
+                       deployment = deployment || jsonb_build_object('status', 'deployed', 'deployedAt', $2) \
+                     WHERE id = $1",
+                )
+                .bind(e.model_id.0)
+                .bind(e.deployed_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            ModelEvent::ModelArchiveStored(e) => {
+                sqlx::query("UPDATE rm_models SET archive = $2 WHERE id = $1")
+                    .bind(e.model_id.0)
+                    .bind(Json(&e.archive))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            // The cost ledger projection records downloads.
+            ModelEvent::ModelDownloadBilled(_) => {}
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
+use domain::budget::Budget;
 use domain::dataset::Dataset;
 use domain::job::Job;
-use domain::notifications::{from_dataset_event, from_job_event, Notification};
+use domain::notifications::{from_budget_event, from_dataset_event, from_job_event, Notification};
 use infrastructure::event_log::StoredEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -42,6 +43,7 @@ impl Projector for NotificationsProjector {
             {
                 from_job_event(&event.decode()?)
             }
+            t if t == <Budget as Aggregate>::TYPE => Some(from_budget_event(&event.decode()?)),
             _ => None,
         };
         let Some(n) = notification else {

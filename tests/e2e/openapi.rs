@@ -67,6 +67,7 @@ fn the_nats_contract_lists_every_event_type() {
         "domain/src/job/events.rs",
         "domain/src/job/telemetry.rs",
         "domain/src/model.rs",
+        "domain/src/budget.rs",
     ] {
         let source = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         let start = source.find("fn event_type").expect("event_type");
@@ -78,7 +79,7 @@ fn the_nats_contract_lists_every_event_type() {
             }
         }
     }
-    assert!(found.len() >= 21, "{found:?}");
+    assert!(found.len() >= 28, "{found:?}");
     for event in &found {
         assert!(
             contract.contains(&format!("`{event}`")),

@@ -18,6 +18,7 @@ fn subscriptions() -> Vec<String> {
             infrastructure::relay::SUBSCRIPTION,
             infrastructure::dataset_workers::VALIDATION_SUBSCRIPTION,
             infrastructure::saga::FEEDER_SUBSCRIPTION,
+            infrastructure::budget::BUDGET_SUBSCRIPTION,
         ]
         .map(String::from),
     );

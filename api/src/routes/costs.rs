@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_costs))
         .routes(routes!(cost_summary))
+        .routes(routes!(audit_costs))
 }
 
 /// Whose costs to read: the caller's, or `requested` for admins and billing admins
@@ -311,4 +312,61 @@ async fn cost_summary(
         },
         alerts,
     }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only this user's entries.
+    pub user_id: Option<Uuid>,
+    /// From this billing day (UTC, `YYYY-MM-DD`), inclusive.
+    #[param(value_type = Option<String>)]
+    pub from: Option<NaiveDate>,
+    /// Up to this billing day, inclusive: the ledger as it stood at the end of it.
+    #[param(value_type = Option<String>)]
+    pub to: Option<NaiveDate>,
+}
+
+/// The cost audit (as `brightrun audit costs`): every ledger entry recomputed from the event
+/// store, with totals per job, user, day and month, and every difference from the ledger read
+/// model, the jobs' recorded costs and the cluster's own bills. `billing_admin` and `admin`
+/// only.
+#[utoipa::path(get, path = "/api/admin/audit/costs", tag = "costs", security(("bearer" = [])),
+    params(AuditParams),
+    responses(
+        (status = 200, description = "The report; `clean` is true when nothing differs", body = Envelope<Object>,
+            example = json!({"success": true, "data": {"clean": true, "entries": 12, "total": "0.412345", "byJob": {}, "byUser": {}, "byDay": {"2026-11-23": "0.412345"}, "byMonth": {"2026-11": "0.412345"}, "drifts": []}})),
+        (status = 400, description = "`VALIDATION_ERROR` (userId, from, to)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 403, description = "`FORBIDDEN`: billing_admin or admin only", body = ErrorEnvelope),
+    ))]
+async fn audit_costs(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> ApiResult<Response> {
+    if !matches!(
+        principal.role,
+        domain::identity::Role::Admin | domain::identity::Role::BillingAdmin
+    ) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "the cost audit is for billing_admin and admin",
+        ));
+    }
+    let filter = infrastructure::audit::AuditFilter {
+        user: params.user_id,
+        from: params.from,
+        to: params.to,
+    };
+    let report = infrastructure::audit::audit_costs(&state.pool, &filter)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    if let Some(object) = body.as_object_mut() {
+        object.insert("clean".into(), serde_json::Value::Bool(report.clean()));
+    }
+    Ok(envelope::ok(body))
 }

@@ -615,7 +615,7 @@ async fn confirm_upload(
     }))
 }
 
-const VIEW_COLUMNS: &str = "id, user_id, name, description, format, status, training_ready, \
+pub(crate) const VIEW_COLUMNS: &str = "id, user_id, name, description, format, status, training_ready, \
     total_conversations, total_training_pairs, total_validation_pairs, total_tokens, avg_turns_per_conversation, \
     avg_tokens_per_turn, tokenizer, file_size, file_name, s3_key, s3_bucket, uploaded_at, processed_at, \
     validated_at, error_message, created_at, updated_at";

@@ -916,7 +916,7 @@ pub struct JobOne {
 }
 
 /// Points of a metrics history, evenly thinned to at most `max` (first and last kept).
-fn downsample<T>(points: Vec<T>, max: usize) -> Vec<T> {
+pub(crate) fn downsample<T>(points: Vec<T>, max: usize) -> Vec<T> {
     let n = points.len();
     if max == 0 || n <= max {
         return points;
@@ -936,9 +936,9 @@ fn downsample<T>(points: Vec<T>, max: usize) -> Vec<T> {
 }
 
 /// The longest history the detail carries before thinning (use `/metrics` for all of it).
-const DETAIL_POINTS: usize = 1000;
+pub(crate) const DETAIL_POINTS: usize = 1000;
 
-async fn metric_points(
+pub(crate) async fn metric_points(
     pool: &PgPool,
     job: Uuid,
     from: Option<i64>,

@@ -1,20 +1,37 @@
-//! Models (the first slice of seed 001 "Models (Artifacts) API"): presigned downloads of a
-//! model's artifacts. Reads come from the `rm_models` projection.
+//! Models (seed 001 "Models (Artifacts) API"): list, detail with lineage and download URLs,
+//! metadata edits, soft delete, deployment, billed downloads (one file or the ZIP of all),
+//! and the stored-files overview. Reads come from the `rm_models` projection.
 
+use std::io::Write;
 use std::time::Duration;
 
+use application::models::ModelActor;
+use application::AppError;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use domain::model::ModelArtifact;
+use domain::ids::ModelId;
+use domain::job::config::JobConfiguration;
+use domain::job::estimate::{micros, Rates, BYTES_PER_GB};
+use domain::model::{
+    DeployEnvironment, DeployRequest, ModelArtifact, ModelError, ModelStatus, QualityMetrics,
+    TrainingSummary,
+};
+use infrastructure::auth::Principal;
+use infrastructure::cluster_sim::artifacts::sha256_hex;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{ApiQuery, AuthUser};
+use crate::extract::{ApiJson, ApiQuery, AuthUser};
+use crate::routes::datasets::{context, wait_for_projection, DatasetView, Deleted, VIEW_COLUMNS};
+use crate::routes::jobs::{downsample, metric_points, MetricPointDto, DETAIL_POINTS};
 use crate::state::AppState;
 
 /// Seed 001: download URLs are valid for one hour.
@@ -23,11 +40,16 @@ const DOWNLOAD_URL_VALIDITY: Duration = Duration::from_secs(3600);
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_models))
+        .routes(routes!(list_artifacts))
+        .routes(routes!(get_model, update_model, delete_model))
         .routes(routes!(download_model))
+        .routes(routes!(deploy_model))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
 pub enum ArtifactChoice {
+    #[serde(rename = "all")]
+    All,
     #[serde(rename = "adapter-model")]
     AdapterModel,
     #[serde(rename = "adapter-config")]
@@ -36,20 +58,15 @@ pub enum ArtifactChoice {
     Tokenizer,
 }
 
-impl ArtifactChoice {
-    fn file_name(self) -> &'static str {
-        match self {
-            ArtifactChoice::AdapterModel => "adapter_model.safetensors",
-            ArtifactChoice::AdapterConfig => "adapter_config.json",
-            ArtifactChoice::Tokenizer => "tokenizer.json",
-        }
-    }
-}
+const ADAPTER_MODEL: &str = "adapter_model.safetensors";
+const ADAPTER_CONFIG: &str = "adapter_config.json";
+const TOKENIZER: &str = "tokenizer.json";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DownloadParams {
-    /// `adapter-model` (default) | `adapter-config` | `tokenizer`
+    /// `adapter-model` (default) | `adapter-config` | `tokenizer` | `all` (one ZIP archive of
+    /// every file, built on first request and stored)
     #[param(value_type = Option<String>)]
     pub artifact: Option<ArtifactChoice>,
 }
@@ -58,25 +75,322 @@ pub struct DownloadParams {
 #[serde(rename_all = "camelCase")]
 pub struct Download {
     pub model_id: Uuid,
-    pub file_name: String,
     /// Presigned GET, valid one hour.
-    pub url: String,
+    pub download_url: String,
+    pub file_name: String,
+    pub file_size: u64,
     pub expires_at: DateTime<Utc>,
-    pub size_bytes: u64,
     /// Check the downloaded file against it.
     pub sha256: String,
+    /// The data transfer billed for this download (USD, GB × rate).
+    pub transfer_cost: f64,
 }
 
 fn model_not_found(id: &str) -> ApiError {
     ApiError::not_found("MODEL_NOT_FOUND", format!("no model {id}"))
 }
 
-/// A presigned download of one of the model's artifacts (seed 001). Another user's model
-/// answers 404.
+fn parse_model_id(id: &str) -> ApiResult<ModelId> {
+    Uuid::parse_str(id)
+        .map(ModelId)
+        .map_err(|_| model_not_found(id))
+}
+
+fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
+    match err {
+        AppError::Rejected(ModelError::Invalid(field)) => field.into(),
+        AppError::Rejected(ModelError::NotFound) => model_not_found(id),
+        AppError::Rejected(e @ ModelError::Deployed(..)) => {
+            ApiError::conflict("MODEL_DEPLOYED", e.to_string())
+        }
+        AppError::Rejected(e @ ModelError::Archived) => {
+            ApiError::conflict("MODEL_ARCHIVED", e.to_string())
+        }
+        AppError::Rejected(e @ ModelError::NoArtifacts) => ApiError::internal(e),
+        AppError::Conflict => ApiError::conflict(
+            "CONFLICT",
+            "the model was changed by another request; retry",
+        ),
+        AppError::Internal(e) => ApiError::internal(e),
+    }
+}
+
+fn actor(principal: Principal) -> ModelActor {
+    ModelActor {
+        user_id: principal.user_id,
+        is_admin: principal.role.sees_all_resources(),
+    }
+}
+
+/// The row every model read starts from.
+#[derive(Debug, sqlx::FromRow)]
+struct ModelRow {
+    id: Uuid,
+    user_id: Uuid,
+    job_id: Uuid,
+    dataset_id: Uuid,
+    dataset_name: Option<String>,
+    name: String,
+    version: String,
+    description: String,
+    status: String,
+    deployed_at: Option<DateTime<Utc>>,
+    deployment: Option<serde_json::Value>,
+    parent_model_id: Option<Uuid>,
+    child_model_ids: Vec<Uuid>,
+    configuration: Json<JobConfiguration>,
+    quality: Json<QualityMetrics>,
+    training: Json<TrainingSummary>,
+    artifacts: Json<Vec<ModelArtifact>>,
+    archive: Option<Json<ModelArtifact>>,
+    size_bytes: i64,
+    final_cost: Decimal,
+    training_seconds: Option<f64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const MODEL_COLUMNS: &str = "m.id, m.user_id, m.job_id, m.dataset_id, j.dataset_name, m.name, m.version, \
+    m.description, m.status, m.deployed_at, m.deployment, m.parent_model_id, \
+    ARRAY(SELECT c.id FROM rm_models c WHERE c.parent_model_id = m.id AND c.deleted_at IS NULL \
+          ORDER BY c.created_at, c.id) AS child_model_ids, \
+    m.configuration, m.quality, m.training, m.artifacts, m.archive, m.size_bytes, m.final_cost, \
+    extract(epoch FROM (j.completed_at - j.started_at))::float8 AS training_seconds, m.created_at, m.updated_at \
+    FROM rm_models m LEFT JOIN rm_jobs j ON j.id = m.job_id";
+
+/// One stored file of a model (seed 001 `artifacts.*`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactFile {
+    pub s3_key: String,
+    pub file_name: String,
+    /// Bytes.
+    pub size: u64,
+    /// sha256, hex.
+    pub checksum: String,
+}
+
+impl From<&ModelArtifact> for ArtifactFile {
+    fn from(a: &ModelArtifact) -> Self {
+        ArtifactFile {
+            s3_key: a.s3_key.clone(),
+            file_name: a.name.clone(),
+            size: a.size_bytes,
+            checksum: a.sha256.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelArtifacts {
+    pub adapter_model: Option<ArtifactFile>,
+    pub adapter_config: Option<ArtifactFile>,
+    pub tokenizer: Option<ArtifactFile>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingSummaryView {
+    pub total_epochs: u32,
+    pub total_steps: u64,
+    /// Seconds from the start of training to completion.
+    pub training_duration: f64,
+    /// The job's final cost (USD).
+    pub total_cost: f64,
+    pub gpu_hours: f64,
+    pub retry_count: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelConfigurationView {
+    pub base_model: String,
+    pub dataset_name: String,
+    pub preset_used: String,
+    /// The resolved hyperparameters the model was trained with.
+    #[schema(value_type = Object)]
+    pub hyperparameters: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub gpu_config: serde_json::Value,
+}
+
+/// Seed 001 `ModelArtifact`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub job_id: Uuid,
+    pub dataset_id: Uuid,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// `stored` | `deployed` | `archived`
+    pub status: String,
+    pub deployed_at: Option<DateTime<Utc>>,
+    /// The current deployment: deploymentId, status (`deploying` | `deployed`), environment,
+    /// endpointName, endpointUrl, instanceType, min/maxReplicas, estimatedReadyAt, deployedAt.
+    #[schema(value_type = Option<Object>)]
+    pub deployment: Option<serde_json::Value>,
+    /// finalTrainingLoss, finalValidationLoss, bestValidationLoss, perplexity,
+    /// convergenceScore, convergenceQuality (excellent | good | acceptable | poor),
+    /// validationScores {semanticSimilarity, coherence, fluency, taskAccuracy}
+    #[schema(value_type = Object)]
+    pub quality_metrics: serde_json::Value,
+    pub training_summary: TrainingSummaryView,
+    pub configuration: ModelConfigurationView,
+    pub artifacts: ModelArtifacts,
+    pub parent_model_id: Option<Uuid>,
+    /// Newer versions retrained from this model, oldest first.
+    pub child_model_ids: Vec<Uuid>,
+    /// All files, bytes.
+    pub size_bytes: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn find_artifact<'a>(artifacts: &'a [ModelArtifact], name: &str) -> Option<&'a ModelArtifact> {
+    artifacts.iter().find(|a| a.name == name)
+}
+
+impl From<&ModelRow> for ModelView {
+    fn from(row: &ModelRow) -> Self {
+        let configuration = &row.configuration.0;
+        let training = &row.training.0;
+        let artifacts = &row.artifacts.0;
+        ModelView {
+            id: row.id,
+            user_id: row.user_id,
+            job_id: row.job_id,
+            dataset_id: row.dataset_id,
+            name: row.name.clone(),
+            version: row.version.clone(),
+            description: row.description.clone(),
+            status: row.status.clone(),
+            deployed_at: row.deployed_at,
+            deployment: row.deployment.clone(),
+            quality_metrics: serde_json::to_value(&row.quality.0).unwrap_or_default(),
+            training_summary: TrainingSummaryView {
+                total_epochs: training.epochs,
+                total_steps: training.total_steps,
+                training_duration: row.training_seconds.unwrap_or(0.0).max(0.0),
+                total_cost: envelope::money(row.final_cost),
+                gpu_hours: training.gpu_seconds / 3600.0,
+                retry_count: training.retry_count,
+            },
+            configuration: ModelConfigurationView {
+                base_model: configuration.base_model.clone(),
+                dataset_name: row.dataset_name.clone().unwrap_or_default(),
+                preset_used: serde_json::to_value(configuration.preset_id)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                hyperparameters: serde_json::to_value(&configuration.hyperparameters)
+                    .unwrap_or_default(),
+                gpu_config: serde_json::to_value(configuration.gpu_config).unwrap_or_default(),
+            },
+            artifacts: ModelArtifacts {
+                adapter_model: find_artifact(artifacts, ADAPTER_MODEL).map(Into::into),
+                adapter_config: find_artifact(artifacts, ADAPTER_CONFIG).map(Into::into),
+                tokenizer: find_artifact(artifacts, TOKENIZER).map(Into::into),
+            },
+            parent_model_id: row.parent_model_id,
+            child_model_ids: row.child_model_ids.clone(),
+            size_bytes: row.size_bytes,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The model if `principal` may see it (owner, or admin); deleted models are gone.
+async fn find(state: &AppState, principal: Principal, id: ModelId) -> ApiResult<Option<ModelRow>> {
+    sqlx::query_as::<_, ModelRow>(&format!(
+        "SELECT {MODEL_COLUMNS} WHERE m.id = $1 AND m.deleted_at IS NULL AND ($2::bool OR m.user_id = $3)"
+    ))
+    .bind(id.0)
+    .bind(principal.role.sees_all_resources())
+    .bind(principal.user_id.0)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(ApiError::internal)
+}
+
+/// The archive of every file of the model: stored once, then reused.
+async fn archive(
+    state: &AppState,
+    principal: Principal,
+    row: &ModelRow,
+) -> ApiResult<ModelArtifact> {
+    if let Some(archive) = &row.archive {
+        return Ok(archive.0.clone());
+    }
+    let id = ModelId(row.id);
+    // The read model may lag behind an archive another request just recorded.
+    if let Some(model) = state
+        .models
+        .load(id)
+        .await
+        .map_err(|e| model_error(&row.id.to_string(), e))?
+    {
+        if let Some(archive) = model.archive() {
+            return Ok(archive.clone());
+        }
+    }
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(false);
+    for artifact in &row.artifacts.0 {
+        let mut reader = state
+            .objects
+            .read(&artifact.s3_key)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "the stored artifact {} is missing",
+                    artifact.s3_key
+                ))
+            })?;
+        let mut bytes = Vec::with_capacity(artifact.size_bytes as usize);
+        reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(ApiError::internal)?;
+        zip.start_file(artifact.name.as_str(), options)
+            .map_err(ApiError::internal)?;
+        zip.write_all(&bytes).map_err(ApiError::internal)?;
+    }
+    let bytes = zip.finish().map_err(ApiError::internal)?.into_inner();
+    let archive = ModelArtifact {
+        name: format!("model-{}-{}.zip", row.id, row.version),
+        s3_key: format!("models/{}/archive.zip", row.id),
+        size_bytes: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+    };
+    state
+        .objects
+        .put(&archive.s3_key, bytes)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .models
+        .record_archive(&context(principal), id, archive.clone())
+        .await
+        .map_err(|e| model_error(&row.id.to_string(), e))?;
+    Ok(archive)
+}
+
+/// A presigned download of one of the model's files, or of the ZIP of all of them
+/// (seed 001). Issuing the URL bills its data transfer (GB × rate) to the owner's ledger.
+/// Another user's model answers 404.
 #[utoipa::path(get, path = "/api/models/{id}/download", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)"), DownloadParams),
     responses(
-        (status = 200, description = "Where to download the file", body = Envelope<Download>),
+        (status = 200, description = "Where to download the file", body = Envelope<Download>,
+            example = json!({"success": true, "data": {"modelId": "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "downloadUrl": "http://127.0.0.1:9000/brightrun/models/0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10/adapter_model.safetensors?X-Amz-Signature=…", "fileName": "adapter_model.safetensors", "fileSize": 13631488, "expiresAt": "2026-11-23T11:00:00Z", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "transferCost": 0.0}})),
         (status = 400, description = "`VALIDATION_ERROR` (artifact)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
         (status = 404, description = "`MODEL_NOT_FOUND`, or `ARTIFACT_NOT_FOUND` when the model has no such file", body = ErrorEnvelope),
@@ -87,40 +401,438 @@ async fn download_model(
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<DownloadParams>,
 ) -> ApiResult<Response> {
-    let model_id = Uuid::parse_str(&id).map_err(|_| model_not_found(&id))?;
-    let artifacts: Option<sqlx::types::Json<Vec<ModelArtifact>>> = sqlx::query_scalar(
-        "SELECT artifacts FROM rm_models WHERE id = $1 AND deleted_at IS NULL AND ($2::bool OR user_id = $3)",
-    )
-    .bind(model_id)
-    .bind(principal.role.sees_all_resources())
-    .bind(principal.user_id.0)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(ApiError::internal)?;
-    let artifacts = artifacts.ok_or_else(|| model_not_found(&id))?.0;
-    let wanted = params
-        .artifact
-        .unwrap_or(ArtifactChoice::AdapterModel)
-        .file_name();
-    let artifact = artifacts
-        .into_iter()
-        .find(|a| a.name == wanted)
-        .ok_or_else(|| {
-            ApiError::not_found("ARTIFACT_NOT_FOUND", format!("model {id} has no {wanted}"))
-        })?;
+    let model_id = parse_model_id(&id)?;
+    let row = find(&state, principal, model_id)
+        .await?
+        .ok_or_else(|| model_not_found(&id))?;
+    let artifact = match params.artifact.unwrap_or(ArtifactChoice::AdapterModel) {
+        ArtifactChoice::All => archive(&state, principal, &row).await?,
+        choice => {
+            let wanted = match choice {
+                ArtifactChoice::AdapterConfig => ADAPTER_CONFIG,
+                ArtifactChoice::Tokenizer => TOKENIZER,
+                _ => ADAPTER_MODEL,
+            };
+            find_artifact(&row.artifacts.0, wanted)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::not_found("ARTIFACT_NOT_FOUND", format!("model {id} has no {wanted}"))
+                })?
+        }
+    };
     let presigned = state
         .objects
         .presign_get(&artifact.s3_key, DOWNLOAD_URL_VALIDITY, state.clock.now())
         .await
         .map_err(ApiError::internal)?;
+    let rate = Rates::default().data_transfer_per_gb;
+    state
+        .models
+        .bill_download(
+            &context(principal),
+            model_id,
+            actor(principal),
+            &artifact.name,
+            artifact.size_bytes,
+            rate,
+        )
+        .await
+        .map_err(|e| model_error(&id, e))?;
+    let gb = Decimal::from(artifact.size_bytes) / Decimal::from(BYTES_PER_GB);
     Ok(envelope::ok(Download {
-        model_id,
+        model_id: model_id.0,
+        download_url: presigned.url,
         file_name: artifact.name,
-        url: presigned.url,
+        file_size: artifact.size_bytes,
         expires_at: presigned.expires_at,
-        size_bytes: artifact.size_bytes,
         sha256: artifact.sha256,
+        transfer_cost: envelope::money(micros(micros(gb) * rate)),
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetLineage {
+    /// The dataset as it is now (also when it was deleted since).
+    pub original_dataset: Option<DatasetView>,
+    /// What the service did to the file before training.
+    pub preprocessing_steps: Vec<String>,
+    pub splits: Splits,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Splits {
+    /// Training pairs.
+    pub train: i64,
+    /// Validation pairs.
+    pub validation: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadUrls {
+    pub adapter_model: Option<String>,
+    pub adapter_config: Option<String>,
+    pub tokenizer: Option<String>,
+    /// The ZIP of all files.
+    pub all_artifacts: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDetail {
+    #[serde(flatten)]
+    pub model: ModelView,
+    /// Every recorded metric point of the training run (thinned evenly past 1000).
+    pub metrics_history: Vec<MetricPointDto>,
+    pub dataset_lineage: DatasetLineage,
+    /// Presigned, valid one hour. Not billed: `GET /api/models/{id}/download` bills transfer.
+    pub download_urls: DownloadUrls,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelOne {
+    pub model: ModelDetail,
+}
+
+/// One model with its training history, dataset lineage and download URLs (seed 001).
+#[utoipa::path(get, path = "/api/models/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID)")),
+    responses(
+        (status = 200, description = "The model", body = Envelope<ModelOne>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND` (also for another user's or a deleted model)", body = ErrorEnvelope),
+    ))]
+async fn get_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let model_id = parse_model_id(&id)?;
+    let row = find(&state, principal, model_id)
+        .await?
+        .ok_or_else(|| model_not_found(&id))?;
+    Ok(envelope::ok(ModelOne {
+        model: detail(&state, principal, &row).await?,
+    }))
+}
+
+async fn detail(state: &AppState, principal: Principal, row: &ModelRow) -> ApiResult<ModelDetail> {
+    let points = metric_points(&state.pool, row.job_id, None, None).await?;
+    let dataset = sqlx::query_as::<_, DatasetView>(&format!(
+        "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE id = $1"
+    ))
+    .bind(row.dataset_id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let options = &row.configuration.0.options;
+    let splits = Splits {
+        train: dataset.as_ref().map_or(0, |d| d.total_training_pairs),
+        validation: dataset.as_ref().map_or(0, |d| d.total_validation_pairs),
+    };
+    let preprocessing_steps = vec![
+        format!(
+            "parsed {} JSONL, one conversation per line",
+            dataset.as_ref().map_or("brightrun-lora-v4", |d| d.format.as_str())
+        ),
+        "validated roles, turns and content; lines with errors excluded".to_string(),
+        format!(
+            "tokenized with {}",
+            dataset
+                .as_ref()
+                .and_then(|d| d.tokenizer.clone())
+                .unwrap_or_else(|| "o200k_base".to_string())
+        ),
+        "paired each user turn with the assistant turn that follows".to_string(),
+        format!(
+            "split by each conversation's `split` field, otherwise by a stable hash of its id at validationSplitRatio {}",
+            options.validation_split_ratio
+        ),
+    ];
+    let now = state.clock.now();
+    let mut urls = std::collections::BTreeMap::new();
+    for name in [ADAPTER_MODEL, ADAPTER_CONFIG, TOKENIZER] {
+        if let Some(a) = find_artifact(&row.artifacts.0, name) {
+            let presigned = state
+                .objects
+                .presign_get(&a.s3_key, DOWNLOAD_URL_VALIDITY, now)
+                .await
+                .map_err(ApiError::internal)?;
+            urls.insert(name, presigned.url);
+        }
+    }
+    let all = archive(state, principal, row).await?;
+    let all = state
+        .objects
+        .presign_get(&all.s3_key, DOWNLOAD_URL_VALIDITY, now)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ModelDetail {
+        model: row.into(),
+        metrics_history: downsample(points, DETAIL_POINTS),
+        dataset_lineage: DatasetLineage {
+            original_dataset: dataset,
+            preprocessing_steps,
+            splits,
+        },
+        download_urls: DownloadUrls {
+            adapter_model: urls.remove(ADAPTER_MODEL),
+            adapter_config: urls.remove(ADAPTER_CONFIG),
+            tokenizer: urls.remove(TOKENIZER),
+            all_artifacts: all.url,
+            expires_at: all.expires_at,
+        },
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateModelRequest {
+    /// 1 to 100 characters.
+    pub name: Option<String>,
+    /// At most 2000 characters.
+    pub description: Option<String>,
+    /// `stored` | `archived`
+    #[schema(value_type = Option<String>)]
+    pub status: Option<ModelStatus>,
+}
+
+/// Change a model's name, description or status (`stored` | `archived`; seed 001). A
+/// deployed model keeps its status.
+#[utoipa::path(patch, path = "/api/models/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID)")),
+    request_body(content = UpdateModelRequest, example = json!({"name": "Support bot v1", "description": "Trained on October tickets", "status": "archived"})),
+    responses(
+        (status = 200, description = "The updated model", body = Envelope<ModelList>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field (name, description, status)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND`", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_DEPLOYED`: a deployed model's status cannot change", body = ErrorEnvelope),
+    ))]
+async fn update_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateModelRequest>,
+) -> ApiResult<Response> {
+    let model_id = parse_model_id(&id)?;
+    let receipt = state
+        .models
+        .update_metadata(
+            &context(principal),
+            model_id,
+            actor(principal),
+            req.name,
+            req.description,
+            req.status,
+        )
+        .await
+        .map_err(|e| model_error(&id, e))?;
+    wait_for_projection(&state, "models", receipt).await;
+    let row = find(&state, principal, model_id)
+        .await?
+        .ok_or_else(|| model_not_found(&id))?;
+    Ok(envelope::ok(ModelSingle {
+        model: (&row).into(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelSingle {
+    pub model: ModelView,
+}
+
+/// Delete a model (soft; seed 001): it leaves every list and read at once. Its files stay in
+/// storage.
+#[utoipa::path(delete, path = "/api/models/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID)")),
+    responses(
+        (status = 200, description = "`Model deleted`", body = Envelope<Deleted>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND` (also when already deleted)", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_DEPLOYED`: undeploy first", body = ErrorEnvelope),
+    ))]
+async fn delete_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let model_id = parse_model_id(&id)?;
+    let receipt = state
+        .models
+        .delete(&context(principal), model_id, actor(principal))
+        .await
+        .map_err(|e| model_error(&id, e))?;
+    wait_for_projection(&state, "models", receipt).await;
+    Ok(envelope::ok(Deleted {
+        message: "Model deleted".to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployModelRequest {
+    /// `staging` | `production`
+    #[schema(value_type = String)]
+    pub environment: DeployEnvironment,
+    /// 1-63 lowercase letters, digits or '-' (default `model-<first 8 of the id>`).
+    pub endpoint_name: Option<String>,
+    /// Default `gpu-a10g`.
+    pub instance_type: Option<String>,
+    /// 1..=16 (default 1).
+    pub min_replicas: Option<u32>,
+    /// minReplicas..=16 (default minReplicas).
+    pub max_replicas: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStarted {
+    pub deployment_id: String,
+    pub endpoint_url: String,
+    /// `deploying`; the model's `deployment.status` turns `deployed` when it serves.
+    pub status: String,
+    pub estimated_ready_at: DateTime<Utc>,
+}
+
+/// Deploy a model to the inference service (seed 001), through the deployment port (a
+/// simulated target for now): `deploying` at once, `deployed` when ready.
+#[utoipa::path(post, path = "/api/models/{id}/deploy", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID)")),
+    request_body(content = DeployModelRequest, example = json!({"environment": "staging", "endpointName": "support-bot", "minReplicas": 1, "maxReplicas": 2})),
+    responses(
+        (status = 202, description = "The deployment started", body = Envelope<DeploymentStarted>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field (environment, endpointName, instanceType, minReplicas, maxReplicas)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND`", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_DEPLOYED` (one deployment at a time) or `MODEL_ARCHIVED`", body = ErrorEnvelope),
+    ))]
+async fn deploy_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DeployModelRequest>,
+) -> ApiResult<Response> {
+    let model_id = parse_model_id(&id)?;
+    let request = DeployRequest {
+        environment: req.environment,
+        endpoint_name: req.endpoint_name,
+        instance_type: req.instance_type,
+        min_replicas: req.min_replicas,
+        max_replicas: req.max_replicas,
+    };
+    let (receipt, ticket) = state
+        .models
+        .deploy(&context(principal), model_id, actor(principal), request)
+        .await
+        .map_err(|e| model_error(&id, e))?;
+    wait_for_projection(&state, "models", receipt).await;
+    Ok(envelope::with_status(
+        axum::http::StatusCode::ACCEPTED,
+        DeploymentStarted {
+            deployment_id: ticket.deployment_id,
+            endpoint_url: ticket.endpoint_url,
+            status: "deploying".to_string(),
+            estimated_ready_at: ticket.estimated_ready_at,
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactListParams {
+    /// Only this model's files.
+    pub model_id: Option<Uuid>,
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredArtifact {
+    pub model_id: Uuid,
+    pub model_name: String,
+    pub version: String,
+    pub file_name: String,
+    /// `adapter` (the model's files) | `archive` (the ZIP built for `artifact=all`)
+    pub kind: String,
+    pub s3_key: String,
+    /// Bytes.
+    pub size: i64,
+    /// sha256, hex.
+    pub checksum: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactList {
+    pub artifacts: Vec<StoredArtifact>,
+    /// Bytes of every file that matched (all pages).
+    #[serde(rename = "totalSize")]
+    pub total_size: i64,
+}
+
+/// Every stored file of the caller's models, newest model first (seed 001 route tree), for
+/// storage overviews.
+#[utoipa::path(get, path = "/api/models/artifacts", tag = "models", security(("bearer" = [])),
+    params(ArtifactListParams),
+    responses(
+        (status = 200, description = "A page of files; `meta.pagination`", body = Envelope<ArtifactList>),
+        (status = 400, description = "`VALIDATION_ERROR` (modelId, page, pageSize)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+    ))]
+async fn list_artifacts(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ApiQuery(params): ApiQuery<ArtifactListParams>,
+) -> ApiResult<Response> {
+    let (page, page_size, offset) = PageParams {
+        page: params.page,
+        page_size: params.page_size,
+    }
+    .resolve()?;
+    let files = "WITH files AS ( \
+           SELECT m.id AS model_id, m.name AS model_name, m.version, a->>'name' AS file_name, 'adapter' AS kind, \
+             a->>'s3Key' AS s3_key, (a->>'sizeBytes')::bigint AS size, a->>'sha256' AS checksum, m.created_at \
+           FROM rm_models m CROSS JOIN LATERAL jsonb_array_elements(m.artifacts) a \
+           WHERE m.deleted_at IS NULL AND ($1::bool OR m.user_id = $2) AND ($3::uuid IS NULL OR m.id = $3) \
+           UNION ALL \
+           SELECT m.id, m.name, m.version, m.archive->>'name', 'archive', m.archive->>'s3Key', \
+             (m.archive->>'sizeBytes')::bigint, m.archive->>'sha256', m.created_at \
+           FROM rm_models m \
+           WHERE m.archive IS NOT NULL AND m.deleted_at IS NULL AND ($1::bool OR m.user_id = $2) \
+             AND ($3::uuid IS NULL OR m.id = $3))";
+    let (total, total_size): (i64, Option<Decimal>) =
+        sqlx::query_as(&format!("{files} SELECT count(*), sum(size) FROM files"))
+            .bind(principal.role.sees_all_resources())
+            .bind(principal.user_id.0)
+            .bind(params.model_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(ApiError::internal)?;
+    let artifacts = sqlx::query_as::<_, StoredArtifact>(&format!(
+        "{files} SELECT * FROM files ORDER BY created_at DESC, model_id, kind DESC, file_name LIMIT $4 OFFSET $5"
+    ))
+    .bind(principal.role.sees_all_resources())
+    .bind(principal.user_id.0)
+    .bind(params.model_id)
+    .bind(page_size as i64)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(envelope::page(
+        ArtifactList {
+            artifacts,
+            total_size: total_size
+                .and_then(|d| rust_decimal::prelude::ToPrimitive::to_i64(&d))
+                .unwrap_or(0),
+        },
+        pagination(page, page_size, total),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
@@ -157,39 +869,6 @@ pub struct ModelListParams {
     pub page_size: Option<u32>,
 }
 
-/// Seed 001 `ModelArtifact` (the fields this service records so far).
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelView {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub job_id: Uuid,
-    pub dataset_id: Uuid,
-    pub name: String,
-    pub version: String,
-    pub description: String,
-    /// `stored` | `deployed` | `archived`
-    pub status: String,
-    pub parent_model_id: Option<Uuid>,
-    pub base_model: String,
-    /// finalTrainingLoss, finalValidationLoss, bestValidationLoss, perplexity,
-    /// convergenceScore, convergenceQuality (excellent | good | acceptable | poor)
-    #[schema(value_type = Object)]
-    #[sqlx(json)]
-    pub quality_metrics: serde_json::Value,
-    /// totalSteps, epochs, gpuSeconds, retryCount
-    #[schema(value_type = Object)]
-    #[sqlx(json)]
-    pub training_summary: serde_json::Value,
-    /// [{name, s3Key, sizeBytes, sha256}]
-    #[schema(value_type = Object)]
-    #[sqlx(json)]
-    pub artifacts: serde_json::Value,
-    pub size_bytes: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelView>,
@@ -220,25 +899,23 @@ async fn list_models(
         Some(ModelStatusFilter::Archived) => Some("archived"),
     };
     let order = match params.sort_by.unwrap_or_default() {
-        ModelSort::CreatedDesc => "created_at DESC, id DESC",
+        ModelSort::CreatedDesc => "m.created_at DESC, m.id DESC",
         ModelSort::QualityDesc => {
-            "(quality->>'convergenceScore')::float8 DESC, created_at DESC, id DESC"
+            "(m.quality->>'convergenceScore')::float8 DESC, m.created_at DESC, m.id DESC"
         }
-        ModelSort::SizeDesc => "size_bytes DESC, created_at DESC, id DESC",
+        ModelSort::SizeDesc => "m.size_bytes DESC, m.created_at DESC, m.id DESC",
     };
-    let filter =
-        "deleted_at IS NULL AND ($1::bool OR user_id = $2) AND ($3::text IS NULL OR status = $3)";
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM rm_models WHERE {filter}"))
-        .bind(principal.role.sees_all_resources())
-        .bind(principal.user_id.0)
-        .bind(status)
-        .fetch_one(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
-    let models = sqlx::query_as::<_, ModelView>(&format!(
-        "SELECT id, user_id, job_id, dataset_id, name, version, description, status, parent_model_id, \
-           base_model, quality AS quality_metrics, training AS training_summary, artifacts, size_bytes, \
-           created_at, updated_at FROM rm_models WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
+    let filter = "m.deleted_at IS NULL AND ($1::bool OR m.user_id = $2) AND ($3::text IS NULL OR m.status = $3)";
+    let total: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM rm_models m WHERE {filter}"))
+            .bind(principal.role.sees_all_resources())
+            .bind(principal.user_id.0)
+            .bind(status)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(ApiError::internal)?;
+    let rows = sqlx::query_as::<_, ModelRow>(&format!(
+        "SELECT {MODEL_COLUMNS} WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
     ))
     .bind(principal.role.sees_all_resources())
     .bind(principal.user_id.0)
@@ -248,6 +925,7 @@ async fn list_models(
     .fetch_all(&state.pool)
     .await
     .map_err(ApiError::internal)?;
+    let models = rows.iter().map(ModelView::from).collect();
     Ok(envelope::page(
         ModelList { models },
         pagination(page, page_size, total),

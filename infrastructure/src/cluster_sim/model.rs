@@ -9,6 +9,7 @@ use application::cluster::{
 };
 use domain::job::config::{BaseModel, Scheduler};
 use domain::job::estimate::{INITIALISATION_SECONDS, SAVING_SECONDS};
+use domain::model::ValidationScores;
 use serde::{Deserialize, Serialize};
 
 /// The shortest training step, seconds of cluster time.
@@ -427,12 +428,31 @@ impl SimJob {
             .chain([final_validation_loss])
             .fold(f64::INFINITY, f64::min);
         let first_check = self.request.checkpoint_interval.max(1).min(last);
+        let initial = self.validation_loss(first_check.min(self.report_every()));
+        // Scores follow how far the validation loss fell (and how low it ended), with a
+        // little per-run spread: a better run scores higher, deterministically per seed.
+        let learned = if initial > 0.0 {
+            (1.0 - final_validation_loss / initial).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let fit = (-final_validation_loss).exp();
+        let score = |salt: u64, base: f64, weight: f64| {
+            (base + weight * (0.6 * learned + 0.4 * fit) + 0.04 * (unit(self.seed, salt, 0) - 0.5))
+                .clamp(0.0, 1.0)
+        };
         Evaluation {
-            initial_validation_loss: self.validation_loss(first_check.min(self.report_every())),
+            initial_validation_loss: initial,
             final_training_loss: self.training_loss(last),
             final_validation_loss,
             best_validation_loss: best,
             perplexity: final_validation_loss.exp(),
+            validation_scores: Some(ValidationScores {
+                semantic_similarity: score(20, 0.45, 0.5),
+                coherence: score(21, 0.5, 0.45),
+                fluency: score(22, 0.55, 0.42),
+                task_accuracy: score(23, 0.3, 0.6),
+            }),
         }
     }
 }

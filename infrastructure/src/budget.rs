@@ -1,0 +1,162 @@
+//! The budget watcher: a durable subscription that counts every ledger entry into its
+//! user's month (in one transaction with its checkpoint, keyed by entry, so a redelivery
+//! counts nothing twice) and queues the month for a check; the queue (an outbox) is then
+//! drained by asking the month's Budget aggregate, which raises each threshold once.
+
+use std::sync::Arc;
+
+use application::{Clock, CommandContext};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::{Aggregate, CqrsFramework};
+use domain::budget::{budget_id, Budget, BudgetCommand};
+use domain::ids::{JobId, UserId};
+use domain::job::{Job, JobEvent};
+use domain::model::{Model, ModelEvent};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::event_log::{read_after, StoredEvent};
+use crate::event_store::EventStore;
+use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
+
+pub const BUDGET_SUBSCRIPTION: &str = "budget.alerts";
+
+pub struct BudgetWatcher {
+    budgets: CqrsFramework<Budget, EventStore<Budget>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl BudgetWatcher {
+    pub fn new(budgets: CqrsFramework<Budget, EventStore<Budget>>, clock: Arc<dyn Clock>) -> Self {
+        Self { budgets, clock }
+    }
+
+    /// Checks the queued months against their owners' budgets; answers how many it checked.
+    async fn drain(&self, pool: &PgPool) -> anyhow::Result<usize> {
+        let queued: Vec<(Uuid, String, i64)> =
+            sqlx::query_as("SELECT user_id, month, version FROM budget_checks LIMIT 100")
+                .fetch_all(pool)
+                .await?;
+        for (user_id, month, version) in &queued {
+            let (spent, budget): (Option<Decimal>, Option<Decimal>) = sqlx::query_as(
+                "SELECT (SELECT sum(amount) FROM budget_spend_entries WHERE user_id = $1 AND month = $2), \
+                        (SELECT monthly_budget FROM users WHERE id = $1)",
+            )
+            .bind(user_id)
+            .bind(month)
+            .fetch_one(pool)
+            .await?;
+            if let (Some(spent), Some(budget)) = (spent, budget) {
+                let user = UserId(*user_id);
+                let ctx = CommandContext {
+                    user_id: user,
+                    request_id: Uuid::now_v7().to_string(),
+                    correlation_id: format!("budget-{user}-{month}"),
+                    causation_id: None,
+                };
+                let command = BudgetCommand::CheckSpend {
+                    user_id: user,
+                    month: month.clone(),
+                    spent,
+                    budget,
+                    at: self.clock.now(),
+                };
+                self.budgets
+                    .execute_with_metadata(&budget_id(user, month), command, ctx.metadata())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("budget check failed: {e}"))?;
+            }
+            sqlx::query(
+                "DELETE FROM budget_checks WHERE user_id = $1 AND month = $2 AND version = $3",
+            )
+            .bind(user_id)
+            .bind(month)
+            .bind(version)
+            .execute(pool)
+            .await?;
+        }
+        Ok(queued.len())
+    }
+}
+
+/// The ledger entry an event carries: (job, entry key, user, amount, accrued at).
+type LedgerEntry = (JobId, String, UserId, Decimal, DateTime<Utc>);
+
+fn ledger_entry(event: &StoredEvent) -> anyhow::Result<Option<LedgerEntry>> {
+    Ok(
+        match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+            (t, "JobCostAccrued") if t == <Job as Aggregate>::TYPE => match event.decode()? {
+                JobEvent::JobCostAccrued(e) => {
+                    Some((e.job_id, e.entry_key, e.user_id, e.amount, e.accrued_at))
+                }
+                _ => None,
+            },
+            (t, "ModelDownloadBilled") if t == <Model as Aggregate>::TYPE => {
+                match event.decode()? {
+                    ModelEvent::ModelDownloadBilled(e) => {
+                        Some((e.job_id, e.entry_key, e.user_id, e.amount, e.accrued_at))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+    )
+}
+
+async fn count(conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
+    let Some((job, key, user, amount, at)) = ledger_entry(event)? else {
+        return Ok(());
+    };
+    let month = at.format("%Y-%m").to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO budget_spend_entries (job_id, entry_key, user_id, month, amount) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(job.0)
+    .bind(&key)
+    .bind(user.0)
+    .bind(&month)
+    .bind(amount)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        sqlx::query(
+            "INSERT INTO budget_checks (user_id, month) VALUES ($1, $2) \
+             ON CONFLICT (user_id, month) DO UPDATE SET version = budget_checks.version + 1",
+        )
+        .bind(user.0)
+        .bind(&month)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Subscriber for BudgetWatcher {
+    fn name(&self) -> &str {
+        BUDGET_SUBSCRIPTION
+    }
+
+    async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
+        let mut tx = pool.begin().await?;
+        let from = load_checkpoint(&mut *tx, BUDGET_SUBSCRIPTION, true).await?;
+        let events = read_after(&mut *tx, from, 500).await?;
+        if let Some(last) = events.last() {
+            for event in &events {
+                count(&mut tx, event).await?;
+            }
+            save_checkpoint(&mut *tx, BUDGET_SUBSCRIPTION, last.position).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        // Drained after the commit: a crash in between leaves the checks queued for the next run.
+        let checked = self.drain(pool).await?;
+        Ok(events.len() + checked)
+    }
+}
