@@ -124,6 +124,29 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
         self.execute(ctx, job_id, command).await
     }
 
+    /// Changes the job's name, description or tags (never its configuration).
+    pub async fn update_metadata(
+        &self,
+        ctx: &CommandContext,
+        job_id: JobId,
+        is_admin: bool,
+        name: Option<String>,
+        description: Option<String>,
+        tags: Option<Vec<String>>,
+    ) -> Result<Receipt<JobId>, AppError<JobError>> {
+        let command = JobCommand::UpdateMetadata {
+            actor: Actor {
+                user_id: ctx.user_id,
+                is_admin,
+            },
+            name,
+            description,
+            tags,
+            at: self.clock.now(),
+        };
+        self.execute(ctx, job_id, command).await
+    }
+
     /// The job as its events fold (`None` when it does not exist).
     pub async fn load(&self, job_id: JobId) -> Result<Option<Job>, AppError<JobError>> {
         let mut context = self.store.load_aggregate(&job_id.to_string()).await?;

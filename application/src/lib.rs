@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use cqrs_es::AggregateError;
 use domain::ids::UserId;
 
-pub use ports::{Clock, LogPosition, LogPositions, ObjectReader, ObjectStore, PresignedRequest};
+pub use ports::{
+    ByteChunks, Clock, LogPosition, LogPositions, ObjectReader, ObjectStore, PresignedRequest,
+    PutStreamError,
+};
 
 /// Who asked and why: recorded as event metadata on everything a command writes.
 #[derive(Debug, Clone)]

@@ -84,6 +84,35 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes `key`; removing an object that is not there is not an error.
     async fn delete(&self, key: &str) -> anyhow::Result<()>;
+
+    /// Streams `body` to `key` without holding it whole (multipart for large bodies). The
+    /// object appears only when the body ended with exactly `expected` bytes: a body that
+    /// passes `expected` stops at once (`TooLarge`), a shorter one is `SizeMismatch`, and
+    /// neither leaves anything behind.
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: ByteChunks<'_>,
+        expected: u64,
+    ) -> Result<u64, PutStreamError>;
+}
+
+/// A request body as it arrives.
+pub type ByteChunks<'a> = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'a>,
+>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutStreamError {
+    #[error("the body passed {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the body had {received} bytes, {expected} were declared")]
+    SizeMismatch { expected: u64, received: u64 },
+    /// The client's body broke off.
+    #[error("the upload broke off: {0}")]
+    Body(std::io::Error),
+    #[error(transparent)]
+    Store(anyhow::Error),
 }
 
 /// A stored object's bytes, read as they arrive.

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use application::{ObjectReader, ObjectStore, PresignedRequest};
+use application::{ByteChunks, ObjectReader, ObjectStore, PresignedRequest, PutStreamError};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
@@ -202,6 +203,68 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_stream(
+        &self,
+        key: &str,
+        mut body: ByteChunks<'_>,
+        expected: u64,
+    ) -> Result<u64, PutStreamError> {
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut received: u64 = 0;
+        let mut upload: Option<MultipartUpload> = None;
+        let outcome: Result<(), PutStreamError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(PutStreamError::Body)?;
+                received += chunk.len() as u64;
+                if received > expected {
+                    return Err(PutStreamError::TooLarge { limit: expected });
+                }
+                buffer.extend_from_slice(&chunk);
+                if buffer.len() >= PART_BYTES {
+                    let part: Vec<u8> = buffer.drain(..PART_BYTES).collect();
+                    if upload.is_none() {
+                        upload = Some(self.start_multipart(key).await?);
+                    }
+                    if let Some(upload) = upload.as_mut() {
+                        self.upload_part(key, upload, part).await?;
+                    }
+                }
+            }
+            if received != expected {
+                return Err(PutStreamError::SizeMismatch { expected, received });
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = outcome {
+            if let Some(upload) = upload {
+                self.abort_multipart(key, &upload).await;
+            }
+            return Err(err);
+        }
+        match upload {
+            None => self
+                .put(key, std::mem::take(&mut buffer))
+                .await
+                .map_err(PutStreamError::Store)?,
+            Some(mut upload) => {
+                let finished = async {
+                    if !buffer.is_empty() {
+                        self.upload_part(key, &mut upload, std::mem::take(&mut buffer))
+                            .await?;
+                    }
+                    self.complete_multipart(key, &upload).await
+                }
+                .await;
+                if let Err(err) = finished {
+                    self.abort_multipart(key, &upload).await;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(received)
+    }
+
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
         self.client
             .delete_object()
@@ -216,6 +279,108 @@ impl ObjectStore for S3Store {
                 )
             })?;
         Ok(())
+    }
+}
+
+/// Parts of a streamed upload (S3 wants at least 5 MiB but for the last).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+struct MultipartUpload {
+    id: String,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+}
+
+fn store_error(
+    what: &str,
+    key: &str,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> PutStreamError {
+    PutStreamError::Store(anyhow::anyhow!(
+        "cannot {what} {key}: {}",
+        aws_sdk_s3::error::DisplayErrorContext(err)
+    ))
+}
+
+impl S3Store {
+    async fn start_multipart(&self, key: &str) -> Result<MultipartUpload, PutStreamError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| store_error("start the upload of", key, e))?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| PutStreamError::Store(anyhow::anyhow!("no upload id for {key}")))?;
+        Ok(MultipartUpload {
+            id: id.to_string(),
+            parts: Vec::new(),
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &mut MultipartUpload,
+        bytes: Vec<u8>,
+    ) -> Result<(), PutStreamError> {
+        let number = upload.parts.len() as i32 + 1;
+        let part = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| store_error("upload a part of", key, e))?;
+        upload.parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &MultipartUpload,
+    ) -> Result<(), PutStreamError> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(upload.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| store_error("complete the upload of", key, e))?;
+        Ok(())
+    }
+
+    /// Best effort: a failed abort leaves parts the store's lifecycle rules expire.
+    async fn abort_multipart(&self, key: &str, upload: &MultipartUpload) {
+        if let Err(err) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.id)
+            .send()
+            .await
+        {
+            tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(err), "cannot abort a multipart upload");
+        }
     }
 }
 

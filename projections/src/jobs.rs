@@ -201,6 +201,19 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
             .execute(&mut *conn)
             .await?;
         }
+        JobEvent::JobMetadataUpdated(e) => {
+            sqlx::query(
+                "UPDATE rm_jobs SET name = coalesce($2, name), description = coalesce($3, description), \
+                   tags = coalesce($4, tags), updated_at = $5 WHERE id = $1",
+            )
+            .bind(e.job_id.0)
+            .bind(e.name)
+            .bind(e.description)
+            .bind(e.tags.map(sqlx::types::Json))
+            .bind(e.updated_at)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }

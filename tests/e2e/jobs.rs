@@ -550,3 +550,68 @@ async fn cancelling_a_running_job_answers_the_cost_so_far_and_the_rest_as_refund
     assert_eq!(detail["data"]["job"]["currentStage"], "training");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn job_metadata_changes_show_in_detail_and_list_and_the_configuration_stays() {
+    let app = TestApp::start_without_saga().await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("mallory").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let id = create(&app, &token, &dataset).await;
+    let path = format!("/api/jobs/{id}");
+    let (status, body) = app
+        .patch(
+            &path,
+            Some(&token),
+            json!({"name": "Support bot", "notes": "October tickets", "tags": ["support", "october", "support"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let job = &body["data"]["job"];
+    assert_eq!(job["name"], "Support bot");
+    assert_eq!(job["description"], "October tickets");
+    assert_eq!(job["tags"], json!(["support", "october"]));
+    assert_eq!(
+        job["presetId"], "balanced",
+        "the configuration is untouched"
+    );
+    let (_, list) = app.get("/api/jobs", Some(&token)).await;
+    assert_eq!(list["data"]["jobs"][0]["name"], "Support bot");
+    assert_eq!(
+        list["data"]["jobs"][0]["tags"],
+        json!(["support", "october"])
+    );
+
+    // The configuration cannot change, field by field; nor can unknown fields be sent.
+    for (patch, field) in [
+        (json!({"presetId": "aggressive"}), "presetId"),
+        (
+            json!({"hyperparameters": {"loraRank": 8}}),
+            "hyperparameters",
+        ),
+        (json!({"gpuConfig": {"numGPUs": 2}}), "gpuConfig"),
+        (json!({"name": "x", "baseModel": "llama-3-8b"}), "baseModel"),
+        (json!({"colour": "blue"}), "colour"),
+        (json!({"name": ""}), "name"),
+        (json!({"tags": ["ok", ""]}), "tags[1]"),
+    ] {
+        let (status, body) = app.patch(&path, Some(&token), patch.clone()).await;
+        assert_eq!(status, 400, "{patch}: {body}");
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
+        assert_eq!(body["error"]["field"], field, "{patch}");
+    }
+    let (_, body) = app.get(&path, Some(&token)).await;
+    assert_eq!(
+        body["data"]["job"]["name"], "Support bot",
+        "refusals change nothing"
+    );
+
+    let (status, body) = app
+        .patch(&path, Some(&stranger), json!({"name": "mine"}))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "JOB_NOT_FOUND");
+    app.finish().await;
+}

@@ -8,6 +8,7 @@ mod cluster_sim;
 mod costs_audit;
 mod crash;
 mod datasets;
+mod direct_upload;
 mod global_log;
 mod job_stream;
 mod jobs;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use application::datasets::{NewDataset, Receipt};
-use application::{AppError, CommandContext};
+use application::{AppError, CommandContext, PutStreamError};
+use axum::extract::FromRequest;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -38,6 +39,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_dataset, update_dataset, delete_dataset))
         .routes(routes!(validate_dataset))
         .routes(routes!(confirm_upload))
+        .merge(
+            // The file streams through: no request-body limit but the dataset's own size.
+            OpenApiRouter::new()
+                .routes(routes!(upload_file))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -559,6 +566,9 @@ pub struct ValidationStarted {
     pub dataset_id: Uuid,
     /// `validating` right after the confirm; poll `GET /api/datasets/{id}` for `ready` | `error`.
     pub status: String,
+    /// Bytes stored (`POST /api/datasets/{id}/upload` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
 }
 
 /// Confirm that the file is uploaded (seed 001): storage must hold exactly the declared
@@ -579,9 +589,21 @@ async fn confirm_upload(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let dataset_id = parse_id(&id)?;
+    Ok(envelope::ok(
+        confirm(&state, principal, dataset_id, &id).await?,
+    ))
+}
+
+/// Checks the stored object against the declared size and starts validation.
+async fn confirm(
+    state: &AppState,
+    principal: Principal,
+    dataset_id: DatasetId,
+    id: &str,
+) -> ApiResult<ValidationStarted> {
     let visible = find(&state.pool, principal, dataset_id.0)
         .await?
-        .ok_or_else(|| dataset_not_found(&id))?;
+        .ok_or_else(|| dataset_not_found(id))?;
     let stored_size = state
         .objects
         .size_of(&visible.dataset.s3_key)
@@ -598,7 +620,7 @@ async fn confirm_upload(
         )
         .await
         .map_err(dataset_error)?;
-    read_your_writes(&state, receipt).await;
+    read_your_writes(state, receipt).await;
     let status = find(&state.pool, principal, dataset_id.0)
         .await?
         .map_or_else(|| "validating".to_string(), |d| d.dataset.status);
@@ -608,11 +630,130 @@ async fn confirm_upload(
         "Validation already started"
     };
     tracing::info!(%dataset_id, user_id = %principal.user_id, ?stored_size, "dataset upload confirmed");
-    Ok(envelope::ok(ValidationStarted {
+    Ok(ValidationStarted {
         message: message.to_string(),
         dataset_id: dataset_id.0,
         status,
-    }))
+        bytes_received: None,
+    })
+}
+
+/// Upload the file through the API (seed 001 `POST /api/datasets/{id}/upload`), for clients
+/// that cannot reach object storage: the body is either the raw file
+/// (`curl --data-binary @chats.jsonl`) or `multipart/form-data` with a `file` field
+/// (`curl -F file=@chats.jsonl`). It streams to storage (multipart above 8 MiB) without being
+/// held in memory; passing the declared `fileSize` stops it at once with 413 and leaves nothing
+/// stored. On success the upload is confirmed as by `POST /api/datasets/{id}/confirm`.
+#[utoipa::path(post, path = "/api/datasets/{id}/upload", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Dataset id (UUID)")),
+    request_body(description = "The JSONL file: the raw bytes, or multipart/form-data with a `file` field",
+        content(
+            (Vec<u8> = "application/octet-stream", example = json!("{\"conversation_id\": \"c1\", \"turns\": [...]}\n")),
+            (Vec<u8> = "multipart/form-data"),
+        )),
+    responses(
+        (status = 200, description = "Stored and confirmed: `Validation started`", body = Envelope<ValidationStarted>,
+            example = json!({"success": true, "data": {"message": "Validation started", "datasetId": "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "status": "validating", "bytesReceived": 2048}})),
+        (status = 400, description = "`VALIDATION_ERROR` (field `file`: no file in the form) or `UPLOAD_INTERRUPTED` (the body broke off)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`DATASET_NOT_FOUND` (also for another user's dataset)", body = ErrorEnvelope),
+        (status = 409, description = "`DATASET_NOT_UPLOADING`: the file was already received; `UPLOAD_SIZE_MISMATCH` (field `fileSize`): the body was shorter than the declared `fileSize`", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE` (field `fileSize`): the body passed the declared `fileSize`; nothing was stored", body = ErrorEnvelope),
+    ))]
+async fn upload_file(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    use futures::StreamExt;
+    let dataset_id = parse_id(&id)?;
+    let visible = find(&state.pool, principal, dataset_id.0)
+        .await?
+        .ok_or_else(|| dataset_not_found(&id))?;
+    if visible.dataset.status != "uploading" {
+        return Err(ApiError::conflict(
+            "DATASET_NOT_UPLOADING",
+            format!(
+                "dataset {id} is {}: its file was already received",
+                visible.dataset.status
+            ),
+        ));
+    }
+    let expected = (visible.dataset.file_size.max(0) as u64).min(state.config.upload_limit_bytes);
+    let key = visible.dataset.s3_key.clone();
+    let multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let stored = if multipart {
+        let mut form = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::validation("file", format!("not a multipart form: {e}")))?;
+        loop {
+            let field = form
+                .next_field()
+                .await
+                .map_err(|e| ApiError::validation("file", format!("not a multipart form: {e}")))?
+                .ok_or_else(|| {
+                    ApiError::validation("file", "the form has no `file` field with the JSONL file")
+                })?;
+            if field.name() == Some("file") {
+                let chunks = futures::stream::unfold(field, |mut field| async move {
+                    match field.chunk().await {
+                        Ok(Some(bytes)) => Some((Ok(bytes), field)),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(std::io::Error::other(e)), field)),
+                    }
+                });
+                break state
+                    .objects
+                    .put_stream(&key, Box::pin(chunks), expected)
+                    .await;
+            }
+        }
+    } else {
+        let chunks = request
+            .into_body()
+            .into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        state
+            .objects
+            .put_stream(&key, Box::pin(chunks), expected)
+            .await
+    };
+    let received = stored.map_err(|err| match err {
+        PutStreamError::TooLarge { limit } => {
+            let mut e = ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("the upload passed the declared fileSize of {limit} bytes; nothing was stored"),
+            );
+            e.body.field = Some("fileSize".into());
+            e.body.details = Some(serde_json::json!({"declaredSize": limit}));
+            e
+        }
+        PutStreamError::SizeMismatch { expected, received } => {
+            let mut e = ApiError::conflict(
+                "UPLOAD_SIZE_MISMATCH",
+                format!("the upload had {received} bytes but fileSize declares {expected}; nothing was stored"),
+            );
+            e.body.field = Some("fileSize".into());
+            e.body.details = Some(serde_json::json!({"declaredSize": expected, "receivedSize": received}));
+            e
+        }
+        PutStreamError::Body(e) => ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "UPLOAD_INTERRUPTED",
+            format!("the upload broke off: {e}; nothing was stored"),
+        ),
+        PutStreamError::Store(e) => ApiError::internal(e),
+    })?;
+    tracing::info!(%dataset_id, user_id = %principal.user_id, bytes = received, "dataset file received through the API");
+    let mut started = confirm(&state, principal, dataset_id, &id).await?;
+    started.bytes_received = Some(received);
+    Ok(envelope::ok(started))
 }
 
 pub(crate) const VIEW_COLUMNS: &str = "id, user_id, name, description, format, status, training_ready, \

@@ -65,7 +65,7 @@ fn live_event(
     let tagged = json!({ event_type: payload });
     let mut live = if aggregate_type == <Job as cqrs_es::Aggregate>::TYPE {
         match serde_json::from_value::<JobEvent>(tagged).ok()? {
-            JobEvent::JobCreated(_) => None,
+            JobEvent::JobCreated(_) | JobEvent::JobMetadataUpdated(_) => None,
             JobEvent::JobSubmissionStarted(e) => event(
                 "stage",
                 json!({"stage": "initializing", "message": format!("Submitting to the GPU cluster (attempt {})", e.attempt)}),

@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(presets))
         .routes(routes!(estimate_job))
         .routes(routes!(list_jobs, create_job))
-        .routes(routes!(get_job))
+        .routes(routes!(get_job, update_job))
         .routes(routes!(job_metrics))
         .routes(routes!(cancel_job))
 }
@@ -605,6 +605,9 @@ pub(crate) struct JobRow {
     pub(crate) retry_count: i32,
     pub(crate) artifact_id: Option<Uuid>,
     pub(crate) parent_model_id: Option<Uuid>,
+    pub(crate) name: Option<String>,
+    pub(crate) description: String,
+    pub(crate) tags: Value,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
 }
@@ -625,6 +628,11 @@ pub struct JobView {
     pub user_id: Uuid,
     pub dataset_id: Uuid,
     pub dataset_name: String,
+    /// The user's name for the job (`PATCH /api/jobs/{id}`); absent until given.
+    pub name: Option<String>,
+    pub description: String,
+    /// The user's labels, in the order given.
+    pub tags: Vec<String>,
     /// `queued` | `initializing` | `running` | `completed` | `failed` | `cancelled`
     pub status: String,
     pub preset_id: String,
@@ -679,6 +687,9 @@ impl From<JobRow> for JobView {
             user_id: r.user_id,
             dataset_id: r.dataset_id,
             dataset_name: r.dataset_name,
+            name: r.name,
+            description: r.description,
+            tags: serde_json::from_value(r.tags).unwrap_or_default(),
             status: r.status,
             preset_id: r.preset_id,
             base_model: r.base_model,
@@ -719,7 +730,7 @@ const JOB_COLUMNS: &str = "id, user_id, dataset_id, dataset_name, status, curren
     base_model, hyperparameters, gpu_config, options, estimate, progress, current_epoch, total_epochs, \
     current_step, total_steps, current_metrics, started_at, completed_at, estimated_completion_at, \
     current_cost, compute_cost, storage_cost, data_transfer_cost, estimated_total_cost, final_cost, refund_amount, error_code, error_message, \
-    retry_count, artifact_id, parent_model_id, created_at, updated_at";
+    retry_count, artifact_id, parent_model_id, name, description, tags, created_at, updated_at";
 
 const VISIBLE: &str = "($1::bool OR user_id = $2)";
 
@@ -1103,6 +1114,71 @@ pub struct CancelledDto {
     /// Estimated total minus the cost so far, at least 0.
     pub refund_amount: f64,
     pub message: String,
+}
+
+/// `PATCH /api/jobs/{id}`: the job's user-facing metadata only.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateJobRequest {
+    /// 1 to 100 characters.
+    pub name: Option<String>,
+    /// At most 2000 characters.
+    pub description: Option<String>,
+    /// Another name for `description` (ignored when `description` is given).
+    pub notes: Option<String>,
+    /// At most 20, each 1 to 50 characters; repeats are dropped. Replaces the job's tags.
+    pub tags: Option<Vec<String>>,
+}
+
+/// Change a job's name, description (or `notes`) and tags (seed 001 route tree `PATCH`). The
+/// configuration is fixed at creation: naming one of its fields answers `VALIDATION_ERROR`
+/// with that field.
+#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    request_body(content = UpdateJobRequest, example = json!({"name": "Support bot, October", "description": "Balanced preset on the October tickets", "tags": ["support", "october"]})),
+    responses(
+        (status = 200, description = "The updated job", body = Envelope<JobOne>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field: name, description, tags[i], tags, or a configuration field (presetId, hyperparameters, gpuConfig, ...), which cannot change", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`JOB_NOT_FOUND` (also another user's)", body = ErrorEnvelope),
+    ))]
+async fn update_job(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Map<String, Value>>,
+) -> ApiResult<Response> {
+    let job_id = parse_job_id(&id)?;
+    for field in body.keys() {
+        if domain::job::config::CONFIGURATION_FIELDS.contains(&field.as_str()) {
+            return Err(ApiError::validation(
+                field.clone(),
+                format!("{field} is part of the job's configuration, which cannot change: launch a new job instead"),
+            ));
+        }
+        if !["name", "description", "notes", "tags"].contains(&field.as_str()) {
+            return Err(ApiError::validation(
+                field.clone(),
+                format!("unknown field {field}: a job's name, description (or notes) and tags can change"),
+            ));
+        }
+    }
+    let request: UpdateJobRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::validation("body", format!("invalid metadata: {e}")))?;
+    let receipt = state
+        .jobs
+        .update_metadata(
+            &context(principal),
+            job_id,
+            principal.role.sees_all_resources(),
+            request.name,
+            request.description.or(request.notes),
+            request.tags,
+        )
+        .await
+        .map_err(job_error)?;
+    read_your_writes(&state, receipt).await;
+    get_job(State(state), AuthUser(principal), Path(id)).await
 }
 
 /// Cancel a queued, initializing or running job (seed 001): it is `cancelled` at once; the

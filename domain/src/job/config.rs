@@ -498,3 +498,18 @@ pub fn total_steps(train_pairs: u64, h: &Hyperparameters) -> u64 {
     let per_step = u64::from(h.batch_size) * u64::from(h.gradient_accumulation_steps);
     train_pairs.div_ceil(per_step.max(1)) * u64::from(h.num_epochs)
 }
+
+/// The request fields that configure a job (their wire names): fixed once the job is
+/// created; a metadata change naming one is refused with that field.
+pub const CONFIGURATION_FIELDS: [&str; 10] = [
+    "datasetId",
+    "presetId",
+    "baseModel",
+    "hyperparameters",
+    "gpuConfig",
+    "earlyStoppingPatience",
+    "validationSplitRatio",
+    "checkpointInterval",
+    "parentModelId",
+    "configuration",
+];

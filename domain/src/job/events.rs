@@ -22,6 +22,21 @@ pub enum JobEvent {
     JobCompleted(JobCompleted),
     JobFailed(JobFailed),
     JobCancelled(JobCancelled),
+    JobMetadataUpdated(JobMetadataUpdated),
+}
+
+/// The user changed the job's name, description or tags (absent: unchanged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetadataUpdated {
+    pub job_id: JobId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +183,7 @@ impl DomainEvent for JobEvent {
             JobEvent::JobCompleted(_) => "JobCompleted",
             JobEvent::JobFailed(_) => "JobFailed",
             JobEvent::JobCancelled(_) => "JobCancelled",
+            JobEvent::JobMetadataUpdated(_) => "JobMetadataUpdated",
         }
         .to_string()
     }

@@ -13,7 +13,8 @@ pub mod telemetry;
 
 pub use events::{
     JobCancelled, JobCheckpointSaved, JobCompleted, JobCostAccrued, JobCreated, JobEvent,
-    JobFailed, JobRetryScheduled, JobStageChanged, JobSubmissionStarted, JobSubmitted,
+    JobFailed, JobMetadataUpdated, JobRetryScheduled, JobStageChanged, JobSubmissionStarted,
+    JobSubmitted,
 };
 
 use std::collections::HashSet;
@@ -172,6 +173,31 @@ pub enum JobCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
+    /// The user-facing metadata: name (1-100), description (at most 2000), tags (at most
+    /// 20, each 1-50 characters, repeats dropped). The configuration never changes.
+    UpdateMetadata {
+        actor: Actor,
+        name: Option<String>,
+        description: Option<String>,
+        tags: Option<Vec<String>>,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Checks and normalises a job's tags: trimmed, repeats dropped, order kept.
+pub fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, tag) in tags.into_iter().enumerate() {
+        crate::validation::text_length(&format!("tags[{i}]"), &tag, 1, 50)?;
+        let tag = tag.trim().to_string();
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.len() > 20 {
+        return Err(FieldError::new("tags", "at most 20 tags"));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -413,6 +439,35 @@ impl Job {
                     })
                 }
             }),
+            JobCommand::UpdateMetadata {
+                actor,
+                name,
+                description,
+                tags,
+                at,
+            } => {
+                if owner != actor.user_id && !actor.is_admin {
+                    return Err(JobError::NotFound);
+                }
+                if let Some(name) = &name {
+                    crate::validation::text_length("name", name, 1, 100)?;
+                }
+                if let Some(description) = &description {
+                    crate::validation::text_length("description", description, 0, 2000)?;
+                }
+                let tags = tags.map(check_tags).transpose()?;
+                let name = name.map(|n| n.trim().to_string());
+                let description = description.map(|d| d.trim().to_string());
+                (name.is_some() || description.is_some() || tags.is_some()).then_some(
+                    JobEvent::JobMetadataUpdated(JobMetadataUpdated {
+                        job_id,
+                        name,
+                        description,
+                        tags,
+                        updated_at: at,
+                    }),
+                )
+            }
             JobCommand::Cancel { actor, at } => {
                 if owner != actor.user_id && !actor.is_admin {
                     return Err(JobError::NotFound);
@@ -526,6 +581,7 @@ impl Aggregate for Job {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
+            JobEvent::JobMetadataUpdated(_) => {}
             JobEvent::JobCreated(e) => {
                 self.id = Some(e.job_id);
                 self.owner = Some(e.user_id);

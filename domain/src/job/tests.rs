@@ -896,3 +896,57 @@ fn compute_entries_mark_how_much_gpu_time_of_an_attempt_is_accrued() {
     assert_eq!(job.compute_accrued(2), d("0"));
     assert!(job.has_entry("compute:1:0"));
 }
+
+fn update(user: UserId, name: Option<&str>, tags: Option<Vec<&str>>) -> JobCommand {
+    JobCommand::UpdateMetadata {
+        actor: Actor {
+            user_id: user,
+            is_admin: false,
+        },
+        name: name.map(String::from),
+        description: None,
+        tags: tags.map(|t| t.into_iter().map(String::from).collect()),
+        at: at(),
+    }
+}
+
+#[test]
+fn metadata_changes_are_checked_and_recorded_in_any_state() {
+    JobTest::with(())
+        .given(vec![created(), started(1), training()])
+        .when(update(
+            owner(),
+            Some("  Support bot  "),
+            Some(vec!["support", " october ", "support"]),
+        ))
+        .then_expect_events(vec![JobEvent::JobMetadataUpdated(JobMetadataUpdated {
+            job_id: job_id(),
+            name: Some("Support bot".into()),
+            description: None,
+            tags: Some(vec!["support".into(), "october".into()]),
+            updated_at: at(),
+        })]);
+    JobTest::with(())
+        .given(vec![created()])
+        .when(update(owner(), Some(""), None))
+        .then_expect_error(JobError::Invalid(FieldError::new(
+            "name",
+            "name is required",
+        )));
+    JobTest::with(())
+        .given(vec![created()])
+        .when(update(owner(), None, Some(vec!["ok", "  "])))
+        .then_expect_error(JobError::Invalid(FieldError::new(
+            "tags[1]",
+            "tags[1] is required",
+        )));
+    JobTest::with(())
+        .given(vec![created()])
+        .when(update(UserId(Uuid::from_u128(99)), Some("mine"), None))
+        .then_expect_error(JobError::NotFound);
+    // Nothing to change records nothing.
+    JobTest::with(())
+        .given(vec![created()])
+        .when(update(owner(), None, None))
+        .then_expect_events(vec![]);
+}
