@@ -92,7 +92,7 @@ impl Roles {
 }
 
 pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
         .merge(routes::datasets::router())
         .merge(routes::jobs::router())
@@ -101,7 +101,8 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::costs::router())
         .merge(routes::notifications::router())
         .merge(routes::ops::router())
-        .split_for_parts()
+        .split_for_parts();
+    (routes, crate::openapi::fill_examples(api))
 }
 
 pub fn router(state: AppState) -> Router {

@@ -52,3 +52,200 @@ pub fn to_pretty_json() -> String {
     text.push('\n');
     text
 }
+
+/// Every JSON request body and success answer that has no hand-written example gets one
+/// built from its schema: the schema's own examples and enums where it has them, otherwise a
+/// value chosen by the field's name and format. Built from the schema, it always matches it.
+pub fn fill_examples(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::RefOr;
+    let schemas = doc
+        .components
+        .as_ref()
+        .and_then(|c| serde_json::to_value(&c.schemas).ok())
+        .unwrap_or_default();
+    let fill = |content: &mut utoipa::openapi::Content| {
+        if content.example.is_some() || !content.examples.is_empty() {
+            return;
+        }
+        if let Some(schema) = content
+            .schema
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+        {
+            content.example = Some(synthesize(&schemas, &schema, "", 0));
+        }
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(RefOr::T(body)) = op.request_body.as_mut() {
+                if let Some(RefOr::T(content)) = body.content.get_mut("application/json") {
+                    fill(content);
+                }
+            }
+            for (code, response) in op.responses.responses.iter_mut() {
+                if let (true, RefOr::T(response)) = (code.starts_with('2'), response) {
+                    if let Some(RefOr::T(content)) = response.content.get_mut("application/json") {
+                        fill(content);
+                    }
+                }
+            }
+        }
+    }
+    doc
+}
+
+fn synthesize(
+    schemas: &serde_json::Value,
+    schema: &serde_json::Value,
+    name: &str,
+    depth: usize,
+) -> serde_json::Value {
+    use serde_json::{json, Value};
+    if depth > 12 {
+        return Value::Null;
+    }
+    if let Some(example) = schema.get("example") {
+        return example.clone();
+    }
+    if let Some(r) = schema["$ref"].as_str() {
+        let target = r.rsplit('/').next().unwrap_or_default();
+        return synthesize(schemas, &schemas[target], name, depth + 1);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        let mut merged = serde_json::Map::new();
+        for part in all {
+            if let Value::Object(o) = synthesize(schemas, part, name, depth + 1) {
+                merged.extend(o);
+            }
+        }
+        return Value::Object(merged);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[key].as_array() {
+            let choice = options
+                .iter()
+                .find(|o| o["type"] != "null")
+                .unwrap_or(&Value::Null);
+            return synthesize(schemas, choice, name, depth + 1);
+        }
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        return values
+            .iter()
+            .find(|v| !v.is_null())
+            .cloned()
+            .unwrap_or(Value::Null);
+    }
+    let kind = match &schema["type"] {
+        Value::String(t) => t.clone(),
+        Value::Array(types) => types
+            .iter()
+            .filter_map(|t| t.as_str())
+            .find(|t| *t != "null")
+            .unwrap_or("null")
+            .to_string(),
+        _ if schema.get("properties").is_some() => "object".to_string(),
+        _ => "object".to_string(),
+    };
+    let lower = name.to_ascii_lowercase();
+    match kind.as_str() {
+        "object" => {
+            let mut out = serde_json::Map::new();
+            if let Some(props) = schema["properties"].as_object() {
+                for (key, sub) in props {
+                    out.insert(key.clone(), synthesize(schemas, sub, key, depth + 1));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => json!([synthesize(schemas, &schema["items"], name, depth + 1)]),
+        "boolean" => json!(!lower.starts_with("has") || lower == "success"),
+        "integer" => json!(match lower.as_str() {
+            "page" => 1,
+            "pagesize" => 20,
+            "batchsize" => 4,
+            "lorarank" => 16,
+            "loraalpha" => 32,
+            "numgpus" => 1,
+            "gradientaccumulationsteps" => 4,
+            "warmupsteps" => 100,
+            "checkpointinterval" => 50,
+            "earlystoppingpatience" => 3,
+            "minreplicas" | "maxreplicas" => 1,
+            n if n.contains("filesize") || n.contains("bytes") || n == "size" => 2_097_152,
+            n if n.contains("tokens") => 184_320,
+            n if n.contains("step") => 120,
+            n if n.contains("epoch") => 3,
+            n if n.contains("count") || n == "total" => 1,
+            n if n.contains("seconds") || n.contains("remaining") => 1800,
+            _ => 1,
+        }),
+        "number" => json!(match lower.as_str() {
+            "loradropout" => 0.05,
+            "validationsplitratio" => 0.1,
+            "weightdecay" => 0.01,
+            "maxgradnorm" => 1.0,
+            "throughput" => 2900.0,
+            "perplexity" => 2.32,
+            n if n.contains("loss") => 0.842,
+            n if n.contains("rate") && n.contains("learning") => 0.0002,
+            n if n.contains("progress") || n.contains("utilization") => 62.5,
+            n if n.contains("cost")
+                || n.contains("budget")
+                || n.contains("spen")
+                || n.contains("amount") =>
+                12.48,
+            _ => 0.75,
+        }),
+        _ => {
+            let format = schema["format"].as_str().unwrap_or_default();
+            json!(match (format, lower.as_str()) {
+                ("uuid", _) => "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10",
+                ("date-time", _) => "2026-11-23T10:00:00Z",
+                ("date", _) => "2026-11-23",
+                (_, "email") => "ada@example.com",
+                (_, "basemodel") => "llama-3-8b",
+                (_, "presetid" | "presetused") => "balanced",
+                (_, "level") => "info",
+                (_, "currency") => "USD",
+                (_, "password") => "correct horse battery",
+                (_, "organization") => "Acme Support",
+                (_, "optimizertype") => "adamw",
+                (_, "scheduler") => "cosine",
+                (_, "targetmodules") => "q_proj",
+                (_, "currentstage") => "training",
+                (_, "errorcode" | "code") => "OUT_OF_MEMORY",
+                (_, "errormessage") => "CUDA out of memory at step 120",
+                (_, "format") => "brightrun-lora-v4",
+                (_, "role") => "user",
+                (_, "tokenizer") => "o200k_base",
+                (_, "content") => "Open Settings, then Security, then Reset password.",
+                (_, "title") => "Training complete",
+                (_, "period") => "2026-11-23",
+                (_, n) if n.contains("url") =>
+                    "https://brightrun.example/objects/…?X-Amz-Signature=…",
+                (_, n) if n.contains("sha256") || n == "checksum" =>
+                    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                (_, n) if n.contains("key") =>
+                    "models/0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10/adapter_model.safetensors",
+                (_, "token") => "eyJhbGciOiJIUzI1NiJ9.…",
+                (_, n) if n.contains("filename") => "support-chats.jsonl",
+                (_, "message") => "Validation started",
+                (_, n) if n.contains("name") => "Support chats",
+                (_, "description") => "Customer support conversations, October",
+                (_, "version") => "1.0.0",
+                (_, n) if n.contains("status") => "ready",
+                _ => "text",
+            })
+        }
+    }
+}

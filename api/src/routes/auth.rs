@@ -105,7 +105,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Create an account (role `user`) and a session.
-#[utoipa::path(post, path = "/api/auth/signup", tag = "auth", request_body = SignupRequest,
+#[utoipa::path(post, path = "/api/auth/signup", tag = "auth", request_body(content = SignupRequest, example = json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada Lovelace", "organization": "Acme Support"})),
     responses(
         (status = 201, description = "Account created", body = Envelope<Session>),
         (status = 400, description = "A field breaks a rule (`VALIDATION_ERROR`, `field` names it)", body = ErrorEnvelope),
@@ -150,7 +150,7 @@ async fn signup(
 
 /// Exchange e-mail and password for a token. Wrong e-mail and wrong password get the same
 /// answer; repeated failures for one e-mail are rate limited.
-#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body(content = LoginRequest, example = json!({"email": "ada@example.com", "password": "correct horse battery"})),
     responses(
         (status = 200, description = "Logged in", body = Envelope<Session>),
         (status = 401, description = "`INVALID_CREDENTIALS`", body = ErrorEnvelope),
@@ -230,7 +230,7 @@ pub struct BudgetView {
 
 /// Set the caller's monthly budget (DOMAIN.md "Costs").
 #[utoipa::path(patch, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
-    request_body = UpdateMeRequest,
+    request_body(content = UpdateMeRequest, example = json!({"monthlyBudget": 500})),
     responses(
         (status = 200, description = "The caller with the budget", body = Envelope<BudgetView>),
         (status = 400, description = "`VALIDATION_ERROR` (monthlyBudget)", body = ErrorEnvelope),

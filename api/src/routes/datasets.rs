@@ -139,7 +139,7 @@ impl From<validator::ValidationReport> for PreviewResult {
 /// runs, on the first 100 KB. A last line cut by the 100 KB boundary is skipped with a
 /// `TRUNCATED_LINE` warning.
 #[utoipa::path(post, path = "/api/datasets/validate", tag = "datasets", security(("bearer" = [])),
-    request_body = ValidateRequest,
+    request_body(content = ValidateRequest, example = json!({"format": "brightrun-lora-v4", "content": "{\"conversation_id\": \"c1\", \"turns\": [{\"role\": \"user\", \"content\": \"How do I reset my password?\"}, {\"role\": \"assistant\", \"content\": \"Open Settings, then Security.\"}]}\n"})),
     responses(
         (status = 200, description = "The preview's report (problems in the file are data, not an error)", body = Envelope<PreviewResult>),
         (status = 400, description = "`VALIDATION_ERROR`: content over 100 KB or format unknown", body = ErrorEnvelope),
@@ -392,7 +392,7 @@ fn dataset_error(err: AppError<DatasetError>) -> ApiError {
 
 /// Register a dataset (seed 001 `POST /api/datasets`). Answers once the read model shows it.
 #[utoipa::path(post, path = "/api/datasets", tag = "datasets", security(("bearer" = [])),
-    request_body = RegisterDatasetRequest,
+    request_body(content = RegisterDatasetRequest, example = json!({"name": "Support chats, October", "description": "Customer support conversations", "format": "brightrun-lora-v4", "fileSize": 2097152, "fileName": "support-chats.jsonl"})),
     responses(
         (status = 201, description = "Registered; status `uploading`", body = Envelope<DatasetRegistered>),
         (status = 400, description = "`VALIDATION_ERROR` naming the field", body = ErrorEnvelope),
@@ -485,7 +485,7 @@ pub struct Deleted {
 /// Change a dataset's name and/or description (seed 001 `PATCH /api/datasets/{id}`).
 #[utoipa::path(patch, path = "/api/datasets/{id}", tag = "datasets", security(("bearer" = [])),
     params(("id" = String, Path, description = "Dataset id (UUID)")),
-    request_body = UpdateDatasetRequest,
+    request_body(content = UpdateDatasetRequest, example = json!({"name": "Support chats, October (clean)", "description": "Deduplicated"})),
     responses(
         (status = 200, description = "The updated dataset", body = Envelope<DatasetOne>),
         (status = 400, description = "`VALIDATION_ERROR` naming the field", body = ErrorEnvelope),

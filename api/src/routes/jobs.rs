@@ -431,7 +431,7 @@ fn estimate_dto(estimate: &Estimate, configuration: Value) -> EstimateDto {
 /// Cost and duration of a configuration on an owned, `ready` dataset (seed 001). Takes the
 /// same body as `POST /api/jobs`: what you estimate is what you launch.
 #[utoipa::path(post, path = "/api/jobs/estimate", tag = "jobs", security(("bearer" = [])),
-    request_body = JobRequestBody,
+    request_body(content = JobRequestBody, example = json!({"datasetId": "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "presetId": "balanced", "baseModel": "llama-3-8b", "hyperparameters": {"loraRank": 32, "targetModules": ["q_proj", "k_proj", "v_proj"]}, "gpuConfig": {"instanceType": "a100-80gb", "numGPUs": 1}})),
     responses(
         (status = 200, description = "The estimate", body = Envelope<EstimateDto>),
         (status = 400, description = "`VALIDATION_ERROR` naming the field (e.g. `hyperparameters.loraRank`, `gpuConfig`)", body = ErrorEnvelope),
@@ -496,7 +496,7 @@ pub struct JobCreatedDto {
 /// Create and launch a training job on an owned `ready` + `trainingReady` dataset
 /// (seed 001). The resolved configuration and the estimate are stored with the job.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body = JobRequestBody,
+    request_body(content = JobRequestBody, example = json!({"datasetId": "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "presetId": "balanced", "baseModel": "llama-3-8b", "hyperparameters": {"loraRank": 32, "targetModules": ["q_proj", "k_proj", "v_proj"]}, "gpuConfig": {"instanceType": "a100-80gb", "numGPUs": 1}})),
     responses(
         (status = 201, description = "Created, `queued`", body = Envelope<JobCreatedDto>),
         (status = 400, description = "`VALIDATION_ERROR` naming the field", body = ErrorEnvelope),
