@@ -212,6 +212,12 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
         subscribers.push(Arc::new(SagaFeeder {
             retry_backoff: config.saga_retry_backoff,
         }));
+        tasks.push(tokio::spawn(infrastructure::saga::run_reconciler(
+            pool.clone(),
+            saga.clone(),
+            config.saga_reconcile_interval,
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(infrastructure::saga::run_driver(
             pool.clone(),
             saga,

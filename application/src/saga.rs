@@ -83,6 +83,17 @@ pub struct SagaEntry {
     pub cursor: Option<String>,
 }
 
+/// What a reconciliation check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciliation {
+    /// The cluster's state agrees with ours (failed, cancelled, or truly gone).
+    Agrees,
+    /// The cluster still had the job: it is running again on our side.
+    Recovered,
+    /// The cluster could not be asked; check again later.
+    TryLater,
+}
+
 /// What to do next, after `after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Next {
@@ -295,8 +306,16 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                 tracing::warn!(job_id = %entry.job_id, %cause, "cluster unavailable");
                 return Ok(self.next(Phase::Poll, entry, self.options.unavailable_backoff));
             }
-            // Reconciliation: the cluster lost the job; it is retried like a failure.
+            // Reconciliation: the cluster lost the job; it is retried like a failure. When a
+            // retry follows, the lost job is also cancelled (best effort), so a cluster that
+            // only misreported it does not keep it running beside the next attempt; the last
+            // attempt is left for the reconciliation pass to find.
             Err(ClusterCallError::UnknownJob(_)) => {
+                if job.retry_count() < domain::job::MAX_RETRIES {
+                    if let Err(err) = self.cluster.cancel(cluster_job).await {
+                        tracing::debug!(job_id = %entry.job_id, %cluster_job, error = %err, "lost job not cancelled");
+                    }
+                }
                 self.command(
                     entry,
                     JobCommand::Fail {
@@ -348,6 +367,38 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             ClusterStatus::Queued | ClusterStatus::Running => {}
         }
         Ok(next)
+    }
+
+    /// The reconciliation pass for a job our side failed: when the cluster still runs (or has
+    /// completed) its last cluster job, the job is recovered and the saga follows it again.
+    pub async fn reconcile(
+        &self,
+        entry: &SagaEntry,
+        cluster_job: &str,
+    ) -> anyhow::Result<Reconciliation> {
+        let report = match self.cluster.status(cluster_job, None).await {
+            Ok(report) => report,
+            Err(ClusterCallError::UnknownJob(_)) => return Ok(Reconciliation::Agrees),
+            Err(ClusterCallError::Unavailable(_)) => return Ok(Reconciliation::TryLater),
+            Err(e) => return Err(e.into()),
+        };
+        let status = match report.status {
+            ClusterStatus::Queued => "queued",
+            ClusterStatus::Running => "running",
+            ClusterStatus::Completed => "completed",
+            ClusterStatus::Failed | ClusterStatus::Cancelled => return Ok(Reconciliation::Agrees),
+        };
+        tracing::warn!(job_id = %entry.job_id, %cluster_job, cluster_status = status, "the cluster disagrees with a failed job: recovering it");
+        self.command(
+            entry,
+            JobCommand::RecoverFromCluster {
+                cluster_job_id: cluster_job.to_string(),
+                cluster_status: status.to_string(),
+                at: self.jobs.clock().now(),
+            },
+        )
+        .await?;
+        Ok(Reconciliation::Recovered)
     }
 
     /// Turns a status report into commands and telemetry.

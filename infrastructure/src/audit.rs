@@ -130,8 +130,10 @@ pub async fn audit_costs(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<
         .fetch_all(pool)
         .await?;
         for (job_id, current, final_read) in read {
+            // The last terminal event counts: a job recovered by reconciliation fails, then completes.
             let final_event = finals
                 .iter()
+                .rev()
                 .find(|(j, _, _)| *j == job_id)
                 .map(|(_, _, c)| *c);
             jobs.push(JobCosts {

@@ -55,6 +55,8 @@ pub struct Config {
     pub saga_retry_backoff: Duration,
     pub saga_lease: Duration,
     pub saga_concurrency: usize,
+    /// How often failed jobs are checked against the cluster (reconciliation).
+    pub saga_reconcile_interval: Duration,
     /// How long a simulated model deployment takes to become ready.
     pub deploy_sim_ready_after: Duration,
 }
@@ -146,6 +148,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "DATASET_PURGE_AFTER_SECONDS",
         "2592000",
         "objects of deleted datasets are removed this long after deletion (30 days)",
+    ),
+    (
+        "SAGA_RECONCILE_INTERVAL_MS",
+        "60000",
+        "how often jobs failed on our side are checked against the cluster",
     ),
     (
         "DEPLOY_SIM_SECONDS",
@@ -264,6 +271,11 @@ impl Config {
                 60,
             )?),
             validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
+            saga_reconcile_interval: Duration::from_millis(parse(
+                &lookup,
+                "SAGA_RECONCILE_INTERVAL_MS",
+                60_000,
+            )?),
             deploy_sim_ready_after: Duration::from_secs(parse(&lookup, "DEPLOY_SIM_SECONDS", 20)?),
             cluster_sim_speed: parse(&lookup, "CLUSTER_SIM_SPEED", 60.0)?,
             cluster_sim_seed: parse(&lookup, "CLUSTER_SIM_SEED", 0)?,
@@ -366,6 +378,7 @@ impl fmt::Debug for Config {
             .field("saga_retry_backoff", &self.saga_retry_backoff)
             .field("saga_lease", &self.saga_lease)
             .field("saga_concurrency", &self.saga_concurrency)
+            .field("saga_reconcile_interval", &self.saga_reconcile_interval)
             .field("deploy_sim_ready_after", &self.deploy_sim_ready_after)
             .finish()
     }

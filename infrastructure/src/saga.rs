@@ -6,11 +6,13 @@
 //! - `run_driver`: claims due rows with a lease (`FOR UPDATE SKIP LOCKED`, so several
 //!   processes share the jobs and each job is driven by one at a time), runs one saga step per
 //!   row, and writes back the next phase and deadline. The deadlines are the durable timers.
+//! - `run_reconciler`: checks each job our side failed (within a day) once against the
+//!   cluster; a cluster job that still runs or completed is recovered and driven to its end.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use application::saga::{Next, Phase, SagaEntry, TrainingSaga};
+use application::saga::{Next, Phase, Reconciliation, SagaEntry, TrainingSaga};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::ids::{DatasetId, JobId, ModelId, UserId};
@@ -78,8 +80,27 @@ async fn feed(
             .execute(&mut *conn)
             .await?;
         }
+        JobEvent::JobRecoveredFromCluster(e) => {
+            sqlx::query(
+                "UPDATE saga_jobs SET phase = 'poll', attempt = $2, cluster_job_id = $3, cursor = NULL, \
+                   due_at = now(), reconciled_at = now(), updated_at = now() \
+                 WHERE job_id = $1 AND phase IN ('done', 'wait')",
+            )
+            .bind(e.job_id.0)
+            .bind(i32::try_from(e.attempt.max(1))?)
+            .bind(&e.cluster_job_id)
+            .execute(&mut *conn)
+            .await?;
+        }
         JobEvent::JobCompleted(e) => done(conn, e.job_id).await?,
-        JobEvent::JobFailed(e) => done(conn, e.job_id).await?,
+        JobEvent::JobFailed(e) => {
+            done(conn, e.job_id).await?;
+            // Each failure is checked against the cluster once by the reconciliation pass.
+            sqlx::query("UPDATE saga_jobs SET reconciled_at = NULL WHERE job_id = $1")
+                .bind(e.job_id.0)
+                .execute(&mut *conn)
+                .await?;
+        }
         _ => {}
     }
     Ok(())
@@ -297,4 +318,74 @@ async fn save(pool: &PgPool, owner: &str, entry: &SagaEntry, next: &Next) -> any
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Every `interval`, checks the jobs failed within the last day that were not checked yet.
+pub async fn run_reconciler(
+    pool: PgPool,
+    saga: Arc<Saga>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match reconcile_failed(&pool, &saga).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                recovered = n,
+                "reconciliation recovered jobs the cluster still had"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "reconciliation pass failed; will retry")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One pass: answers how many jobs it recovered.
+pub async fn reconcile_failed(pool: &PgPool, saga: &Saga) -> anyhow::Result<usize> {
+    #[derive(sqlx::FromRow)]
+    struct Candidate {
+        #[sqlx(flatten)]
+        row: Row,
+        last_cluster_job: String,
+    }
+    let candidates: Vec<Candidate> = sqlx::query_as(
+        "UPDATE saga_jobs s SET reconcile_lease_until = now() + interval '5 minutes' \
+         FROM rm_jobs j \
+         WHERE s.job_id = j.id AND s.job_id IN ( \
+           SELECT s2.job_id FROM saga_jobs s2 JOIN rm_jobs j2 ON j2.id = s2.job_id \
+           WHERE j2.status = 'failed' AND j2.cluster_job_id IS NOT NULL AND s2.reconciled_at IS NULL \
+             AND j2.completed_at > now() - interval '1 day' \
+             AND (s2.reconcile_lease_until IS NULL OR s2.reconcile_lease_until < now()) \
+           LIMIT 50 FOR UPDATE OF s2 SKIP LOCKED) \
+         RETURNING s.job_id, s.user_id, s.dataset_id, s.dataset_name, s.parent_model_id, s.configuration, \
+           s.total_steps, s.phase, s.attempt, s.cluster_job_id, s.cursor, j.cluster_job_id AS last_cluster_job",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut recovered = 0;
+    for candidate in candidates {
+        let cluster_job = candidate.last_cluster_job;
+        let Some(entry) = candidate.row.entry() else {
+            continue;
+        };
+        let outcome = saga.reconcile(&entry, &cluster_job).await?;
+        let sql = match outcome {
+            Reconciliation::TryLater => {
+                "UPDATE saga_jobs SET reconcile_lease_until = NULL WHERE job_id = $1"
+            }
+            Reconciliation::Agrees | Reconciliation::Recovered => {
+                "UPDATE saga_jobs SET reconciled_at = now(), reconcile_lease_until = NULL WHERE job_id = $1"
+            }
+        };
+        sqlx::query(sql).bind(entry.job_id.0).execute(pool).await?;
+        if outcome == Reconciliation::Recovered {
+            recovered += 1;
+        }
+    }
+    Ok(recovered)
 }

@@ -201,6 +201,18 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
             .execute(&mut *conn)
             .await?;
         }
+        JobEvent::JobRecoveredFromCluster(e) => {
+            sqlx::query(
+                "UPDATE rm_jobs SET status = 'running', current_stage = 'training', error_code = NULL, \
+                   error_message = NULL, final_cost = NULL, completed_at = NULL, cluster_job_id = $2, \
+                   updated_at = $3 WHERE id = $1",
+            )
+            .bind(e.job_id.0)
+            .bind(&e.cluster_job_id)
+            .bind(e.recovered_at)
+            .execute(&mut *conn)
+            .await?;
+        }
         JobEvent::JobMetadataUpdated(e) => {
             sqlx::query(
                 "UPDATE rm_jobs SET name = coalesce($2, name), description = coalesce($3, description), \

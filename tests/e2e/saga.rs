@@ -674,3 +674,110 @@ async fn a_job_the_cluster_loses_is_resubmitted() {
     assert_eq!(submitted, 4);
     app.finish().await;
 }
+
+/// A cluster that answers 404 for a job it still runs (the first read of each job here):
+/// our side retries, then fails the job as lost; the reconciliation pass finds the last cluster
+/// job alive, recovers the job and it completes with its model. The earlier attempts were
+/// cancelled on the cluster when they were given up, so none keeps burning GPUs.
+#[tokio::test]
+async fn a_job_failed_on_our_side_that_the_cluster_still_runs_is_reconciled() {
+    let app = start(&[
+        ("CLUSTER_SIM_SPEED", "600"),
+        ("SAGA_RECONCILE_INTERVAL_MS", "200"),
+    ])
+    .await;
+    let (_, token) = app.user("ada").await;
+    let sim = app
+        .service
+        .as_ref()
+        .unwrap()
+        .cluster_sim
+        .as_ref()
+        .unwrap()
+        .url
+        .clone();
+    let injected = app
+        .http
+        .put(format!("{sim}/v1/sim/faults/0"))
+        .bearer_auth("test-cluster-key")
+        .json(&json!({"false404Reads": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), 204);
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "completion after recovery", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    assert!(job["artifactId"].is_string(), "{job}");
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'job' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    let at = |t: &str| {
+        types
+            .iter()
+            .position(|x| x == t)
+            .unwrap_or_else(|| panic!("{t} in {types:?}"))
+    };
+    assert!(at("JobFailed") < at("JobRecoveredFromCluster"));
+    assert!(at("JobRecoveredFromCluster") < at("JobCompleted"));
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "JobRecoveredFromCluster")
+            .count(),
+        1
+    );
+
+    // Attempts 1-3 were given up and cancelled on the cluster; attempt 4 completed.
+    let clusters: Vec<sqlx::types::Json<Value>> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_id = $1 AND event_type = 'JobSubmitted' ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(clusters.len(), 4);
+    for (i, submitted) in clusters.iter().enumerate() {
+        let cluster_job = submitted.0["JobSubmitted"]["clusterJobId"]
+            .as_str()
+            .unwrap();
+        let status: Value = app
+            .http
+            .get(format!("{sim}/v1/jobs/{cluster_job}"))
+            .bearer_auth("test-cluster-key")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let expected = if i < 3 { "cancelled" } else { "completed" };
+        assert_eq!(status["status"], expected, "attempt {}: {status}", i + 1);
+    }
+
+    // The books still balance.
+    let head = infrastructure::event_log::head(app.pool()).await.unwrap();
+    for name in ["costs", "jobs"] {
+        let subscription = projections::subscription_name(name);
+        assert!(
+            infrastructure::subscription::wait_for(
+                app.pool(),
+                &subscription,
+                head,
+                Duration::from_secs(10)
+            )
+            .await
+        );
+    }
+    let report = infrastructure::audit::audit_costs(app.pool(), &Default::default())
+        .await
+        .unwrap();
+    assert!(report.clean(), "{:?}", report.drifts);
+    app.finish().await;
+}

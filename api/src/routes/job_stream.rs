@@ -66,6 +66,10 @@ fn live_event(
     let mut live = if aggregate_type == <Job as cqrs_es::Aggregate>::TYPE {
         match serde_json::from_value::<JobEvent>(tagged).ok()? {
             JobEvent::JobCreated(_) | JobEvent::JobMetadataUpdated(_) => None,
+            JobEvent::JobRecoveredFromCluster(e) => event(
+                "stage",
+                json!({"stage": "training", "message": format!("Recovered: the GPU cluster still has job {} ({})", e.cluster_job_id, e.cluster_status)}),
+            ),
             JobEvent::JobSubmissionStarted(e) => event(
                 "stage",
                 json!({"stage": "initializing", "message": format!("Submitting to the GPU cluster (attempt {})", e.attempt)}),

@@ -23,6 +23,20 @@ pub enum JobEvent {
     JobFailed(JobFailed),
     JobCancelled(JobCancelled),
     JobMetadataUpdated(JobMetadataUpdated),
+    JobRecoveredFromCluster(JobRecoveredFromCluster),
+}
+
+/// Reconciliation found the cluster still running (or done with) the job our side had
+/// failed: the job is running again and the saga follows the cluster job to its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecoveredFromCluster {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub cluster_job_id: String,
+    /// What the cluster reported: `running`, `queued` or `completed`.
+    pub cluster_status: String,
+    pub recovered_at: DateTime<Utc>,
 }
 
 /// The user changed the job's name, description or tags (absent: unchanged).
@@ -184,6 +198,7 @@ impl DomainEvent for JobEvent {
             JobEvent::JobFailed(_) => "JobFailed",
             JobEvent::JobCancelled(_) => "JobCancelled",
             JobEvent::JobMetadataUpdated(_) => "JobMetadataUpdated",
+            JobEvent::JobRecoveredFromCluster(_) => "JobRecoveredFromCluster",
         }
         .to_string()
     }

@@ -13,8 +13,8 @@ pub mod telemetry;
 
 pub use events::{
     JobCancelled, JobCheckpointSaved, JobCompleted, JobCostAccrued, JobCreated, JobEvent,
-    JobFailed, JobMetadataUpdated, JobRetryScheduled, JobStageChanged, JobSubmissionStarted,
-    JobSubmitted,
+    JobFailed, JobMetadataUpdated, JobRecoveredFromCluster, JobRetryScheduled, JobStageChanged,
+    JobSubmissionStarted, JobSubmitted,
 };
 
 use std::collections::HashSet;
@@ -171,6 +171,14 @@ pub enum JobCommand {
     },
     Cancel {
         actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Reconciliation: our side failed the job, yet the cluster runs or completed its current
+    /// attempt. The job resumes from the cluster's state (only a failed job, only that
+    /// cluster job); otherwise nothing is recorded.
+    RecoverFromCluster {
+        cluster_job_id: String,
+        cluster_status: String,
         at: DateTime<Utc>,
     },
     /// The user-facing metadata: name (1-100), description (at most 2000), tags (at most
@@ -439,6 +447,19 @@ impl Job {
                     })
                 }
             }),
+            JobCommand::RecoverFromCluster {
+                cluster_job_id,
+                cluster_status,
+                at,
+            } => (status == JobStatus::Failed
+                && self.cluster_job_id.as_deref() == Some(cluster_job_id.as_str()))
+            .then_some(JobEvent::JobRecoveredFromCluster(JobRecoveredFromCluster {
+                job_id,
+                attempt: self.attempt,
+                cluster_job_id,
+                cluster_status,
+                recovered_at: at,
+            })),
             JobCommand::UpdateMetadata {
                 actor,
                 name,
@@ -582,6 +603,10 @@ impl Aggregate for Job {
     fn apply(&mut self, event: Self::Event) {
         match event {
             JobEvent::JobMetadataUpdated(_) => {}
+            JobEvent::JobRecoveredFromCluster(_) => {
+                self.status = JobStatus::Running;
+                self.stage = JobStage::Training;
+            }
             JobEvent::JobCreated(e) => {
                 self.id = Some(e.job_id);
                 self.owner = Some(e.user_id);

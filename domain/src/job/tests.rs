@@ -950,3 +950,61 @@ fn metadata_changes_are_checked_and_recorded_in_any_state() {
         .when(update(owner(), None, None))
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn a_failed_job_the_cluster_still_runs_is_recovered_once() {
+    let submitted = JobEvent::JobSubmitted(JobSubmitted {
+        job_id: job_id(),
+        attempt: 1,
+        cluster_job_id: "cj-1".into(),
+        submitted_at: at(),
+    });
+    let failed = JobEvent::JobFailed(JobFailed {
+        job_id: job_id(),
+        user_id: owner(),
+        code: "CLUSTER_LOST_JOB".into(),
+        message: "gone".into(),
+        retry_count: 3,
+        final_cost: Decimal::ZERO,
+        failed_at: at(),
+    });
+    let recover = |id: &str| JobCommand::RecoverFromCluster {
+        cluster_job_id: id.into(),
+        cluster_status: "running".into(),
+        at: at(),
+    };
+    let recovered = JobEvent::JobRecoveredFromCluster(JobRecoveredFromCluster {
+        job_id: job_id(),
+        attempt: 1,
+        cluster_job_id: "cj-1".into(),
+        cluster_status: "running".into(),
+        recovered_at: at(),
+    });
+    JobTest::with(())
+        .given(vec![
+            created(),
+            started(1),
+            submitted.clone(),
+            failed.clone(),
+        ])
+        .when(recover("cj-1"))
+        .then_expect_events(vec![recovered.clone()]);
+    // Another cluster job, a job that did not fail, or one already recovered: nothing.
+    JobTest::with(())
+        .given(vec![
+            created(),
+            started(1),
+            submitted.clone(),
+            failed.clone(),
+        ])
+        .when(recover("cj-0"))
+        .then_expect_events(vec![]);
+    JobTest::with(())
+        .given(vec![created(), started(1), submitted.clone()])
+        .when(recover("cj-1"))
+        .then_expect_events(vec![]);
+    JobTest::with(())
+        .given(vec![created(), started(1), submitted, failed, recovered])
+        .when(recover("cj-1"))
+        .then_expect_events(vec![]);
+}

@@ -34,6 +34,10 @@ pub struct Faults {
     /// The cluster forgets the job once it reaches this step (404 from then on).
     #[serde(default)]
     pub disappear_at_step: Option<u64>,
+    /// The first N status reads answer 404 although the job runs on (a cluster that
+    /// misreports, e.g. during a failover): our side believes it lost, reconciliation finds it.
+    #[serde(default)]
+    pub false_404_reads: u32,
 }
 
 /// A submitted job as the simulator keeps it.

@@ -368,6 +368,7 @@ async fn status(
     let reads = jobs.status_reads.entry(id.clone()).or_default();
     *reads += 1;
     let failing = *reads <= faults.http_500s;
+    let misreported = *reads <= faults.false_404_reads;
     drop(jobs);
     if faults.slow_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
@@ -381,7 +382,7 @@ async fn status(
     }
     let job = &entry.job;
     let snapshot = job.snapshot(sim.elapsed(&entry), entry.cancelled_at);
-    if snapshot.gone {
+    if snapshot.gone || misreported {
         return problem(
             StatusCode::NOT_FOUND,
             "JOB_NOT_FOUND",
