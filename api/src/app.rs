@@ -101,6 +101,7 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::costs::router())
         .merge(routes::notifications::router())
         .merge(routes::ops::router())
+        .merge(routes::cluster_webhook::router())
         .split_for_parts();
     (routes, crate::openapi::fill_examples(api))
 }
@@ -144,7 +145,18 @@ impl Service {
     }
 }
 
-pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyhow::Result<Service> {
+pub async fn start(
+    mut config: Config,
+    roles: Roles,
+    runner: RunnerOptions,
+) -> anyhow::Result<Service> {
+    // Webhooks of the in-process simulator are signed with a secret made up here.
+    if config.cluster_webhook_url.is_some()
+        && config.cluster_url.is_none()
+        && config.cluster_webhook_secret.is_none()
+    {
+        config.cluster_webhook_secret = Some(uuid::Uuid::new_v4().simple().to_string());
+    }
     crate::telemetry::install_metrics();
     // sqlx and async-nats bring ring, the AWS client aws-lc-rs: pick one for rustls.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -206,6 +218,10 @@ pub async fn start(config: Config, roles: Roles, runner: RunnerOptions) -> anyho
             SagaOptions {
                 poll_interval: config.saga_poll_interval,
                 unavailable_backoff: config.saga_poll_interval.max(Duration::from_millis(500)),
+                webhook_url: config
+                    .cluster_webhook_secret
+                    .as_ref()
+                    .and(config.cluster_webhook_url.clone()),
                 ..SagaOptions::default()
             },
         ));
@@ -353,6 +369,7 @@ async fn gpu_cluster(config: &Config) -> anyhow::Result<(Arc<dyn GpuCluster>, Op
             api_key: Some(key.clone()),
             seed: config.cluster_sim_seed,
             rates: Rates::default(),
+            webhook_secret: config.cluster_webhook_secret.clone(),
         },
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         Arc::new(O200k::load()?),

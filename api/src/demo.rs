@@ -172,7 +172,12 @@ pub async fn journey(base: &str, out_dir: &std::path::Path) -> anyhow::Result<st
                 Some("cancelled") => bail!("the job was cancelled"),
                 _ => {}
             }
-            print!("\r   {} {progress:5.1}%  loss {loss:.4}   ", bar(progress));
+            let shown = if loss.is_nan() {
+                "-     ".to_string()
+            } else {
+                format!("{loss:.4}")
+            };
+            print!("\r   {} {progress:5.1}%  loss {shown}   ", bar(progress));
             let _ = std::io::stdout().flush();
         }
     }

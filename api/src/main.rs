@@ -235,6 +235,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     api_key: config.cluster_api_key.clone(),
                     seed: config.cluster_sim_seed,
                     rates: domain::job::estimate::Rates::default(),
+                    webhook_secret: None,
                 },
                 addr,
                 tokenizer,

@@ -21,6 +21,110 @@ pub struct SubmitRequest {
     pub validation_split_ratio: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping_patience: Option<u32>,
+    /// Where the cluster may POST signed status changes (optional: polling stays the truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+/// The body the cluster POSTs to `webhookUrl` when a job's status changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEvent {
+    pub cluster_job_id: String,
+    pub idempotency_key: String,
+    pub status: ClusterStatus,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The webhook signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "x-cluster-signature";
+/// How old a signed webhook may be when it arrives (replays are refused).
+pub const WEBHOOK_TOLERANCE_SECONDS: i64 = 300;
+
+fn webhook_mac(secret: &str, timestamp: i64, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The signature header for `body` sent at `timestamp`.
+pub fn sign_webhook(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let tag = webhook_mac(secret, timestamp, body).finalize().into_bytes();
+    format!("t={timestamp},v1={}", hex::encode(tag))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRejected {
+    #[error("the signature header is missing or malformed")]
+    Malformed,
+    #[error("the signature does not match the body")]
+    BadSignature,
+    #[error("the webhook is older than {WEBHOOK_TOLERANCE_SECONDS} s (or from the future)")]
+    Stale,
+}
+
+/// Checks a webhook's signature header against its raw body (constant-time comparison).
+pub fn verify_webhook(
+    secret: &str,
+    header: &str,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), WebhookRejected> {
+    use hmac::Mac;
+    let mut timestamp = None;
+    let mut tag = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", v)) => tag = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(timestamp), Some(tag)) = (timestamp, tag) else {
+        return Err(WebhookRejected::Malformed);
+    };
+    if (now.timestamp() - timestamp).abs() > WEBHOOK_TOLERANCE_SECONDS {
+        return Err(WebhookRejected::Stale);
+    }
+    webhook_mac(secret, timestamp, body)
+        .verify_slice(&tag)
+        .map_err(|_| WebhookRejected::BadSignature)
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_webhook_verifies_and_any_change_is_refused() {
+        let now = chrono::DateTime::<chrono::Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let body = br#"{"clusterJobId":"cj-1","status":"completed"}"#;
+        let header = sign_webhook("s3cret", now.timestamp(), body);
+        assert_eq!(verify_webhook("s3cret", &header, body, now), Ok(()));
+        assert_eq!(
+            verify_webhook("other", &header, body, now),
+            Err(WebhookRejected::BadSignature)
+        );
+        let tampered = br#"{"clusterJobId":"cj-2","status":"completed"}"#;
+        assert_eq!(
+            verify_webhook("s3cret", &header, tampered, now),
+            Err(WebhookRejected::BadSignature)
+        );
+        let later = now + chrono::Duration::seconds(WEBHOOK_TOLERANCE_SECONDS + 1);
+        assert_eq!(
+            verify_webhook("s3cret", &header, body, later),
+            Err(WebhookRejected::Stale)
+        );
+        assert_eq!(
+            verify_webhook("s3cret", "v1=zz", body, now),
+            Err(WebhookRejected::Malformed)
+        );
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -111,6 +111,8 @@ pub struct SagaOptions {
     /// Accrue compute once this many GPU-seconds are unbilled (and always at the end).
     pub compute_step_gpu_seconds: Decimal,
     pub dataset_url_validity: Duration,
+    /// Our webhook endpoint, passed to the cluster with each submission (optional).
+    pub webhook_url: Option<String>,
 }
 
 impl Default for SagaOptions {
@@ -120,6 +122,7 @@ impl Default for SagaOptions {
             unavailable_backoff: Duration::from_secs(5),
             compute_step_gpu_seconds: Decimal::from(60),
             dataset_url_validity: Duration::from_secs(24 * 3600),
+            webhook_url: None,
         }
     }
 }
@@ -253,6 +256,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             checkpoint_interval: c.options.checkpoint_interval,
             validation_split_ratio: c.options.validation_split_ratio,
             early_stopping_patience: c.options.early_stopping_patience,
+            webhook_url: self.options.webhook_url.clone(),
         };
         match self.cluster.submit(&request).await {
             Ok(submitted) => {

@@ -55,6 +55,11 @@ pub struct Config {
     pub saga_retry_backoff: Duration,
     pub saga_lease: Duration,
     pub saga_concurrency: usize,
+    /// Our webhook endpoint as the cluster reaches it (`.../api/cluster/webhook`); none: the
+    /// saga only polls.
+    pub cluster_webhook_url: Option<String>,
+    /// The secret cluster webhooks are signed with (generated for the in-process simulator).
+    pub cluster_webhook_secret: Option<String>,
     /// How often failed jobs are checked against the cluster (reconciliation).
     pub saga_reconcile_interval: Duration,
     /// How long a simulated model deployment takes to become ready.
@@ -148,6 +153,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "DATASET_PURGE_AFTER_SECONDS",
         "2592000",
         "objects of deleted datasets are removed this long after deletion (30 days)",
+    ),
+    (
+        "CLUSTER_WEBHOOK_URL",
+        "",
+        "our webhook endpoint as the cluster reaches it (http://host:port/api/cluster/webhook); unset: poll only",
+    ),
+    (
+        "CLUSTER_WEBHOOK_SECRET",
+        "",
+        "HMAC-SHA256 secret of the cluster's webhooks (generated for the in-process simulator)",
     ),
     (
         "SAGA_RECONCILE_INTERVAL_MS",
@@ -271,6 +286,8 @@ impl Config {
                 60,
             )?),
             validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
+            cluster_webhook_url: lookup("CLUSTER_WEBHOOK_URL"),
+            cluster_webhook_secret: lookup("CLUSTER_WEBHOOK_SECRET"),
             saga_reconcile_interval: Duration::from_millis(parse(
                 &lookup,
                 "SAGA_RECONCILE_INTERVAL_MS",
@@ -378,6 +395,11 @@ impl fmt::Debug for Config {
             .field("saga_retry_backoff", &self.saga_retry_backoff)
             .field("saga_lease", &self.saga_lease)
             .field("saga_concurrency", &self.saga_concurrency)
+            .field("cluster_webhook_url", &self.cluster_webhook_url)
+            .field(
+                "cluster_webhook_secret",
+                &secret(&self.cluster_webhook_secret),
+            )
             .field("saga_reconcile_interval", &self.saga_reconcile_interval)
             .field("deploy_sim_ready_after", &self.deploy_sim_ready_after)
             .finish()

@@ -24,6 +24,7 @@ async fn sim(app: &TestApp, speed: f64) -> ClusterSim {
             api_key: Some("sim-key".into()),
             seed: 42,
             rates: Rates::default(),
+            webhook_secret: None,
         },
         "127.0.0.1:0".parse().unwrap(),
         Arc::new(O200k::load().unwrap()),
@@ -83,6 +84,7 @@ fn request(key: &str, url: &str) -> SubmitRequest {
         checkpoint_interval: 10,
         validation_split_ratio: 0.1,
         early_stopping_patience: None,
+        webhook_url: None,
     }
 }
 

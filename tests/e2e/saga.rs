@@ -313,6 +313,7 @@ async fn two_instances_share_the_jobs_and_drive_each_once() {
             api_key: Some("shared-key".into()),
             seed: 1,
             rates: domain::job::estimate::Rates::default(),
+            webhook_secret: None,
         },
         "127.0.0.1:0".parse().unwrap(),
         std::sync::Arc::new(infrastructure::tokenizer::O200k::load().unwrap()),
@@ -779,5 +780,61 @@ async fn a_job_failed_on_our_side_that_the_cluster_still_runs_is_reconciled() {
         .await
         .unwrap();
     assert!(report.clean(), "{:?}", report.drifts);
+    app.finish().await;
+}
+
+/// With webhooks configured, the cluster's signed status changes wake the saga: a job
+/// completes in seconds although the saga would only poll every 30 s. Unsigned, forged and
+/// replayed calls are refused.
+#[tokio::test]
+async fn signed_webhooks_wake_the_saga_and_forgeries_are_refused() {
+    let mut vars: Vec<(&str, &str)> = FAST.to_vec();
+    vars.retain(|(k, _)| *k != "SAGA_POLL_INTERVAL_MS");
+    vars.push(("SAGA_POLL_INTERVAL_MS", "30000"));
+    let app = TestApp::start_with_webhooks(Isolation::new(), &vars).await;
+    let (_, token) = app.user("ada").await;
+    let started = std::time::Instant::now();
+    let id = launch(&app, &token).await;
+    until(&app, &token, &id, "completion woken by webhooks", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "completed by webhooks, not by the 30 s poll"
+    );
+
+    let body = serde_json::to_vec(&json!({"clusterJobId": "cj-x", "idempotencyKey": "k", "status": "completed", "at": "2026-11-23T10:00:00Z"})).unwrap();
+    let post = |signature: Option<String>| {
+        let mut req = app
+            .http
+            .post(app.url("/api/cluster/webhook"))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(s) = signature {
+            req = req.header("x-cluster-signature", s);
+        }
+        req.send()
+    };
+    let unsigned = post(None).await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let unsigned: Value = unsigned.json().await.unwrap();
+    assert_eq!(unsigned["error"]["code"], "INVALID_SIGNATURE");
+    let now = chrono::Utc::now().timestamp();
+    let forged = application::cluster::sign_webhook("not-the-secret", now, &body);
+    assert_eq!(post(Some(forged)).await.unwrap().status(), 401);
+    let secret = app
+        .service
+        .as_ref()
+        .unwrap()
+        .state
+        .config
+        .cluster_webhook_secret
+        .clone()
+        .unwrap();
+    let replayed = application::cluster::sign_webhook(&secret, now - 3600, &body);
+    assert_eq!(post(Some(replayed)).await.unwrap().status(), 401);
+    let genuine = application::cluster::sign_webhook(&secret, now, &body);
+    assert_eq!(post(Some(genuine)).await.unwrap().status(), 204);
     app.finish().await;
 }

@@ -264,8 +264,22 @@ async fn stream_job(
     let (pending, last) = match resume {
         Some(after) => (replay(&state.pool, &job, after).await?.into(), after),
         None => {
+            // The row shows at least what the jobs projection had processed before it was
+            // read; what committed after that (and reached NATS before the watch began) is
+            // replayed from the log, so nothing falls between the snapshot and the live feed.
+            let projected = infrastructure::subscription::load_checkpoint(
+                &state.pool,
+                &projections::subscription_name("jobs"),
+                false,
+            )
+            .await
+            .map_err(ApiError::internal)?;
             let row = find_visible(&state.pool, principal, job_id).await?;
-            (opening(&row).into(), LogPosition::START)
+            let mut pending: VecDeque<LiveEvent> = opening(&row).into();
+            if !pending.back().is_some_and(|e| e.terminal) {
+                pending.extend(replay(&state.pool, &job, projected).await?);
+            }
+            (pending, projected)
         }
     };
     let cursor = Cursor {

@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod cluster_webhook;
 pub mod costs;
 pub mod datasets;
 pub mod job_stream;

@@ -59,6 +59,8 @@ pub struct SimSettings {
     pub api_key: Option<String>,
     pub seed: u64,
     pub rates: Rates,
+    /// Signs the webhooks sent to a submission's `webhookUrl`; none: no webhooks.
+    pub webhook_secret: Option<String>,
 }
 
 struct Sim {
@@ -319,6 +321,12 @@ async fn submit(State(sim): State<Arc<Sim>>, Json(request): Json<SubmitRequest>)
     }
     jobs.by_key
         .insert(entry.job.request.idempotency_key.clone(), id.clone());
+    if let (Some(url), Some(secret)) = (
+        entry.job.request.webhook_url.clone(),
+        sim.settings.webhook_secret.clone(),
+    ) {
+        tokio::spawn(notify_changes(sim.clone(), id.clone(), url, secret));
+    }
     jobs.entries.insert(id.clone(), entry);
     (
         StatusCode::CREATED,
@@ -531,4 +539,51 @@ async fn faults(
     jobs.faults.retain(|(p, _)| *p != prefix);
     jobs.faults.push((prefix, faults));
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Sends a signed webhook each time the job's status changes, until it ends (best effort: a
+/// failed delivery is not retried; the receiver polls anyway).
+async fn notify_changes(sim: Arc<Sim>, id: String, url: String, secret: String) {
+    let mut last: Option<ClusterStatus> = None;
+    loop {
+        let (status, key) = {
+            let jobs = sim.jobs.lock().await;
+            let Some(entry) = jobs.entries.get(&id) else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let snapshot = entry.job.snapshot(sim.elapsed(entry), entry.cancelled_at);
+            if snapshot.gone {
+                return;
+            }
+            (snapshot.status, entry.job.request.idempotency_key.clone())
+        };
+        if last != Some(status) {
+            let event = application::cluster::WebhookEvent {
+                cluster_job_id: id.clone(),
+                idempotency_key: key,
+                status,
+                at: Utc::now(),
+            };
+            let body = serde_json::to_vec(&event).unwrap_or_default();
+            let signature =
+                application::cluster::sign_webhook(&secret, Utc::now().timestamp(), &body);
+            let sent = sim
+                .http
+                .post(&url)
+                .header(application::cluster::WEBHOOK_SIGNATURE_HEADER, signature)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            if let Err(err) = sent {
+                tracing::debug!(%url, error = %err, "webhook not delivered");
+            }
+            last = Some(status);
+        }
+        if status.is_terminal() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

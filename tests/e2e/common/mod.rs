@@ -123,13 +123,36 @@ impl TestApp {
     }
 
     pub async fn start_with(iso: Isolation, roles: Roles, extra: &[(&str, &str)]) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::serve_on(listener, iso, roles, extra).await
+    }
+
+    /// Like `start_with`, with the cluster's webhooks pointed at this service's own address.
+    pub async fn start_with_webhooks(iso: Isolation, extra: &[(&str, &str)]) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/api/cluster/webhook",
+            listener.local_addr().expect("addr")
+        );
+        let mut vars = extra.to_vec();
+        vars.push(("CLUSTER_WEBHOOK_URL", &url));
+        Self::serve_on(listener, iso, Roles::ALL, &vars).await
+    }
+
+    async fn serve_on(
+        listener: tokio::net::TcpListener,
+        iso: Isolation,
+        roles: Roles,
+        extra: &[(&str, &str)],
+    ) -> TestApp {
         let config = iso.config(extra);
         let service = api::start(config, roles, fast_runner())
             .await
             .expect("service starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let router = service.router();
         let server = tokio::spawn(async move {

@@ -21,6 +21,7 @@ fn job(preset: Preset, seed: u64) -> SimJob {
             checkpoint_interval: 100,
             validation_split_ratio: 0.1,
             early_stopping_patience: None,
+            webhook_url: None,
         },
         seed,
         attempt: 1,
