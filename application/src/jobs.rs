@@ -10,7 +10,7 @@ use domain::ids::{DatasetId, JobId, ModelId};
 use domain::job::config::JobRequest;
 use domain::job::estimate::Rates;
 use domain::job::telemetry::TelemetryEvent;
-use domain::job::{plan, CreateJob, DatasetForJob, Job, JobCommand, JobError, Plan};
+use domain::job::{plan, CreateJob, DatasetForJob, Job, JobCommand, JobError, ParentForJob, Plan};
 
 use crate::datasets::Receipt;
 use crate::{AppError, Clock, CommandContext, LogPositions};
@@ -20,6 +20,10 @@ use crate::{AppError, Clock, CommandContext, LogPositions};
 pub trait DatasetLookup: Send + Sync {
     /// The dataset with its owner and figures; `None` when unknown or deleted.
     async fn for_job(&self, dataset: DatasetId) -> anyhow::Result<Option<DatasetForJob>>;
+
+    /// The model a job would retrain from, with its owner and base model; `None` when
+    /// unknown or deleted.
+    async fn parent_for_job(&self, model: ModelId) -> anyhow::Result<Option<ParentForJob>>;
 }
 
 /// Appends telemetry at its natural key; answers false when that key was already recorded.
@@ -95,6 +99,14 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
     ) -> Result<Receipt<JobId>, AppError<JobError>> {
         let job_id = JobId::new_v7();
         let dataset = self.lookup(new.dataset_id).await?;
+        let parent = match new.parent_model_id {
+            Some(model) => self
+                .datasets
+                .parent_for_job(model)
+                .await
+                .map_err(|e| AppError::Internal(format!("{e:#}")))?,
+            None => None,
+        };
         let command = JobCommand::Create(Box::new(CreateJob {
             job_id,
             user_id: ctx.user_id,
@@ -103,6 +115,7 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
             request: new.request,
             rates: self.rates.clone(),
             parent_model_id: new.parent_model_id,
+            parent,
             created_at: self.clock.now(),
         }));
         self.execute(ctx, job_id, command).await

@@ -6,10 +6,10 @@ use application::CommandContext;
 use async_trait::async_trait;
 use cqrs_es::DomainEvent;
 use domain::dataset::DatasetStatus;
-use domain::ids::{DatasetId, UserId};
+use domain::ids::{DatasetId, ModelId, UserId};
 use domain::job::estimate::DatasetFigures;
 use domain::job::telemetry::TelemetryEvent;
-use domain::job::DatasetForJob;
+use domain::job::{DatasetForJob, ParentForJob};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -20,6 +20,19 @@ type DatasetRow = (Uuid, Uuid, String, String, bool, i64, i64, i64, i64);
 
 #[async_trait]
 impl DatasetLookup for PgDatasetLookup {
+    async fn parent_for_job(&self, model: ModelId) -> anyhow::Result<Option<ParentForJob>> {
+        let row: Option<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT user_id, base_model FROM rm_models WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(model.0)
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.map(|(owner, base_model)| ParentForJob {
+            owner: UserId(owner),
+            base_model,
+        }))
+    }
+
     async fn for_job(&self, dataset: DatasetId) -> anyhow::Result<Option<DatasetForJob>> {
         let row: Option<DatasetRow> = sqlx::query_as(
             "SELECT id, user_id, name, status, training_ready, total_training_pairs, \

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::common::{eventually, TestApp};
 use crate::saga::{launch, start, until};
@@ -268,8 +269,41 @@ async fn a_model_through_its_whole_api() {
     let (status, body) = app.delete(&base, Some(&token)).await;
     assert_eq!(status, 409, "{body}");
 
-    // Retraining from it: version 1.1.0, linked both ways.
+    // Retraining from it: only from one's own model, on its base model.
     let dataset = body_dataset(&app, &token, &id).await;
+    let theirs = app
+        .validated_dataset(&stranger, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let retrain = |dataset: &str, parent: &str, base: &str| {
+        json!({"datasetId": dataset, "presetId": "balanced", "baseModel": base,
+               "hyperparameters": {"loraRank": 4}, "parentModelId": parent,
+               "gpuConfig": {"instanceType": "a100-80gb", "numGPUs": 1}})
+    };
+    let unknown = Uuid::now_v7().to_string();
+    for (who, on, parent, base, field) in [
+        (
+            &token,
+            &dataset,
+            unknown.as_str(),
+            "llama-3-8b",
+            "parentModelId",
+        ),
+        (&token, &dataset, id.as_str(), "mistral-7b", "baseModel"),
+        (
+            &stranger,
+            &theirs,
+            id.as_str(),
+            "llama-3-8b",
+            "parentModelId",
+        ),
+    ] {
+        let (status, body) = app
+            .post("/api/jobs", Some(who), retrain(on, parent, base))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    // Version 1.1.0, linked both ways.
     let (status, created) = app
         .post(
             "/api/jobs",

@@ -208,6 +208,13 @@ pub fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
     Ok(out)
 }
 
+/// The model a job retrains from, as read for the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentForJob {
+    pub owner: UserId,
+    pub base_model: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateJob {
     pub job_id: JobId,
@@ -218,6 +225,8 @@ pub struct CreateJob {
     pub request: JobRequest,
     pub rates: Rates,
     pub parent_model_id: Option<ModelId>,
+    /// The parent model when `parent_model_id` names one the read model knows (not deleted).
+    pub parent: Option<ParentForJob>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -521,6 +530,14 @@ impl Job {
             &cmd.request,
             &cmd.rates,
         )?;
+        if let Some(parent_id) = cmd.parent_model_id {
+            check_parent(
+                cmd.user_id,
+                parent_id,
+                cmd.parent.as_ref(),
+                &plan.configuration.base_model,
+            )?;
+        }
         let dataset = cmd
             .dataset
             .ok_or(JobError::DatasetNotFound(cmd.dataset_id))?;
@@ -542,6 +559,31 @@ impl Job {
             parent_model_id: cmd.parent_model_id,
             created_at: cmd.created_at,
         }))])
+    }
+}
+
+/// Retraining starts from one of the user's own models, on that model's base model.
+pub fn check_parent(
+    user: UserId,
+    parent_id: ModelId,
+    parent: Option<&ParentForJob>,
+    base_model: &str,
+) -> Result<(), JobError> {
+    match parent {
+        Some(p) if p.owner == user => {
+            if p.base_model != base_model {
+                return Err(FieldError::new(
+                    "baseModel",
+                    format!(
+                        "model {parent_id} was trained on {}: retraining it needs the same baseModel",
+                        p.base_model
+                    ),
+                )
+                .into());
+            }
+            Ok(())
+        }
+        _ => Err(FieldError::new("parentModelId", format!("no model {parent_id}")).into()),
     }
 }
 

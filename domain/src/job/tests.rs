@@ -336,6 +336,7 @@ fn create_with(dataset: Option<DatasetForJob>) -> JobCommand {
         request: request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b"),
         rates: Rates::default(),
         parent_model_id: None,
+        parent: None,
         created_at: at(),
     }))
 }
@@ -1007,4 +1008,42 @@ fn a_failed_job_the_cluster_still_runs_is_recovered_once() {
         .given(vec![created(), started(1), submitted, failed, recovered])
         .when(recover("cj-1"))
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn retraining_starts_from_an_own_model_on_its_base_model() {
+    let parent_id = ModelId(Uuid::from_u128(77));
+    let mine = ParentForJob {
+        owner: owner(),
+        base_model: "mistral-7b".into(),
+    };
+    assert_eq!(
+        check_parent(owner(), parent_id, Some(&mine), "mistral-7b"),
+        Ok(())
+    );
+    let field = |r: Result<(), JobError>| match r {
+        Err(JobError::Invalid(f)) => f.field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        field(check_parent(owner(), parent_id, Some(&mine), "llama-3-8b")),
+        "baseModel"
+    );
+    let theirs = ParentForJob {
+        owner: UserId(Uuid::from_u128(99)),
+        ..mine
+    };
+    assert_eq!(
+        field(check_parent(
+            owner(),
+            parent_id,
+            Some(&theirs),
+            "mistral-7b"
+        )),
+        "parentModelId"
+    );
+    assert_eq!(
+        field(check_parent(owner(), parent_id, None, "mistral-7b")),
+        "parentModelId"
+    );
 }
