@@ -5,8 +5,7 @@
 //! it has raised, so a repeated or replayed check raises nothing twice.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -98,31 +97,18 @@ impl Budget {
     }
 }
 
-impl Aggregate for Budget {
-    const TYPE: &'static str = "budget";
-    type Command = BudgetCommand;
-    type Event = BudgetEvent;
-    type Error = BudgetError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+decided_aggregate!(
+    Budget,
+    "budget",
+    BudgetCommand,
+    BudgetEvent,
+    BudgetError,
+    fn apply(&mut self, event: BudgetEvent) {
         match event {
             BudgetEvent::BudgetThresholdCrossed(e) => self.raised.push(e.percent),
         }
     }
-}
+);
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,7 @@
 //! (DOMAIN.md "Models"). Quality metrics are computed here, from the run's losses.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -617,26 +616,13 @@ impl Model {
     }
 }
 
-impl Aggregate for Model {
-    const TYPE: &'static str = "model";
-    type Command = ModelCommand;
-    type Event = ModelEvent;
-    type Error = ModelError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+decided_aggregate!(
+    Model,
+    "model",
+    ModelCommand,
+    ModelEvent,
+    ModelError,
+    fn apply(&mut self, event: ModelEvent) {
         match event {
             ModelEvent::ModelRegistered(e) => {
                 self.id = Some(e.model_id);
@@ -659,12 +645,13 @@ impl Aggregate for Model {
             ModelEvent::ModelDownloadBilled(_) => {}
         }
     }
-}
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::config::{GpuConfig, GpuType};
+    use cqrs_es::Aggregate;
 
     fn at(minute: u32) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(&format!("2026-11-23T10:{minute:02}:00Z"))

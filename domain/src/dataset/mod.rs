@@ -19,8 +19,6 @@ pub use events::{
 use crate::ids::{DatasetId, UserId};
 use crate::validation::{text_length, FieldError};
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 /// Seed 002: "fileSize: Must be > 0, max 10GB (10737418240 bytes)". The limit is
@@ -384,26 +382,13 @@ pub fn error_summary(errors: &[validator::Issue], error_count: u64) -> String {
     )
 }
 
-impl Aggregate for Dataset {
-    const TYPE: &'static str = "dataset";
-    type Command = DatasetCommand;
-    type Event = DatasetEvent;
-    type Error = DatasetError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+decided_aggregate!(
+    Dataset,
+    "dataset",
+    DatasetCommand,
+    DatasetEvent,
+    DatasetError,
+    fn apply(&mut self, event: DatasetEvent) {
         match event {
             DatasetEvent::DatasetRegistered(e) => {
                 self.id = Some(e.dataset_id);
@@ -431,7 +416,7 @@ impl Aggregate for Dataset {
             DatasetEvent::DatasetObjectPurged(_) => self.purged = true,
         }
     }
-}
+);
 
 #[cfg(test)]
 mod tests;

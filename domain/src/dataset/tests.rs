@@ -1,6 +1,7 @@
 use super::*;
 use chrono::{TimeZone, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 use cqrs_es::DomainEvent;
 use uuid::Uuid;
 

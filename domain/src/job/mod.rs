@@ -20,8 +20,6 @@ pub use events::{
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -623,26 +621,13 @@ pub fn plan(
     })
 }
 
-impl Aggregate for Job {
-    const TYPE: &'static str = "job";
-    type Command = JobCommand;
-    type Event = JobEvent;
-    type Error = JobError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+decided_aggregate!(
+    Job,
+    "job",
+    JobCommand,
+    JobEvent,
+    JobError,
+    fn apply(&mut self, event: JobEvent) {
         match event {
             JobEvent::JobMetadataUpdated(_) => {}
             JobEvent::JobRecoveredFromCluster(_) => {
@@ -692,7 +677,7 @@ impl Aggregate for Job {
             JobEvent::JobCancelled(_) => self.status = JobStatus::Cancelled,
         }
     }
-}
+);
 
 #[cfg(test)]
 mod tests;

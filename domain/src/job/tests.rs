@@ -3,6 +3,7 @@ use super::estimate::*;
 use super::*;
 use chrono::TimeZone;
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use uuid::Uuid;
