@@ -1,6 +1,7 @@
 //! Which events notify whom, and how (DOMAIN.md "Notifications"): `dataset_ready` (medium),
-//! `job_complete` (high), `job_failed` (high); `cost_alert` (high/critical) and `system`
-//! come from their own sources. Each carries an `actionUrl` to the resource.
+//! `job_complete` (high), `job_failed` (high), `system` (medium: a failed job the cluster
+//! still had, resumed by reconciliation); `cost_alert` (high/critical) comes from the budget.
+//! Each carries an `actionUrl` to the resource.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,17 @@ pub fn from_job_event(event: &JobEvent) -> Option<Notification> {
                 "Job {} finished; it cost {}. Its adapter is ready to download.",
                 e.job_id,
                 usd(e.final_cost)
+            ),
+            action_url: format!("/jobs/{}", e.job_id),
+        }),
+        JobEvent::JobRecoveredFromCluster(e) => Some(Notification {
+            user_id: e.user_id,
+            kind: NotificationType::System,
+            priority: Priority::Medium,
+            title: "Training resumed".to_string(),
+            message: format!(
+                "Job {} was marked failed, but the GPU cluster still had it ({}): it is running again and will finish on its own.",
+                e.job_id, e.cluster_status
             ),
             action_url: format!("/jobs/{}", e.job_id),
         }),

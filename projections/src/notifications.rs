@@ -39,7 +39,10 @@ impl Projector for NotificationsProjector {
                 from_dataset_event(&event.decode()?)
             }
             t if t == <Job as Aggregate>::TYPE
-                && matches!(event.event_type.as_str(), "JobCompleted" | "JobFailed") =>
+                && matches!(
+                    event.event_type.as_str(),
+                    "JobCompleted" | "JobFailed" | "JobRecoveredFromCluster"
+                ) =>
             {
                 from_job_event(&event.decode()?)
             }

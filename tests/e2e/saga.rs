@@ -762,9 +762,9 @@ async fn a_job_failed_on_our_side_that_the_cluster_still_runs_is_reconciled() {
         assert_eq!(status["status"], expected, "attempt {}: {status}", i + 1);
     }
 
-    // The books still balance.
+    // The books still balance, and the owner was told both ways.
     let head = infrastructure::event_log::head(app.pool()).await.unwrap();
-    for name in ["costs", "jobs"] {
+    for name in ["costs", "jobs", "notifications"] {
         let subscription = projections::subscription_name(name);
         assert!(
             infrastructure::subscription::wait_for(
@@ -780,6 +780,18 @@ async fn a_job_failed_on_our_side_that_the_cluster_still_runs_is_reconciled() {
         .await
         .unwrap();
     assert!(report.clean(), "{:?}", report.drifts);
+    let (_, list) = app.get("/api/notifications", Some(&token)).await;
+    let kinds: Vec<&str> = list["data"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["job_complete", "system", "job_failed", "dataset_ready"],
+        "newest first"
+    );
     app.finish().await;
 }
 

@@ -32,6 +32,7 @@ pub enum JobEvent {
 #[serde(rename_all = "camelCase")]
 pub struct JobRecoveredFromCluster {
     pub job_id: JobId,
+    pub user_id: UserId,
     pub attempt: u32,
     pub cluster_job_id: String,
     /// What the cluster reported: `running`, `queued` or `completed`.

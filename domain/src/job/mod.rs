@@ -462,6 +462,7 @@ impl Job {
                 && self.cluster_job_id.as_deref() == Some(cluster_job_id.as_str()))
             .then_some(JobEvent::JobRecoveredFromCluster(JobRecoveredFromCluster {
                 job_id,
+                user_id: owner,
                 attempt: self.attempt,
                 cluster_job_id,
                 cluster_status,

@@ -977,6 +977,7 @@ fn a_failed_job_the_cluster_still_runs_is_recovered_once() {
     };
     let recovered = JobEvent::JobRecoveredFromCluster(JobRecoveredFromCluster {
         job_id: job_id(),
+        user_id: owner(),
         attempt: 1,
         cluster_job_id: "cj-1".into(),
         cluster_status: "running".into(),
