@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+mod support;
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -330,46 +332,25 @@ async fn sse_fan_out(config: &Config, service: &api::Service, data_dir: &std::pa
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
-        .args(["serve", "--roles", "api,relay,projections"])
-        .env("DATABASE_URL", &config.database_url)
-        .env("DATABASE_MAX_CONNECTIONS", "24")
-        .env("NATS_STREAM", &config.nats_stream)
-        .env("NATS_SUBJECT_PREFIX", &config.nats_subject_prefix)
-        .env("BRIGHTRUN_ADDR", format!("127.0.0.1:{port}"))
-        .env("BRIGHTRUN_DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("brightrun binary");
+    let server = support::Binary::start(
+        "api,relay,projections",
+        &[
+            ("DATABASE_URL", config.database_url.clone()),
+            ("DATABASE_MAX_CONNECTIONS", "24".to_string()),
+            ("NATS_STREAM", config.nats_stream.clone()),
+            ("NATS_SUBJECT_PREFIX", config.nats_subject_prefix.clone()),
+            ("BRIGHTRUN_DATA_DIR", data_dir.display().to_string()),
+        ],
+    )
+    .await;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let signup: Value = http
-        .post(format!("{base}/api/auth/signup"))
-        .json(&json!({"email": format!("bench-{}@example.com", Uuid::now_v7().simple()), "password": "correct horse", "name": "Bench"}))
-        .send()
-        .await
-        .expect("signup")
-        .json()
-        .await
-        .expect("json");
-    let token = signup["data"]["token"].as_str().expect("token").to_string();
-    let user = Uuid::parse_str(signup["data"]["user"]["id"].as_str().expect("id")).expect("uuid");
+    let (token, user) = support::sign_up(&http, &base).await;
     let dataset = ready_dataset(&service.state.pool, user).await;
 
     println!(
         "2. SSE fan-out, one job, server = the brightrun binary (pid {})",
-        server.id()
+        server.pid
     );
     let mut baseline = None;
     let target = Target {
@@ -377,7 +358,7 @@ async fn sse_fan_out(config: &Config, service: &api::Service, data_dir: &std::pa
         token: &token,
         service,
         user,
-        server_pid: server.id(),
+        server_pid: server.pid,
     };
     for n in [1usize, streams] {
         let job_id = running_job(service, user, dataset, 0).await;
@@ -391,8 +372,7 @@ async fn sse_fan_out(config: &Config, service: &api::Service, data_dir: &std::pa
             p99 / b99
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    server.stop();
 }
 
 #[tokio::main]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+mod support;
+
 fn cpu_seconds(pid: u32) -> f64 {
     // Fields 14 and 15 of /proc/<pid>/stat: utime and stime in clock ticks (100 per second).
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -57,41 +59,27 @@ async fn main() {
     let tag = Uuid::now_v7().simple().to_string()[20..].to_string();
     let database = format!("brightrun_bench_{tag}");
     let data_dir = std::env::temp_dir().join(format!("brightrun-bench-{tag}"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
-        .args(["serve"])
-        .env(
-            "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/{database}"),
-        )
-        .env("DATABASE_MAX_CONNECTIONS", "32")
-        .env("NATS_STREAM", format!("BENCH_{}", tag.to_uppercase()))
-        .env("NATS_SUBJECT_PREFIX", format!("bench_{tag}"))
-        .env("BRIGHTRUN_ADDR", format!("127.0.0.1:{port}"))
-        .env("BRIGHTRUN_DATA_DIR", &data_dir)
-        // A job of the example dataset lasts about 30 s of wall time at this speed.
-        .env("CLUSTER_SIM_SPEED", "15")
-        .env("SAGA_POLL_INTERVAL_MS", "1000")
-        .env("SAGA_CONCURRENCY", "64")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("brightrun binary");
-    let pid = server.id();
+    let server = support::Binary::start(
+        "all",
+        &[
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{database}"),
+            ),
+            ("DATABASE_MAX_CONNECTIONS", "32".to_string()),
+            ("NATS_STREAM", format!("BENCH_{}", tag.to_uppercase())),
+            ("NATS_SUBJECT_PREFIX", format!("bench_{tag}")),
+            ("BRIGHTRUN_DATA_DIR", data_dir.display().to_string()),
+            // A job of the example dataset lasts about 30 s of wall time at this speed.
+            ("CLUSTER_SIM_SPEED", "15".to_string()),
+            ("SAGA_POLL_INTERVAL_MS", "1000".to_string()),
+            ("SAGA_CONCURRENCY", "64".to_string()),
+        ],
+    )
+    .await;
+    let (pid, base) = (server.pid, server.base.clone());
     let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let signup = call(&http, reqwest::Method::POST, format!("{base}/api/auth/signup"), None,
-        Some(json!({"email": format!("bench-{tag}@example.com"), "password": "correct horse", "name": "Bench"}))).await;
-    let token = signup["data"]["token"].as_str().expect("token").to_string();
+    let (token, _) = support::sign_up(&http, &base).await;
     let example = include_bytes!("../../examples/support-chats-v4.jsonl");
     let registered = call(&http, reqwest::Method::POST, format!("{base}/api/datasets"), Some(&token),
         Some(json!({"name": "bench", "format": "brightrun-lora-v4", "fileSize": example.len(), "fileName": "bench.jsonl"}))).await;
@@ -192,8 +180,7 @@ async fn main() {
         (busy - idle) * wall / jobs as f64
     );
 
-    let _ = server.kill();
-    let _ = server.wait();
+    server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
     if let Ok(admin) = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await {
         let _ = sqlx::query(&format!(

@@ -6,10 +6,12 @@
 //! Run: `cargo bench -p api --bench upload` (BENCH_UPLOAD_MIB, default 256). It uses a
 //! database, stream and data folder of its own and removes the data folder at the end.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+mod support;
 
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -61,43 +63,23 @@ async fn main() {
     let size = mib << 20;
     let tag = Uuid::now_v7().simple().to_string()[20..].to_string();
     let data_dir = std::env::temp_dir().join(format!("brightrun-bench-{tag}"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
-        .args(["serve", "--roles", "api,projections"])
-        .env(
-            "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/brightrun_bench_{tag}"),
-        )
-        .env("NATS_STREAM", format!("BENCH_{}", tag.to_uppercase()))
-        .env("NATS_SUBJECT_PREFIX", format!("bench_{tag}"))
-        .env("BRIGHTRUN_ADDR", format!("127.0.0.1:{port}"))
-        .env("BRIGHTRUN_DATA_DIR", &data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("brightrun binary");
-    let pid = server.id();
+    let database = format!("brightrun_bench_{tag}");
+    let server = support::Binary::start(
+        "api,projections",
+        &[
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{database}"),
+            ),
+            ("NATS_STREAM", format!("BENCH_{}", tag.to_uppercase())),
+            ("NATS_SUBJECT_PREFIX", format!("bench_{tag}")),
+            ("BRIGHTRUN_DATA_DIR", data_dir.display().to_string()),
+        ],
+    )
+    .await;
+    let (pid, base) = (server.pid, server.base.clone());
     let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let signup: Value = http
-        .post(format!("{base}/api/auth/signup"))
-        .json(&json!({"email": format!("bench-{tag}@example.com"), "password": "correct horse", "name": "Bench"}))
-        .send()
-        .await
-        .expect("signup")
-        .json()
-        .await
-        .expect("json");
-    let token = signup["data"]["token"].as_str().expect("token").to_string();
+    let (token, _) = support::sign_up(&http, &base).await;
     let rss_start = peak_rss_mib(pid);
     let (mut direct, mut through) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -148,7 +130,13 @@ async fn main() {
         rss_start,
         peak_rss_mib(pid)
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
+    if let Ok(admin) = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await {
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+        ))
+        .execute(&admin)
+        .await;
+    }
 }

@@ -1,0 +1,68 @@
+//! What the benchmarks against the `brightrun` binary share: start it as a process of its
+//! own on a free port, wait until it answers, sign a user up; stop it afterwards.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub struct Binary {
+    child: std::process::Child,
+    pub pid: u32,
+    pub base: String,
+}
+
+impl Binary {
+    /// `brightrun serve --roles <roles>` with `vars` (database, stream, data folder...),
+    /// answering on `base` once this returns.
+    pub async fn start(roles: &str, vars: &[(&str, String)]) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"));
+        command
+            .args(["serve", "--roles", roles])
+            .env("BRIGHTRUN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("brightrun binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Binary {
+            pid: child.id(),
+            child,
+            base,
+        }
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Signs up a fresh user: (token, user id).
+pub async fn sign_up(http: &reqwest::Client, base: &str) -> (String, Uuid) {
+    let signup: Value = http
+        .post(format!("{base}/api/auth/signup"))
+        .json(&json!({"email": format!("bench-{}@example.com", Uuid::now_v7().simple()), "password": "correct horse", "name": "Bench"}))
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("json");
+    let token = signup["data"]["token"].as_str().expect("token").to_string();
+    let user = Uuid::parse_str(signup["data"]["user"]["id"].as_str().expect("id")).expect("uuid");
+    (token, user)
+}
