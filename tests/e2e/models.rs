@@ -199,6 +199,42 @@ async fn a_model_through_its_whole_api() {
     assert_eq!(status, 404);
     let (_, theirs) = app.get("/api/models/artifacts", Some(&stranger)).await;
     assert_eq!(theirs["meta"]["pagination"]["total"], 0);
+    // A billing admin reads anyone's costs, not their models.
+    let (bookkeeper, _) = app.user("bookkeeper").await;
+    infrastructure::users::Users(app.pool().clone())
+        .set_role(
+            domain::ids::UserId(Uuid::parse_str(&bookkeeper).unwrap()),
+            domain::identity::Role::BillingAdmin,
+        )
+        .await
+        .unwrap();
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1::uuid")
+        .bind(&bookkeeper)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let (_, login) = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": email, "password": "correct horse"}),
+        )
+        .await;
+    let billing = login["data"]["token"].as_str().unwrap().to_string();
+    for path in [base.clone(), format!("{base}/download")] {
+        let (status, _) = app.get(&path, Some(&billing)).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let owner: String =
+        sqlx::query_scalar("SELECT user_id::text FROM rm_models WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    let (status, costs) = app
+        .get(&format!("/api/costs?userId={owner}"), Some(&billing))
+        .await;
+    assert_eq!(status, 200, "{costs}");
 
     // Metadata: checked field by field.
     let (status, body) = app
