@@ -65,6 +65,30 @@ pub(crate) async fn until(
     }
 }
 
+/// Injects `faults` into every job of this test's simulator (job ids are UUID v7, so every
+/// idempotency key starts with 0) and answers the simulator's URL.
+async fn inject_faults(app: &TestApp, faults: Value) -> String {
+    let sim = app
+        .service
+        .as_ref()
+        .unwrap()
+        .cluster_sim
+        .as_ref()
+        .unwrap()
+        .url
+        .clone();
+    let injected = app
+        .http
+        .put(format!("{sim}/v1/sim/faults/0"))
+        .bearer_auth("test-cluster-key")
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), 204);
+    sim
+}
+
 async fn ledger(app: &TestApp, id: &str) -> Vec<Value> {
     sqlx::query_scalar::<_, sqlx::types::Json<Value>>(
         "SELECT payload FROM events WHERE aggregate_type = 'job' AND aggregate_id = $1 \
@@ -170,24 +194,7 @@ async fn out_of_memory_is_retried_three_times_then_the_job_fails() {
     let app = start(&[]).await;
     let (_, token) = app.user("ada").await;
     // Every job of this test's simulator (job ids are UUID v7: they start with 0).
-    let sim = app
-        .service
-        .as_ref()
-        .unwrap()
-        .cluster_sim
-        .as_ref()
-        .unwrap()
-        .url
-        .clone();
-    let injected = app
-        .http
-        .put(format!("{sim}/v1/sim/faults/0"))
-        .bearer_auth("test-cluster-key")
-        .json(&json!({"oomAtStep": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(injected.status(), 204);
+    inject_faults(&app, json!({"oomAtStep": 3})).await;
     let id = launch(&app, &token).await;
     let job = until(&app, &token, &id, "the end", |j| {
         j["status"] == "failed" || j["status"] == "completed"
@@ -369,24 +376,7 @@ async fn two_instances_share_the_jobs_and_drive_each_once() {
 async fn cluster_errors_and_slow_answers_are_absorbed() {
     let app = start(&[]).await;
     let (_, token) = app.user("ada").await;
-    let sim = app
-        .service
-        .as_ref()
-        .unwrap()
-        .cluster_sim
-        .as_ref()
-        .unwrap()
-        .url
-        .clone();
-    let injected = app
-        .http
-        .put(format!("{sim}/v1/sim/faults/0"))
-        .bearer_auth("test-cluster-key")
-        .json(&json!({"http500s": 3, "slowMs": 150}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(injected.status(), 204);
+    inject_faults(&app, json!({"http500s": 3, "slowMs": 150})).await;
     let id = launch(&app, &token).await;
     let job = until(&app, &token, &id, "the end", |j| {
         j["status"] == "failed" || j["status"] == "completed"
@@ -639,24 +629,7 @@ async fn a_job_the_cluster_loses_is_resubmitted() {
     // Slow enough for the saga to read the status while the job runs.
     let app = start(&[("CLUSTER_SIM_SPEED", "150")]).await;
     let (_, token) = app.user("ada").await;
-    let sim = app
-        .service
-        .as_ref()
-        .unwrap()
-        .cluster_sim
-        .as_ref()
-        .unwrap()
-        .url
-        .clone();
-    let injected = app
-        .http
-        .put(format!("{sim}/v1/sim/faults/0"))
-        .bearer_auth("test-cluster-key")
-        .json(&json!({"disappearAtStep": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(injected.status(), 204);
+    inject_faults(&app, json!({"disappearAtStep": 2})).await;
     let id = launch(&app, &token).await;
     let job = until(&app, &token, &id, "the end", |j| {
         j["status"] == "failed" || j["status"] == "completed"
@@ -688,24 +661,7 @@ async fn a_job_failed_on_our_side_that_the_cluster_still_runs_is_reconciled() {
     ])
     .await;
     let (_, token) = app.user("ada").await;
-    let sim = app
-        .service
-        .as_ref()
-        .unwrap()
-        .cluster_sim
-        .as_ref()
-        .unwrap()
-        .url
-        .clone();
-    let injected = app
-        .http
-        .put(format!("{sim}/v1/sim/faults/0"))
-        .bearer_auth("test-cluster-key")
-        .json(&json!({"false404Reads": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(injected.status(), 204);
+    let sim = inject_faults(&app, json!({"false404Reads": 1})).await;
     let id = launch(&app, &token).await;
     let job = until(&app, &token, &id, "completion after recovery", |j| {
         j["status"] == "completed"
