@@ -10,7 +10,7 @@ use cqrs_es::{AggregateContext, CqrsFramework, EventStore};
 use domain::ids::{ModelId, UserId};
 use domain::model::{
     DeployEnvironment, DeployRequest, DeploymentTicket, Model, ModelArtifact, ModelCommand,
-    ModelError, ModelRegistered, ModelStatus,
+    ModelError, ModelEvent, ModelRegistered, ModelStatus,
 };
 use rust_decimal::Decimal;
 
@@ -153,10 +153,15 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
             endpoint_url: String::new(),
             estimated_ready_at: now,
         };
-        model.decide(command(probe)).map_err(AppError::Rejected)?;
-        let (endpoint_name, _, _, _) = request
-            .resolve(id)
-            .map_err(|f| AppError::Rejected(ModelError::Invalid(f)))?;
+        // What the model would record tells the target the endpoint's name.
+        let endpoint_name = match model
+            .decide(command(probe))
+            .map_err(AppError::Rejected)?
+            .first()
+        {
+            Some(ModelEvent::ModelDeploymentRequested(e)) => e.endpoint_name.clone(),
+            _ => return Err(AppError::Internal("the deployment was not planned".into())),
+        };
         let ticket = self
             .deployer
             .deploy(id, request.environment, &endpoint_name, now)

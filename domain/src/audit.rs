@@ -11,22 +11,74 @@ use uuid::Uuid;
 
 use crate::costs::{period_label, GroupBy};
 use crate::job::estimate::{cents, micros};
+use crate::job::{CostType, JobCostAccrued};
+use crate::model::ModelDownloadBilled;
 
-/// One ledger entry as its event recorded it.
+/// One ledger entry as its event recorded it: what the ledger read model, the budget watcher
+/// and the audit all read from `JobCostAccrued` and `ModelDownloadBilled`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventEntry {
     pub job_id: Uuid,
     pub entry_key: String,
     pub user_id: Uuid,
+    /// Downloads: the model downloaded.
+    pub model_id: Option<Uuid>,
     pub cost_type: String,
     pub quantity: Decimal,
     pub rate: Decimal,
     pub amount: Decimal,
+    pub details: serde_json::Value,
     pub accrued_at: DateTime<Utc>,
     /// Training entries (the job's own ledger) as opposed to downloads of its model.
     pub training: bool,
     /// Compute entries: the attempt and the cluster's cumulative bill for it at that point.
     pub cluster_billed: Option<(u32, Decimal)>,
+}
+
+impl EventEntry {
+    /// A training entry; compute entries carry the cluster's own bill in
+    /// `details.clusterBilledCost`.
+    pub fn from_job(e: &JobCostAccrued) -> EventEntry {
+        let cluster_billed = e
+            .details
+            .get("clusterBilledCost")
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse::<Decimal>().ok())
+            .zip(e.attempt)
+            .map(|(billed, attempt)| (attempt, billed));
+        EventEntry {
+            job_id: e.job_id.0,
+            entry_key: e.entry_key.clone(),
+            user_id: e.user_id.0,
+            model_id: None,
+            cost_type: e.cost_type.as_str().to_string(),
+            quantity: e.quantity,
+            rate: e.rate,
+            amount: e.amount,
+            details: e.details.clone(),
+            accrued_at: e.accrued_at,
+            training: true,
+            cluster_billed,
+        }
+    }
+
+    /// A download of a model's file, billed under the model's job.
+    pub fn from_download(e: &ModelDownloadBilled) -> EventEntry {
+        EventEntry {
+            job_id: e.job_id.0,
+            entry_key: e.entry_key.clone(),
+            user_id: e.user_id.0,
+            model_id: Some(e.model_id.0),
+            cost_type: CostType::DataTransfer.as_str().to_string(),
+            quantity: e.quantity,
+            rate: e.rate,
+            amount: e.amount,
+            details: serde_json::json!({"reason": "model download", "fileName": e.file_name, "bytes": e.bytes}),
+            accrued_at: e.accrued_at,
+            training: false,
+            cluster_billed: None,
+        }
+    }
 }
 
 /// One row of the ledger read model.
@@ -301,10 +353,12 @@ mod tests {
             job_id: JOB,
             entry_key: key.into(),
             user_id: USER,
+            model_id: None,
             cost_type: "compute".into(),
             quantity,
             rate,
             amount: micros(quantity * rate),
+            details: serde_json::Value::Null,
             accrued_at: at(day),
             training: true,
             cluster_billed: billed.map(|b| (1, Decimal::new(b, 2))),

@@ -1,12 +1,13 @@
 //! Reads what the cost audit compares (domain::audit): the cost events from the event store
 //! (never the projections), and the ledger and jobs read models of the same period.
 
+use crate::event_log::{ledger_entry, read_of_types};
+
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::audit::{audit, AuditReport, EventEntry, JobCosts, LedgerRow};
-use domain::job::{CostType, JobEvent};
-use domain::model::ModelEvent;
+use cqrs_es::Aggregate;
+use domain::audit::{audit, AuditReport, JobCosts, LedgerRow};
+use domain::job::{Job, JobEvent};
 use rust_decimal::Decimal;
-use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -33,69 +34,32 @@ impl AuditFilter {
     }
 }
 
-fn cost_type(t: CostType) -> &'static str {
-    match t {
-        CostType::Compute => "compute",
-        CostType::Storage => "storage",
-        CostType::DataTransfer => "data_transfer",
-    }
-}
-
 pub async fn audit_costs(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<AuditReport> {
     let mut events = Vec::new();
     let mut finals: Vec<(Uuid, Uuid, Decimal)> = Vec::new();
-    let rows: Vec<(String, Json<serde_json::Value>)> = sqlx::query_as(
-        "SELECT aggregate_type, payload::jsonb FROM events \
-         WHERE event_type IN ('JobCostAccrued', 'ModelDownloadBilled', 'JobCompleted', 'JobFailed') \
-         ORDER BY transaction_id, global_position",
+    let history = read_of_types(
+        pool,
+        &[
+            "JobCostAccrued",
+            "ModelDownloadBilled",
+            "JobCompleted",
+            "JobFailed",
+        ],
     )
-    .fetch_all(pool)
     .await?;
-    for (aggregate_type, Json(payload)) in rows {
-        if aggregate_type == "model" {
-            if let ModelEvent::ModelDownloadBilled(e) = serde_json::from_value(payload)? {
-                if filter.keeps(e.user_id.0, e.accrued_at) {
-                    events.push(EventEntry {
-                        job_id: e.job_id.0,
-                        entry_key: e.entry_key,
-                        user_id: e.user_id.0,
-                        cost_type: "data_transfer".into(),
-                        quantity: e.quantity,
-                        rate: e.rate,
-                        amount: e.amount,
-                        accrued_at: e.accrued_at,
-                        training: false,
-                        cluster_billed: None,
-                    });
-                }
+    for event in &history {
+        if let Some(entry) = ledger_entry(event)? {
+            if filter.keeps(entry.user_id, entry.accrued_at) {
+                events.push(entry);
             }
             continue;
         }
-        match serde_json::from_value::<JobEvent>(payload)? {
-            JobEvent::JobCostAccrued(e) if filter.keeps(e.user_id.0, e.accrued_at) => {
-                let cluster_billed = e
-                    .details
-                    .get("clusterBilledCost")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse::<Decimal>().ok())
-                    .zip(e.attempt)
-                    .map(|(billed, attempt)| (attempt, billed));
-                events.push(EventEntry {
-                    job_id: e.job_id.0,
-                    entry_key: e.entry_key,
-                    user_id: e.user_id.0,
-                    cost_type: cost_type(e.cost_type).into(),
-                    quantity: e.quantity,
-                    rate: e.rate,
-                    amount: e.amount,
-                    accrued_at: e.accrued_at,
-                    training: true,
-                    cluster_billed,
-                });
+        if event.aggregate_type == <Job as Aggregate>::TYPE {
+            match event.decode::<JobEvent>()? {
+                JobEvent::JobCompleted(e) => finals.push((e.job_id.0, e.user_id.0, e.final_cost)),
+                JobEvent::JobFailed(e) => finals.push((e.job_id.0, e.user_id.0, e.final_cost)),
+                _ => {}
             }
-            JobEvent::JobCompleted(e) => finals.push((e.job_id.0, e.user_id.0, e.final_cost)),
-            JobEvent::JobFailed(e) => finals.push((e.job_id.0, e.user_id.0, e.final_cost)),
-            _ => {}
         }
     }
     let ledger: Vec<(Uuid, String, Uuid, String, Decimal, NaiveDate)> = sqlx::query_as(

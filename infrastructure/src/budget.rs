@@ -7,17 +7,14 @@ use std::sync::Arc;
 
 use application::{Clock, CommandContext};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use cqrs_es::{Aggregate, CqrsFramework};
+use cqrs_es::CqrsFramework;
 use domain::budget::{budget_id, Budget, BudgetCommand};
-use domain::ids::{JobId, UserId};
-use domain::job::{Job, JobEvent};
-use domain::model::{Model, ModelEvent};
+use domain::ids::UserId;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::event_log::{read_after, StoredEvent};
+use crate::event_log::{ledger_entry, read_after, StoredEvent};
 use crate::event_store::EventStore;
 use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
 
@@ -81,45 +78,20 @@ impl BudgetWatcher {
     }
 }
 
-/// The ledger entry an event carries: (job, entry key, user, amount, accrued at).
-type LedgerEntry = (JobId, String, UserId, Decimal, DateTime<Utc>);
-
-fn ledger_entry(event: &StoredEvent) -> anyhow::Result<Option<LedgerEntry>> {
-    Ok(
-        match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-            (t, "JobCostAccrued") if t == <Job as Aggregate>::TYPE => match event.decode()? {
-                JobEvent::JobCostAccrued(e) => {
-                    Some((e.job_id, e.entry_key, e.user_id, e.amount, e.accrued_at))
-                }
-                _ => None,
-            },
-            (t, "ModelDownloadBilled") if t == <Model as Aggregate>::TYPE => {
-                match event.decode()? {
-                    ModelEvent::ModelDownloadBilled(e) => {
-                        Some((e.job_id, e.entry_key, e.user_id, e.amount, e.accrued_at))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        },
-    )
-}
-
 async fn count(conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
-    let Some((job, key, user, amount, at)) = ledger_entry(event)? else {
+    let Some(entry) = ledger_entry(event)? else {
         return Ok(());
     };
-    let month = at.format("%Y-%m").to_string();
+    let month = entry.accrued_at.format("%Y-%m").to_string();
     let inserted = sqlx::query(
         "INSERT INTO budget_spend_entries (job_id, entry_key, user_id, month, amount) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )
-    .bind(job.0)
-    .bind(&key)
-    .bind(user.0)
+    .bind(entry.job_id)
+    .bind(&entry.entry_key)
+    .bind(entry.user_id)
     .bind(&month)
-    .bind(amount)
+    .bind(entry.amount)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -128,7 +100,7 @@ async fn count(conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<(
             "INSERT INTO budget_checks (user_id, month) VALUES ($1, $2) \
              ON CONFLICT (user_id, month) DO UPDATE SET version = budget_checks.version + 1",
         )
-        .bind(user.0)
+        .bind(entry.user_id)
         .bind(&month)
         .execute(&mut *conn)
         .await?;

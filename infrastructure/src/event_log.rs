@@ -108,6 +108,43 @@ pub async fn read_aggregate_after<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// Every event of the given types, in log order (the cost audit's read of the whole history).
+pub async fn read_of_types<'e>(
+    executor: impl PgExecutor<'e>,
+    event_types: &[&str],
+) -> sqlx::Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE event_type = ANY($1) \
+         ORDER BY transaction_id, global_position"
+    );
+    let types: Vec<String> = event_types.iter().map(|t| t.to_string()).collect();
+    let rows = sqlx::query(&sql).bind(types).fetch_all(executor).await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// The ledger entry an event carries (`JobCostAccrued`, `ModelDownloadBilled`), if any.
+pub fn ledger_entry(event: &StoredEvent) -> anyhow::Result<Option<domain::audit::EventEntry>> {
+    use cqrs_es::Aggregate;
+    use domain::audit::EventEntry;
+    use domain::job::{Job, JobEvent};
+    use domain::model::{Model, ModelEvent};
+    Ok(
+        match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+            (t, "JobCostAccrued") if t == <Job as Aggregate>::TYPE => match event.decode()? {
+                JobEvent::JobCostAccrued(e) => Some(EventEntry::from_job(&e)),
+                _ => None,
+            },
+            (t, "ModelDownloadBilled") if t == <Model as Aggregate>::TYPE => {
+                match event.decode()? {
+                    ModelEvent::ModelDownloadBilled(e) => Some(EventEntry::from_download(&e)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+    )
+}
+
 fn decode_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<StoredEvent> {
     let event_type: String = row.try_get("event_type")?;
     let version: String = row.try_get("event_version")?;

@@ -48,13 +48,7 @@ impl DatasetLookup for PgDatasetLookup {
                     id: DatasetId(id),
                     owner: UserId(owner),
                     name,
-                    status: match status.as_str() {
-                        "uploading" => DatasetStatus::Uploading,
-                        "validating" => DatasetStatus::Validating,
-                        "ready" => DatasetStatus::Ready,
-                        "error" => DatasetStatus::Error,
-                        _ => DatasetStatus::New,
-                    },
+                    status: DatasetStatus::parse(&status),
                     training_ready,
                     figures: DatasetFigures {
                         training_pairs: train.max(0) as u64,

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::dataset::validator::{self, ValidatorOptions, PREVIEW_LIMIT_BYTES};
-use domain::dataset::{DatasetError, DatasetFormat};
+use domain::dataset::{DatasetError, DatasetFormat, DatasetStatus};
 use domain::ids::DatasetId;
 use infrastructure::auth::Principal;
 use infrastructure::subscription::wait_for;
@@ -671,7 +671,7 @@ async fn upload_file(
     let visible = find(&state.pool, principal, dataset_id.0)
         .await?
         .ok_or_else(|| dataset_not_found(&id))?;
-    if visible.dataset.status != "uploading" {
+    if !DatasetStatus::parse(&visible.dataset.status).accepts_file() {
         return Err(ApiError::conflict(
             "DATASET_NOT_UPLOADING",
             format!(

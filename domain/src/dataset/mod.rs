@@ -74,6 +74,22 @@ impl DatasetStatus {
             DatasetStatus::Error => "error",
         }
     }
+
+    /// The status named as `as_str` names it (a read model's column); unknown names are `New`.
+    pub fn parse(name: &str) -> DatasetStatus {
+        match name {
+            "uploading" => DatasetStatus::Uploading,
+            "validating" => DatasetStatus::Validating,
+            "ready" => DatasetStatus::Ready,
+            "error" => DatasetStatus::Error,
+            _ => DatasetStatus::New,
+        }
+    }
+
+    /// Only a dataset still waiting for its file takes one.
+    pub fn accepts_file(self) -> bool {
+        self == DatasetStatus::Uploading
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -108,6 +108,16 @@ pub enum CostType {
     DataTransfer,
 }
 
+impl CostType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostType::Compute => "compute",
+            CostType::Storage => "storage",
+            CostType::DataTransfer => "data_transfer",
+        }
+    }
+}
+
 /// The dataset a job would train on, as the caller read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetForJob {
