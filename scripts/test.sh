@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# The test command: unit tests of every crate and the end-to-end tests (real Postgres at
-# 127.0.0.1:5432 and NATS at 127.0.0.1:4222, each test on its own database and stream).
+# The test command: the trainer's tests (pytest, on a tiny model), the unit tests of every
+# crate and the end-to-end tests (real Postgres at 127.0.0.1:5432 and NATS at 127.0.0.1:4222,
+# each test on its own database and stream). The trainer's Python environment is built once
+# per machine by scripts/trainer-env.sh (about 3 minutes the first time).
+# Arguments go to nextest (a filter runs only those Rust tests, and skips pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ $# -eq 0 ]]; then
+  venv="$(scripts/trainer-env.sh)"
+  (cd trainer && PYTHONPATH=src "$venv/bin/python" -m pytest -q -p no:cacheprovider)
+fi
 exec cargo nextest run --workspace --no-fail-fast "$@"

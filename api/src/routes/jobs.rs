@@ -245,7 +245,7 @@ pub struct JobRequestBody {
     #[serde(default)]
     pub hyperparameters: Option<HyperparametersInput>,
     pub gpu_config: GpuConfigInput,
-    /// `llama-3-70b` (default) | `llama-3-8b` | `mistral-7b`
+    /// `llama-3-70b` (default) | `llama-3-8b` | `mistral-7b` | `smollm2-135m`
     pub base_model: Option<String>,
     pub early_stopping_patience: Option<u32>,
     /// Share of conversations without an explicit split that go to validation, (0, 0.5].

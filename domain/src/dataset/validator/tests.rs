@@ -307,6 +307,16 @@ fn v3_field_errors_name_v3_fields() {
     );
 }
 
+/// The trainer (trainer/src/brightrun_trainer/formats.py) computes the same split: its tests
+/// pin the same ids.
+#[test]
+fn the_split_of_these_ids_is_pinned_for_the_trainer() {
+    let validation: Vec<u32> = (0..60)
+        .filter(|i| split_of(&format!("conv-{i}"), 0.1) == Split::Validation)
+        .collect();
+    assert_eq!(validation, [8, 14, 24, 31, 39, 46, 55]);
+}
+
 #[test]
 fn the_split_is_stable_and_follows_the_ratio() {
     assert_eq!(

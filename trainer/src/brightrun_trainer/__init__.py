@@ -1,0 +1,1 @@
+"""BrightRun training worker."""

@@ -1,0 +1,114 @@
+"""A whole run on the tiny model: the reports the saga consumes, the checkpoints, and an
+adapter that PEFT loads back onto the base model."""
+
+import json
+
+import pytest
+from conftest import EXAMPLES, events, hyperparameters, make_spec, state
+
+from brightrun_trainer.train import run
+
+METRIC_KEYS = {
+    "seq",
+    "kind",
+    "step",
+    "epoch",
+    "trainingLoss",
+    "learningRate",
+    "gradientNorm",
+    "throughput",
+    "gpuUtilization",
+    "memoryMb",
+    "atSeconds",
+}
+
+
+@pytest.fixture(scope="module")
+def finished(models_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    # A high learning rate: the tiny random model must visibly learn in six steps.
+    spec = make_spec(
+        EXAMPLES / "support-chats-v4.jsonl",
+        total_steps=6,
+        interval=2,
+        hyperparameters=hyperparameters(learningRate=3e-2, loraRank=8, loraAlpha=16),
+    )
+    assert run(spec, run_dir, models_dir) == 0
+    return run_dir
+
+
+def test_the_run_completes_with_every_report(finished):
+    s = state(finished)
+    assert s["status"] == "completed"
+    assert s["stage"] == "completed"
+    assert s["step"] == 6 and s["totalSteps"] == 6 and s["totalEpochs"] == 2
+    assert s["datasetBytes"] == (EXAMPLES / "support-chats-v4.jsonl").stat().st_size
+    ev = events(finished)
+    assert [e["seq"] for e in ev] == list(range(1, len(ev) + 1))
+    metrics = [e for e in ev if e["kind"] == "metric"]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    for m in metrics:
+        assert METRIC_KEYS <= m.keys(), m
+        assert m["trainingLoss"] > 0 and m["learningRate"] > 0 and m["throughput"] > 0
+    assert [m["step"] for m in metrics if "validationLoss" in m] == [2, 4, 6]
+    checkpoints = [e for e in ev if e["kind"] == "checkpoint"]
+    assert [(c["id"], c["step"]) for c in checkpoints] == [
+        ("ckpt-2", 2),
+        ("ckpt-4", 4),
+        ("ckpt-6", 6),
+    ]
+    logs = [e for e in ev if e["kind"] == "log"]
+    assert [e["index"] for e in logs] == list(range(len(logs)))
+    assert {e["level"] for e in logs} <= {"info", "warning", "error"}
+    ev_loss = s["evaluation"]
+    assert set(ev_loss) == {
+        "initialValidationLoss",
+        "finalTrainingLoss",
+        "finalValidationLoss",
+        "bestValidationLoss",
+        "perplexity",
+    }
+    assert ev_loss["bestValidationLoss"] <= ev_loss["finalValidationLoss"]
+
+
+def test_the_loss_falls(finished):
+    metrics = [e for e in events(finished) if e["kind"] == "metric"]
+    assert metrics[-1]["trainingLoss"] < metrics[0]["trainingLoss"]
+    ev = state(finished)["evaluation"]
+    assert ev["finalValidationLoss"] < ev["initialValidationLoss"]
+
+
+def test_each_checkpoint_keeps_its_optimizer_state(finished):
+    for step in (2, 4, 6):
+        folder = finished / "checkpoints" / f"checkpoint-{step}"
+        assert (folder / "adapter_model.safetensors").exists()
+        assert (folder / "optimizer.pt").exists()
+        assert (folder / "scheduler.pt").exists()
+
+
+def test_the_artifacts_load_with_peft(finished, models_dir):
+    import hashlib
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from brightrun_trainer import catalogue
+
+    artifacts = {a["name"]: a for a in state(finished)["artifacts"]}
+    assert set(artifacts) == {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"}
+    for a in artifacts.values():
+        data = open(a["path"], "rb").read()
+        assert len(data) == a["sizeBytes"]
+        assert hashlib.sha256(data).hexdigest() == a["sha256"]
+    config = json.loads(open(artifacts["adapter_config.json"]["path"]).read())
+    assert config["r"] == 8 and config["lora_alpha"] == 16
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+
+    base_path = catalogue.snapshot(models_dir, catalogue.CATALOGUE["tiny-random"].repo)
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    tuned = PeftModel.from_pretrained(base, finished / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(finished / "adapter")
+    ids = tokenizer("<|im_start|>user\nhello<|im_end|>\n", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert tuned(input_ids=ids).logits.shape[-1] == len(tokenizer)
