@@ -47,10 +47,10 @@ install_packages() {
 }
 
 write_config() {
-  mkdir -p "$D"/{etc,state,spool,log,munge,run,runs}
+  mkdir -p "$D"/{etc,state,spool,log,munge,run,runs,models}
   chmod 755 "$D" "$D/etc" "$D/run"
   # Run folders are written by the job's user and read by serve.
-  chmod 1777 "$D/runs"
+  chmod 1777 "$D/runs" "$D/models"
   if [[ ! -f "$D/munge/munge.key" ]]; then
     dd if=/dev/urandom of="$D/munge/munge.key" bs=1024 count=1 status=none
   fi
@@ -170,6 +170,7 @@ export SLURM_GPU_GRES='a100-40gb=gpu:a100_40gb,a100-80gb=gpu:a100_80gb,h100-80gb
 export SLURM_RUNS_DIR=$D/runs
 export TRAINER_PYTHON=$venv/bin/python
 export TRAINER_SRC=$root/trainer/src
+export TRAINER_MODELS_DIR=$D/models
 EOF
 }
 

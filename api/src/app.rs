@@ -25,6 +25,7 @@ use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
 use infrastructure::models::SimulatedDeployer;
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::saga::{DriverOptions, SagaFeeder};
+use infrastructure::slurm::SlurmCluster;
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
 use infrastructure::tokenizer::O200k;
 use infrastructure::users::Users;
@@ -153,6 +154,7 @@ pub async fn start(
     // Webhooks of the in-process simulator are signed with a secret made up here.
     if config.cluster_webhook_url.is_some()
         && config.cluster_url.is_none()
+        && config.slurm.is_none()
         && config.cluster_webhook_secret.is_none()
     {
         config.cluster_webhook_secret = Some(uuid::Uuid::new_v4().simple().to_string());
@@ -354,6 +356,11 @@ async fn object_store(
 /// The configured GPU cluster, or the simulator in-process over `<data dir>/cluster-sim`.
 async fn gpu_cluster(config: &Config) -> anyhow::Result<(Arc<dyn GpuCluster>, Option<ClusterSim>)> {
     let options = ClientOptions::default();
+    if let Some(slurm) = &config.slurm {
+        std::fs::create_dir_all(&slurm.runs_dir)?;
+        tracing::info!(settings = ?slurm, "GPU cluster: Slurm");
+        return Ok((Arc::new(SlurmCluster::new(slurm.clone())), None));
+    }
     if let Some(url) = &config.cluster_url {
         let client = HttpCluster::new(url, config.cluster_api_key.clone(), options);
         return Ok((Arc::new(client), None));

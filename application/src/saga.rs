@@ -77,6 +77,9 @@ pub struct SagaEntry {
     pub parent_model_id: Option<ModelId>,
     pub configuration: JobConfiguration,
     pub total_steps: u64,
+    /// The estimate's wall-clock limit for a cluster job (`None` for jobs created before it
+    /// was recorded).
+    pub time_limit_seconds: Option<u64>,
     pub phase: Phase,
     pub attempt: u32,
     pub cluster_job_id: Option<String>,
@@ -256,6 +259,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             checkpoint_interval: c.options.checkpoint_interval,
             validation_split_ratio: c.options.validation_split_ratio,
             early_stopping_patience: c.options.early_stopping_patience,
+            time_limit_seconds: entry.time_limit_seconds,
             webhook_url: self.options.webhook_url.clone(),
         };
         match self.cluster.submit(&request).await {

@@ -41,6 +41,9 @@ pub struct Config {
     pub aws_region: String,
     pub cluster_url: Option<String>,
     pub cluster_api_key: Option<String>,
+    /// `CLUSTER_BACKEND=slurm`: the cluster port on Slurm (its settings); otherwise the
+    /// HTTP cluster of `cluster_url`, or the in-process simulator.
+    pub slurm: Option<crate::slurm::SlurmSettings>,
     pub upload_limit_bytes: u64,
     pub max_body_bytes: usize,
     pub login_max_failures: i64,
@@ -133,6 +136,30 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "GPU cluster API",
     ),
     ("CLUSTER_API_KEY", "(unset)", "GPU cluster API key"),
+    (
+        "CLUSTER_BACKEND",
+        "(simulator, or http when CLUSTER_URL is set)",
+        "simulator | http | slurm (Slurm through slurmrestd; scripts/slurm-local.sh sets up one)",
+    ),
+    ("SLURM_REST_URL", "(required for slurm)", "slurmrestd, e.g. http://127.0.0.1:6820"),
+    ("SLURM_API_VERSION", "v0.0.38", "slurmrestd's OpenAPI plugin (Slurm 22.05)"),
+    ("SLURM_USER", "(required for slurm)", "the user jobs are submitted as (JWT auth)"),
+    ("SLURM_JWT", "(required for slurm)", "that user's token (`scontrol token`)"),
+    ("SLURM_PARTITION", "(Slurm's default)", "partition training jobs go to"),
+    (
+        "SLURM_GPU_GRES",
+        "(untyped gpu:<n>)",
+        "GPU types to gres names: a100-40gb=gpu:a100_40gb,a100-80gb=...,h100-80gb=...",
+    ),
+    (
+        "SLURM_RUNS_DIR",
+        "<data dir>/slurm-runs",
+        "run folders, on a filesystem serve and the nodes share",
+    ),
+    ("SLURM_CPUS_PER_TASK", "2", "CPUs each training job asks for"),
+    ("TRAINER_PYTHON", "python3", "the Python that runs the trainer (scripts/trainer-env.sh)"),
+    ("TRAINER_SRC", "(installed)", "the trainer's src folder, put on the job's PYTHONPATH"),
+    ("TRAINER_MODELS_DIR", "(trainer default)", "base models, Hugging Face cache layout"),
     (
         "UPLOAD_LIMIT_BYTES",
         "10737418240",
@@ -241,7 +268,19 @@ impl Config {
             }
             (None, Environment::Development) => DEVELOPMENT_JWT_SECRET.to_string(),
         };
+        let data_dir = PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data"));
+        let slurm = match lookup("CLUSTER_BACKEND").as_deref() {
+            None | Some("simulator") | Some("http") => None,
+            Some("slurm") => Some(slurm_settings(&lookup, &data_dir)?),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CLUSTER_BACKEND",
+                    message: format!("'{other}' is not simulator, http or slurm"),
+                })
+            }
+        };
         Ok(Config {
+            slurm,
             database_url: text(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/brightrun",
@@ -255,7 +294,7 @@ impl Config {
                 "BRIGHTRUN_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
             )?,
-            data_dir: PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data")),
+            data_dir,
             environment,
             jwt_secret,
             jwt_ttl: Duration::from_secs(parse(&lookup, "JWT_TTL_SECONDS", 86_400)?),
@@ -310,6 +349,44 @@ impl Config {
             saga_concurrency: parse(&lookup, "SAGA_CONCURRENCY", 16)?,
         })
     }
+}
+
+fn slurm_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+    data_dir: &std::path::Path,
+) -> Result<crate::slurm::SlurmSettings, ConfigError> {
+    let required = |name: &'static str| {
+        lookup(name).ok_or_else(|| ConfigError::Invalid {
+            name,
+            message: "required with CLUSTER_BACKEND=slurm (scripts/slurm-local.sh start prints it)"
+                .into(),
+        })
+    };
+    let gres = match lookup("SLURM_GPU_GRES") {
+        Some(text) => {
+            crate::slurm::parse_gres_map(&text).map_err(|message| ConfigError::Invalid {
+                name: "SLURM_GPU_GRES",
+                message,
+            })?
+        }
+        None => Default::default(),
+    };
+    Ok(crate::slurm::SlurmSettings {
+        rest_url: required("SLURM_REST_URL")?,
+        api_version: lookup("SLURM_API_VERSION").unwrap_or_else(|| "v0.0.38".into()),
+        user: required("SLURM_USER")?,
+        jwt: required("SLURM_JWT")?,
+        partition: lookup("SLURM_PARTITION"),
+        gres,
+        runs_dir: lookup("SLURM_RUNS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("slurm-runs")),
+        trainer_python: lookup("TRAINER_PYTHON").unwrap_or_else(|| "python3".into()),
+        trainer_src: lookup("TRAINER_SRC").map(PathBuf::from),
+        models_dir: lookup("TRAINER_MODELS_DIR").map(PathBuf::from),
+        cpus_per_task: parse(lookup, "SLURM_CPUS_PER_TASK", 2)?,
+        rates: domain::job::estimate::Rates::default(),
+    })
 }
 
 fn parse<T: std::str::FromStr>(
@@ -382,6 +459,7 @@ impl fmt::Debug for Config {
                 &self.cluster_url.as_deref().unwrap_or("(simulator)"),
             )
             .field("cluster_api_key", &secret(&self.cluster_api_key))
+            .field("slurm", &self.slurm)
             .field("upload_limit_bytes", &self.upload_limit_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("login_max_failures", &self.login_max_failures)

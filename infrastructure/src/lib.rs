@@ -16,6 +16,7 @@ pub mod models;
 pub mod relay;
 pub mod s3;
 pub mod saga;
+pub mod slurm;
 pub mod subscription;
 pub mod tokenizer;
 pub mod users;

@@ -44,8 +44,8 @@ async fn feed(
         JobEvent::JobCreated(e) => {
             sqlx::query(
                 "INSERT INTO saga_jobs (job_id, user_id, dataset_id, dataset_name, parent_model_id, \
-                   configuration, total_steps, phase, attempt, due_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'submit', 1, now()) ON CONFLICT DO NOTHING",
+                   configuration, total_steps, time_limit_seconds, phase, attempt, due_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submit', 1, now()) ON CONFLICT DO NOTHING",
             )
             .bind(e.job_id.0)
             .bind(e.user_id.0)
@@ -54,6 +54,7 @@ async fn feed(
             .bind(e.parent_model_id.map(|m| m.0))
             .bind(Json(&e.configuration))
             .bind(i64::try_from(e.estimate.total_steps)?)
+            .bind(i64::try_from(e.estimate.duration.time_limit_seconds())?)
             .execute(&mut *conn)
             .await?;
         }
@@ -159,6 +160,7 @@ struct Row {
     parent_model_id: Option<Uuid>,
     configuration: Json<JobConfiguration>,
     total_steps: i64,
+    time_limit_seconds: Option<i64>,
     phase: String,
     attempt: i32,
     cluster_job_id: Option<String>,
@@ -175,6 +177,7 @@ impl Row {
             parent_model_id: self.parent_model_id.map(ModelId),
             configuration: self.configuration.0,
             total_steps: self.total_steps.max(1) as u64,
+            time_limit_seconds: self.time_limit_seconds.map(|s| s.max(60) as u64),
             phase: Phase::parse(&self.phase)?,
             attempt: self.attempt.max(1) as u32,
             cluster_job_id: self.cluster_job_id,
@@ -242,7 +245,7 @@ async fn claim(
              AND (lease_until IS NULL OR lease_until < now()) \
            ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
          RETURNING job_id, user_id, dataset_id, dataset_name, parent_model_id, configuration, \
-           total_steps, phase, attempt, cluster_job_id, cursor",
+           total_steps, time_limit_seconds, phase, attempt, cluster_job_id, cursor",
     )
     .bind(owner)
     .bind(options.lease.as_millis() as i64)
@@ -363,7 +366,7 @@ pub async fn reconcile_failed(pool: &PgPool, saga: &Saga) -> anyhow::Result<usiz
              AND (s2.reconcile_lease_until IS NULL OR s2.reconcile_lease_until < now()) \
            LIMIT 50 FOR UPDATE OF s2 SKIP LOCKED) \
          RETURNING s.job_id, s.user_id, s.dataset_id, s.dataset_name, s.parent_model_id, s.configuration, \
-           s.total_steps, s.phase, s.attempt, s.cluster_job_id, s.cursor, j.cluster_job_id AS last_cluster_job",
+           s.total_steps, s.time_limit_seconds, s.phase, s.attempt, s.cluster_job_id, s.cursor, j.cluster_job_id AS last_cluster_job",
     )
     .fetch_all(pool)
     .await?;

@@ -19,5 +19,6 @@ mod preview;
 mod relay;
 mod replay;
 mod saga;
+mod slurm;
 mod subscriptions;
 mod upload;

@@ -167,7 +167,7 @@ pub struct HyperparameterOverrides {
     pub scheduler: Option<Scheduler>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum GpuType {
     #[serde(rename = "a100-40gb")]
     A100_40gb,

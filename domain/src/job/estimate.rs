@@ -112,6 +112,14 @@ pub struct DurationEstimate {
     pub max: u64,
 }
 
+impl DurationEstimate {
+    /// The wall-clock limit a cluster job gets, so a hung trainer is stopped: twice the
+    /// longest estimate, and never under 15 minutes (start-up alone can take minutes).
+    pub fn time_limit_seconds(&self) -> u64 {
+        self.max.saturating_mul(2).max(15 * 60)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Estimate {

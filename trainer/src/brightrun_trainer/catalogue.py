@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +71,29 @@ def save_snapshot(root: Path, repo: str, revision: str, model, tokenizer) -> Pat
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (folder / "refs").mkdir(parents=True, exist_ok=True)
-    if not path.exists():
+    if path.exists():  # another process saved it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
         os.replace(tmp, path)
     ref_tmp = folder / "refs" / f".main.tmp-{os.getpid()}"
     ref_tmp.write_text(revision)
     os.replace(ref_tmp, folder / "refs" / "main")
     return path
+
+
+def plain_copy(model, dtype=None):
+    """The GGUF-loaded model as an ordinary one: transformers marks a model loaded from GGUF
+    as quantised (its weights are already dequantised), which neither saves nor trains as a
+    plain model. Same weights, no quantiser."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    return plain
 
 
 def resolve(model_id: str) -> Source:
@@ -104,8 +122,9 @@ def load(model_id: str, root: Path | None = None, dtype=None):
             folder = Path(spec.origin).parent
             if (folder / source.gguf_file).exists():
                 tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=source.gguf_file)
-                model = AutoModelForCausalLM.from_pretrained(
-                    folder, gguf_file=source.gguf_file, dtype=dtype
+                model = plain_copy(
+                    AutoModelForCausalLM.from_pretrained(folder, gguf_file=source.gguf_file),
+                    dtype,
                 )
                 try:
                     save_snapshot(root, source.repo, GGUF_REVISION, model, tokenizer)

@@ -1,0 +1,479 @@
+//! Training for real: the binary over HTTP with `CLUSTER_BACKEND=slurm` on the machine's
+//! single-node Slurm (`scripts/slurm-local.sh start`, run by the test when needed), the
+//! reference trainer on `smollm2-135m` on the CPU, real losses on the SSE stream, and an
+//! adapter that PEFT loads and that lowers the loss on its own training conversations.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::{eventually, BinaryService, Isolation};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// What `scripts/slurm-local.sh start` prints, as variables (it brings Slurm up if needed).
+fn slurm_env() -> HashMap<String, String> {
+    let out = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/slurm-local.sh"))
+        .arg("start")
+        .output()
+        .expect("scripts/slurm-local.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/slurm-local.sh start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+struct Cluster {
+    env: HashMap<String, String>,
+    runs: PathBuf,
+}
+
+impl Cluster {
+    /// Slurm's variables, with run folders of this test's own.
+    fn new(iso: &Isolation) -> Cluster {
+        let mut env = slurm_env();
+        let runs = iso.data_dir().join("slurm-runs");
+        std::fs::create_dir_all(&runs).expect("runs folder");
+        env.insert("SLURM_RUNS_DIR".into(), runs.display().to_string());
+        env.insert("SAGA_POLL_INTERVAL_MS".into(), "500".into());
+        env.insert("SAGA_RETRY_BACKOFF_MS".into(), "500".into());
+        env.insert("SAGA_LEASE_SECONDS".into(), "5".into());
+        Cluster { env, runs }
+    }
+
+    fn vars(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    async fn slurm(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/slurm/v0.0.38/{path}",
+                self.env["SLURM_REST_URL"]
+            ))
+            .header("X-SLURM-USER-NAME", &self.env["SLURM_USER"])
+            .header("X-SLURM-USER-TOKEN", &self.env["SLURM_JWT"])
+            .send()
+            .await
+            .expect("slurmrestd")
+            .json()
+            .await
+            .expect("slurmrestd JSON")
+    }
+
+    /// Slurm's jobs named after this BrightRun job.
+    async fn jobs_of(&self, job: &str) -> Vec<Value> {
+        let prefix = format!("brightrun-{job}-");
+        self.slurm("jobs").await["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| j["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+            .collect()
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn signup(base: &str) -> Client {
+        let http = reqwest::Client::new();
+        let email = format!("{}@slurm.example", uuid::Uuid::now_v7().simple());
+        let body: Value = http
+            .post(format!("{base}/api/auth/signup"))
+            .json(&json!({"email": email, "password": "correct horse", "name": "Ada"}))
+            .send()
+            .await
+            .expect("signup")
+            .json()
+            .await
+            .expect("signup JSON");
+        Client {
+            http,
+            base: base.to_string(),
+            token: body["data"]["token"].as_str().expect("token").to_string(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("GET JSON")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ready_dataset(&self) -> String {
+        let file = std::fs::read(format!("{ROOT}/examples/support-chats-v4.jsonl")).unwrap();
+        let (status, registered) = self
+            .post(
+                "/api/datasets",
+                json!({"name": "support", "format": "brightrun-lora-v4", "fileSize": file.len(), "fileName": "support.jsonl"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{registered}");
+        let id = registered["data"]["datasetId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let put = self
+            .http
+            .put(registered["data"]["uploadUrl"].as_str().unwrap())
+            .body(file)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+        let (status, _) = self
+            .post(&format!("/api/datasets/{id}/confirm"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+        for _ in 0..300 {
+            let d = self.get(&format!("/api/datasets/{id}")).await;
+            if d["data"]["dataset"]["status"] == "ready" {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the dataset did not become ready");
+    }
+
+    /// A job on smollm2-135m that learns visibly in a few CPU steps.
+    async fn create_job(&self, dataset: &str, epochs: u32) -> String {
+        let (status, created) = self
+            .post(
+                "/api/jobs",
+                json!({"datasetId": dataset, "presetId": "custom", "baseModel": "smollm2-135m",
+                       "hyperparameters": {"learningRate": 0.002, "batchSize": 4, "numEpochs": epochs,
+                                           "warmupSteps": 0, "loraRank": 16, "loraAlpha": 32,
+                                           "loraDropout": 0.05, "targetModules": ["q_proj", "v_proj"]},
+                       "checkpointInterval": 2,
+                       "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["data"]["jobId"].as_str().unwrap().to_string()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.get(&format!("/api/jobs/{id}")).await["data"]["job"].clone()
+    }
+
+    async fn wait_for_status(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if statuses.iter().any(|s| job["status"] == *s) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job still {} (wanted {statuses:?}): {job}",
+                job["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn wait_until_training(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let job = self.job(id).await;
+            assert_ne!(job["status"], "failed", "{job}");
+            if job["status"] == "running" && job["progress"].as_f64().unwrap_or(0.0) > 0.0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not training: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Reads the job's SSE stream until it ends: the names and data of its events.
+async fn stream_events(client: &Client, job: &str, within: Duration) -> Vec<(String, Value)> {
+    let mut response = client
+        .http
+        .get(format!("{}/api/jobs/{job}/stream", client.base))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .expect("stream");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            _ => return events,
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if let Some(name) = name {
+                events.push((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            }
+        }
+    }
+}
+
+async fn download_adapter(client: &Client, job: &str, into: &Path) {
+    let model = application::saga::model_id_of(domain::ids::JobId(job.parse().unwrap()));
+    std::fs::create_dir_all(into).unwrap();
+    for (artifact, file) in [
+        ("adapter-model", "adapter_model.safetensors"),
+        ("adapter-config", "adapter_config.json"),
+        ("tokenizer", "tokenizer.json"),
+    ] {
+        let d = client
+            .get(&format!("/api/models/{model}/download?artifact={artifact}"))
+            .await;
+        let url = d["data"]["downloadUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{d}"));
+        let bytes = client
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(bytes.len() as u64, d["data"]["fileSize"].as_u64().unwrap());
+        std::fs::write(into.join(file), bytes).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&service.base).await;
+    let dataset = client.ready_dataset().await;
+    let job = client.create_job(&dataset, 1).await;
+
+    let events = stream_events(&client, &job, Duration::from_secs(400)).await;
+    let final_job = client
+        .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(final_job["status"], "completed", "{final_job}");
+
+    // Real losses, live: every step's metrics came over SSE, falling from the first.
+    let losses: Vec<(u64, f64)> = events
+        .iter()
+        .filter(|(name, _)| name == "metrics")
+        .map(|(_, d)| {
+            (
+                d["step"].as_u64().unwrap(),
+                d["trainingLoss"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let total = final_job["totalSteps"].as_u64().unwrap();
+    assert_eq!(
+        losses.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>(),
+        "{events:?}"
+    );
+    assert!(losses.last().unwrap().1 < losses[0].1, "{losses:?}");
+    assert!(events.iter().any(|(name, _)| name == "complete"));
+
+    // The cluster job is Slurm's, asked for the configured gres, and it completed there.
+    let slurm_jobs = cluster.jobs_of(&job).await;
+    assert_eq!(slurm_jobs.len(), 1, "one Slurm job");
+    let slurm_job = &slurm_jobs[0];
+    assert_eq!(slurm_job["job_state"], "COMPLETED", "{slurm_job}");
+    assert_eq!(slurm_job["name"], format!("brightrun-{job}-1"));
+    assert_eq!(slurm_job["tres_per_node"], "gres:gpu:a100_40gb:1");
+    assert!(slurm_job["time_limit"].as_u64().unwrap_or(0) >= 15);
+    // GPU time from Slurm's run time: billed as compute.
+    let compute = final_job["costBreakdown"]["compute"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(compute > 0.0, "{}", final_job["costBreakdown"]);
+
+    // The downloaded adapter loads with PEFT and lowers the loss on its training pairs.
+    let adapter = iso.data_dir().join("downloaded-adapter");
+    download_adapter(&client, &job, &adapter).await;
+    let out = Command::new(&cluster.env["TRAINER_PYTHON"])
+        .args([
+            "-m",
+            "brightrun_trainer.evaluate",
+            "--base-model",
+            "smollm2-135m",
+        ])
+        .arg("--adapter")
+        .arg(&adapter)
+        .arg("--dataset")
+        .arg(format!("{ROOT}/examples/support-chats-v4.jsonl"))
+        .env("PYTHONPATH", &cluster.env["TRAINER_SRC"])
+        .env("TRAINER_MODELS_DIR", &cluster.env["TRAINER_MODELS_DIR"])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("the evaluation runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .expect("a JSON line"),
+    )
+    .unwrap();
+    assert!(
+        figures["adapterLoss"].as_f64().unwrap() < figures["baseLoss"].as_f64().unwrap(),
+        "{figures}"
+    );
+    iso.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_cancels_its_slurm_job() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&service.base).await;
+    let dataset = client.ready_dataset().await;
+    let job = client.create_job(&dataset, 20).await;
+    client.wait_until_training(&job).await;
+    let (status, cancelled) = client
+        .post(&format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["data"]["status"], "cancelled");
+    let slurm_id = cluster.jobs_of(&job).await[0]["job_id"].clone();
+    let mut state = Value::Null;
+    for _ in 0..240 {
+        state = cluster.slurm(&format!("job/{slurm_id}")).await["jobs"][0]["job_state"].clone();
+        if state == "CANCELLED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(state, "CANCELLED");
+    // The trainer stopped short of the plan, and no adapter was made.
+    let run = cluster.runs.join(format!("{job}-1"));
+    let trainer: Value = serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap())
+        .unwrap_or(Value::Null);
+    assert!(
+        trainer["step"].as_u64().unwrap_or(0) < trainer["totalSteps"].as_u64().unwrap_or(0),
+        "{trainer}"
+    );
+    assert!(!run.join("adapter").exists());
+    assert_eq!(client.job(&job).await["status"], "cancelled");
+    drop(service);
+    iso.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_serve_mid_run_on_slurm_loses_and_doubles_nothing() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let mut first = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&first.base).await;
+    let dataset = client.ready_dataset().await;
+    let job = client.create_job(&dataset, 2).await;
+    client.wait_until_training(&job).await;
+    first.kill_9();
+
+    let second = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client {
+        base: second.base.clone(),
+        ..client
+    };
+    let done = client
+        .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(400))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(cluster.jobs_of(&job).await.len(), 1, "one Slurm job");
+
+    let pool = infrastructure::db::connect(&iso.database_url(), 2)
+        .await
+        .unwrap();
+    let submitted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'JobSubmitted'",
+    )
+    .bind(&job)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(submitted, 1);
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'JobCostAccrued'->>'entryKey' FROM events \
+         WHERE aggregate_id = $1 AND event_type = 'JobCostAccrued'",
+    )
+    .bind(&job)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let unique: HashSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "{keys:?}");
+    let steps: Vec<u64> = done["lossCurve"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let total = done["totalSteps"].as_u64().unwrap();
+    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    eventually("the model is registered", Duration::from_secs(30), || {
+        let model = application::saga::model_id_of(domain::ids::JobId(job.parse().unwrap()));
+        let client = &client;
+        async move { client.get(&format!("/api/models/{model}")).await["success"] == true }
+    })
+    .await;
+    drop(second);
+    iso.cleanup().await;
+}
