@@ -477,3 +477,71 @@ async fn kill_9_of_serve_mid_run_on_slurm_loses_and_doubles_nothing() {
     drop(second);
     iso.cleanup().await;
 }
+
+/// `scontrol` against the test's Slurm.
+fn scontrol(cluster: &Cluster, args: &[&str]) {
+    let out = Command::new("scontrol")
+        .args(args)
+        .env("SLURM_CONF", &cluster.env["SLURM_CONF"])
+        .output()
+        .expect("scontrol runs");
+    assert!(
+        out.status.success(),
+        "scontrol {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&service.base).await;
+    let dataset = client.ready_dataset().await;
+    let job = client.create_job(&dataset, 2).await;
+    let run = cluster.runs.join(format!("{job}-1"));
+    eventually(
+        "the first checkpoint is on disk",
+        Duration::from_secs(300),
+        || {
+            let done = run.join("checkpoints/checkpoint-2/optimizer.pt").exists();
+            async move { done }
+        },
+    )
+    .await;
+    // Preempted: Slurm stops the job and queues it again (released at once, instead of after
+    // Slurm's two-minute requeue delay).
+    let slurm_id = cluster.jobs_of(&job).await[0]["job_id"].to_string();
+    scontrol(&cluster, &["requeue", &slurm_id]);
+    scontrol(
+        &cluster,
+        &["update", &format!("jobid={slurm_id}"), "starttime=now"],
+    );
+
+    let done = client
+        .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(400))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let slurm_jobs = cluster.jobs_of(&job).await;
+    assert_eq!(slurm_jobs.len(), 1, "the same Slurm job, requeued");
+    assert_eq!(slurm_jobs[0]["restart_cnt"], 1);
+    let trainer: Value =
+        serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(trainer["starts"], 2, "{trainer}");
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(
+        events.contains("\"message\":\"resuming from checkpoint-"),
+        "the second start resumed from a checkpoint, not from step 0"
+    );
+    let steps: Vec<u64> = done["lossCurve"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let total = done["totalSteps"].as_u64().unwrap();
+    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    drop(service);
+    iso.cleanup().await;
+}
