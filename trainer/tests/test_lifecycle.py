@@ -59,6 +59,8 @@ def test_a_preempted_run_resumes_from_its_last_checkpoint(models_dir, tmp_path):
     first.wait()
     before = events(tmp_path)
     assert state(tmp_path)["status"] == "running"
+    saved = [e["step"] for e in before if e["kind"] == "checkpoint"]
+    assert saved and saved[-1] >= 4
 
     second = start(tmp_path, spec, models_dir)
     assert second.wait(timeout=120) == 0, second.stderr.read().decode()
@@ -66,9 +68,13 @@ def test_a_preempted_run_resumes_from_its_last_checkpoint(models_dir, tmp_path):
     assert s["status"] == "completed" and s["step"] == 8 and s["starts"] == 2
     after = events(tmp_path)[len(before) :]
     logs = [e["message"] for e in after if e["kind"] == "log"]
-    assert "resuming from checkpoint-4 (step 4)" in logs
-    # The second process trains steps 5..8 only: it did not start again from step 0.
-    assert metric_steps(after) == [5, 6, 7, 8]
+    resumed = [m for m in logs if m.startswith("resuming from checkpoint-")]
+    assert len(resumed) == 1, logs
+    # From the newest checkpoint on disk when it was killed (at least the last one reported).
+    step = int(resumed[0].split("(step ")[1].rstrip(")"))
+    assert step >= saved[-1] and step % 2 == 0
+    # The second process trains the steps after it only: it did not start again from step 0.
+    assert metric_steps(after) == list(range(step + 1, 9))
     # Sequence numbers and log indexes carry on across the restart.
     every = events(tmp_path)
     assert [e["seq"] for e in every] == list(range(1, len(every) + 1))
