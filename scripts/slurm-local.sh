@@ -70,7 +70,9 @@ SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$D/munge/munge.socket
+# Credentials expire after 10 s (default 120): a requeued (preempted) job may start again
+# 11 s after it stopped instead of 2 minutes.
+AuthInfo=socket=$D/munge/munge.socket,cred_expire=10
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key=$D/etc/jwt_hs256.key
 StateSaveLocation=$D/state

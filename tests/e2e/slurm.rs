@@ -510,14 +510,10 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
         },
     )
     .await;
-    // Preempted: Slurm stops the job and queues it again (released at once, instead of after
-    // Slurm's two-minute requeue delay).
+    // Preempted: Slurm stops the job and queues it again; it starts again once its old
+    // credential expired (11 s with the local cluster's `cred_expire=10`).
     let slurm_id = cluster.jobs_of(&job).await[0]["job_id"].to_string();
     scontrol(&cluster, &["requeue", &slurm_id]);
-    scontrol(
-        &cluster,
-        &["update", &format!("jobid={slurm_id}"), "starttime=now"],
-    );
 
     let done = client
         .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(400))
@@ -542,6 +538,39 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
         .collect();
     let total = done["totalSteps"].as_u64().unwrap();
     assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    drop(service);
+    iso.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_model_the_cluster_lacks_fails_the_job_once_with_its_code() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&service.base).await;
+    let dataset = client.ready_dataset().await;
+    // In the catalogue, but its weights are not on this machine (nothing is downloaded).
+    let (status, created) = client
+        .post(
+            "/api/jobs",
+            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
+                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let job = created["data"]["jobId"].as_str().unwrap().to_string();
+    let failed = client
+        .wait_for_status(&job, &["failed", "completed"], Duration::from_secs(240))
+        .await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["errorCode"], "BASE_MODEL_UNAVAILABLE", "{failed}");
+    assert!(failed["errorMessage"]
+        .as_str()
+        .is_some_and(|m| m.contains("Meta-Llama-3-8B")));
+    // Not retryable: one attempt, one Slurm job, and nothing billed twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(client.job(&job).await["retryCount"], 0);
+    assert_eq!(cluster.jobs_of(&job).await.len(), 1);
     drop(service);
     iso.cleanup().await;
 }
