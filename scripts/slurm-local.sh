@@ -116,26 +116,28 @@ EOF
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Each daemon starts with the lock's descriptor (9) closed: one that kept it would hold the
+# lock for its whole life, and the next `start` would wait for it forever.
 start_daemons() {
   if ! pid_alive "$D/run/munged.pid"; then
     log "starting munged"
-    munged --force --key-file="$D/munge/munge.key" --socket="$D/munge/munge.socket" \
+    munged 9>&- --force --key-file="$D/munge/munge.key" --socket="$D/munge/munge.socket" \
       --pid-file="$D/run/munged.pid" --log-file="$D/log/munged.log" --seed-file="$D/munge/seed"
   fi
   chmod 755 "$D/munge"
   if ! pid_alive "$D/run/slurmctld.pid"; then
     log "starting slurmctld"
-    slurmctld
+    slurmctld 9>&-
   fi
   if ! pid_alive "$D/run/slurmd.pid"; then
     log "starting slurmd"
-    slurmd -N "$NODE"
+    slurmd -N "$NODE" 9>&-
   fi
   if ! pid_alive "$D/run/slurmrestd.pid"; then
     log "starting slurmrestd on 127.0.0.1:$REST_PORT"
     # slurmrestd refuses to run as root; with JWT it only forwards each request's token.
     SLURM_JWT=daemon setsid slurmrestd -u nobody -g nogroup -a rest_auth/jwt \
-      -s openapi/v0.0.38 "127.0.0.1:$REST_PORT" >>"$D/log/slurmrestd.log" 2>&1 </dev/null &
+      -s openapi/v0.0.38 "127.0.0.1:$REST_PORT" >>"$D/log/slurmrestd.log" 2>&1 </dev/null 9>&- &
     echo $! >"$D/run/slurmrestd.pid"
   fi
   local ready=""

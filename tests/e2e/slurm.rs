@@ -16,14 +16,20 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// What `scripts/slurm-local.sh start` prints, as variables (it brings Slurm up if needed).
 fn slurm_env() -> HashMap<String, String> {
+    slurm_local("start", &[])
+}
+
+/// Runs `scripts/slurm-local.sh <verb>` with `vars` (a private cluster's folder and ports).
+fn slurm_local(verb: &str, vars: &[(&str, String)]) -> HashMap<String, String> {
     let out = Command::new("bash")
         .arg(format!("{ROOT}/scripts/slurm-local.sh"))
-        .arg("start")
+        .arg(verb)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("scripts/slurm-local.sh runs");
     assert!(
         out.status.success(),
-        "scripts/slurm-local.sh start failed: {}",
+        "scripts/slurm-local.sh {verb} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)
@@ -42,7 +48,10 @@ struct Cluster {
 impl Cluster {
     /// Slurm's variables, with run folders of this test's own.
     fn new(iso: &Isolation) -> Cluster {
-        let mut env = slurm_env();
+        Self::with_env(iso, slurm_env())
+    }
+
+    fn with_env(iso: &Isolation, mut env: HashMap<String, String>) -> Cluster {
         let runs = iso.data_dir().join("slurm-runs");
         std::fs::create_dir_all(&runs).expect("runs folder");
         env.insert("SLURM_RUNS_DIR".into(), runs.display().to_string());
@@ -572,5 +581,95 @@ async fn a_base_model_the_cluster_lacks_fails_the_job_once_with_its_code() {
     assert_eq!(client.job(&job).await["retryCount"], 0);
     assert_eq!(cluster.jobs_of(&job).await.len(), 1);
     drop(service);
+    iso.cleanup().await;
+}
+
+/// A Slurm of the test's own (munge, slurmctld, slurmd, slurmrestd on free ports and in the
+/// test's folder), for faults that must not touch the machine's shared cluster.
+struct PrivateSlurm {
+    vars: Vec<(&'static str, String)>,
+}
+
+impl PrivateSlurm {
+    fn start(iso: &Isolation) -> (PrivateSlurm, HashMap<String, String>) {
+        let vars = vec![
+            (
+                "SLURM_LOCAL_DIR",
+                iso.data_dir().join("slurm").display().to_string(),
+            ),
+            (
+                "SLURM_LOCAL_CTLD_PORT",
+                crate::common::free_port().to_string(),
+            ),
+            (
+                "SLURM_LOCAL_SLURMD_PORT",
+                crate::common::free_port().to_string(),
+            ),
+            (
+                "SLURM_LOCAL_REST_PORT",
+                crate::common::free_port().to_string(),
+            ),
+        ];
+        let env = slurm_local("start", &vars);
+        (PrivateSlurm { vars }, env)
+    }
+
+    fn pid(&self, daemon: &str) -> String {
+        let dir = &self.vars[0].1;
+        std::fs::read_to_string(format!("{dir}/run/{daemon}.pid"))
+            .expect("pid file")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for PrivateSlurm {
+    /// Stops the private daemons whatever happened (no assertion: this may run in a panic).
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(format!("{ROOT}/scripts/slurm-local.sh"))
+            .arg("stop")
+            .envs(self.vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_slurmd_mid_run_loses_and_doubles_nothing() {
+    let iso = Isolation::new();
+    let (slurm, env) = PrivateSlurm::start(&iso);
+    let cluster = Cluster::with_env(&iso, env);
+    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&service.base).await;
+    let dataset = client.ready_dataset().await;
+    let job = client.create_job(&dataset, 2).await;
+    client.wait_until_training(&job).await;
+
+    // The node daemon dies mid-run; the job's step keeps running; the daemon comes back.
+    let killed = Command::new("kill")
+        .args(["-9", &slurm.pid("slurmd")])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    slurm_local("start", &slurm.vars);
+
+    let done = client
+        .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(400))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let slurm_jobs = cluster.jobs_of(&job).await;
+    assert_eq!(slurm_jobs.len(), 1, "one Slurm job");
+    assert_eq!(slurm_jobs[0]["restart_cnt"], 0, "it ran through, not again");
+    let steps: Vec<u64> = done["lossCurve"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let total = done["totalSteps"].as_u64().unwrap();
+    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    drop(service);
+    drop(slurm);
     iso.cleanup().await;
 }
