@@ -184,9 +184,12 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
         command: DatasetCommand,
     ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
         let id = dataset_id.to_string();
-        self.cqrs
-            .execute_with_metadata(&id, command, ctx.metadata())
-            .await?;
+        let repeatable = command.is_repeatable();
+        crate::retry_conflicts(repeatable, || {
+            self.cqrs
+                .execute_with_metadata(&id, command.clone(), ctx.metadata())
+        })
+        .await?;
         let position = self
             .positions
             .last_position(<Dataset as cqrs_es::Aggregate>::TYPE, &id)

@@ -195,9 +195,12 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
         command: JobCommand,
     ) -> Result<Receipt<JobId>, AppError<JobError>> {
         let id = job_id.to_string();
-        self.cqrs
-            .execute_with_metadata(&id, command, ctx.metadata())
-            .await?;
+        let repeatable = command.is_repeatable();
+        crate::retry_conflicts(repeatable, || {
+            self.cqrs
+                .execute_with_metadata(&id, command.clone(), ctx.metadata())
+        })
+        .await?;
         let position = self
             .positions
             .last_position(<Job as cqrs_es::Aggregate>::TYPE, &id)

@@ -44,6 +44,36 @@ impl CommandContext {
     }
 }
 
+/// How many times a repeatable command is decided again after losing an optimistic-concurrency
+/// race, before `Conflict` reaches the caller.
+pub const CONFLICT_RETRIES: u32 = 8;
+
+/// Runs `attempt` (one decision and append) again while it loses an optimistic-concurrency
+/// race and `repeatable` says deciding again on the newer state is safe. Each attempt
+/// reloads the aggregate, so the command is decided on what the winner wrote.
+pub(crate) async fn retry_conflicts<E, F, Fut>(
+    repeatable: bool,
+    mut attempt: F,
+) -> Result<(), cqrs_es::AggregateError<E>>
+where
+    E: std::error::Error,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), cqrs_es::AggregateError<E>>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(cqrs_es::AggregateError::AggregateConflict)
+                if repeatable && tries < CONFLICT_RETRIES =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(tries) * 3)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What a command service answers when a command is refused or cannot be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError<E: std::error::Error> {

@@ -238,9 +238,12 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
         command: ModelCommand,
     ) -> Result<Receipt<ModelId>, AppError<ModelError>> {
         let aggregate_id = id.to_string();
-        self.cqrs
-            .execute_with_metadata(&aggregate_id, command, ctx.metadata())
-            .await?;
+        let repeatable = command.is_repeatable();
+        crate::retry_conflicts(repeatable, || {
+            self.cqrs
+                .execute_with_metadata(&aggregate_id, command.clone(), ctx.metadata())
+        })
+        .await?;
         let position = self
             .positions
             .last_position(<Model as cqrs_es::Aggregate>::TYPE, &aggregate_id)

@@ -387,6 +387,15 @@ pub enum ModelCommand {
     },
 }
 
+impl ModelCommand {
+    /// Whether the command may be decided again on the model's newer state when another
+    /// command changed it first: every command but `Register` (a conflict there means the
+    /// model already exists).
+    pub fn is_repeatable(&self) -> bool {
+        !matches!(self, ModelCommand::Register(_))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
     #[error("a model needs at least its adapter file")]

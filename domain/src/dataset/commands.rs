@@ -86,3 +86,12 @@ pub struct RegisterDataset {
     pub upload_limit: u64,
     pub registered_at: DateTime<Utc>,
 }
+
+impl DatasetCommand {
+    /// Whether the command may be decided again on the dataset's newer state when another
+    /// command changed it first: every command but `Register` (a conflict there means the
+    /// dataset already exists).
+    pub fn is_repeatable(&self) -> bool {
+        !matches!(self, DatasetCommand::Register(_))
+    }
+}

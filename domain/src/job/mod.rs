@@ -223,6 +223,16 @@ pub struct ParentForJob {
     pub base_model: String,
 }
 
+impl JobCommand {
+    /// Whether the command may be decided again on the job's newer state when another
+    /// command changed the job first (optimistic concurrency): every command but `Create`,
+    /// whose conflict means the job already exists. A cancel decided again on a job that
+    /// completed meanwhile is refused as not cancellable, which is the truth.
+    pub fn is_repeatable(&self) -> bool {
+        !matches!(self, JobCommand::Create(_))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateJob {
     pub job_id: JobId,

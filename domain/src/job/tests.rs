@@ -1049,3 +1049,16 @@ fn retraining_starts_from_an_own_model_on_its_base_model() {
         "parentModelId"
     );
 }
+
+#[test]
+fn every_command_but_create_may_be_decided_again_after_a_lost_race() {
+    assert!(cancel(owner()).is_repeatable());
+    let fail = JobCommand::Fail {
+        code: "X".into(),
+        message: "x".into(),
+        retryable: false,
+        at: at(),
+    };
+    assert!(fail.is_repeatable());
+    assert!(!create_with(None).is_repeatable());
+}
