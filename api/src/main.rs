@@ -89,8 +89,15 @@ enum AuditWhat {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    api::telemetry::init_logging();
     let cli = Cli::parse();
+    // The demo's journey lines are what a newcomer reads: its service logs only warnings
+    // (RUST_LOG overrides).
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    api::telemetry::init_logging(level);
     match run(cli.command).await {
         Ok(code) => code,
         Err(err) => {
