@@ -99,13 +99,17 @@ pub fn from_job_event(event: &JobEvent) -> Option<Notification> {
             user_id: e.user_id,
             kind: NotificationType::JobComplete,
             priority: Priority::High,
-            title: "Training complete".to_string(),
+            title: "Training Completed!".to_string(),
             message: format!(
-                "Job {} finished; it cost {}. Its adapter is ready to download.",
+                "Your LoRA model has been successfully trained (job {}, cost {}).",
                 e.job_id,
                 usd(e.final_cost)
             ),
-            action_url: format!("/jobs/{}", e.job_id),
+            // The model it made; a completion recorded without one points at the job.
+            action_url: match e.model_id {
+                Some(model) => format!("/models/{model}"),
+                None => format!("/jobs/{}", e.job_id),
+            },
         }),
         JobEvent::JobRecoveredFromCluster(e) => Some(Notification {
             user_id: e.user_id,

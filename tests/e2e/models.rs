@@ -365,6 +365,9 @@ async fn a_model_through_its_whole_api() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["model"]["status"], "archived");
+    // The dashboard counts stored and deployed models only: the parent, not the archived child.
+    let (_, stats) = app.get("/api/dashboard/stats", Some(&token)).await;
+    assert_eq!(stats["data"]["completedModels"], 1, "{stats}");
     let (status, body) = app
         .post(
             &format!("{child_base}/deploy"),

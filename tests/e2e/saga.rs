@@ -546,7 +546,9 @@ async fn notifications_and_dashboard_follow_the_journey() {
     let kinds: Vec<&str> = items.iter().map(|n| n["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["job_complete", "dataset_ready"], "newest first");
     assert_eq!(items[0]["priority"], "high");
-    assert_eq!(items[0]["actionUrl"], format!("/jobs/{id}"));
+    assert_eq!(items[0]["title"], "Training Completed!");
+    let model = application::saga::model_id_of(domain::ids::JobId(id.parse().unwrap()));
+    assert_eq!(items[0]["actionUrl"], format!("/models/{model}"));
     assert_eq!(items[1]["priority"], "medium");
     assert_eq!(list["meta"]["unreadCount"], 2);
 

@@ -209,6 +209,7 @@ pub struct DashboardStats {
     pub total_datasets: i64,
     /// Queued, initializing or running.
     pub active_jobs: i64,
+    /// Stored or deployed models (archived and deleted ones do not count).
     pub completed_models: i64,
     /// Everything the caller's ledger holds (USD, cents).
     pub total_cost: f64,
@@ -228,7 +229,7 @@ async fn dashboard_stats(
         "SELECT \
            (SELECT count(*) FROM rm_datasets WHERE user_id = $1 AND deleted_at IS NULL), \
            (SELECT count(*) FROM rm_jobs WHERE user_id = $1 AND status IN ('queued', 'initializing', 'running')), \
-           (SELECT count(*) FROM rm_models WHERE user_id = $1 AND deleted_at IS NULL), \
+           (SELECT count(*) FROM rm_models WHERE user_id = $1 AND deleted_at IS NULL AND status IN ('stored', 'deployed')), \
            (SELECT COALESCE(sum(amount), 0) FROM rm_cost_ledger WHERE user_id = $1)",
     )
     .bind(principal.user_id.0)
