@@ -39,6 +39,39 @@ impl Role {
     }
 }
 
+/// The user's plan. Every account starts on `FREE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubscriptionTier {
+    #[default]
+    Free,
+    Starter,
+    Professional,
+    Enterprise,
+}
+
+impl SubscriptionTier {
+    pub const ALL: [SubscriptionTier; 4] = [
+        SubscriptionTier::Free,
+        SubscriptionTier::Starter,
+        SubscriptionTier::Professional,
+        SubscriptionTier::Enterprise,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionTier::Free => "FREE",
+            SubscriptionTier::Starter => "STARTER",
+            SubscriptionTier::Professional => "PROFESSIONAL",
+            SubscriptionTier::Enterprise => "ENTERPRISE",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<SubscriptionTier> {
+        Self::ALL.into_iter().find(|t| t.as_str() == value)
+    }
+}
+
 /// A sign-up request whose fields passed every rule; e-mail normalised to lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidSignup {
@@ -127,6 +160,15 @@ fn is_plausible_email(email: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounts_start_on_the_free_tier_and_tiers_read_back() {
+        assert_eq!(SubscriptionTier::default(), SubscriptionTier::Free);
+        for tier in SubscriptionTier::ALL {
+            assert_eq!(SubscriptionTier::parse(tier.as_str()), Some(tier));
+        }
+        assert_eq!(SubscriptionTier::parse("free"), None);
+    }
 
     fn signup(
         email: &str,

@@ -1,7 +1,7 @@
 //! Users and failed-login records in Postgres.
 
 use chrono::{DateTime, Utc};
-use domain::identity::Role;
+use domain::identity::{Role, SubscriptionTier};
 use domain::ids::UserId;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -14,7 +14,11 @@ pub struct User {
     pub name: String,
     pub organization: Option<String>,
     pub role: Role,
+    pub subscription_tier: SubscriptionTier,
+    /// USD per calendar month, when set.
+    pub monthly_budget: Option<rust_decimal::Decimal>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,31 +29,38 @@ pub enum UserStoreError {
     Database(#[from] sqlx::Error),
 }
 
-type Row = (
-    Uuid,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    DateTime<Utc>,
-);
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    email: String,
+    password_hash: String,
+    name: String,
+    organization: Option<String>,
+    role: String,
+    subscription_tier: String,
+    monthly_budget: Option<rust_decimal::Decimal>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-fn from_row((id, email, password_hash, name, organization, role, created_at): Row) -> User {
+fn from_row(r: Row) -> User {
     User {
-        id: UserId(id),
-        email,
-        password_hash,
-        name,
-        organization,
-        // The column's CHECK constraint admits only known roles.
-        role: Role::parse(&role).unwrap_or(Role::User),
-        created_at,
+        id: UserId(r.id),
+        email: r.email,
+        password_hash: r.password_hash,
+        name: r.name,
+        organization: r.organization,
+        // The columns' CHECK constraints admit only known roles and tiers.
+        role: Role::parse(&r.role).unwrap_or(Role::User),
+        subscription_tier: SubscriptionTier::parse(&r.subscription_tier).unwrap_or_default(),
+        monthly_budget: r.monthly_budget,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     }
 }
 
-const SELECT: &str =
-    "SELECT id, email, password_hash, name, organization, role, created_at FROM users";
+const SELECT: &str = "SELECT id, email, password_hash, name, organization, role, \
+     subscription_tier, monthly_budget, created_at, updated_at FROM users";
 
 #[derive(Clone)]
 pub struct Users(pub PgPool);
@@ -57,8 +68,8 @@ pub struct Users(pub PgPool);
 impl Users {
     pub async fn create(&self, user: &User) -> Result<(), UserStoreError> {
         let result = sqlx::query(
-            "INSERT INTO users (id, email, password_hash, name, organization, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO users (id, email, password_hash, name, organization, role, subscription_tier, \
+               created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
         )
         .bind(user.id.0)
         .bind(&user.email)
@@ -66,6 +77,7 @@ impl Users {
         .bind(&user.name)
         .bind(&user.organization)
         .bind(user.role.as_str())
+        .bind(user.subscription_tier.as_str())
         .bind(user.created_at)
         .execute(&self.0)
         .await;

@@ -4,7 +4,7 @@ use domain::identity::Role;
 use domain::ids::UserId;
 use infrastructure::auth::{Principal, TokenKeys};
 use infrastructure::config::DEVELOPMENT_JWT_SECRET;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::common::TestApp;
@@ -35,6 +35,31 @@ async fn signup_answers_201_with_the_user_and_a_working_token() {
     let (status, me) = app.get("/api/auth/me", Some(token)).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["data"]["user"]["id"], body["data"]["user"]["id"]);
+    // Seed 000's user fields: the plan (FREE to start), the budget, the last change.
+    let user = &me["data"]["user"];
+    assert_eq!(user["subscriptionTier"], "FREE");
+    assert_eq!(user["monthlyBudget"], Value::Null);
+    assert!(user["updatedAt"].is_string(), "{user}");
+    assert_eq!(body["data"]["user"]["subscriptionTier"], "FREE");
+
+    // The budget set with PATCH is what `me` and the login answer afterwards.
+    let (status, patched) = app
+        .patch("/api/auth/me", Some(token), json!({"monthlyBudget": 500}))
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["data"]["user"]["monthlyBudget"], 500.0);
+    let (_, me) = app.get("/api/auth/me", Some(token)).await;
+    assert_eq!(me["data"]["user"]["monthlyBudget"], 500.0);
+    let (status, login) = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": email, "password": "longenough"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(login["data"]["user"]["monthlyBudget"], 500.0);
+    assert_eq!(login["data"]["user"]["subscriptionTier"], "FREE");
     app.finish().await;
 }
 

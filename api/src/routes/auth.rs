@@ -52,7 +52,13 @@ pub struct UserView {
     pub organization: Option<String>,
     /// `user` | `admin` | `billing_admin`
     pub role: String,
+    /// `FREE` (every account starts there) | `STARTER` | `PROFESSIONAL` | `ENTERPRISE`
+    #[schema(value_type = String)]
+    pub subscription_tier: domain::identity::SubscriptionTier,
+    /// USD per calendar month (UTC); `null` until set with `PATCH /api/auth/me`.
+    pub monthly_budget: Option<f64>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl From<&User> for UserView {
@@ -63,7 +69,12 @@ impl From<&User> for UserView {
             name: u.name.clone(),
             organization: u.organization.clone(),
             role: u.role.as_str().to_string(),
+            subscription_tier: u.subscription_tier,
+            monthly_budget: u
+                .monthly_budget
+                .and_then(|b| rust_decimal::prelude::ToPrimitive::to_f64(&b)),
             created_at: u.created_at,
+            updated_at: u.updated_at,
         }
     }
 }
@@ -132,7 +143,10 @@ async fn signup(
         name: valid.name,
         organization: valid.organization,
         role: Role::User,
+        subscription_tier: Default::default(),
+        monthly_budget: None,
         created_at: state.clock.now(),
+        updated_at: state.clock.now(),
     };
     match state.users.create(&user).await {
         Ok(()) => {}
@@ -242,17 +256,17 @@ async fn update_me(
     crate::extract::ApiJson(req): crate::extract::ApiJson<UpdateMeRequest>,
 ) -> ApiResult<Response> {
     let budget = domain::costs::check_budget(req.monthly_budget)?;
+    state
+        .users
+        .set_monthly_budget(principal.user_id, budget)
+        .await
+        .map_err(ApiError::internal)?;
     let user = state
         .users
         .by_id(principal.user_id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(ApiError::unauthorized)?;
-    state
-        .users
-        .set_monthly_budget(principal.user_id, budget)
-        .await
-        .map_err(ApiError::internal)?;
     Ok(envelope::ok(BudgetView {
         user: (&user).into(),
         monthly_budget: rust_decimal::prelude::ToPrimitive::to_f64(&budget),
