@@ -199,6 +199,7 @@ async fn lists_paginate_filter_search_and_sort() {
         ("pageSize=abc", "pageSize"),
         ("sortBy=size", "sortBy"),
         ("trainingReady=maybe", "trainingReady"),
+        ("status=done", "status"),
     ] {
         let (status, body) = app
             .get(&format!("/api/datasets?{query}"), Some(&token))

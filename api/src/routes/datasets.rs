@@ -327,6 +327,29 @@ pub enum FormatFilter {
     BrightrunLoraV3,
 }
 
+/// A dataset status to list (`all`: every status).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    All,
+    Uploading,
+    Validating,
+    Ready,
+    Error,
+}
+
+impl StatusFilter {
+    fn status(self) -> Option<DatasetStatus> {
+        match self {
+            StatusFilter::All => None,
+            StatusFilter::Uploading => Some(DatasetStatus::Uploading),
+            StatusFilter::Validating => Some(DatasetStatus::Validating),
+            StatusFilter::Ready => Some(DatasetStatus::Ready),
+            StatusFilter::Error => Some(DatasetStatus::Error),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
@@ -344,6 +367,9 @@ pub struct ListParams {
     /// `all` (default) | `true` | `false`
     #[param(value_type = Option<String>)]
     pub training_ready: Option<TrainingReadyFilter>,
+    /// `all` (default) | `uploading` | `validating` | `ready` | `error`
+    #[param(inline)]
+    pub status: Option<StatusFilter>,
     /// Case-insensitive search in name and description.
     pub search: Option<String>,
 }
@@ -791,7 +817,7 @@ fn like_pattern(search: &str) -> String {
     params(ListParams),
     responses(
         (status = 200, description = "A page of datasets; `meta.pagination`", body = Envelope<DatasetList>),
-        (status = 400, description = "`VALIDATION_ERROR` (page, pageSize, sortBy, format, trainingReady)", body = ErrorEnvelope),
+        (status = 400, description = "`VALIDATION_ERROR` (page, pageSize, sortBy, format, trainingReady, status)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
     ))]
 async fn list_datasets(
@@ -820,9 +846,13 @@ async fn list_datasets(
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(like_pattern);
+    let status = params
+        .status
+        .and_then(StatusFilter::status)
+        .map(DatasetStatus::as_str);
     let filter = format!(
         "{VISIBLE} AND ($3::text IS NULL OR format = $3) AND ($4::bool IS NULL OR training_ready = $4) \
-         AND ($5::text IS NULL OR name ILIKE $5 OR description ILIKE $5)"
+         AND ($5::text IS NULL OR name ILIKE $5 OR description ILIKE $5) AND ($6::text IS NULL OR status = $6)"
     );
     let total: i64 =
         sqlx::query_scalar(&format!("SELECT count(*) FROM rm_datasets WHERE {filter}"))
@@ -831,11 +861,12 @@ async fn list_datasets(
             .bind(format)
             .bind(training_ready)
             .bind(&search)
+            .bind(status)
             .fetch_one(&state.pool)
             .await
             .map_err(ApiError::internal)?;
     let datasets = sqlx::query_as::<_, DatasetView>(&format!(
-        "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE {filter} ORDER BY {} LIMIT $6 OFFSET $7",
+        "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE {filter} ORDER BY {} LIMIT $7 OFFSET $8",
         params.sort_by.unwrap_or_default().order_by()
     ))
     .bind(principal.role.sees_all_resources())
@@ -843,6 +874,7 @@ async fn list_datasets(
     .bind(format)
     .bind(training_ready)
     .bind(&search)
+    .bind(status)
     .bind(page_size as i64)
     .bind(offset)
     .fetch_all(&state.pool)
