@@ -128,6 +128,11 @@ async fn estimate_then_create_on_a_ready_dataset_store_the_same_figures() {
     assert_eq!(status, 200, "{detail}");
     let job = &detail["data"]["job"];
     assert_eq!(job["datasetName"], "support-chats-v4.jsonl");
+    assert!(job["queuedAt"].is_string(), "{job}");
+    assert_eq!(
+        job["queuedAt"], job["createdAt"],
+        "a job is queued when it is created"
+    );
     assert_eq!(job["currentStage"], "queued");
     assert_eq!(job["totalSteps"], e["totalSteps"]);
     assert_eq!(job["estimate"]["cost"], e["cost"]);

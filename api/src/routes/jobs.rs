@@ -676,6 +676,8 @@ pub struct JobView {
     pub artifact_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_model_id: Option<Uuid>,
+    /// When the job entered the queue: its creation (seed 001 `queuedAt`).
+    pub queued_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -720,6 +722,7 @@ impl From<JobRow> for JobView {
             error_message: r.error_message,
             artifact_id: r.artifact_id,
             parent_model_id: r.parent_model_id,
+            queued_at: r.created_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
