@@ -381,7 +381,10 @@ async fn cancel_answers_cost_and_refund_and_frees_the_dataset() {
         .await;
     let id = create(&app, &token, &dataset).await;
     let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
-    let estimated = detail["data"]["job"]["estimatedTotalCost"].clone();
+    // A cancel refunds the unused compute: all of the estimate's compute line, here.
+    let estimated =
+        detail["data"]["job"]["estimate"]["cost"]["breakdown"]["compute"]["total"].clone();
+    assert!(estimated.as_f64().unwrap() > 0.0, "{detail}");
 
     let delete = |who: &str| {
         send(
@@ -510,7 +513,8 @@ async fn cancelling_a_running_job_answers_the_cost_so_far_and_the_rest_as_refund
     caught_up(&app).await;
     let (_, detail) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
     assert_eq!(detail["data"]["job"]["status"], "running");
-    let estimated = detail["data"]["job"]["estimatedTotalCost"]
+    // The unused compute: the estimate's compute line less the compute accrued.
+    let estimated = detail["data"]["job"]["estimate"]["cost"]["breakdown"]["compute"]["total"]
         .as_f64()
         .unwrap();
 

@@ -1225,7 +1225,7 @@ async fn cancel_job(
         cost_so_far: money(cost),
         refund_amount: money(refund),
         message: format!(
-            "Job cancelled; {} spent, {} of the estimate refunded",
+            "Job cancelled; {} spent, {} of unused compute refunded",
             money(cost),
             money(refund)
         ),

@@ -278,7 +278,11 @@ pub struct Job {
     retry_count: u32,
     cluster_job_id: Option<String>,
     estimated_total: Decimal,
+    /// The estimate's compute line: what a cancel refunds, less the compute accrued.
+    estimated_compute: Decimal,
     ledger_total: Decimal,
+    /// The compute entries of the ledger so far (every attempt).
+    compute_total: Decimal,
     ledger_keys: HashSet<String>,
     checkpoints: HashSet<String>,
     /// GPU-seconds already accrued as compute, per attempt.
@@ -307,6 +311,13 @@ impl Job {
     }
 
     /// GPU-seconds of `attempt` already accrued as compute cost.
+    /// What a cancel refunds: the unused compute, i.e. the estimate's compute less the compute
+    /// accrued so far, in cents, never below zero. Storage and data transfer are not refunded
+    /// (they are spent whether or not training finishes).
+    pub fn refund(&self) -> Decimal {
+        cents((self.estimated_compute - self.compute_total).max(Decimal::ZERO))
+    }
+
     pub fn compute_accrued(&self, attempt: u32) -> Decimal {
         self.compute_accrued
             .get(&attempt)
@@ -530,7 +541,7 @@ impl Job {
                     user_id: owner,
                     cancelled_by: actor.user_id,
                     cost_so_far,
-                    refund_amount: (self.estimated_total - cost_so_far).max(Decimal::ZERO),
+                    refund_amount: self.refund(),
                     cancelled_at: at,
                 }))
             }
@@ -661,6 +672,7 @@ decided_aggregate!(
                 self.status = JobStatus::Queued;
                 self.stage = JobStage::Queued;
                 self.estimated_total = e.estimate.cost.total;
+                self.estimated_compute = e.estimate.cost.compute.total;
             }
             JobEvent::JobSubmissionStarted(e) => {
                 self.status = JobStatus::Initializing;
@@ -678,6 +690,9 @@ decided_aggregate!(
             }
             JobEvent::JobCostAccrued(e) => {
                 self.ledger_total += e.amount;
+                if e.cost_type == CostType::Compute {
+                    self.compute_total += e.amount;
+                }
                 self.ledger_keys.insert(e.entry_key);
                 if let (Some(attempt), Some(until)) = (e.attempt, e.gpu_seconds_until) {
                     let mark = self.compute_accrued.entry(attempt).or_default();

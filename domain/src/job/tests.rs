@@ -642,15 +642,16 @@ fn cancel_in_each_state() {
             cancelled_at: at(),
         })
     };
-    // Estimated total 3.66 (see the estimate test).
+    // The refund is the unused compute: the estimate's compute line (3.34 of the 3.66 total,
+    // see the estimate test) less the compute accrued, in cents.
     JobTest::with(())
         .given(vec![created()])
         .when(cancel(owner()))
-        .then_expect_events(vec![cancelled("0", "3.66")]);
+        .then_expect_events(vec![cancelled("0", "3.34")]);
     JobTest::with(())
         .given(vec![created(), started(1)])
         .when(cancel(owner()))
-        .then_expect_events(vec![cancelled("0", "3.66")]);
+        .then_expect_events(vec![cancelled("0", "3.34")]);
     JobTest::with(())
         .given(vec![
             created(),
@@ -659,7 +660,16 @@ fn cancel_in_each_state() {
             accrued("c-1", "1.004999"),
         ])
         .when(cancel(owner()))
-        .then_expect_events(vec![cancelled("1.00", "2.66")]);
+        .then_expect_events(vec![cancelled("1.00", "2.34")]);
+    // Storage and transfer are spent whether or not training finishes: they refund nothing.
+    let mut transfer = accrued("t-1", "0.5");
+    if let JobEvent::JobCostAccrued(e) = &mut transfer {
+        e.cost_type = CostType::DataTransfer;
+    }
+    JobTest::with(())
+        .given(vec![created(), started(1), transfer])
+        .when(cancel(owner()))
+        .then_expect_events(vec![cancelled("0.50", "3.34")]);
     JobTest::with(())
         .given(vec![
             created(),
