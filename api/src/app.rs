@@ -13,7 +13,6 @@ use application::ObjectStore;
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use domain::dataset::validator::ValidatorOptions;
-use domain::job::estimate::Rates;
 use infrastructure::auth::TokenKeys;
 use infrastructure::budget::BudgetWatcher;
 use infrastructure::cluster_client::{ClientOptions, HttpCluster};
@@ -195,7 +194,7 @@ pub async fn start(
         Arc::new(PgTelemetryStore(pool.clone())),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
-        Rates::default(),
+        config.rates.clone(),
     ));
     let models = Arc::new(ModelCommands::new(
         event_store::framework(pool.clone(), ()),
@@ -216,7 +215,7 @@ pub async fn start(
             models.clone(),
             cluster,
             objects.clone(),
-            Rates::default(),
+            config.rates.clone(),
             SagaOptions {
                 poll_interval: config.saga_poll_interval,
                 unavailable_backoff: config.saga_poll_interval.max(Duration::from_millis(500)),
@@ -375,7 +374,7 @@ async fn gpu_cluster(config: &Config) -> anyhow::Result<(Arc<dyn GpuCluster>, Op
             speed: config.cluster_sim_speed,
             api_key: Some(key.clone()),
             seed: config.cluster_sim_seed,
-            rates: Rates::default(),
+            rates: config.rates.clone(),
             webhook_secret: config.cluster_webhook_secret.clone(),
         },
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

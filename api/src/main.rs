@@ -241,7 +241,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     speed: config.cluster_sim_speed,
                     api_key: config.cluster_api_key.clone(),
                     seed: config.cluster_sim_seed,
-                    rates: domain::job::estimate::Rates::default(),
+                    rates: config.rates.clone(),
                     webhook_secret: None,
                 },
                 addr,

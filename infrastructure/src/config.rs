@@ -67,6 +67,8 @@ pub struct Config {
     pub saga_reconcile_interval: Duration,
     /// How long a simulated model deployment takes to become ready.
     pub deploy_sim_ready_after: Duration,
+    /// The price list every estimate, ledger entry and bill uses (read once, here).
+    pub rates: domain::job::estimate::Rates,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("TRAINER_PYTHON", "python3", "the Python that runs the trainer (scripts/trainer-env.sh)"),
     ("TRAINER_SRC", "(installed)", "the trainer's src folder, put on the job's PYTHONPATH"),
     ("TRAINER_MODELS_DIR", "(trainer default)", "base models, Hugging Face cache layout"),
+    ("RATE_A100_40GB_GPU_HOUR", "2.50", "USD per GPU-hour"),
+    ("RATE_A100_80GB_GPU_HOUR", "3.20", "USD per GPU-hour"),
+    ("RATE_H100_80GB_GPU_HOUR", "4.50", "USD per GPU-hour"),
+    ("RATE_STORAGE_GB_MONTH", "0.023", "USD per GB-month of stored artifacts"),
+    ("RATE_TRANSFER_GB", "0.09", "USD per GB of data transfer"),
     (
         "UPLOAD_LIMIT_BYTES",
         "10737418240",
@@ -269,9 +276,10 @@ impl Config {
             (None, Environment::Development) => DEVELOPMENT_JWT_SECRET.to_string(),
         };
         let data_dir = PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data"));
+        let rates = rates(&lookup)?;
         let slurm = match lookup("CLUSTER_BACKEND").as_deref() {
             None | Some("simulator") | Some("http") => None,
-            Some("slurm") => Some(slurm_settings(&lookup, &data_dir)?),
+            Some("slurm") => Some(slurm_settings(&lookup, &data_dir, &rates)?),
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "CLUSTER_BACKEND",
@@ -281,6 +289,7 @@ impl Config {
         };
         Ok(Config {
             slurm,
+            rates,
             database_url: text(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/brightrun",
@@ -351,9 +360,34 @@ impl Config {
     }
 }
 
+/// The price list: the defaults of DOMAIN.md "Money", each overridable (USD, decimal).
+fn rates(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<domain::job::estimate::Rates, ConfigError> {
+    let defaults = domain::job::estimate::Rates::default();
+    let rate = |name: &'static str, default: rust_decimal::Decimal| {
+        let value: rust_decimal::Decimal = parse(lookup, name, default)?;
+        if value.is_sign_negative() {
+            return Err(ConfigError::Invalid {
+                name,
+                message: format!("'{value}': a rate cannot be negative"),
+            });
+        }
+        Ok(value)
+    };
+    Ok(domain::job::estimate::Rates {
+        a100_40gb_per_gpu_hour: rate("RATE_A100_40GB_GPU_HOUR", defaults.a100_40gb_per_gpu_hour)?,
+        a100_80gb_per_gpu_hour: rate("RATE_A100_80GB_GPU_HOUR", defaults.a100_80gb_per_gpu_hour)?,
+        h100_80gb_per_gpu_hour: rate("RATE_H100_80GB_GPU_HOUR", defaults.h100_80gb_per_gpu_hour)?,
+        storage_per_gb_month: rate("RATE_STORAGE_GB_MONTH", defaults.storage_per_gb_month)?,
+        data_transfer_per_gb: rate("RATE_TRANSFER_GB", defaults.data_transfer_per_gb)?,
+    })
+}
+
 fn slurm_settings(
     lookup: &impl Fn(&str) -> Option<String>,
     data_dir: &std::path::Path,
+    rates: &domain::job::estimate::Rates,
 ) -> Result<crate::slurm::SlurmSettings, ConfigError> {
     let required = |name: &'static str| {
         lookup(name).ok_or_else(|| ConfigError::Invalid {
@@ -385,7 +419,7 @@ fn slurm_settings(
         trainer_src: lookup("TRAINER_SRC").map(PathBuf::from),
         models_dir: lookup("TRAINER_MODELS_DIR").map(PathBuf::from),
         cpus_per_task: parse(lookup, "SLURM_CPUS_PER_TASK", 2)?,
-        rates: domain::job::estimate::Rates::default(),
+        rates: rates.clone(),
     })
 }
 
@@ -480,6 +514,7 @@ impl fmt::Debug for Config {
             )
             .field("saga_reconcile_interval", &self.saga_reconcile_interval)
             .field("deploy_sim_ready_after", &self.deploy_sim_ready_after)
+            .field("rates", &self.rates)
             .finish()
     }
 }
@@ -507,6 +542,27 @@ mod tests {
         assert_eq!(c.nats_stream, "BRIGHTRUN_EVENTS");
         assert_eq!(c.nats_subject_prefix, "brightrun");
         assert_eq!(c.jwt_secret, DEVELOPMENT_JWT_SECRET);
+    }
+
+    #[test]
+    fn rates_default_to_the_price_list_and_can_be_set() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.rates, domain::job::estimate::Rates::default());
+        let c = with(&[
+            ("RATE_H100_80GB_GPU_HOUR", "3.99"),
+            ("RATE_TRANSFER_GB", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.rates.h100_80gb_per_gpu_hour.to_string(), "3.99");
+        assert!(c.rates.data_transfer_per_gb.is_zero());
+        assert!(matches!(
+            with(&[("RATE_STORAGE_GB_MONTH", "-1")]),
+            Err(ConfigError::Invalid {
+                name: "RATE_STORAGE_GB_MONTH",
+                ..
+            })
+        ));
+        assert!(with(&[("RATE_A100_40GB_GPU_HOUR", "cheap")]).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::ids::ModelId;
 use domain::job::config::JobConfiguration;
-use domain::job::estimate::{micros, Rates, BYTES_PER_GB};
+use domain::job::estimate::{micros, BYTES_PER_GB};
 use domain::model::{
     DeployEnvironment, DeployRequest, ModelArtifact, ModelError, ModelStatus, QualityMetrics,
     TrainingSummary,
@@ -425,7 +425,7 @@ async fn download_model(
         .presign_get(&artifact.s3_key, DOWNLOAD_URL_VALIDITY, state.clock.now())
         .await
         .map_err(ApiError::internal)?;
-    let rate = Rates::default().data_transfer_per_gb;
+    let rate = state.jobs.rates().data_transfer_per_gb;
     state
         .models
         .bill_download(
