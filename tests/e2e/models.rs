@@ -64,6 +64,20 @@ async fn a_model_through_its_whole_api() {
         model["configuration"]["datasetName"],
         "support-chats-v4.jsonl"
     );
+    // Reading a model writes nothing: no archive exists until a download asks for one.
+    assert_eq!(
+        model["downloadUrls"]["allArtifacts"],
+        Value::Null,
+        "{model}"
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'ModelArchiveStored'",
+    )
+    .bind(&id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "a GET built no archive");
     let adapter_url = model["downloadUrls"]["adapterModel"].as_str().unwrap();
     assert_eq!(
         sha256(&fetch(&app, adapter_url).await),
@@ -158,6 +172,16 @@ async fn a_model_through_its_whole_api() {
     .await
     .unwrap();
     assert_eq!(archives, 1, "the archive is built once");
+    // Once built, the detail offers it too.
+    eventually(
+        "the detail offers the archive",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = app.get(&base, Some(&token)).await;
+            body["data"]["model"]["downloadUrls"]["allArtifacts"].is_string()
+        },
+    )
+    .await;
     // Every issued URL is a data transfer entry in the owner's ledger, under the model's job.
     eventually("download entries in the ledger", Duration::from_secs(10), || async {
         let n: i64 = sqlx::query_scalar(

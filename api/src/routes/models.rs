@@ -474,8 +474,9 @@ pub struct DownloadUrls {
     pub adapter_model: Option<String>,
     pub adapter_config: Option<String>,
     pub tokenizer: Option<String>,
-    /// The ZIP of all files.
-    pub all_artifacts: String,
+    /// The ZIP of all files, once the first `download?artifact=all` has built it (`null`
+    /// before: reading a model never writes).
+    pub all_artifacts: Option<String>,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -514,11 +515,11 @@ async fn get_model(
         .await?
         .ok_or_else(|| model_not_found(&id))?;
     Ok(envelope::ok(ModelOne {
-        model: detail(&state, principal, &row).await?,
+        model: detail(&state, &row).await?,
     }))
 }
 
-async fn detail(state: &AppState, principal: Principal, row: &ModelRow) -> ApiResult<ModelDetail> {
+async fn detail(state: &AppState, row: &ModelRow) -> ApiResult<ModelDetail> {
     let points = metric_points(&state.pool, row.job_id, None, None).await?;
     let dataset = sqlx::query_as::<_, DatasetView>(&format!(
         "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE id = $1"
@@ -563,12 +564,17 @@ async fn detail(state: &AppState, principal: Principal, row: &ModelRow) -> ApiRe
             urls.insert(name, presigned.url);
         }
     }
-    let all = archive(state, principal, row).await?;
-    let all = state
-        .objects
-        .presign_get(&all.s3_key, DOWNLOAD_URL_VALIDITY, now)
-        .await
-        .map_err(ApiError::internal)?;
+    let all = match &row.archive {
+        Some(archive) => Some(
+            state
+                .objects
+                .presign_get(&archive.0.s3_key, DOWNLOAD_URL_VALIDITY, now)
+                .await
+                .map_err(ApiError::internal)?
+                .url,
+        ),
+        None => None,
+    };
     Ok(ModelDetail {
         model: row.into(),
         metrics_history: downsample(points, DETAIL_POINTS),
@@ -581,8 +587,8 @@ async fn detail(state: &AppState, principal: Principal, row: &ModelRow) -> ApiRe
             adapter_model: urls.remove(ADAPTER_MODEL),
             adapter_config: urls.remove(ADAPTER_CONFIG),
             tokenizer: urls.remove(TOKENIZER),
-            all_artifacts: all.url,
-            expires_at: all.expires_at,
+            all_artifacts: all,
+            expires_at: now + DOWNLOAD_URL_VALIDITY,
         },
     })
 }
