@@ -87,3 +87,24 @@ impl TelemetryStore for PgTelemetryStore {
         Ok(inserted == 1)
     }
 }
+
+/// `('queued', 'initializing', 'running')`: the active statuses (`JobStatus::ACTIVE`) as a SQL
+/// list for `status IN ...`. Written the same way as the predicate of the partial index
+/// `rm_jobs_dataset_active`, so the planner can use it (a test holds the two together).
+pub fn active_statuses_sql() -> String {
+    let names: Vec<String> = domain::job::JobStatus::ACTIVE
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
+
+#[cfg(test)]
+mod active_tests {
+    #[test]
+    fn the_active_statuses_are_the_partial_indexs_predicate() {
+        let migration = include_str!("../../migrations/0005_jobs_read_model.sql");
+        let predicate = format!("WHERE status IN {};", super::active_statuses_sql());
+        assert!(migration.contains(&predicate), "{predicate}");
+    }
+}

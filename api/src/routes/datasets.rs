@@ -559,10 +559,10 @@ async fn delete_dataset(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let dataset_id = parse_id(&id)?;
-    let in_use: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM rm_jobs WHERE dataset_id = $1 \
-           AND status IN ('queued', 'initializing', 'running'))",
-    )
+    let in_use: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM rm_jobs WHERE dataset_id = $1 AND status IN {})",
+        infrastructure::jobs::active_statuses_sql()
+    ))
     .bind(dataset_id.0)
     .fetch_one(&state.pool)
     .await

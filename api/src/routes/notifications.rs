@@ -225,13 +225,14 @@ async fn dashboard_stats(
     State(state): State<AppState>,
     AuthUser(principal): AuthUser,
 ) -> ApiResult<Response> {
-    let (datasets, jobs, models, cost): (i64, i64, i64, Decimal) = sqlx::query_as(
+    let (datasets, jobs, models, cost): (i64, i64, i64, Decimal) = sqlx::query_as(&format!(
         "SELECT \
            (SELECT count(*) FROM rm_datasets WHERE user_id = $1 AND deleted_at IS NULL), \
-           (SELECT count(*) FROM rm_jobs WHERE user_id = $1 AND status IN ('queued', 'initializing', 'running')), \
+           (SELECT count(*) FROM rm_jobs WHERE user_id = $1 AND status IN {}), \
            (SELECT count(*) FROM rm_models WHERE user_id = $1 AND deleted_at IS NULL AND status IN ('stored', 'deployed')), \
            (SELECT COALESCE(sum(amount), 0) FROM rm_cost_ledger WHERE user_id = $1)",
-    )
+        infrastructure::jobs::active_statuses_sql()
+    ))
     .bind(principal.user_id.0)
     .fetch_one(&state.pool)
     .await

@@ -66,12 +66,21 @@ impl JobStatus {
         )
     }
 
-    /// DOMAIN.md: cancel is allowed while queued, initializing or running.
+    /// The statuses of a job under way: its dataset cannot be deleted, the dashboard counts
+    /// it as active, and it can be cancelled.
+    pub const ACTIVE: [JobStatus; 3] = [
+        JobStatus::Queued,
+        JobStatus::Initializing,
+        JobStatus::Running,
+    ];
+
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+
+    /// Cancel is allowed while the job is active (queued, initializing or running).
     pub fn is_cancellable(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Queued | JobStatus::Initializing | JobStatus::Running
-        )
+        self.is_active()
     }
 }
 
