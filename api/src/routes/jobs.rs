@@ -111,13 +111,13 @@ fn bound(field: &str, min: f64, max: f64, min_exclusive: bool) -> Bound {
     }
 }
 
-fn choice(field: &str, values: Vec<&str>) -> Bound {
+fn choice<S: ToString>(field: &str, values: Vec<S>) -> Bound {
     Bound {
         field: field.to_string(),
         min: None,
         max: None,
         min_exclusive: false,
-        values: Some(values.into_iter().map(str::to_string).collect()),
+        values: Some(values.iter().map(ToString::to_string).collect()),
     }
 }
 
@@ -140,34 +140,25 @@ async fn presets(State(state): State<AppState>, _caller: AuthUser) -> ApiResult<
                 hyperparameters: serde_json::to_value(p.hyperparameters()).unwrap_or_default(),
             })
             .collect(),
-        bounds: vec![
-            bound(&format!("{h}learningRate"), 0.0, 0.01, true),
-            bound(&format!("{h}batchSize"), 1.0, 512.0, false),
-            bound(&format!("{h}numEpochs"), 1.0, 100.0, false),
-            bound(&format!("{h}warmupSteps"), 0.0, 100_000.0, false),
-            bound(&format!("{h}loraRank"), 1.0, 256.0, false),
-            bound(&format!("{h}loraAlpha"), 1.0, 1024.0, false),
-            bound(&format!("{h}loraDropout"), 0.0, 0.5, false),
-            bound(&format!("{h}weightDecay"), 0.0, 1.0, false),
-            bound(&format!("{h}gradientAccumulationSteps"), 1.0, 128.0, false),
-            bound(&format!("{h}maxGradNorm"), 0.0, 100.0, true),
-            choice(
-                &format!("{h}targetModules"),
-                TargetModule::ALL.iter().map(|m| m.as_str()).collect(),
-            ),
-            choice(
-                &format!("{h}optimizerType"),
-                vec!["adamw", "sgd", "adafactor"],
-            ),
-            choice(
-                &format!("{h}scheduler"),
-                vec!["linear", "cosine", "constant"],
-            ),
-            choice("gpuConfig.numGPUs", vec!["1", "2", "4", "8"]),
-            bound("validationSplitRatio", 0.0, 0.5, true),
-            bound("earlyStoppingPatience", 1.0, 100.0, false),
-            bound("checkpointInterval", 1.0, 1_000_000.0, false),
-        ],
+        bounds: domain::job::config::bounds::ALL
+            .iter()
+            .map(|b| bound(b.field, b.min, b.max, b.min_exclusive))
+            .chain([
+                choice(
+                    &format!("{h}targetModules"),
+                    TargetModule::ALL.iter().map(|m| m.as_str()).collect(),
+                ),
+                choice(
+                    &format!("{h}optimizerType"),
+                    vec!["adamw", "sgd", "adafactor"],
+                ),
+                choice(
+                    &format!("{h}scheduler"),
+                    vec!["linear", "cosine", "constant"],
+                ),
+                choice("gpuConfig.numGPUs", GPU_COUNTS.to_vec()),
+            ])
+            .collect(),
         base_models: BASE_MODELS
             .iter()
             .map(|m| BaseModelInfo {

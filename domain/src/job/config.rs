@@ -326,19 +326,108 @@ pub struct JobConfiguration {
 /// Checkpoints when the request names no interval: about ten over the run.
 pub const DEFAULT_CHECKPOINTS_PER_RUN: u64 = 10;
 
-fn range<T: PartialOrd + Copy + std::fmt::Display>(
-    field: &str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<T, FieldError> {
-    if value < min || value > max {
-        return Err(FieldError::new(
+/// A numeric field's allowed range: `min..=max`, or `(min, max]` when `min_exclusive`. The
+/// table below is the one place the bounds are written: requests are checked against it and
+/// the catalogue (`GET /api/jobs/presets`) lists it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumericBound {
+    /// The request field, as an error names it (`hyperparameters.batchSize`).
+    pub field: &'static str,
+    pub min: f64,
+    pub max: f64,
+    pub min_exclusive: bool,
+}
+
+impl NumericBound {
+    const fn new(field: &'static str, min: f64, max: f64, min_exclusive: bool) -> Self {
+        NumericBound {
             field,
-            format!("{field} must be between {min} and {max} (got {value})"),
-        ));
+            min,
+            max,
+            min_exclusive,
+        }
     }
-    Ok(value)
+
+    /// `value` when it is within the bound, else the field's error.
+    pub fn check<T: Copy + std::fmt::Display + Into<f64>>(
+        &self,
+        value: T,
+    ) -> Result<T, FieldError> {
+        let v: f64 = value.into();
+        let low_ok = if self.min_exclusive {
+            v > self.min
+        } else {
+            v >= self.min
+        };
+        if low_ok && v <= self.max {
+            return Ok(value);
+        }
+        let name = self.field.rsplit('.').next().unwrap_or(self.field);
+        let (min, max) = (self.min, self.max);
+        let message = if self.min_exclusive {
+            format!("{name} must be greater than {min} and at most {max} (got {value})")
+        } else {
+            format!("{name} must be between {min} and {max} (got {value})")
+        };
+        Err(FieldError::new(self.field, message))
+    }
+
+    /// Like `check`, for counts too large for `f64`'s exact integers to matter.
+    pub fn check_u64(&self, value: u64) -> Result<u64, FieldError> {
+        self.check(value as f64).map(|_| value)
+    }
+}
+
+/// Every numeric bound of a job request.
+pub mod bounds {
+    use super::NumericBound;
+
+    pub const LEARNING_RATE: NumericBound =
+        NumericBound::new("hyperparameters.learningRate", 0.0, 0.01, true);
+    pub const BATCH_SIZE: NumericBound =
+        NumericBound::new("hyperparameters.batchSize", 1.0, 512.0, false);
+    pub const NUM_EPOCHS: NumericBound =
+        NumericBound::new("hyperparameters.numEpochs", 1.0, 100.0, false);
+    pub const WARMUP_STEPS: NumericBound =
+        NumericBound::new("hyperparameters.warmupSteps", 0.0, 100_000.0, false);
+    pub const LORA_RANK: NumericBound =
+        NumericBound::new("hyperparameters.loraRank", 1.0, 256.0, false);
+    pub const LORA_ALPHA: NumericBound =
+        NumericBound::new("hyperparameters.loraAlpha", 1.0, 1024.0, false);
+    pub const LORA_DROPOUT: NumericBound =
+        NumericBound::new("hyperparameters.loraDropout", 0.0, 0.5, false);
+    pub const WEIGHT_DECAY: NumericBound =
+        NumericBound::new("hyperparameters.weightDecay", 0.0, 1.0, false);
+    pub const GRADIENT_ACCUMULATION_STEPS: NumericBound = NumericBound::new(
+        "hyperparameters.gradientAccumulationSteps",
+        1.0,
+        128.0,
+        false,
+    );
+    pub const MAX_GRAD_NORM: NumericBound =
+        NumericBound::new("hyperparameters.maxGradNorm", 0.0, 100.0, true);
+    pub const VALIDATION_SPLIT_RATIO: NumericBound =
+        NumericBound::new("validationSplitRatio", 0.0, 0.5, true);
+    pub const EARLY_STOPPING_PATIENCE: NumericBound =
+        NumericBound::new("earlyStoppingPatience", 1.0, 100.0, false);
+    pub const CHECKPOINT_INTERVAL: NumericBound =
+        NumericBound::new("checkpointInterval", 1.0, 1_000_000.0, false);
+
+    pub const ALL: [NumericBound; 13] = [
+        LEARNING_RATE,
+        BATCH_SIZE,
+        NUM_EPOCHS,
+        WARMUP_STEPS,
+        LORA_RANK,
+        LORA_ALPHA,
+        LORA_DROPOUT,
+        WEIGHT_DECAY,
+        GRADIENT_ACCUMULATION_STEPS,
+        MAX_GRAD_NORM,
+        VALIDATION_SPLIT_RATIO,
+        EARLY_STOPPING_PATIENCE,
+        CHECKPOINT_INTERVAL,
+    ];
 }
 
 impl JobRequest {
@@ -349,31 +438,25 @@ impl JobRequest {
         let mut h = self.preset.hyperparameters();
         let f = |name: &str| format!("hyperparameters.{name}");
         if let Some(v) = o.learning_rate {
-            if !(v > 0.0 && v <= 1e-2) {
-                return Err(FieldError::new(
-                    f("learningRate"),
-                    format!("learningRate must be greater than 0 and at most 0.01 (got {v})"),
-                ));
-            }
-            h.learning_rate = v;
+            h.learning_rate = bounds::LEARNING_RATE.check(v)?;
         }
         if let Some(v) = o.batch_size {
-            h.batch_size = range(&f("batchSize"), v, 1, 512)?;
+            h.batch_size = bounds::BATCH_SIZE.check(v)?;
         }
         if let Some(v) = o.num_epochs {
-            h.num_epochs = range(&f("numEpochs"), v, 1, 100)?;
+            h.num_epochs = bounds::NUM_EPOCHS.check(v)?;
         }
         if let Some(v) = o.warmup_steps {
-            h.warmup_steps = range(&f("warmupSteps"), v, 0, 100_000)?;
+            h.warmup_steps = bounds::WARMUP_STEPS.check(v)?;
         }
         if let Some(v) = o.lora_rank {
-            h.lora_rank = range(&f("loraRank"), v, 1, 256)?;
+            h.lora_rank = bounds::LORA_RANK.check(v)?;
         }
         if let Some(v) = o.lora_alpha {
-            h.lora_alpha = range(&f("loraAlpha"), v, 1, 1024)?;
+            h.lora_alpha = bounds::LORA_ALPHA.check(v)?;
         }
         if let Some(v) = o.lora_dropout {
-            h.lora_dropout = range(&f("loraDropout"), v, 0.0, 0.5)?;
+            h.lora_dropout = bounds::LORA_DROPOUT.check(v)?;
         }
         if let Some(names) = &o.target_modules {
             if names.is_empty() {
@@ -404,19 +487,13 @@ impl JobRequest {
             h.optimizer_type = v;
         }
         if let Some(v) = o.weight_decay {
-            h.weight_decay = range(&f("weightDecay"), v, 0.0, 1.0)?;
+            h.weight_decay = bounds::WEIGHT_DECAY.check(v)?;
         }
         if let Some(v) = o.gradient_accumulation_steps {
-            h.gradient_accumulation_steps = range(&f("gradientAccumulationSteps"), v, 1, 128)?;
+            h.gradient_accumulation_steps = bounds::GRADIENT_ACCUMULATION_STEPS.check(v)?;
         }
         if let Some(v) = o.max_grad_norm {
-            if !(v > 0.0 && v <= 100.0) {
-                return Err(FieldError::new(
-                    f("maxGradNorm"),
-                    format!("maxGradNorm must be greater than 0 and at most 100 (got {v})"),
-                ));
-            }
-            h.max_grad_norm = v;
+            h.max_grad_norm = bounds::MAX_GRAD_NORM.check(v)?;
         }
         if let Some(v) = o.scheduler {
             h.scheduler = v;
@@ -442,25 +519,18 @@ impl JobRequest {
         })?;
         check_gpu_fits(model, gpus)?;
 
-        let patience = match self.early_stopping_patience {
-            Some(v) => Some(range("earlyStoppingPatience", v, 1, 100)?),
-            None => None,
-        };
-        let split = match self.validation_split_ratio {
-            Some(v) if !(v > 0.0 && v <= 0.5) => {
-                return Err(FieldError::new(
-                    "validationSplitRatio",
-                    format!(
-                        "validationSplitRatio must be greater than 0 and at most 0.5 (got {v})"
-                    ),
-                ))
-            }
-            Some(v) => v,
-            None => 0.1,
-        };
+        let patience = self
+            .early_stopping_patience
+            .map(|v| bounds::EARLY_STOPPING_PATIENCE.check(v))
+            .transpose()?;
+        let split = self
+            .validation_split_ratio
+            .map(|v| bounds::VALIDATION_SPLIT_RATIO.check(v))
+            .transpose()?
+            .unwrap_or(0.1);
         let steps = total_steps(train_pairs, &h);
         let checkpoint_interval = match self.checkpoint_interval {
-            Some(v) => range("checkpointInterval", v, 1, 1_000_000)?,
+            Some(v) => bounds::CHECKPOINT_INTERVAL.check_u64(v)?,
             None => steps.div_ceil(DEFAULT_CHECKPOINTS_PER_RUN).max(1),
         };
         Ok(JobConfiguration {

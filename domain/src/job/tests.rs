@@ -1072,3 +1072,18 @@ fn every_command_but_create_may_be_decided_again_after_a_lost_race() {
     assert!(fail.is_repeatable());
     assert!(!create_with(None).is_repeatable());
 }
+
+#[test]
+fn each_bound_of_the_table_refuses_the_values_outside_it_by_its_field() {
+    for b in bounds::ALL {
+        assert!(b.check(b.max).is_ok(), "{} max", b.field);
+        let err = b.check(b.max + 1.0).unwrap_err();
+        assert_eq!(err.field, b.field);
+        if b.min_exclusive {
+            assert!(b.check(b.min).is_err(), "{} excludes its min", b.field);
+        } else {
+            assert!(b.check(b.min).is_ok(), "{} includes its min", b.field);
+            assert!(b.check(b.min - 1.0).is_err());
+        }
+    }
+}
