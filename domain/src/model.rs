@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DatasetId, JobId, ModelId, UserId};
 use crate::job::config::JobConfiguration;
-use crate::job::estimate::{micros, BYTES_PER_GB};
 use crate::validation::text_length;
 use crate::FieldError;
 
@@ -595,7 +594,7 @@ impl Model {
             } => {
                 let (model_id, owner) = self.visible_to(actor, is_admin)?;
                 let job_id = self.job.ok_or(ModelError::NotFound)?;
-                let quantity = micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
+                let (quantity, amount) = crate::job::estimate::transfer_charge(bytes, rate);
                 Ok(vec![ModelEvent::ModelDownloadBilled(ModelDownloadBilled {
                     model_id,
                     user_id: owner,
@@ -605,7 +604,7 @@ impl Model {
                     bytes,
                     quantity,
                     rate,
-                    amount: micros(quantity * rate),
+                    amount,
                     accrued_at: at,
                 })])
             }

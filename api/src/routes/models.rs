@@ -12,7 +12,6 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::ids::ModelId;
 use domain::job::config::JobConfiguration;
-use domain::job::estimate::{micros, BYTES_PER_GB};
 use domain::model::{
     DeployEnvironment, DeployRequest, ModelArtifact, ModelError, ModelStatus, QualityMetrics,
     TrainingSummary,
@@ -438,7 +437,7 @@ async fn download_model(
         )
         .await
         .map_err(|e| model_error(&id, e))?;
-    let gb = Decimal::from(artifact.size_bytes) / Decimal::from(BYTES_PER_GB);
+    let (_, transfer_cost) = domain::job::estimate::transfer_charge(artifact.size_bytes, rate);
     Ok(envelope::ok(Download {
         model_id: model_id.0,
         download_url: presigned.url,
@@ -446,7 +445,7 @@ async fn download_model(
         file_size: artifact.size_bytes,
         expires_at: presigned.expires_at,
         sha256: artifact.sha256,
-        transfer_cost: envelope::money(micros(micros(gb) * rate)),
+        transfer_cost: envelope::money(transfer_cost),
     }))
 }
 

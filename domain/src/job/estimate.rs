@@ -48,6 +48,13 @@ impl Rates {
 }
 
 /// API money: half-even to cents (DOMAIN.md).
+/// A data transfer of `bytes` at `rate` USD per GB: its quantity (GB) and amount, both with
+/// the ledger's 6 fractional digits. One rule for every transfer that is billed.
+pub fn transfer_charge(bytes: u64, rate: Decimal) -> (Decimal, Decimal) {
+    let quantity = micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
+    (quantity, micros(quantity * rate))
+}
+
 pub fn cents(amount: Decimal) -> Decimal {
     amount.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
 }

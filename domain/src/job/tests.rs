@@ -1087,3 +1087,13 @@ fn each_bound_of_the_table_refuses_the_values_outside_it_by_its_field() {
         }
     }
 }
+
+#[test]
+fn a_transfer_is_billed_per_gb_with_six_digits() {
+    // 1.5 GB (of 2^30 bytes) at $0.09: 0.135.
+    let (gb, amount) = transfer_charge(3 * (BYTES_PER_GB / 2), d("0.09"));
+    assert_eq!(gb, d("1.5"));
+    assert_eq!(amount, d("0.135"));
+    // 1 byte: a millionth of a GB rounds to zero, and so does its cost.
+    assert_eq!(transfer_charge(1, d("0.09")), (d("0"), d("0")));
+}
