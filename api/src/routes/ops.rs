@@ -22,6 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// The answering process (tells instances on one host apart).
+    pub pid: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -36,6 +38,7 @@ pub struct Readiness {
 async fn healthz() -> Response {
     envelope::ok(Health {
         status: "ok".to_string(),
+        pid: std::process::id(),
     })
 }
 

@@ -442,6 +442,22 @@ pub struct BinaryService {
 
 impl BinaryService {
     pub async fn spawn(iso: &Isolation, roles: &str, extra: &[(&str, &str)]) -> BinaryService {
+        // A free port can be taken by another test between `free_port` and the child's bind;
+        // the child then exits, and a /healthz answer would come from someone else's service.
+        // So /healthz must answer with the child's pid, else another port is tried.
+        for _ in 0..5 {
+            if let Some(service) = Self::try_spawn(iso, roles, extra).await {
+                return service;
+            }
+        }
+        panic!("brightrun serve did not answer /healthz");
+    }
+
+    async fn try_spawn(
+        iso: &Isolation,
+        roles: &str,
+        extra: &[(&str, &str)],
+    ) -> Option<BinaryService> {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_brightrun"));
         cmd.args(["serve", "--roles", roles]);
@@ -459,20 +475,25 @@ impl BinaryService {
             .spawn()
             .expect("brightrun binary");
         // Owned at once, so Drop kills and reaps it whatever happens next.
-        let service = BinaryService {
+        let mut service = BinaryService {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
         let http = reqwest::Client::new();
         for _ in 0..300 {
+            if !matches!(service.child.try_wait(), Ok(None)) {
+                return None; // it exited (its port was taken): the caller tries another
+            }
             if let Ok(r) = http.get(format!("{}/healthz", service.base)).send().await {
-                if r.status().is_success() {
-                    return service;
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                // Our child, not another test's service that took the port.
+                if body["data"]["pid"].as_u64() == Some(u64::from(service.child.id())) {
+                    return Some(service);
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("brightrun serve did not answer /healthz");
+        None
     }
 
     /// kill -9: no shutdown, no cleanup.
