@@ -237,6 +237,26 @@ impl Client {
     }
 }
 
+/// `serve` on the cluster, a signed-up client, and the example dataset ready to train.
+async fn start(iso: &Isolation, cluster: &Cluster) -> (BinaryService, Client, String) {
+    let service = BinaryService::spawn(iso, "all", &cluster.vars()).await;
+    let client = Client::signup(&service.base).await;
+    let dataset = client.ready_dataset().await;
+    (service, client, dataset)
+}
+
+/// The job's loss curve has every step of its plan, each once.
+fn assert_each_step_once(job: &Value) {
+    let steps: Vec<u64> = job["lossCurve"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let total = job["totalSteps"].as_u64().unwrap();
+    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+}
+
 /// Reads the job's SSE stream until it ends: the names and data of its events.
 async fn stream_events(client: &Client, job: &str, within: Duration) -> Vec<(String, Value)> {
     let mut response = client
@@ -305,9 +325,7 @@ async fn download_adapter(client: &Client, job: &str, into: &Path) {
 async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
     let iso = Isolation::new();
     let cluster = Cluster::new(&iso);
-    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
-    let client = Client::signup(&service.base).await;
-    let dataset = client.ready_dataset().await;
+    let (_service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 1).await;
 
     let events = stream_events(&client, &job, Duration::from_secs(400)).await;
@@ -392,9 +410,7 @@ async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
 async fn a_cancelled_job_cancels_its_slurm_job() {
     let iso = Isolation::new();
     let cluster = Cluster::new(&iso);
-    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
-    let client = Client::signup(&service.base).await;
-    let dataset = client.ready_dataset().await;
+    let (service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 20).await;
     client.wait_until_training(&job).await;
     let (status, cancelled) = client
@@ -430,9 +446,7 @@ async fn a_cancelled_job_cancels_its_slurm_job() {
 async fn kill_9_of_serve_mid_run_on_slurm_loses_and_doubles_nothing() {
     let iso = Isolation::new();
     let cluster = Cluster::new(&iso);
-    let mut first = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
-    let client = Client::signup(&first.base).await;
-    let dataset = client.ready_dataset().await;
+    let (mut first, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 2).await;
     client.wait_until_training(&job).await;
     first.kill_9();
@@ -469,14 +483,7 @@ async fn kill_9_of_serve_mid_run_on_slurm_loses_and_doubles_nothing() {
     .unwrap();
     let unique: HashSet<&String> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len(), "{keys:?}");
-    let steps: Vec<u64> = done["lossCurve"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let total = done["totalSteps"].as_u64().unwrap();
-    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    assert_each_step_once(&done);
     eventually("the model is registered", Duration::from_secs(30), || {
         let model = application::saga::model_id_of(domain::ids::JobId(job.parse().unwrap()));
         let client = &client;
@@ -505,9 +512,7 @@ fn scontrol(cluster: &Cluster, args: &[&str]) {
 async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
     let iso = Isolation::new();
     let cluster = Cluster::new(&iso);
-    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
-    let client = Client::signup(&service.base).await;
-    let dataset = client.ready_dataset().await;
+    let (service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 2).await;
     let run = cluster.runs.join(format!("{job}-1"));
     eventually(
@@ -539,14 +544,7 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
         events.contains("\"message\":\"resuming from checkpoint-"),
         "the second start resumed from a checkpoint, not from step 0"
     );
-    let steps: Vec<u64> = done["lossCurve"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let total = done["totalSteps"].as_u64().unwrap();
-    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    assert_each_step_once(&done);
     drop(service);
     iso.cleanup().await;
 }
@@ -555,9 +553,7 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
 async fn a_base_model_the_cluster_lacks_fails_the_job_once_with_its_code() {
     let iso = Isolation::new();
     let cluster = Cluster::new(&iso);
-    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
-    let client = Client::signup(&service.base).await;
-    let dataset = client.ready_dataset().await;
+    let (service, client, dataset) = start(&iso, &cluster).await;
     // In the catalogue, but its weights are not on this machine (nothing is downloaded).
     let (status, created) = client
         .post(
@@ -639,9 +635,7 @@ async fn kill_9_of_slurmd_mid_run_loses_and_doubles_nothing() {
     let iso = Isolation::new();
     let (slurm, env) = PrivateSlurm::start(&iso);
     let cluster = Cluster::with_env(&iso, env);
-    let service = BinaryService::spawn(&iso, "all", &cluster.vars()).await;
-    let client = Client::signup(&service.base).await;
-    let dataset = client.ready_dataset().await;
+    let (service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 2).await;
     client.wait_until_training(&job).await;
 
@@ -661,14 +655,7 @@ async fn kill_9_of_slurmd_mid_run_loses_and_doubles_nothing() {
     let slurm_jobs = cluster.jobs_of(&job).await;
     assert_eq!(slurm_jobs.len(), 1, "one Slurm job");
     assert_eq!(slurm_jobs[0]["restart_cnt"], 0, "it ran through, not again");
-    let steps: Vec<u64> = done["lossCurve"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let total = done["totalSteps"].as_u64().unwrap();
-    assert_eq!(steps, (1..=total).collect::<Vec<_>>(), "each step once");
+    assert_each_step_once(&done);
     drop(service);
     drop(slurm);
     iso.cleanup().await;

@@ -40,29 +40,13 @@ def random_1b(models: Path):
     """A Llama of 1B parameters, randomly initialised, with a small BPE tokenizer (the GPU
     machine has no network and carries at most 64 MiB, so no real weights travel)."""
     import torch
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
-    from tokenizers import models as tmodels
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from brightrun_trainer import catalogue
-    from brightrun_trainer.encoding import CHATML_TEMPLATE
+    from brightrun_trainer.tiny import bpe_tokenizer
 
-    bpe = Tokenizer(tmodels.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     text = (ROOT / "examples" / "support-chats-v4.jsonl").read_text().splitlines()
-    bpe.train_from_iterator(
-        text,
-        trainers.BpeTrainer(
-            vocab_size=2000,
-            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    tok.chat_template = CHATML_TEMPLATE
+    tok = bpe_tokenizer(text, vocab_size=2000)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=2048,

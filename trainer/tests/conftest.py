@@ -19,11 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from brightrun_trainer import catalogue
-    from brightrun_trainer.encoding import CHATML_TEMPLATE
+    from brightrun_trainer.tiny import bpe_tokenizer
 
     root = tmp_path_factory.mktemp("models")
     texts = [
@@ -31,21 +30,7 @@ def models_dir(tmp_path_factory) -> Path:
         for name in ("support-chats-v4.jsonl", "legacy-chats-v3.jsonl")
         for line in (EXAMPLES / name).read_text().splitlines()
     ]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        texts,
-        trainers.BpeTrainer(
-            vocab_size=600,
-            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer = bpe_tokenizer(texts, vocab_size=600)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
