@@ -122,41 +122,14 @@ pub struct TrainerEvaluation {
     pub perplexity: f64,
 }
 
-/// One line of `events.jsonl`.
+/// One line of `events.jsonl`: the trainer writes the cluster contract's own shapes (plus
+/// `seq` and fields the contract does not carry, which are ignored).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TrainerEvent {
-    #[serde(rename_all = "camelCase")]
-    Metric {
-        step: u64,
-        epoch: u32,
-        training_loss: f64,
-        #[serde(default)]
-        validation_loss: Option<f64>,
-        learning_rate: f64,
-        #[serde(default)]
-        gradient_norm: f64,
-        #[serde(default)]
-        throughput: f64,
-        #[serde(default)]
-        gpu_utilization: f64,
-        #[serde(default)]
-        at_seconds: f64,
-    },
-    #[serde(rename_all = "camelCase")]
-    Log {
-        index: u64,
-        level: String,
-        message: String,
-        #[serde(default)]
-        at_seconds: f64,
-    },
-    Checkpoint {
-        id: String,
-        step: u64,
-        epoch: u32,
-        loss: f64,
-    },
+    Metric(ClusterMetricPoint),
+    Log(ClusterLogLine),
+    Checkpoint(ClusterCheckpoint),
 }
 
 /// The complete lines of `events` (the bytes of `events.jsonl` after the cursor): the events
@@ -310,49 +283,9 @@ pub fn status_report(input: ReportInput<'_>) -> StatusReport {
     let mut logs = Vec::new();
     for event in events {
         match event {
-            TrainerEvent::Metric {
-                step,
-                epoch,
-                training_loss,
-                validation_loss,
-                learning_rate,
-                gradient_norm,
-                throughput,
-                gpu_utilization,
-                at_seconds,
-            } => metrics.push(ClusterMetricPoint {
-                step,
-                epoch,
-                training_loss,
-                validation_loss,
-                learning_rate,
-                gradient_norm,
-                throughput,
-                gpu_utilization,
-                at_seconds,
-            }),
-            TrainerEvent::Log {
-                index,
-                level,
-                message,
-                at_seconds,
-            } => logs.push(ClusterLogLine {
-                index,
-                level,
-                message,
-                at_seconds,
-            }),
-            TrainerEvent::Checkpoint {
-                id,
-                step,
-                epoch,
-                loss,
-            } => checkpoints.push(ClusterCheckpoint {
-                id,
-                step,
-                epoch,
-                loss,
-            }),
+            TrainerEvent::Metric(point) => metrics.push(point),
+            TrainerEvent::Log(line) => logs.push(line),
+            TrainerEvent::Checkpoint(checkpoint) => checkpoints.push(checkpoint),
         }
     }
     let completed = status == ClusterStatus::Completed;
@@ -531,8 +464,8 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(used, bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1);
         assert!(matches!(
-            events[1],
-            Ok(TrainerEvent::Metric { step: 1, training_loss, .. }) if training_loss == 2.5
+            &events[1],
+            Ok(TrainerEvent::Metric(p)) if p.step == 1 && p.training_loss == 2.5
         ));
     }
 

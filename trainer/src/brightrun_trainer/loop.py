@@ -11,7 +11,7 @@ import time
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from .train import OPTIMIZERS, SCHEDULERS
+from .train import OPTIMIZERS, SCHEDULERS, memory_mb
 
 
 class ListDataset:
@@ -120,7 +120,7 @@ class Reports(TrainerCallback):
                 "gradientNorm": float(logs.get("grad_norm", 0.0) or 0.0),
                 "throughput": round(self.throughput, 2),
                 "gpuUtilization": 0.0,
-                "memoryMb": _memory_mb(self.torch),
+                "memoryMb": memory_mb(self.torch),
             }
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -160,15 +160,9 @@ class Reports(TrainerCallback):
         self.reporter.log(
             "info",
             f"checkpoint at step {state.global_step} (loss {loss:.4f}, "
-            f"memory {_memory_mb(self.torch)} MB)",
+            f"memory {memory_mb(self.torch)} MB)",
         )
         self._mark()
-
-
-def _memory_mb(torch) -> float:
-    from .train import memory_mb
-
-    return memory_mb(torch)
 
 
 def build_trainer(
