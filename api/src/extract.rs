@@ -114,6 +114,14 @@ fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub Principal);
 
+/// Who reads, as the read models take it: the caller, or everyone for an admin.
+pub fn viewer(principal: Principal) -> projections::Viewer {
+    projections::Viewer {
+        user_id: principal.user_id.0,
+        sees_all: principal.role.sees_all_resources(),
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 

@@ -34,21 +34,14 @@ pub fn render() -> String {
 /// Lag of every subscription (events committed but not yet processed) and whether this
 /// process leads it, read at scrape time so any instance reports the truth.
 pub async fn record_subscription_gauges(state: &AppState) {
-    let rows: Result<Vec<(String, i64, f64)>, _> = sqlx::query_as(
-        "SELECT c.name, \
-                (SELECT count(*) FROM events e WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)), \
-                COALESCE(EXTRACT(EPOCH FROM (SELECT now() - min(e.recorded_at) FROM events e \
-                    WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)))::float8, 0) \
-         FROM subscription_checkpoints c",
-    )
-    .fetch_all(&state.pool)
-    .await;
+    let rows = infrastructure::subscription::lags(&state.pool).await;
     match rows {
         Ok(rows) => {
-            for (name, events, seconds) in rows {
-                metrics::gauge!("brightrun_subscription_lag_events", "subscription" => name.clone()).set(events as f64);
-                metrics::gauge!("brightrun_subscription_lag_seconds", "subscription" => name)
-                    .set(seconds);
+            for lag in rows {
+                metrics::gauge!("brightrun_subscription_lag_events", "subscription" => lag.name.clone())
+                    .set(lag.events as f64);
+                metrics::gauge!("brightrun_subscription_lag_seconds", "subscription" => lag.name)
+                    .set(lag.seconds);
             }
         }
         Err(err) => tracing::warn!(error = %err, "cannot read subscription lag"),

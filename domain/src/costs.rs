@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Role;
+use crate::job::CostType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -63,9 +64,143 @@ pub fn projected_total(spent: Decimal, today: NaiveDate) -> Decimal {
     spent / Decimal::from(today.day()) * Decimal::from(days_in_month(today))
 }
 
+/// The ledger summed for one billing day, cost type and job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSum {
+    pub day: NaiveDate,
+    /// `compute` | `storage` | `data_transfer`
+    pub cost_type: String,
+    pub job_id: uuid::Uuid,
+    pub amount: Decimal,
+}
+
+/// One period's spend by type (exact; rounded only in answers).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeriodCosts {
+    /// The period's first day.
+    pub start: NaiveDate,
+    pub compute: Decimal,
+    pub storage: Decimal,
+    pub data_transfer: Decimal,
+}
+
+impl PeriodCosts {
+    pub fn total(&self) -> Decimal {
+        self.compute + self.storage + self.data_transfer
+    }
+
+    fn add(&mut self, cost_type: &str, amount: Decimal) {
+        if cost_type == CostType::Compute.as_str() {
+            self.compute += amount;
+        } else if cost_type == CostType::Storage.as_str() {
+            self.storage += amount;
+        } else {
+            self.data_transfer += amount;
+        }
+    }
+}
+
+/// A ledger grouped by period, with its summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostReport {
+    /// Periods with entries, oldest first.
+    pub periods: Vec<PeriodCosts>,
+    pub total: Decimal,
+    /// The total over the jobs with entries (0 when there are none).
+    pub average_job_cost: Decimal,
+    /// The job that cost most; a tie goes to the smaller id, so the answer is stable.
+    pub most_expensive_job: Option<(uuid::Uuid, Decimal)>,
+}
+
+/// Groups ledger sums into `group` periods and summarises them.
+pub fn report(sums: &[LedgerSum], group: GroupBy) -> CostReport {
+    let mut periods: std::collections::BTreeMap<NaiveDate, PeriodCosts> = Default::default();
+    let mut per_job: std::collections::BTreeMap<uuid::Uuid, Decimal> = Default::default();
+    let mut total = Decimal::ZERO;
+    for sum in sums {
+        let start = period_start(sum.day, group);
+        periods
+            .entry(start)
+            .or_insert_with(|| PeriodCosts {
+                start,
+                ..PeriodCosts::default()
+            })
+            .add(&sum.cost_type, sum.amount);
+        *per_job.entry(sum.job_id).or_default() += sum.amount;
+        total += sum.amount;
+    }
+    let most_expensive_job = per_job
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(id, cost)| (*id, *cost));
+    let average_job_cost = if per_job.is_empty() {
+        Decimal::ZERO
+    } else {
+        total / Decimal::from(per_job.len())
+    };
+    CostReport {
+        periods: periods.into_values().collect(),
+        total,
+        average_job_cost,
+        most_expensive_job,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sum(day: NaiveDate, cost_type: &str, job: u128, amount: &str) -> LedgerSum {
+        LedgerSum {
+            day,
+            cost_type: cost_type.to_string(),
+            job_id: uuid::Uuid::from_u128(job),
+            amount: amount.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_report_groups_by_week_and_averages_over_the_jobs_with_entries() {
+        let sums = [
+            sum(d(2026, 11, 23), "compute", 1, "1.000001"),
+            sum(d(2026, 11, 29), "storage", 1, "0.5"),
+            sum(d(2026, 11, 30), "compute", 2, "3"),
+            sum(d(2026, 11, 30), "data_transfer", 2, "0.25"),
+        ];
+        let r = report(&sums, GroupBy::Week);
+        assert_eq!(r.periods.len(), 2);
+        assert_eq!(r.periods[0].start, d(2026, 11, 23));
+        assert_eq!(r.periods[0].compute, "1.000001".parse::<Decimal>().unwrap());
+        assert_eq!(r.periods[0].storage, "0.5".parse::<Decimal>().unwrap());
+        assert_eq!(r.periods[1].start, d(2026, 11, 30));
+        assert_eq!(r.periods[1].total(), "3.25".parse::<Decimal>().unwrap());
+        assert_eq!(r.total, "4.750001".parse::<Decimal>().unwrap());
+        assert_eq!(r.average_job_cost, "2.3750005".parse::<Decimal>().unwrap());
+        assert_eq!(
+            r.most_expensive_job,
+            Some((uuid::Uuid::from_u128(2), "3.25".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn an_empty_ledger_reports_nothing_and_a_tie_goes_to_the_smaller_id() {
+        let empty = report(&[], GroupBy::Month);
+        assert!(empty.periods.is_empty());
+        assert_eq!(empty.average_job_cost, Decimal::ZERO);
+        assert_eq!(empty.most_expensive_job, None);
+        let tie = report(
+            &[
+                sum(d(2026, 11, 2), "compute", 9, "1"),
+                sum(d(2026, 11, 3), "compute", 4, "1"),
+            ],
+            GroupBy::Month,
+        );
+        assert_eq!(tie.periods.len(), 1);
+        assert_eq!(
+            tie.most_expensive_job.map(|j| j.0),
+            Some(uuid::Uuid::from_u128(4))
+        );
+    }
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()

@@ -243,6 +243,9 @@ pub enum ModelStatus {
 }
 
 impl ModelStatus {
+    /// The models the dashboard counts as completed: stored or deployed, not archived.
+    pub const COMPLETED: [ModelStatus; 2] = [ModelStatus::Stored, ModelStatus::Deployed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ModelStatus::Stored => "stored",

@@ -72,3 +72,8 @@ pub async fn prepare(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     migrate(&pool).await?;
     Ok(pool)
 }
+
+/// Whether Postgres answers a query now.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

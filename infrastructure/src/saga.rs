@@ -392,3 +392,16 @@ pub async fn reconcile_failed(pool: &PgPool, saga: &Saga) -> anyhow::Result<usiz
     }
     Ok(recovered)
 }
+
+/// Moves the next status read of the job running as `cluster_job_id` to now (a cluster
+/// webhook's only effect: the status read stays the truth). How many saga rows woke.
+pub async fn wake_cluster_job(pool: &PgPool, cluster_job_id: &str) -> sqlx::Result<u64> {
+    let woken = sqlx::query(
+        "UPDATE saga_jobs SET due_at = now(), updated_at = now() \
+         WHERE cluster_job_id = $1 AND phase = 'poll' AND due_at > now()",
+    )
+    .bind(cluster_job_id)
+    .execute(pool)
+    .await?;
+    Ok(woken.rows_affected())
+}

@@ -265,3 +265,34 @@ async fn run_while_leading(
         .execute(&mut *lock)
         .await;
 }
+
+/// How far a subscription is behind the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionLag {
+    pub name: String,
+    /// Events committed but not yet processed.
+    pub events: i64,
+    /// Age of the oldest of them.
+    pub seconds: f64,
+}
+
+/// The lag of every subscription, read now (so any instance reports the truth).
+pub async fn lags(pool: &PgPool) -> sqlx::Result<Vec<SubscriptionLag>> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT c.name, \
+                (SELECT count(*) FROM events e WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)), \
+                COALESCE(EXTRACT(EPOCH FROM (SELECT now() - min(e.recorded_at) FROM events e \
+                    WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)))::float8, 0) \
+         FROM subscription_checkpoints c",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, events, seconds)| SubscriptionLag {
+            name,
+            events,
+            seconds,
+        })
+        .collect())
+}

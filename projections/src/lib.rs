@@ -1,8 +1,11 @@
 //! Read models. Each projector is a fold from events to rows; the `Projection` subscriber
 //! applies a batch of events and moves its checkpoint in one transaction, so a redelivered
-//! event changes nothing and a crash loses nothing.
+//! event changes nothing and a crash loses nothing. Beside each projector, its `queries`
+//! module holds the reads of the tables it writes: its rows, its SQL (checked against the
+//! schema at compile time from `.sqlx/`), the only place a handler reads them from.
 
 pub mod costs;
+pub mod dashboard;
 pub mod datasets;
 pub mod jobs;
 pub mod models;
@@ -15,6 +18,34 @@ use async_trait::async_trait;
 use infrastructure::event_log::{read_after, StoredEvent};
 use infrastructure::subscription::{load_checkpoint, save_checkpoint, Subscriber};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Who reads: a user sees their own rows; an admin sees everyone's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub user_id: Uuid,
+    pub sees_all: bool,
+}
+
+impl Viewer {
+    pub fn may_see(&self, owner: Uuid) -> bool {
+        self.sees_all || self.user_id == owner
+    }
+}
+
+/// A page of a list: at most `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `rows` in the order of `ids` (a list reads its page of ids, then the rows by id).
+fn in_order<R>(ids: &[Uuid], rows: Vec<R>, id: impl Fn(&R) -> Uuid) -> Vec<R> {
+    let mut by_id: std::collections::HashMap<Uuid, R> =
+        rows.into_iter().map(|r| (id(&r), r)).collect();
+    ids.iter().filter_map(|i| by_id.remove(i)).collect()
+}
 
 #[async_trait]
 pub trait Projector: Send + Sync + 'static {

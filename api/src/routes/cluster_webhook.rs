@@ -60,15 +60,9 @@ async fn cluster_webhook(
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE", e.to_string()))?;
     let event: WebhookEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::validation("body", format!("not a webhook body: {e}")))?;
-    let woken = sqlx::query(
-        "UPDATE saga_jobs SET due_at = now(), updated_at = now() \
-         WHERE cluster_job_id = $1 AND phase = 'poll' AND due_at > now()",
-    )
-    .bind(&event.cluster_job_id)
-    .execute(&state.pool)
-    .await
-    .map_err(ApiError::internal)?
-    .rows_affected();
+    let woken = infrastructure::saga::wake_cluster_job(&state.pool, &event.cluster_job_id)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::debug!(cluster_job_id = %event.cluster_job_id, status = ?event.status, woken, "cluster webhook");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,8 +1,6 @@
-//! Costs (seed 001 "Costs API"): the ledger grouped by day, ISO week or month, from the
-//! `rm_cost_ledger` projection. Sums are exact (6 fractional digits) and rounded half-even to
+//! Costs: the ledger grouped by day, ISO week or month (the grouping and the summary are
+//! `domain::costs::report`), from the cost ledger read model. Sums are exact (6 fractional digits) and rounded half-even to
 //! cents only in the answer.
-
-use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -12,6 +10,7 @@ use domain::costs::{
     thresholds_reached, AlertLevel, GroupBy,
 };
 use domain::ids::UserId;
+use projections::costs::queries as read;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -102,27 +101,6 @@ pub struct Costs {
     pub summary: CostSummary,
 }
 
-#[derive(Default)]
-struct Sums {
-    compute: Decimal,
-    storage: Decimal,
-    data_transfer: Decimal,
-}
-
-impl Sums {
-    fn add(&mut self, cost_type: &str, amount: Decimal) {
-        match cost_type {
-            "compute" => self.compute += amount,
-            "storage" => self.storage += amount,
-            _ => self.data_transfer += amount,
-        }
-    }
-
-    fn total(&self) -> Decimal {
-        self.compute + self.storage + self.data_transfer
-    }
-}
-
 /// The caller's ledger (or a user's, for admins), grouped by period, with a summary.
 #[utoipa::path(get, path = "/api/costs", tag = "costs", security(("bearer" = [])),
     params(CostParams),
@@ -147,66 +125,45 @@ async fn list_costs(
         }
     }
     let group = params.group_by.unwrap_or_default();
-    let rows: Vec<(NaiveDate, String, Uuid, Decimal)> = sqlx::query_as(
-        "SELECT billing_day, cost_type, job_id, sum(amount) FROM rm_cost_ledger \
-         WHERE user_id = $1 AND ($2::date IS NULL OR billing_day >= $2) \
-           AND ($3::date IS NULL OR billing_day <= $3) AND ($4::uuid IS NULL OR job_id = $4) \
-         GROUP BY billing_day, cost_type, job_id",
+    let sums = read::daily_sums(
+        &state.pool,
+        target,
+        params.start_date,
+        params.end_date,
+        params.job_id,
     )
-    .bind(target)
-    .bind(params.start_date)
-    .bind(params.end_date)
-    .bind(params.job_id)
-    .fetch_all(&state.pool)
     .await
     .map_err(ApiError::internal)?;
-    let mut periods: BTreeMap<NaiveDate, Sums> = BTreeMap::new();
-    let mut per_job: BTreeMap<Uuid, Decimal> = BTreeMap::new();
-    let mut total = Decimal::ZERO;
-    for (day, cost_type, job, amount) in rows {
-        periods
-            .entry(period_start(day, group))
-            .or_default()
-            .add(&cost_type, amount);
-        *per_job.entry(job).or_default() += amount;
-        total += amount;
-    }
-    let most = per_job
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-        .map(|(id, cost)| (*id, *cost));
-    let most_expensive_job = match most {
+    let report = domain::costs::report(&sums, group);
+    let most_expensive_job = match report.most_expensive_job {
         Some((id, cost)) => {
-            let name: Option<String> =
-                sqlx::query_scalar("SELECT dataset_name FROM rm_jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&state.pool)
-                    .await
-                    .map_err(ApiError::internal)?;
+            let dataset = projections::jobs::queries::dataset_name(&state.pool, id)
+                .await
+                .map_err(ApiError::internal)?;
             Some(ExpensiveJob {
                 id,
-                name: format!("Training on {}", name.unwrap_or_default()),
+                name: format!("Training on {}", dataset.unwrap_or_default()),
                 cost: money(cost),
             })
         }
         None => None,
     };
-    let jobs = per_job.len().max(1);
     Ok(envelope::ok(Costs {
-        costs: periods
-            .into_iter()
-            .map(|(date, s)| CostPeriod {
-                date,
-                period: period_label(date, group),
-                compute: money(s.compute),
-                storage: money(s.storage),
-                data_transfer: money(s.data_transfer),
-                total: money(s.total()),
+        costs: report
+            .periods
+            .iter()
+            .map(|p| CostPeriod {
+                date: p.start,
+                period: period_label(p.start, group),
+                compute: money(p.compute),
+                storage: money(p.storage),
+                data_transfer: money(p.data_transfer),
+                total: money(p.total()),
             })
             .collect(),
         summary: CostSummary {
-            total_spend: money(total),
-            average_job_cost: money(total / Decimal::from(jobs)),
+            total_spend: money(report.total),
+            average_job_cost: money(report.average_job_cost),
             most_expensive_job,
         },
     }))
@@ -252,7 +209,7 @@ pub struct Summary {
     pub alerts: Vec<BudgetAlert>,
 }
 
-/// This month's spend against the budget, with the thresholds reached (seed 001).
+/// This month's spend against the budget, with the thresholds reached.
 #[utoipa::path(get, path = "/api/costs/summary", tag = "costs", security(("bearer" = [])),
     params(SummaryParams),
     responses(
@@ -268,16 +225,9 @@ async fn cost_summary(
     let target = cost_owner(principal, params.user_id)?;
     let today = state.clock.now().date_naive();
     let first = period_start(today, GroupBy::Month);
-    let spent: Decimal = sqlx::query_scalar(
-        "SELECT COALESCE(sum(amount), 0) FROM rm_cost_ledger \
-         WHERE user_id = $1 AND billing_day >= $2 AND billing_day <= $3",
-    )
-    .bind(target)
-    .bind(first)
-    .bind(today)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    let spent = read::spent(&state.pool, target, first, today)
+        .await
+        .map_err(ApiError::internal)?;
     let budget = state
         .users
         .monthly_budget(UserId(target))

@@ -15,16 +15,19 @@ use domain::ids::DatasetId;
 use infrastructure::auth::Principal;
 use infrastructure::subscription::wait_for;
 use infrastructure::tokenizer::O200k;
+use projections::datasets::queries::{
+    self as read, DatasetFilter, DatasetOrder, DatasetRow, ValidationReportRow,
+};
+use projections::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{ApiJson, ApiQuery, AuthUser};
+use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -219,7 +222,7 @@ pub struct DatasetRegistered {
 }
 
 /// Seed 001 `Dataset`.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetView {
     pub id: Uuid,
@@ -252,21 +255,63 @@ pub struct DatasetView {
 }
 
 /// `GET /api/datasets/{id}`: the dataset with its statistics and validation report.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetDetail {
     #[serde(flatten)]
-    #[sqlx(flatten)]
     pub dataset: DatasetView,
     pub full_statistics: Option<Value>,
     pub sample_conversations: Value,
     /// The first 100 errors (`line`, `field`, `code`, `message`); `validationErrorCount` counts all.
     pub validation_errors: Value,
     pub validation_warnings: Value,
-    #[sqlx(rename = "error_count")]
     pub validation_error_count: i64,
-    #[sqlx(rename = "warning_count")]
     pub validation_warning_count: i64,
+}
+
+impl From<DatasetRow> for DatasetView {
+    fn from(r: DatasetRow) -> Self {
+        DatasetView {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            description: r.description,
+            format: r.format,
+            status: r.status,
+            training_ready: r.training_ready,
+            total_conversations: r.total_conversations,
+            total_training_pairs: r.total_training_pairs,
+            total_validation_pairs: r.total_validation_pairs,
+            total_tokens: r.total_tokens,
+            avg_turns_per_conversation: r.avg_turns_per_conversation,
+            avg_tokens_per_turn: r.avg_tokens_per_turn,
+            tokenizer: r.tokenizer,
+            file_size: r.file_size,
+            file_name: r.file_name,
+            s3_key: r.s3_key,
+            s3_bucket: r.s3_bucket,
+            uploaded_at: r.uploaded_at,
+            processed_at: r.processed_at,
+            validated_at: r.validated_at,
+            error_message: r.error_message,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl DatasetDetail {
+    fn new(row: DatasetRow, report: ValidationReportRow) -> Self {
+        DatasetDetail {
+            dataset: row.into(),
+            full_statistics: report.full_statistics,
+            sample_conversations: report.sample_conversations,
+            validation_errors: report.validation_errors,
+            validation_warnings: report.validation_warnings,
+            validation_error_count: report.error_count,
+            validation_warning_count: report.warning_count,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -297,14 +342,14 @@ pub enum SortBy {
 }
 
 impl SortBy {
-    fn order_by(self) -> &'static str {
+    fn order(self) -> DatasetOrder {
         match self {
-            SortBy::DateDesc => "created_at DESC, id DESC",
-            SortBy::DateAsc => "created_at ASC, id ASC",
-            SortBy::NameAsc => "lower(name) ASC, id ASC",
-            SortBy::NameDesc => "lower(name) DESC, id DESC",
-            SortBy::SizeAsc => "file_size ASC, id ASC",
-            SortBy::SizeDesc => "file_size DESC, id DESC",
+            SortBy::DateDesc => DatasetOrder::NewestFirst,
+            SortBy::DateAsc => DatasetOrder::OldestFirst,
+            SortBy::NameAsc => DatasetOrder::NameAscending,
+            SortBy::NameDesc => DatasetOrder::NameDescending,
+            SortBy::SizeAsc => DatasetOrder::SmallestFirst,
+            SortBy::SizeDesc => DatasetOrder::LargestFirst,
         }
     }
 }
@@ -452,9 +497,9 @@ async fn register_dataset(
         .presign_put(&key, file_size, UPLOAD_URL_VALIDITY, state.clock.now())
         .await
         .map_err(ApiError::internal)?;
-    let dataset = find(&state.pool, principal, receipt.id.0)
+    let dataset = find(&state, principal, receipt.id)
         .await?
-        .map(|d| d.dataset);
+        .map(DatasetView::from);
     Ok(envelope::created(DatasetRegistered {
         dataset_id: receipt.id.0,
         upload_url: upload.url,
@@ -537,7 +582,7 @@ async fn update_dataset(
         .await
         .map_err(dataset_error)?;
     read_your_writes(&state, receipt).await;
-    let dataset = find(&state.pool, principal, dataset_id.0)
+    let dataset = detail(&state, principal, dataset_id)
         .await?
         .ok_or_else(|| dataset_not_found(&id))?;
     Ok(envelope::ok(DatasetOne { dataset }))
@@ -559,14 +604,9 @@ async fn delete_dataset(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let dataset_id = parse_id(&id)?;
-    let in_use: bool = sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM rm_jobs WHERE dataset_id = $1 AND status IN {})",
-        infrastructure::jobs::active_statuses_sql()
-    ))
-    .bind(dataset_id.0)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    let in_use = projections::jobs::queries::dataset_in_use(&state.pool, dataset_id.0)
+        .await
+        .map_err(ApiError::internal)?;
     let receipt = state
         .datasets
         .delete(
@@ -627,15 +667,15 @@ async fn confirm(
     dataset_id: DatasetId,
     id: &str,
 ) -> ApiResult<ValidationStarted> {
-    let visible = find(&state.pool, principal, dataset_id.0)
+    let visible = find(state, principal, dataset_id)
         .await?
         .ok_or_else(|| dataset_not_found(id))?;
     let stored_size = state
         .objects
-        .size_of(&visible.dataset.s3_key)
+        .size_of(&visible.s3_key)
         .await
         .map_err(ApiError::internal)?;
-    let before = visible.dataset.status;
+    let before = visible.status;
     let receipt = state
         .datasets
         .confirm_upload(
@@ -647,9 +687,9 @@ async fn confirm(
         .await
         .map_err(dataset_error)?;
     read_your_writes(state, receipt).await;
-    let status = find(&state.pool, principal, dataset_id.0)
+    let status = find(state, principal, dataset_id)
         .await?
-        .map_or_else(|| "validating".to_string(), |d| d.dataset.status);
+        .map_or_else(|| "validating".to_string(), |d| d.status);
     let message = if before == "uploading" {
         "Validation started"
     } else {
@@ -694,20 +734,20 @@ async fn upload_file(
 ) -> ApiResult<Response> {
     use futures::StreamExt;
     let dataset_id = parse_id(&id)?;
-    let visible = find(&state.pool, principal, dataset_id.0)
+    let visible = find(&state, principal, dataset_id)
         .await?
         .ok_or_else(|| dataset_not_found(&id))?;
-    if !DatasetStatus::parse(&visible.dataset.status).accepts_file() {
+    if !DatasetStatus::parse(&visible.status).accepts_file() {
         return Err(ApiError::conflict(
             "DATASET_NOT_UPLOADING",
             format!(
                 "dataset {id} is {}: its file was already received",
-                visible.dataset.status
+                visible.status
             ),
         ));
     }
-    let expected = (visible.dataset.file_size.max(0) as u64).min(state.config.upload_limit_bytes);
-    let key = visible.dataset.s3_key.clone();
+    let expected = (visible.file_size.max(0) as u64).min(state.config.upload_limit_bytes);
+    let key = visible.s3_key.clone();
     let multipart = request
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -782,34 +822,30 @@ async fn upload_file(
     Ok(envelope::ok(started))
 }
 
-pub(crate) const VIEW_COLUMNS: &str = "id, user_id, name, description, format, status, training_ready, \
-    total_conversations, total_training_pairs, total_validation_pairs, total_tokens, avg_turns_per_conversation, \
-    avg_tokens_per_turn, tokenizer, file_size, file_name, s3_key, s3_bucket, uploaded_at, processed_at, \
-    validated_at, error_message, created_at, updated_at";
-
-/// The owner predicate every read carries: admins see all.
-const VISIBLE: &str = "deleted_at IS NULL AND ($1::bool OR user_id = $2)";
-
-async fn find(pool: &PgPool, principal: Principal, id: Uuid) -> ApiResult<Option<DatasetDetail>> {
-    sqlx::query_as::<_, DatasetDetail>(&format!(
-        "SELECT {VIEW_COLUMNS}, full_statistics, sample_conversations, validation_errors, validation_warnings, \
-           error_count, warning_count \
-         FROM rm_datasets WHERE {VISIBLE} AND id = $3"
-    ))
-    .bind(principal.role.sees_all_resources())
-    .bind(principal.user_id.0)
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-    .map_err(ApiError::internal)
+/// The dataset with its validation report when `principal` may see it.
+async fn detail(
+    state: &AppState,
+    principal: Principal,
+    id: DatasetId,
+) -> ApiResult<Option<DatasetDetail>> {
+    let Some(row) = find(state, principal, id).await? else {
+        return Ok(None);
+    };
+    let report = read::report(&state.pool, id.0)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(report.map(|report| DatasetDetail::new(row, report)))
 }
 
-fn like_pattern(search: &str) -> String {
-    let escaped = search
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
+/// The dataset when `principal` may see it; deleted datasets are gone.
+async fn find(
+    state: &AppState,
+    principal: Principal,
+    id: DatasetId,
+) -> ApiResult<Option<DatasetRow>> {
+    read::find(&state.pool, viewer(principal), id.0)
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// List the caller's datasets, paginated, filtered and sorted.
@@ -832,54 +868,41 @@ async fn list_datasets(
     .resolve()?;
     let format = match params.format {
         None | Some(FormatFilter::All) => None,
-        Some(FormatFilter::BrightrunLoraV4) => Some(DatasetFormat::BrightrunLoraV4.as_str()),
-        Some(FormatFilter::BrightrunLoraV3) => Some(DatasetFormat::BrightrunLoraV3.as_str()),
+        Some(FormatFilter::BrightrunLoraV4) => Some(DatasetFormat::BrightrunLoraV4),
+        Some(FormatFilter::BrightrunLoraV3) => Some(DatasetFormat::BrightrunLoraV3),
     };
     let training_ready = match params.training_ready {
         None | Some(TrainingReadyFilter::All) => None,
         Some(TrainingReadyFilter::True) => Some(true),
         Some(TrainingReadyFilter::False) => Some(false),
     };
-    let search = params
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(like_pattern);
-    let status = params
-        .status
-        .and_then(StatusFilter::status)
-        .map(DatasetStatus::as_str);
-    let filter = format!(
-        "{VISIBLE} AND ($3::text IS NULL OR format = $3) AND ($4::bool IS NULL OR training_ready = $4) \
-         AND ($5::text IS NULL OR name ILIKE $5 OR description ILIKE $5) AND ($6::text IS NULL OR status = $6)"
-    );
-    let total: i64 =
-        sqlx::query_scalar(&format!("SELECT count(*) FROM rm_datasets WHERE {filter}"))
-            .bind(principal.role.sees_all_resources())
-            .bind(principal.user_id.0)
-            .bind(format)
-            .bind(training_ready)
-            .bind(&search)
-            .bind(status)
-            .fetch_one(&state.pool)
-            .await
-            .map_err(ApiError::internal)?;
-    let datasets = sqlx::query_as::<_, DatasetView>(&format!(
-        "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE {filter} ORDER BY {} LIMIT $7 OFFSET $8",
-        params.sort_by.unwrap_or_default().order_by()
-    ))
-    .bind(principal.role.sees_all_resources())
-    .bind(principal.user_id.0)
-    .bind(format)
-    .bind(training_ready)
-    .bind(&search)
-    .bind(status)
-    .bind(page_size as i64)
-    .bind(offset)
-    .fetch_all(&state.pool)
+    let filter = DatasetFilter {
+        format: format.map(|f| f.as_str().to_string()),
+        training_ready,
+        status: params
+            .status
+            .and_then(StatusFilter::status)
+            .map(|s| s.as_str().to_string()),
+        search: params
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    };
+    let (total, rows) = read::list(
+        &state.pool,
+        viewer(principal),
+        &filter,
+        params.sort_by.unwrap_or_default().order(),
+        Page {
+            limit: i64::from(page_size),
+            offset,
+        },
+    )
     .await
     .map_err(ApiError::internal)?;
+    let datasets = rows.into_iter().map(DatasetView::from).collect();
     Ok(envelope::page(
         DatasetList { datasets },
         pagination(page, page_size, total),
@@ -901,7 +924,7 @@ async fn get_dataset(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let dataset_id = parse_id(&id)?;
-    let dataset = find(&state.pool, principal, dataset_id.0)
+    let dataset = detail(&state, principal, dataset_id)
         .await?
         .ok_or_else(|| dataset_not_found(&id))?;
     Ok(envelope::ok(DatasetOne { dataset }))

@@ -253,7 +253,7 @@ async fn stream_job(
 ) -> ApiResult<Response> {
     let job_id = parse_job_id(&id)?;
     let resume = parse_last_event_id(&headers)?;
-    find_visible(&state.pool, principal, job_id).await?;
+    find_visible(&state, principal, job_id).await?;
     // Watch first, then read: anything committed meanwhile arrives live, deduplicated by position.
     let live = state
         .feeds
@@ -274,7 +274,7 @@ async fn stream_job(
             )
             .await
             .map_err(ApiError::internal)?;
-            let row = find_visible(&state.pool, principal, job_id).await?;
+            let row = find_visible(&state, principal, job_id).await?;
             let mut pending: VecDeque<LiveEvent> = opening(&row).into();
             if !pending.back().is_some_and(|e| e.terminal) {
                 pending.extend(replay(&state.pool, &job, projected).await?);
@@ -301,7 +301,7 @@ async fn stream_job(
 }
 
 /// A fresh connection's first events: where the job stands now; its end if it has ended.
-fn opening(row: &crate::routes::jobs::JobSnapshot) -> Vec<LiveEvent> {
+fn opening(row: &projections::jobs::queries::JobRow) -> Vec<LiveEvent> {
     let mut out = Vec::new();
     out.extend(event(
         "stage",

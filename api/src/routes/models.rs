@@ -11,16 +11,12 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::ids::ModelId;
-use domain::job::config::JobConfiguration;
-use domain::model::{
-    DeployEnvironment, DeployRequest, ModelArtifact, ModelError, ModelStatus, QualityMetrics,
-    TrainingSummary,
-};
+use domain::model::{DeployEnvironment, DeployRequest, ModelArtifact, ModelError, ModelStatus};
 use infrastructure::auth::Principal;
 use infrastructure::cluster_sim::artifacts::sha256_hex;
-use rust_decimal::Decimal;
+use projections::models::queries::{self as read, ModelOrder, ModelRow};
+use projections::Page;
 use serde::{Deserialize, Serialize};
-use sqlx::types::Json;
 use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -28,8 +24,8 @@ use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{ApiJson, ApiQuery, AuthUser};
-use crate::routes::datasets::{context, wait_for_projection, DatasetView, Deleted, VIEW_COLUMNS};
+use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
+use crate::routes::datasets::{context, wait_for_projection, DatasetView, Deleted};
 use crate::routes::jobs::{downsample, metric_points, MetricPointDto, DETAIL_POINTS};
 use crate::state::AppState;
 
@@ -120,42 +116,6 @@ fn actor(principal: Principal) -> ModelActor {
         is_admin: principal.role.sees_all_resources(),
     }
 }
-
-/// The row every model read starts from.
-#[derive(Debug, sqlx::FromRow)]
-struct ModelRow {
-    id: Uuid,
-    user_id: Uuid,
-    job_id: Uuid,
-    dataset_id: Uuid,
-    dataset_name: Option<String>,
-    name: String,
-    version: String,
-    description: String,
-    status: String,
-    deployed_at: Option<DateTime<Utc>>,
-    deployment: Option<serde_json::Value>,
-    parent_model_id: Option<Uuid>,
-    child_model_ids: Vec<Uuid>,
-    configuration: Json<JobConfiguration>,
-    quality: Json<QualityMetrics>,
-    training: Json<TrainingSummary>,
-    artifacts: Json<Vec<ModelArtifact>>,
-    archive: Option<Json<ModelArtifact>>,
-    size_bytes: i64,
-    final_cost: Decimal,
-    training_seconds: Option<f64>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-const MODEL_COLUMNS: &str = "m.id, m.user_id, m.job_id, m.dataset_id, j.dataset_name, m.name, m.version, \
-    m.description, m.status, m.deployed_at, m.deployment, m.parent_model_id, \
-    ARRAY(SELECT c.id FROM rm_models c WHERE c.parent_model_id = m.id AND c.deleted_at IS NULL \
-          ORDER BY c.created_at, c.id) AS child_model_ids, \
-    m.configuration, m.quality, m.training, m.artifacts, m.archive, m.size_bytes, m.final_cost, \
-    extract(epoch FROM (j.completed_at - j.started_at))::float8 AS training_seconds, m.created_at, m.updated_at \
-    FROM rm_models m LEFT JOIN rm_jobs j ON j.id = m.job_id";
 
 /// One stored file of a model (seed 001 `artifacts.*`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -305,15 +265,9 @@ impl From<&ModelRow> for ModelView {
 
 /// The model if `principal` may see it (owner, or admin); deleted models are gone.
 async fn find(state: &AppState, principal: Principal, id: ModelId) -> ApiResult<Option<ModelRow>> {
-    sqlx::query_as::<_, ModelRow>(&format!(
-        "SELECT {MODEL_COLUMNS} WHERE m.id = $1 AND m.deleted_at IS NULL AND ($2::bool OR m.user_id = $3)"
-    ))
-    .bind(id.0)
-    .bind(principal.role.sees_all_resources())
-    .bind(principal.user_id.0)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(ApiError::internal)
+    read::find(&state.pool, viewer(principal), id.0)
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// The archive of every file of the model: stored once, then reused.
@@ -519,14 +473,11 @@ async fn get_model(
 }
 
 async fn detail(state: &AppState, row: &ModelRow) -> ApiResult<ModelDetail> {
-    let points = metric_points(&state.pool, row.job_id, None, None).await?;
-    let dataset = sqlx::query_as::<_, DatasetView>(&format!(
-        "SELECT {VIEW_COLUMNS} FROM rm_datasets WHERE id = $1"
-    ))
-    .bind(row.dataset_id)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    let points = metric_points(state, row.job_id, None, None).await?;
+    let dataset = projections::datasets::queries::find_any(&state.pool, row.dataset_id)
+        .await
+        .map_err(ApiError::internal)?
+        .map(DatasetView::from);
     let options = &row.configuration.0.options;
     let splits = Splits {
         train: dataset.as_ref().map_or(0, |d| d.total_training_pairs),
@@ -755,7 +706,7 @@ pub struct ArtifactListParams {
     pub page_size: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredArtifact {
     pub model_id: Uuid,
@@ -770,6 +721,22 @@ pub struct StoredArtifact {
     /// sha256, hex.
     pub checksum: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<read::StoredFileRow> for StoredArtifact {
+    fn from(f: read::StoredFileRow) -> Self {
+        StoredArtifact {
+            model_id: f.model_id,
+            model_name: f.model_name,
+            version: f.version,
+            file_name: f.file_name,
+            kind: f.kind,
+            s3_key: f.s3_key,
+            size: f.size,
+            checksum: f.checksum,
+            created_at: f.created_at,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -799,42 +766,21 @@ async fn list_artifacts(
         page_size: params.page_size,
     }
     .resolve()?;
-    let files = "WITH files AS ( \
-           SELECT m.id AS model_id, m.name AS model_name, m.version, a->>'name' AS file_name, 'adapter' AS kind, \
-             a->>'s3Key' AS s3_key, (a->>'sizeBytes')::bigint AS size, a->>'sha256' AS checksum, m.created_at \
-           FROM rm_models m CROSS JOIN LATERAL jsonb_array_elements(m.artifacts) a \
-           WHERE m.deleted_at IS NULL AND ($1::bool OR m.user_id = $2) AND ($3::uuid IS NULL OR m.id = $3) \
-           UNION ALL \
-           SELECT m.id, m.name, m.version, m.archive->>'name', 'archive', m.archive->>'s3Key', \
-             (m.archive->>'sizeBytes')::bigint, m.archive->>'sha256', m.created_at \
-           FROM rm_models m \
-           WHERE m.archive IS NOT NULL AND m.deleted_at IS NULL AND ($1::bool OR m.user_id = $2) \
-             AND ($3::uuid IS NULL OR m.id = $3))";
-    let (total, total_size): (i64, Option<Decimal>) =
-        sqlx::query_as(&format!("{files} SELECT count(*), sum(size) FROM files"))
-            .bind(principal.role.sees_all_resources())
-            .bind(principal.user_id.0)
-            .bind(params.model_id)
-            .fetch_one(&state.pool)
-            .await
-            .map_err(ApiError::internal)?;
-    let artifacts = sqlx::query_as::<_, StoredArtifact>(&format!(
-        "{files} SELECT * FROM files ORDER BY created_at DESC, model_id, kind DESC, file_name LIMIT $4 OFFSET $5"
-    ))
-    .bind(principal.role.sees_all_resources())
-    .bind(principal.user_id.0)
-    .bind(params.model_id)
-    .bind(page_size as i64)
-    .bind(offset)
-    .fetch_all(&state.pool)
+    let (total, total_size, files) = read::stored_files(
+        &state.pool,
+        viewer(principal),
+        params.model_id,
+        Page {
+            limit: i64::from(page_size),
+            offset,
+        },
+    )
     .await
     .map_err(ApiError::internal)?;
     Ok(envelope::page(
         ArtifactList {
-            artifacts,
-            total_size: total_size
-                .and_then(|d| rust_decimal::prelude::ToPrimitive::to_i64(&d))
-                .unwrap_or(0),
+            artifacts: files.into_iter().map(StoredArtifact::from).collect(),
+            total_size,
         },
         pagination(page, page_size, total),
     ))
@@ -899,35 +845,25 @@ async fn list_models(
     .resolve()?;
     let status = match params.status {
         None | Some(ModelStatusFilter::All) => None,
-        Some(ModelStatusFilter::Stored) => Some("stored"),
-        Some(ModelStatusFilter::Deployed) => Some("deployed"),
-        Some(ModelStatusFilter::Archived) => Some("archived"),
+        Some(ModelStatusFilter::Stored) => Some(ModelStatus::Stored),
+        Some(ModelStatusFilter::Deployed) => Some(ModelStatus::Deployed),
+        Some(ModelStatusFilter::Archived) => Some(ModelStatus::Archived),
     };
     let order = match params.sort_by.unwrap_or_default() {
-        ModelSort::CreatedDesc => "m.created_at DESC, m.id DESC",
-        ModelSort::QualityDesc => {
-            "(m.quality->>'convergenceScore')::float8 DESC, m.created_at DESC, m.id DESC"
-        }
-        ModelSort::SizeDesc => "m.size_bytes DESC, m.created_at DESC, m.id DESC",
+        ModelSort::CreatedDesc => ModelOrder::NewestFirst,
+        ModelSort::QualityDesc => ModelOrder::BestConvergenceFirst,
+        ModelSort::SizeDesc => ModelOrder::LargestFirst,
     };
-    let filter = "m.deleted_at IS NULL AND ($1::bool OR m.user_id = $2) AND ($3::text IS NULL OR m.status = $3)";
-    let total: i64 =
-        sqlx::query_scalar(&format!("SELECT count(*) FROM rm_models m WHERE {filter}"))
-            .bind(principal.role.sees_all_resources())
-            .bind(principal.user_id.0)
-            .bind(status)
-            .fetch_one(&state.pool)
-            .await
-            .map_err(ApiError::internal)?;
-    let rows = sqlx::query_as::<_, ModelRow>(&format!(
-        "SELECT {MODEL_COLUMNS} WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
-    ))
-    .bind(principal.role.sees_all_resources())
-    .bind(principal.user_id.0)
-    .bind(status)
-    .bind(page_size as i64)
-    .bind(offset)
-    .fetch_all(&state.pool)
+    let (total, rows) = read::list(
+        &state.pool,
+        viewer(principal),
+        status.map(ModelStatus::as_str),
+        order,
+        Page {
+            limit: i64::from(page_size),
+            offset,
+        },
+    )
     .await
     .map_err(ApiError::internal)?;
     let models = rows.iter().map(ModelView::from).collect();

@@ -1,9 +1,10 @@
-//! Notifications (seed 001 "Notifications API") and the dashboard's figures (seed 002).
+//! Notifications and the dashboard's figures.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use projections::notifications::queries::{self as read, NotificationRow};
+use projections::Page;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -32,13 +33,12 @@ pub struct NotificationParams {
     pub page_size: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationView {
     pub id: Uuid,
     /// `job_complete` | `job_failed` | `cost_alert` | `dataset_ready` | `system`
     #[serde(rename = "type")]
-    #[sqlx(rename = "type")]
     pub kind: String,
     /// `low` | `medium` | `high` | `critical`
     pub priority: String,
@@ -47,6 +47,21 @@ pub struct NotificationView {
     pub action_url: String,
     pub read: bool,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<NotificationRow> for NotificationView {
+    fn from(n: NotificationRow) -> Self {
+        NotificationView {
+            id: n.id,
+            kind: n.kind,
+            priority: n.priority,
+            title: n.title,
+            message: n.message,
+            action_url: n.action_url,
+            read: n.read,
+            created_at: n.created_at,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,34 +97,23 @@ async fn list_notifications(
         page_size: params.page_size,
     }
     .resolve()?;
-    let unread_only = params.unread_only.unwrap_or(false);
-    let filter = "n.user_id = $1 AND (NOT $2 OR r.notification_id IS NULL)";
-    let from = "rm_notifications n LEFT JOIN notification_reads r ON r.notification_id = n.id";
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {from} WHERE {filter}"))
-        .bind(principal.user_id.0)
-        .bind(unread_only)
-        .fetch_one(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
-    let unread: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {from} WHERE n.user_id = $1 AND r.notification_id IS NULL"
-    ))
-    .bind(principal.user_id.0)
-    .fetch_one(&state.pool)
+    let found = read::list(
+        &state.pool,
+        principal.user_id.0,
+        params.unread_only.unwrap_or(false),
+        Page {
+            limit: i64::from(page_size),
+            offset,
+        },
+    )
     .await
     .map_err(ApiError::internal)?;
-    let notifications = sqlx::query_as::<_, NotificationView>(&format!(
-        "SELECT n.id, n.type, n.priority, n.title, n.message, n.action_url, \
-           (r.notification_id IS NOT NULL) AS read, n.created_at \
-         FROM {from} WHERE {filter} ORDER BY n.created_at DESC, n.id DESC LIMIT $3 OFFSET $4"
-    ))
-    .bind(principal.user_id.0)
-    .bind(unread_only)
-    .bind(page_size as i64)
-    .bind(offset)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    let notifications: Vec<NotificationView> = found
+        .notifications
+        .into_iter()
+        .map(NotificationView::from)
+        .collect();
+    let (total, unread) = (found.total, found.unread);
     let pagination = pagination(page, page_size, total);
     Ok(axum::Json(serde_json::json!({
         "success": true,
@@ -126,7 +130,7 @@ pub struct MarkedRead {
     pub read: bool,
 }
 
-/// Mark one notification read (seed 001). Another user's answers 404.
+/// Mark one notification read. Another user's answers 404.
 #[utoipa::path(patch, path = "/api/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
     params(("id" = String, Path, description = "Notification id (UUID)")),
     responses(
@@ -142,30 +146,16 @@ async fn mark_read(
     let not_found =
         || ApiError::not_found("NOTIFICATION_NOT_FOUND", format!("no notification {id}"));
     let notification = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let inserted = sqlx::query(
-        "INSERT INTO notification_reads (notification_id, user_id, read_at) \
-         SELECT id, user_id, $3 FROM rm_notifications WHERE id = $1 AND user_id = $2 \
-         ON CONFLICT DO NOTHING",
+    let found = read::mark_read(
+        &state.pool,
+        principal.user_id.0,
+        notification,
+        state.clock.now(),
     )
-    .bind(notification)
-    .bind(principal.user_id.0)
-    .bind(state.clock.now())
-    .execute(&state.pool)
     .await
-    .map_err(ApiError::internal)?
-    .rows_affected();
-    if inserted == 0 {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM rm_notifications WHERE id = $1 AND user_id = $2)",
-        )
-        .bind(notification)
-        .bind(principal.user_id.0)
-        .fetch_one(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
-        if !exists {
-            return Err(not_found());
-        }
+    .map_err(ApiError::internal)?;
+    if !found {
+        return Err(not_found());
     }
     Ok(envelope::ok(MarkedRead {
         id: notification,
@@ -190,16 +180,9 @@ async fn mark_all_read(
     State(state): State<AppState>,
     AuthUser(principal): AuthUser,
 ) -> ApiResult<Response> {
-    let marked = sqlx::query(
-        "INSERT INTO notification_reads (notification_id, user_id, read_at) \
-         SELECT id, user_id, $2 FROM rm_notifications WHERE user_id = $1 ON CONFLICT DO NOTHING",
-    )
-    .bind(principal.user_id.0)
-    .bind(state.clock.now())
-    .execute(&state.pool)
-    .await
-    .map_err(ApiError::internal)?
-    .rows_affected();
+    let marked = read::mark_all_read(&state.pool, principal.user_id.0, state.clock.now())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(envelope::ok(AllRead { marked }))
 }
 
@@ -215,7 +198,7 @@ pub struct DashboardStats {
     pub total_cost: f64,
 }
 
-/// The dashboard's four figures (seed 002 `GET /api/dashboard/stats`).
+/// The dashboard's four figures.
 #[utoipa::path(get, path = "/api/dashboard/stats", tag = "notifications", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's figures", body = Envelope<DashboardStats>),
@@ -225,22 +208,13 @@ async fn dashboard_stats(
     State(state): State<AppState>,
     AuthUser(principal): AuthUser,
 ) -> ApiResult<Response> {
-    let (datasets, jobs, models, cost): (i64, i64, i64, Decimal) = sqlx::query_as(&format!(
-        "SELECT \
-           (SELECT count(*) FROM rm_datasets WHERE user_id = $1 AND deleted_at IS NULL), \
-           (SELECT count(*) FROM rm_jobs WHERE user_id = $1 AND status IN {}), \
-           (SELECT count(*) FROM rm_models WHERE user_id = $1 AND deleted_at IS NULL AND status IN ('stored', 'deployed')), \
-           (SELECT COALESCE(sum(amount), 0) FROM rm_cost_ledger WHERE user_id = $1)",
-        infrastructure::jobs::active_statuses_sql()
-    ))
-    .bind(principal.user_id.0)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    let figures = projections::dashboard::figures(&state.pool, principal.user_id.0)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(envelope::ok(DashboardStats {
-        total_datasets: datasets,
-        active_jobs: jobs,
-        completed_models: models,
-        total_cost: envelope::money(cost),
+        total_datasets: figures.datasets,
+        active_jobs: figures.active_jobs,
+        completed_models: figures.completed_models,
+        total_cost: envelope::money(figures.total_cost),
     }))
 }

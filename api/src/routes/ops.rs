@@ -49,7 +49,7 @@ async fn healthz() -> Response {
         (status = 503, description = "`NOT_READY`, with what is down in `details`", body = ErrorEnvelope),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let postgres = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let postgres = infrastructure::db::ping(&state.pool).await;
     let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
     if postgres && nats {
         envelope::ok(Readiness { postgres, nats })

@@ -1,6 +1,8 @@
 //! `rm_notifications`: what the user is told, from Dataset and Job events (rules in
 //! `domain::notifications`).
 
+pub mod queries;
+
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::budget::Budget;

@@ -1,6 +1,8 @@
 //! `rm_cost_ledger`: one row per ledger entry, from `JobCostAccrued` (training) and
 //! `ModelDownloadBilled` (downloads, under the model's job).
 
+pub mod queries;
+
 use async_trait::async_trait;
 use infrastructure::event_log::{ledger_entry, StoredEvent};
 use sqlx::types::Json;

@@ -1,5 +1,7 @@
 //! `rm_datasets`: the datasets read model behind `GET /api/datasets[/{id}]`.
 
+pub mod queries;
+
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::dataset::{Dataset, DatasetEvent};

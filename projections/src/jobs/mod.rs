@@ -1,6 +1,8 @@
 //! `rm_jobs` and its children (metrics, checkpoints, logs): the jobs read model behind
 //! `GET /api/jobs[/{id}[/metrics]]`, from Job events and the job's telemetry streams.
 
+pub mod queries;
+
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};

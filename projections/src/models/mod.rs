@@ -1,5 +1,7 @@
 //! `rm_models`: the models read model, from Model events.
 
+pub mod queries;
+
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::model::{Model, ModelEvent};

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The contract test: schemathesis (PyPI) against the binary, with a real token, every check and
+# every phase (examples, coverage, fuzzing, stateful through the document's links). It starts
+# its own `brightrun serve` on a free port with its own database, NATS stream and data folder,
+# so it runs beside the other tests. Exits non-zero on any failure.
+#   scripts/contract-test.sh [extra schemathesis options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+# The environment, once per machine, keyed by the pinned requirements.
+key="$(sha256sum tests/contract/requirements.txt | cut -c1-12)"
+venv="${CONTRACT_VENV_DIR:-/var/cache/brightrun}/schemathesis-$key"
+if [[ ! -x "$venv/bin/schemathesis" ]]; then
+  echo "building the contract test environment in $venv (once per machine)" >&2
+  rm -rf "$venv.tmp"
+  python3 -m venv "$venv.tmp"
+  "$venv.tmp/bin/pip" install -q --disable-pip-version-check -r tests/contract/requirements.txt
+  rm -rf "$venv"
+  mv "$venv.tmp" "$venv"
+  # A venv records its path: rebuild the entry points for the final one.
+  sed -i "s|$venv.tmp|$venv|g" "$venv"/bin/*
+fi
+
+cargo build -q -p api --bin brightrun
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+tag="contract_$$_$port"
+data="$(mktemp -d)"
+base="http://127.0.0.1:$port"
+cleanup() {
+  [[ -n "${server:-}" ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  psql -q "postgres://postgres@127.0.0.1:5432/postgres" -c "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+BRIGHTRUN_ADDR="127.0.0.1:$port" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag" \
+  NATS_STREAM="${tag^^}" NATS_SUBJECT_PREFIX="$tag" BRIGHTRUN_DATA_DIR="$data" \
+  CLUSTER_SIM_SPEED=50 RUST_LOG=error \
+  ./target/debug/brightrun serve >"$data/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 1 300); do
+  curl -sf "$base/healthz" >/dev/null && break
+  kill -0 "$server" 2>/dev/null || { cat "$data/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+token="$(curl -sf -XPOST "$base/api/auth/signup" -H 'content-type: application/json' \
+  -d '{"email":"contract@example.com","password":"contract-password-1","name":"Contract"}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["token"])')"
+
+cd "$data"
+"$venv/bin/schemathesis" run "$base/api/openapi.json" \
+  --header "Authorization: Bearer $token" \
+  --checks all \
+  --phases examples,coverage,fuzzing,stateful \
+  --max-examples "${CONTRACT_MAX_EXAMPLES:-25}" \
+  --workers 2 \
+  --request-timeout 20 \
+  --seed "${CONTRACT_SEED:-1}" \
+  --no-color \
+  "$@"
