@@ -2,7 +2,8 @@
 # The contract test: schemathesis (PyPI) against the binary, with a real token, every check and
 # every phase (examples, coverage, fuzzing, stateful through the document's links). It starts
 # its own `brightrun serve` on a free port with its own database, NATS stream and data folder,
-# so it runs beside the other tests. Exits non-zero on any failure.
+# so it runs beside the other tests, and seeds a ready dataset and a trained model for the
+# links to reach. Exits non-zero on any failure; the exclusions are in tests/contract/.
 #   scripts/contract-test.sh [extra schemathesis options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 BRIGHTRUN_ADDR="127.0.0.1:$port" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag" \
   NATS_STREAM="${tag^^}" NATS_SUBJECT_PREFIX="$tag" BRIGHTRUN_DATA_DIR="$data" \
-  CLUSTER_SIM_SPEED=50 RUST_LOG=error \
+  CLUSTER_SIM_SPEED=1200 DEPLOY_SIM_SECONDS=1 RUST_LOG=error \
   ./target/debug/brightrun serve >"$data/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 1 300); do
@@ -48,10 +49,12 @@ token="$(curl -sf -XPOST "$base/api/auth/signup" -H 'content-type: application/j
   -d '{"email":"contract@example.com","password":"contract-password-1","name":"Contract"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["token"])')"
 
+# Real resources for the links to reach: a ready dataset, a completed job and its model.
+python3 tests/contract/seed.py "$base" "$token"
+
 cd "$data"
-"$venv/bin/schemathesis" run "$base/api/openapi.json" \
+"$venv/bin/schemathesis" --config-file "$root/tests/contract/schemathesis.toml" run "$base/api/openapi.json" \
   --header "Authorization: Bearer $token" \
-  --checks all \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "${CONTRACT_MAX_EXAMPLES:-25}" \
   --workers 2 \

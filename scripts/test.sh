@@ -3,11 +3,16 @@
 # crate and the end-to-end tests (real Postgres at 127.0.0.1:5432 and NATS at 127.0.0.1:4222,
 # each test on its own database and stream). The trainer's Python environment is built once
 # per machine by scripts/trainer-env.sh (about 3 minutes the first time).
-# Arguments go to nextest (a filter runs only those Rust tests, and skips pytest).
+# Then the API contract: schemathesis against the binary (scripts/contract-test.sh).
+# Arguments go to nextest (a filter runs only those Rust tests, and skips pytest and the
+# contract).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -eq 0 ]]; then
   venv="$(scripts/trainer-env.sh)"
   (cd trainer && PYTHONPATH=src "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 fi
-exec cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@"
+if [[ $# -eq 0 ]]; then
+  scripts/contract-test.sh
+fi

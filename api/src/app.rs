@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::error::ErrorCode;
+
 use application::cluster::GpuCluster;
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
@@ -103,16 +105,19 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::ops::router())
         .merge(routes::cluster_webhook::router())
         .split_for_parts();
-    (routes, crate::openapi::fill_examples(api))
+    (routes, api)
 }
 
 pub fn router(state: AppState) -> Router {
-    let (routes, api) = router_parts();
+    let (routes, _) = router_parts();
     let max_body = state.config.max_body_bytes;
     routes
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .merge(
+            SwaggerUi::new("/api/docs")
+                .external_url_unchecked("/api/openapi.json", crate::openapi::document()),
+        )
         .fallback(|uri: axum::http::Uri| async move {
-            ApiError::not_found("NOT_FOUND", format!("no route for {}", uri.path()))
+            ApiError::not_found(ErrorCode::NotFound, format!("no route for {}", uri.path()))
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(crate::request_id::middleware))

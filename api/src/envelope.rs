@@ -101,7 +101,7 @@ pub fn pagination(page: u32, page_size: u32, total: i64) -> Pagination {
 }
 
 /// Money on the wire: USD as a JSON number, rounded half-even to cents (the ledger keeps 6
-/// fractional digits; DOMAIN.md "Money").
+/// fractional digits).
 pub fn money(amount: rust_decimal::Decimal) -> f64 {
     rust_decimal::prelude::ToPrimitive::to_f64(&domain::job::estimate::cents(amount)).unwrap_or(0.0)
 }

@@ -1,4 +1,4 @@
-//! The API's one error type and the seed envelope it answers with:
+//! The API's one error type and the envelope it answers with:
 //! `{ "success": false, "error": { "code", "message", "details"?, "field"? } }`.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -9,9 +9,179 @@ use utoipa::ToSchema;
 
 use crate::request_id;
 
+/// Every error code the API answers, each with its one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// BAD_REQUEST: a field broke a rule; `field` names it.
+    ValidationError,
+    /// BAD_REQUEST: the request could not be read.
+    BadRequest,
+    /// BAD_REQUEST: the upload broke off; nothing was stored.
+    UploadInterrupted,
+    /// UNAUTHORIZED: no valid bearer token.
+    Unauthorized,
+    /// UNAUTHORIZED: wrong e-mail or password.
+    InvalidCredentials,
+    /// UNAUTHORIZED: a cluster webhook without a valid signature.
+    InvalidSignature,
+    /// FORBIDDEN: the caller's role may not do this.
+    Forbidden,
+    /// NOT_FOUND: no such route or feature.
+    NotFound,
+    /// NOT_FOUND: no such user (or not one the caller may read).
+    UserNotFound,
+    /// NOT_FOUND: no such dataset (also another user's).
+    DatasetNotFound,
+    /// NOT_FOUND: no such job (also another user's).
+    JobNotFound,
+    /// NOT_FOUND: no such model (also another user's).
+    ModelNotFound,
+    /// NOT_FOUND: the model has no such file.
+    ArtifactNotFound,
+    /// NOT_FOUND: no such notification.
+    NotificationNotFound,
+    /// METHOD_NOT_ALLOWED: the route does not take this method.
+    MethodNotAllowed,
+    /// CONFLICT: the resource changed in a way that makes the request wrong; read it again.
+    Conflict,
+    /// CONFLICT: an account with this e-mail exists.
+    EmailExists,
+    /// CONFLICT: the dataset is not validated or not training-ready.
+    DatasetNotReady,
+    /// CONFLICT: the dataset's file was already received.
+    DatasetNotUploading,
+    /// CONFLICT: a job that is not finished trains on the dataset.
+    DatasetInUse,
+    /// CONFLICT: storage holds no file for the dataset yet.
+    UploadNotFound,
+    /// CONFLICT: the stored file's size differs from the declared fileSize.
+    UploadSizeMismatch,
+    /// CONFLICT: the job already ended.
+    JobNotCancellable,
+    /// CONFLICT: the model is deployed.
+    ModelDeployed,
+    /// CONFLICT: the model is archived.
+    ModelArchived,
+    /// PAYLOAD_TOO_LARGE: the body passed a size limit.
+    PayloadTooLarge,
+    /// UNSUPPORTED_MEDIA_TYPE: the body is not in the operation's content type.
+    UnsupportedMediaType,
+    /// TOO_MANY_REQUESTS: too many requests; wait `Retry-After` seconds.
+    RateLimited,
+    /// INTERNAL_SERVER_ERROR: a fault on our side; quote the request id.
+    InternalError,
+    /// SERVICE_UNAVAILABLE: a dependency is down (`/readyz`).
+    NotReady,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 30] = [
+        ErrorCode::ValidationError,
+        ErrorCode::BadRequest,
+        ErrorCode::UploadInterrupted,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::InvalidSignature,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::UserNotFound,
+        ErrorCode::DatasetNotFound,
+        ErrorCode::JobNotFound,
+        ErrorCode::ModelNotFound,
+        ErrorCode::ArtifactNotFound,
+        ErrorCode::NotificationNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::EmailExists,
+        ErrorCode::DatasetNotReady,
+        ErrorCode::DatasetNotUploading,
+        ErrorCode::DatasetInUse,
+        ErrorCode::UploadNotFound,
+        ErrorCode::UploadSizeMismatch,
+        ErrorCode::JobNotCancellable,
+        ErrorCode::ModelDeployed,
+        ErrorCode::ModelArchived,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RateLimited,
+        ErrorCode::InternalError,
+        ErrorCode::NotReady,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::UploadInterrupted => "UPLOAD_INTERRUPTED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ErrorCode::InvalidSignature => "INVALID_SIGNATURE",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::UserNotFound => "USER_NOT_FOUND",
+            ErrorCode::DatasetNotFound => "DATASET_NOT_FOUND",
+            ErrorCode::JobNotFound => "JOB_NOT_FOUND",
+            ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
+            ErrorCode::ArtifactNotFound => "ARTIFACT_NOT_FOUND",
+            ErrorCode::NotificationNotFound => "NOTIFICATION_NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::EmailExists => "EMAIL_EXISTS",
+            ErrorCode::DatasetNotReady => "DATASET_NOT_READY",
+            ErrorCode::DatasetNotUploading => "DATASET_NOT_UPLOADING",
+            ErrorCode::DatasetInUse => "DATASET_IN_USE",
+            ErrorCode::UploadNotFound => "UPLOAD_NOT_FOUND",
+            ErrorCode::UploadSizeMismatch => "UPLOAD_SIZE_MISMATCH",
+            ErrorCode::JobNotCancellable => "JOB_NOT_CANCELLABLE",
+            ErrorCode::ModelDeployed => "MODEL_DEPLOYED",
+            ErrorCode::ModelArchived => "MODEL_ARCHIVED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::NotReady => "NOT_READY",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::ValidationError => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::UploadInterrupted => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidSignature => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::DatasetNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ModelNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotificationNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::EmailExists => StatusCode::CONFLICT,
+            ErrorCode::DatasetNotReady => StatusCode::CONFLICT,
+            ErrorCode::DatasetNotUploading => StatusCode::CONFLICT,
+            ErrorCode::DatasetInUse => StatusCode::CONFLICT,
+            ErrorCode::UploadNotFound => StatusCode::CONFLICT,
+            ErrorCode::UploadSizeMismatch => StatusCode::CONFLICT,
+            ErrorCode::JobNotCancellable => StatusCode::CONFLICT,
+            ErrorCode::ModelDeployed => StatusCode::CONFLICT,
+            ErrorCode::ModelArchived => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// UPPER_SNAKE code a client can act on (`VALIDATION_ERROR`, `UNAUTHORIZED`, ...).
+    /// The code a client can act on: one of `ErrorCode`, each always with the same status.
     pub code: String,
     /// What happened and what to change.
     pub message: String,
@@ -37,11 +207,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
+            status: code.status(),
             body: Box::new(ErrorBody {
-                code: code.to_string(),
+                code: code.as_str().to_string(),
                 message: message.into(),
                 details: None,
                 field: None,
@@ -51,29 +221,28 @@ impl ApiError {
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message);
+        let mut e = ApiError::new(ErrorCode::ValidationError, message);
         e.body.field = Some(field.into());
         e
     }
 
     pub fn unauthorized() -> ApiError {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
+            ErrorCode::Unauthorized,
             "a valid bearer token is required: log in at POST /api/auth/login and send 'Authorization: Bearer <token>'",
         )
     }
 
-    pub fn not_found(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(code, message)
     }
 
-    pub fn conflict(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, code, message)
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(code, message)
     }
 
     pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> ApiError {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", message);
+        let mut e = ApiError::new(ErrorCode::RateLimited, message);
         e.retry_after = Some(retry_after_secs);
         e
     }
@@ -83,8 +252,7 @@ impl ApiError {
         let id = request_id::current();
         tracing::error!(request_id = %id, error = %cause, "internal error");
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
+            ErrorCode::InternalError,
             format!("an internal error occurred; quote request id {id} when reporting it"),
         )
     }

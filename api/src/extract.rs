@@ -1,6 +1,7 @@
 //! Extractors that answer the seed envelope on bad input: JSON bodies and query strings name
 //! the offending field; a missing or bad token is 401 `UNAUTHORIZED`.
 
+use crate::error::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
@@ -24,28 +25,52 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with 'Content-Type: application/json'",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    "the request body is too large",
-                )
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
             } else {
                 ApiError::validation("body", format!("cannot read the request body: {rejection}"))
             }
         })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-        de.end()
+        let mut body: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::validation("body", format!("malformed JSON: {e}")))?;
+        integral_numbers(&mut body);
+        let value: T = serde_path_to_error::deserialize(body).map_err(json_error)?;
         Ok(ApiJson(value))
     }
+}
+
+/// `3.0` is the integer 3 in JSON Schema (and to most JSON encoders); serde's integer types
+/// would refuse it, so whole numbers become integers before the body is read.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                let whole = f.fract() == 0.0 && f.abs() < 9.0e15;
+                if whole {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// For `#[serde(default, deserialize_with = "not_null")]`: the field may be left out, but
+/// when sent it must be a value (`null` is refused, naming the field).
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {

@@ -42,13 +42,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as served and as checked in (pretty, trailing newline).
-pub fn document() -> utoipa::openapi::OpenApi {
-    crate::app::router_parts().1
+/// The document as served and as checked in: generated from the handlers and types, with
+/// the contract's statements (`crate::contract`) and an example for every body.
+pub fn document() -> serde_json::Value {
+    let generated = serde_json::to_value(crate::app::router_parts().1).unwrap_or_default();
+    fill_examples(crate::contract::apply(generated))
 }
 
+/// The document, pretty, with a trailing newline (the checked-in file's exact text).
 pub fn to_pretty_json() -> String {
-    let mut text = document().to_pretty_json().unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
     text.push('\n');
     text
 }
@@ -56,45 +59,36 @@ pub fn to_pretty_json() -> String {
 /// Every JSON request body and success answer that has no hand-written example gets one
 /// built from its schema: the schema's own examples and enums where it has them, otherwise a
 /// value chosen by the field's name and format. Built from the schema, it always matches it.
-pub fn fill_examples(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::RefOr;
+pub fn fill_examples(mut doc: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
     let schemas = doc
-        .components
-        .as_ref()
-        .and_then(|c| serde_json::to_value(&c.schemas).ok())
+        .pointer("/components/schemas")
+        .cloned()
         .unwrap_or_default();
-    let fill = |content: &mut utoipa::openapi::Content| {
-        if content.example.is_some() || !content.examples.is_empty() {
+    let fill = |content: Option<&mut Value>| {
+        let Some(content) = content.and_then(Value::as_object_mut) else {
+            return;
+        };
+        if content.contains_key("example") || content.contains_key("examples") {
             return;
         }
-        if let Some(schema) = content
-            .schema
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok())
-        {
-            content.example = Some(synthesize(&schemas, &schema, "", 0));
+        if let Some(schema) = content.get("schema").cloned() {
+            content.insert("example".into(), synthesize(&schemas, &schema, "", 0));
         }
     };
-    for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Some(RefOr::T(body)) = op.request_body.as_mut() {
-                if let Some(RefOr::T(content)) = body.content.get_mut("application/json") {
-                    fill(content);
-                }
-            }
-            for (code, response) in op.responses.responses.iter_mut() {
-                if let (true, RefOr::T(response)) = (code.starts_with('2'), response) {
-                    if let Some(RefOr::T(content)) = response.content.get_mut("application/json") {
-                        fill(content);
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return doc;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            fill(op.pointer_mut("/requestBody/content/application~1json"));
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                for (code, response) in responses.iter_mut() {
+                    if code.starts_with('2') {
+                        fill(response.pointer_mut("/content/application~1json"));
                     }
                 }
             }

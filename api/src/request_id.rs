@@ -2,6 +2,7 @@
 //! latency metrics, panics turned into a 500 envelope, and framework errors (unknown route,
 //! wrong method, oversized body) turned into the seed envelope.
 
+use crate::error::ErrorCode;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -115,25 +116,25 @@ fn envelope_framework_error(
     }
     let status = response.status();
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("NOT_FOUND", format!("no route for {method} {path}")),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, format!("no route for {method} {path}")),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "METHOD_NOT_ALLOWED",
+            ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "PAYLOAD_TOO_LARGE",
+            ErrorCode::PayloadTooLarge,
             "the request body is too large".to_string(),
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::UnsupportedMediaType,
             "send the body as JSON with 'Content-Type: application/json'".to_string(),
         ),
         s if s.is_server_error() => (
-            "INTERNAL_ERROR",
+            ErrorCode::InternalError,
             format!("an internal error occurred; quote request id {id} when reporting it"),
         ),
         _ => (
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             status
                 .canonical_reason()
                 .unwrap_or("bad request")
@@ -141,7 +142,7 @@ fn envelope_framework_error(
         ),
     };
     let allow = response.headers().get(header::ALLOW).cloned();
-    let mut replaced = ApiError::new(status, code, message).into_response();
+    let mut replaced = ApiError::new(code, message).into_response();
     if let Some(allow) = allow {
         replaced.headers_mut().insert(header::ALLOW, allow);
     }

@@ -1,4 +1,4 @@
-//! Budget alerts (DOMAIN.md "Costs"): one `cost_alert` per user, month and threshold, the
+//! Budget alerts: one `cost_alert` per user, month and threshold, the
 //! first time the month's spend reaches 80 % (high) and 100 % (critical) of `monthlyBudget`.
 //!
 //! One Budget aggregate per user and month (`{userId}:{YYYY-MM}`) remembers which thresholds

@@ -1,4 +1,4 @@
-//! Cost reporting rules (DOMAIN.md "Costs"): billing periods in UTC (days, ISO weeks starting
+//! Cost reporting rules: billing periods in UTC (days, ISO weeks starting
 //! on Monday, calendar months), who may read whose costs, and the month's projection.
 
 use chrono::{Datelike, Duration, NaiveDate};
@@ -39,7 +39,7 @@ pub fn period_label(day: NaiveDate, group: GroupBy) -> String {
 }
 
 /// Whose costs `reader` may read when asking for `target`: their own always; anyone's for
-/// `admin` and `billing_admin` (DOMAIN.md "Wire format").
+/// `admin` and `billing_admin`.
 pub fn may_read_costs_of(reader_role: Role, reader: uuid::Uuid, target: uuid::Uuid) -> bool {
     reader == target || matches!(reader_role, Role::Admin | Role::BillingAdmin)
 }
@@ -253,7 +253,7 @@ mod tests {
     }
 }
 
-/// The thresholds of a monthly budget: a warning at 80 %, critical at 100 % (DOMAIN.md).
+/// The thresholds of a monthly budget: a warning at 80 %, critical at 100 %.
 pub const BUDGET_THRESHOLDS: [(u32, AlertLevel); 2] =
     [(80, AlertLevel::Warning), (100, AlertLevel::Critical)];
 

@@ -1,4 +1,4 @@
-//! Sign-up rules (seed 002): e-mail format, password length, name and organization lengths.
+//! Sign-up rules: e-mail format, password length, name and organization lengths.
 
 use crate::validation::{text_length, FieldError};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ impl Role {
         }
     }
 
-    /// Admins see every user's resources (DOMAIN.md); others only their own.
+    /// Admins see every user's resources; others only their own.
     pub fn sees_all_resources(self) -> bool {
         matches!(self, Role::Admin)
     }
@@ -143,7 +143,7 @@ pub fn normalize_email(email: &str) -> String {
 
 /// local@domain.tld with no spaces, one `@`, a dot inside the domain, at most 254 characters.
 fn is_plausible_email(email: &str) -> bool {
-    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
     }
     let Some((local, domain)) = email.split_once('@') else {

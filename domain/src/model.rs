@@ -1,5 +1,5 @@
 //! The Model aggregate: a trained LoRA adapter, registered when its job completes
-//! (DOMAIN.md "Models"). Quality metrics are computed here, from the run's losses.
+//!. Quality metrics are computed here, from the run's losses.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -15,7 +15,8 @@ use crate::FieldError;
 /// `score = clamp(drop, 0, 1) × (1 − clamp(gap, 0, 1))`, where `drop = 1 − final / initial`
 /// validation loss and `gap = (finalValidation − finalTraining) / finalValidation`; a final
 /// validation loss more than 5 % above the best one (overfitting) costs one level.
-/// Levels: excellent ≥ 0.6, good ≥ 0.4, acceptable ≥ 0.2 (seed 001's names), poor below.
+/// Levels: excellent ≥ 0.6, good ≥ 0.4, acceptable ≥ 0.2 (the names the API answers), poor below.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Convergence {
@@ -25,6 +26,7 @@ pub enum Convergence {
     Poor,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QualityMetrics {
@@ -35,11 +37,12 @@ pub struct QualityMetrics {
     pub perplexity: f64,
     pub convergence_score: f64,
     pub convergence_quality: Convergence,
-    /// The cluster's evaluation on the validation split (seed 001), each in [0, 1].
+    /// The cluster's evaluation on the validation split, each in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_scores: Option<ValidationScores>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidationScores {
@@ -180,6 +183,18 @@ pub struct ModelDeleted {
 pub enum DeployEnvironment {
     Staging,
     Production,
+}
+
+impl DeployEnvironment {
+    pub const ALL: [DeployEnvironment; 2] =
+        [DeployEnvironment::Staging, DeployEnvironment::Production];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployEnvironment::Staging => "staging",
+            DeployEnvironment::Production => "production",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! Which events notify whom, and how (DOMAIN.md "Notifications"): `dataset_ready` (medium),
+//! Which events notify whom, and how: `dataset_ready` (medium),
 //! `job_complete` (high), `job_failed` (high), `system` (medium: a failed job the cluster
 //! still had, resumed by reconciliation); `cost_alert` (high/critical) comes from the budget.
 //! Each carries an `actionUrl` to the resource.

@@ -17,8 +17,20 @@ impl FieldError {
     }
 }
 
-/// Checks a text's length in characters (not bytes), after trimming.
+/// Control characters no text may hold: all but line feed, carriage return and tab.
+pub fn is_refused_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
+
+/// Checks a text's length in characters (not bytes) and refuses control characters: at least `min` once trimmed, at most
+/// `max` as sent.
 pub fn text_length(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {
+    if value.chars().any(is_refused_control) {
+        return Err(FieldError::new(
+            field,
+            format!("{field} must not contain control characters (line breaks and tabs are fine)"),
+        ));
+    }
     let len = value.trim().chars().count();
     if len < min {
         return Err(if min == 1 {
@@ -27,7 +39,7 @@ pub fn text_length(field: &str, value: &str, min: usize, max: usize) -> Result<(
             FieldError::new(field, format!("{field} must be at least {min} characters"))
         });
     }
-    if len > max {
+    if value.chars().count() > max {
         return Err(FieldError::new(
             field,
             format!("{field} must be at most {max} characters"),

@@ -360,7 +360,7 @@ impl Config {
     }
 }
 
-/// The price list: the defaults of DOMAIN.md "Money", each overridable (USD, decimal).
+/// The price list: the README's default rates, each overridable (USD, decimal).
 fn rates(
     lookup: &impl Fn(&str) -> Option<String>,
 ) -> Result<domain::job::estimate::Rates, ConfigError> {

@@ -35,7 +35,7 @@ async fn signup_answers_201_with_the_user_and_a_working_token() {
     let (status, me) = app.get("/api/auth/me", Some(token)).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["data"]["user"]["id"], body["data"]["user"]["id"]);
-    // Seed 000's user fields: the plan (FREE to start), the budget, the last change.
+    // The user's fields: the plan (FREE to start), the budget, the last change.
     let user = &me["data"]["user"];
     assert_eq!(user["subscriptionTier"], "FREE");
     assert_eq!(user["monthlyBudget"], Value::Null);

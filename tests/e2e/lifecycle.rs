@@ -126,7 +126,7 @@ async fn the_example_goes_from_upload_to_ready_with_the_statistics_of_the_file()
         .get("/api/datasets?trainingReady=false", Some(&token))
         .await;
     assert_eq!(not_ready["meta"]["pagination"]["total"], 0);
-    // The status filter (seed 001): ready lists it, validating and error do not.
+    // The status filter: ready lists it, validating and error do not.
     for (status, total) in [("ready", 1), ("validating", 0), ("error", 0), ("all", 1)] {
         let (code, list) = app
             .get(&format!("/api/datasets?status={status}"), Some(&token))

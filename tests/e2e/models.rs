@@ -1,4 +1,4 @@
-//! The Models API end to end (seed 001 "Models (Artifacts) API"): a model trained by the saga
+//! The Models API end to end: a model trained by the saga
 //! read in detail, downloaded file by file and as one archive (each download billed), edited,
 //! deployed, retrained into a new version, archived and deleted; another user sees none of it.
 

@@ -587,7 +587,7 @@ async fn notifications_and_dashboard_follow_the_journey() {
     let (_, theirs) = app.get("/api/notifications", Some(&stranger)).await;
     assert_eq!(theirs["meta"]["pagination"]["total"], 0);
 
-    // The model list (seed 001 shape, this service's fields).
+    // The model list (shape, this service's fields).
     let (status, models) = app
         .get("/api/models?sortBy=quality-desc", Some(&token))
         .await;

@@ -1,7 +1,7 @@
 //! Sign-up, login and the current user.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::identity::{normalize_email, validate_signup, LoginThrottle, Role};
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::envelope::{self, Envelope};
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{ApiJson, AuthUser};
 use crate::state::AppState;
 
@@ -152,7 +152,7 @@ async fn signup(
         Ok(()) => {}
         Err(UserStoreError::EmailExists) => {
             return Err(ApiError::conflict(
-                "EMAIL_EXISTS",
+                ErrorCode::EmailExists,
                 "an account with this email already exists; log in instead",
             ))
         }
@@ -175,6 +175,10 @@ async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = normalize_email(&req.email);
+    if email.contains('\0') {
+        // No account can have it (and no text column can hold it).
+        return Err(invalid_credentials());
+    }
     let now = state.clock.now();
     let window =
         chrono::Duration::from_std(state.config.login_window).map_err(ApiError::internal)?;
@@ -219,11 +223,7 @@ async fn login(
                 .record_failure(&email, now, now - window)
                 .await
                 .map_err(ApiError::internal)?;
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "INVALID_CREDENTIALS",
-                "email or password is incorrect",
-            ))
+            Err(invalid_credentials())
         }
     }
 }
@@ -242,7 +242,7 @@ pub struct BudgetView {
     pub monthly_budget: Option<f64>,
 }
 
-/// Set the caller's monthly budget (DOMAIN.md "Costs").
+/// Set the caller's monthly budget.
 #[utoipa::path(patch, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
     request_body(content = UpdateMeRequest, example = json!({"monthlyBudget": 500})),
     responses(
@@ -289,4 +289,11 @@ async fn me(State(state): State<AppState>, AuthUser(principal): AuthUser) -> Api
     Ok(envelope::ok(Me {
         user: (&user).into(),
     }))
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidCredentials,
+        "email or password is incorrect",
+    )
 }

@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use application::cluster::{verify_webhook, WebhookEvent, WEBHOOK_SIGNATURE_HEADER};
 
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,18 +46,23 @@ async fn cluster_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let Some(secret) = state.config.cluster_webhook_secret.as_deref() else {
-        return Err(ApiError::not_found(
-            "NOT_FOUND",
-            "cluster webhooks are not configured (CLUSTER_WEBHOOK_SECRET)",
-        ));
-    };
     let signature = headers
         .get(WEBHOOK_SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidSignature,
+                format!("the {WEBHOOK_SIGNATURE_HEADER} header is required"),
+            )
+        })?;
+    let Some(secret) = state.config.cluster_webhook_secret.as_deref() else {
+        return Err(ApiError::not_found(
+            ErrorCode::NotFound,
+            "cluster webhooks are not configured (CLUSTER_WEBHOOK_SECRET)",
+        ));
+    };
     verify_webhook(secret, signature, &body, state.clock.now())
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSignature, e.to_string()))?;
     let event: WebhookEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::validation("body", format!("not a webhook body: {e}")))?;
     let woken = infrastructure::saga::wake_cluster_job(&state.pool, &event.cluster_job_id)

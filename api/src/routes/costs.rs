@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, money, Envelope};
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{ApiQuery, AuthUser};
 use crate::state::AppState;
 
@@ -38,7 +38,7 @@ fn cost_owner(
     let target = requested.unwrap_or(principal.user_id.0);
     if !may_read_costs_of(principal.role, principal.user_id.0, target) {
         return Err(ApiError::not_found(
-            "USER_NOT_FOUND",
+            ErrorCode::UserNotFound,
             format!("no user {target}"),
         ));
     }
@@ -301,8 +301,7 @@ async fn audit_costs(
         domain::identity::Role::Admin | domain::identity::Role::BillingAdmin
     ) {
         return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+            ErrorCode::Forbidden,
             "the cost audit is for billing_admin and admin",
         ));
     }

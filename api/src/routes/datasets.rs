@@ -26,14 +26,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 use crate::request_id;
 use crate::state::AppState;
 
 /// How long a command waits for its read model before answering (read-your-writes).
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
-/// Seed 001: presigned upload URLs are valid for one hour.
+/// Presigned upload URLs are valid for one hour.
 const UPLOAD_URL_VALIDITY: Duration = Duration::from_secs(3600);
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -98,7 +98,6 @@ pub struct PreviewStatistics {
     /// The BPE vocabulary tokens were counted with (`o200k_base`).
     pub tokenizer: String,
     /// The first conversation, normalised to `{conversationId, turns: [{role, content}]}`.
-    #[schema(value_type = Option<Object>)]
     pub sample_conversation: Option<validator::SampleConversation>,
 }
 
@@ -138,7 +137,7 @@ impl From<validator::ValidationReport> for PreviewResult {
     }
 }
 
-/// Check the start of a file before uploading it (seed 001): the same validator the upload
+/// Check the start of a file before uploading it: the same validator the upload
 /// runs, on the first 100 KB. A last line cut by the 100 KB boundary is skipped with a
 /// `TRUNCATED_LINE` warning.
 #[utoipa::path(post, path = "/api/datasets/validate", tag = "datasets", security(("bearer" = [])),
@@ -221,7 +220,7 @@ pub struct DatasetRegistered {
     pub dataset: Option<DatasetView>,
 }
 
-/// Seed 001 `Dataset`.
+/// A dataset as the read model shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetView {
@@ -260,10 +259,16 @@ pub struct DatasetView {
 pub struct DatasetDetail {
     #[serde(flatten)]
     pub dataset: DatasetView,
+    /// Absent until the dataset is validated.
+    #[schema(value_type = Option<validator::FullStatistics>)]
     pub full_statistics: Option<Value>,
+    #[schema(value_type = Vec<validator::SampleConversation>)]
     pub sample_conversations: Value,
-    /// The first 100 errors (`line`, `field`, `code`, `message`); `validationErrorCount` counts all.
+    /// The first 100 errors; `validationErrorCount` counts all.
+    #[schema(value_type = Vec<validator::Issue>)]
     pub validation_errors: Value,
+    /// The first 100 warnings; `validationWarningCount` counts all.
+    #[schema(value_type = Vec<validator::Issue>)]
     pub validation_warnings: Value,
     pub validation_error_count: i64,
     pub validation_warning_count: i64,
@@ -404,15 +409,16 @@ pub struct ListParams {
     /// Items per page, 1..=100 (default 20).
     pub page_size: Option<u32>,
     /// `date-desc` (default) | `date-asc` | `name-asc` | `name-desc` | `size-asc` | `size-desc`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub sort_by: Option<SortBy>,
     /// `all` (default) | `brightrun-lora-v4` | `brightrun-lora-v3`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub format: Option<FormatFilter>,
     /// `all` (default) | `true` | `false`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub training_ready: Option<TrainingReadyFilter>,
     /// `all` (default) | `uploading` | `validating` | `ready` | `error`
+    #[param(inline)]
     #[param(inline)]
     pub status: Option<StatusFilter>,
     /// Case-insensitive search in name and description.
@@ -433,35 +439,35 @@ fn dataset_error(err: AppError<DatasetError>) -> ApiError {
     match err {
         AppError::Rejected(DatasetError::Invalid(field)) => field.into(),
         AppError::Rejected(e @ DatasetError::AlreadyRegistered(_)) => {
-            ApiError::conflict("CONFLICT", e.to_string())
+            ApiError::conflict(ErrorCode::Conflict, e.to_string())
         }
         AppError::Rejected(DatasetError::NotFound) => {
-            ApiError::not_found("DATASET_NOT_FOUND", "no such dataset")
+            ApiError::not_found(ErrorCode::DatasetNotFound, "no such dataset")
         }
         AppError::Rejected(e @ DatasetError::UploadMissing) => {
-            ApiError::conflict("UPLOAD_NOT_FOUND", e.to_string())
+            ApiError::conflict(ErrorCode::UploadNotFound, e.to_string())
         }
         AppError::Rejected(e @ DatasetError::SizeMismatch { declared, stored }) => {
-            let mut err = ApiError::conflict("UPLOAD_SIZE_MISMATCH", e.to_string())
+            let mut err = ApiError::conflict(ErrorCode::UploadSizeMismatch, e.to_string())
                 .with_details(serde_json::json!({"declaredSize": declared, "storedSize": stored}));
             err.body.field = Some("fileSize".to_string());
             err
         }
         AppError::Rejected(e @ DatasetError::InUse) => {
-            ApiError::conflict("DATASET_IN_USE", e.to_string())
+            ApiError::conflict(ErrorCode::DatasetInUse, e.to_string())
         }
         AppError::Rejected(e @ DatasetError::PurgeNotDue { .. }) => {
-            ApiError::conflict("CONFLICT", e.to_string())
+            ApiError::conflict(ErrorCode::Conflict, e.to_string())
         }
         AppError::Conflict => ApiError::conflict(
-            "CONFLICT",
+            ErrorCode::Conflict,
             "the dataset was changed by another request; retry",
         ),
         AppError::Internal(cause) => ApiError::internal(cause),
     }
 }
 
-/// Register a dataset (seed 001 `POST /api/datasets`). Answers once the read model shows it.
+/// Register a dataset (`POST /api/datasets`). Answers once the read model shows it.
 #[utoipa::path(post, path = "/api/datasets", tag = "datasets", security(("bearer" = [])),
     request_body(content = RegisterDatasetRequest, example = json!({"name": "Support chats, October", "description": "Customer support conversations", "format": "brightrun-lora-v4", "fileSize": 2097152, "fileName": "support-chats.jsonl"})),
     responses(
@@ -531,7 +537,7 @@ pub(crate) async fn wait_for_projection<Id: std::fmt::Display>(
 
 /// Unknown, deleted and another user's datasets all answer this (no existence leak).
 fn dataset_not_found(id: &str) -> ApiError {
-    ApiError::not_found("DATASET_NOT_FOUND", format!("no dataset {id}"))
+    ApiError::not_found(ErrorCode::DatasetNotFound, format!("no dataset {id}"))
 }
 
 fn parse_id(id: &str) -> ApiResult<DatasetId> {
@@ -541,10 +547,13 @@ fn parse_id(id: &str) -> ApiResult<DatasetId> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateDatasetRequest {
     /// 1 to 200 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub name: Option<String>,
     /// At most 2000 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub description: Option<String>,
 }
 
@@ -553,7 +562,7 @@ pub struct Deleted {
     pub message: String,
 }
 
-/// Change a dataset's name and/or description (seed 001 `PATCH /api/datasets/{id}`).
+/// Change a dataset's name and/or description (`PATCH /api/datasets/{id}`).
 #[utoipa::path(patch, path = "/api/datasets/{id}", tag = "datasets", security(("bearer" = [])),
     params(("id" = String, Path, description = "Dataset id (UUID)")),
     request_body(content = UpdateDatasetRequest, example = json!({"name": "Support chats, October (clean)", "description": "Deduplicated"})),
@@ -588,7 +597,7 @@ async fn update_dataset(
     Ok(envelope::ok(DatasetOne { dataset }))
 }
 
-/// Delete a dataset (soft; seed 001): it leaves every list and read at once, and its file is
+/// Delete a dataset (soft): it leaves every list and read at once, and its file is
 /// purged from storage after 30 days.
 #[utoipa::path(delete, path = "/api/datasets/{id}", tag = "datasets", security(("bearer" = [])),
     params(("id" = String, Path, description = "Dataset id (UUID)")),
@@ -637,7 +646,7 @@ pub struct ValidationStarted {
     pub bytes_received: Option<u64>,
 }
 
-/// Confirm that the file is uploaded (seed 001): storage must hold exactly the declared
+/// Confirm that the file is uploaded: storage must hold exactly the declared
 /// `fileSize` at the dataset's key. The dataset moves to `validating` and is validated in the
 /// background; poll `GET /api/datasets/{id}` until `ready` or `error`. Confirming again is
 /// harmless.
@@ -704,7 +713,7 @@ async fn confirm(
     })
 }
 
-/// Upload the file through the API (seed 001 `POST /api/datasets/{id}/upload`), for clients
+/// Upload the file through the API (`POST /api/datasets/{id}/upload`), for clients
 /// that cannot reach object storage: the body is either the raw file
 /// (`curl --data-binary @chats.jsonl`) or `multipart/form-data` with a `file` field
 /// (`curl -F file=@chats.jsonl`). It streams to storage (multipart above 8 MiB) without being
@@ -739,7 +748,7 @@ async fn upload_file(
         .ok_or_else(|| dataset_not_found(&id))?;
     if !DatasetStatus::parse(&visible.status).accepts_file() {
         return Err(ApiError::conflict(
-            "DATASET_NOT_UPLOADING",
+            ErrorCode::DatasetNotUploading,
             format!(
                 "dataset {id} is {}: its file was already received",
                 visible.status
@@ -791,9 +800,7 @@ async fn upload_file(
     };
     let received = stored.map_err(|err| match err {
         PutStreamError::TooLarge { limit } => {
-            let mut e = ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
+            let mut e = ApiError::new(ErrorCode::PayloadTooLarge,
                 format!("the upload passed the declared fileSize of {limit} bytes; nothing was stored"),
             );
             e.body.field = Some("fileSize".into());
@@ -801,17 +808,14 @@ async fn upload_file(
             e
         }
         PutStreamError::SizeMismatch { expected, received } => {
-            let mut e = ApiError::conflict(
-                "UPLOAD_SIZE_MISMATCH",
+            let mut e = ApiError::conflict(ErrorCode::UploadSizeMismatch,
                 format!("the upload had {received} bytes but fileSize declares {expected}; nothing was stored"),
             );
             e.body.field = Some("fileSize".into());
             e.body.details = Some(serde_json::json!({"declaredSize": expected, "receivedSize": received}));
             e
         }
-        PutStreamError::Body(e) => ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "UPLOAD_INTERRUPTED",
+        PutStreamError::Body(e) => ApiError::new(ErrorCode::UploadInterrupted,
             format!("the upload broke off: {e}; nothing was stored"),
         ),
         PutStreamError::Store(e) => ApiError::internal(e),
@@ -876,6 +880,14 @@ async fn list_datasets(
         Some(TrainingReadyFilter::True) => Some(true),
         Some(TrainingReadyFilter::False) => Some(false),
     };
+    if let Some(search) = &params.search {
+        if search.chars().any(char::is_control) {
+            return Err(ApiError::validation(
+                "search",
+                "search must not contain control characters",
+            ));
+        }
+    }
     let filter = DatasetFilter {
         format: format.map(|f| f.as_str().to_string()),
         training_ready,

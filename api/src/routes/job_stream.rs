@@ -1,4 +1,4 @@
-//! `GET /api/jobs/{id}/stream`: a job's live updates as Server-Sent Events (seed 001), fed by
+//! `GET /api/jobs/{id}/stream`: a job's live updates as Server-Sent Events, fed by
 //! NATS through `live::JobFeeds`. Each event carries an `id` (its log position,
 //! `<transactionId>.<globalPosition>`); a reconnect with `Last-Event-ID` first gets what it
 //! missed from the event log, then live events, without gaps or repeats. The stream ends after
@@ -55,7 +55,7 @@ fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
     })
 }
 
-/// What a stored event shows on the stream (seed 001 payloads), if anything.
+/// What a stored event shows on the stream, if anything.
 fn live_event(
     aggregate_type: &str,
     event_type: &str,
@@ -156,7 +156,8 @@ async fn replay(pool: &PgPool, job: &str, after: LogPosition) -> ApiResult<Vec<L
 }
 
 fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
-    let Some(value) = headers.get("last-event-id") else {
+    // An empty header is no id at all.
+    let Some(value) = headers.get("last-event-id").filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
     let bad = || {
@@ -229,7 +230,7 @@ fn to_sse(event: LiveEvent) -> Event {
     }
 }
 
-/// Live progress of a job (seed 001): `progress`, `metrics`, `stage`, `cost`, `checkpoint`,
+/// Live progress of a job: `progress`, `metrics`, `stage`, `cost`, `checkpoint`,
 /// `log`, `complete`, `error` (`canRetry`), `cancelled`. A fresh connection opens with the
 /// job's current `stage`, `progress` and `cost` (events without an id). Each later event has
 /// an id; reconnect with `Last-Event-ID` to get exactly what was missed. Keep-alive comments

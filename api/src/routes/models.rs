@@ -1,4 +1,4 @@
-//! Models (seed 001 "Models (Artifacts) API"): list, detail with lineage and download URLs,
+//! Models: list, detail with lineage and download URLs,
 //! metadata edits, soft delete, deployment, billed downloads (one file or the ZIP of all),
 //! and the stored-files overview. Reads come from the `rm_models` projection.
 
@@ -23,13 +23,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 use crate::routes::datasets::{context, wait_for_projection, DatasetView, Deleted};
 use crate::routes::jobs::{downsample, metric_points, MetricPointDto, DETAIL_POINTS};
 use crate::state::AppState;
 
-/// Seed 001: download URLs are valid for one hour.
+/// Download URLs are valid for one hour.
 const DOWNLOAD_URL_VALIDITY: Duration = Duration::from_secs(3600);
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -62,7 +62,7 @@ const TOKENIZER: &str = "tokenizer.json";
 pub struct DownloadParams {
     /// `adapter-model` (default) | `adapter-config` | `tokenizer` | `all` (one ZIP archive of
     /// every file, built on first request and stored)
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub artifact: Option<ArtifactChoice>,
 }
 
@@ -82,7 +82,7 @@ pub struct Download {
 }
 
 fn model_not_found(id: &str) -> ApiError {
-    ApiError::not_found("MODEL_NOT_FOUND", format!("no model {id}"))
+    ApiError::not_found(ErrorCode::ModelNotFound, format!("no model {id}"))
 }
 
 fn parse_model_id(id: &str) -> ApiResult<ModelId> {
@@ -96,14 +96,14 @@ fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
         AppError::Rejected(ModelError::Invalid(field)) => field.into(),
         AppError::Rejected(ModelError::NotFound) => model_not_found(id),
         AppError::Rejected(e @ ModelError::Deployed(..)) => {
-            ApiError::conflict("MODEL_DEPLOYED", e.to_string())
+            ApiError::conflict(ErrorCode::ModelDeployed, e.to_string())
         }
         AppError::Rejected(e @ ModelError::Archived) => {
-            ApiError::conflict("MODEL_ARCHIVED", e.to_string())
+            ApiError::conflict(ErrorCode::ModelArchived, e.to_string())
         }
         AppError::Rejected(e @ ModelError::NoArtifacts) => ApiError::internal(e),
         AppError::Conflict => ApiError::conflict(
-            "CONFLICT",
+            ErrorCode::Conflict,
             "the model was changed by another request; retry",
         ),
         AppError::Internal(e) => ApiError::internal(e),
@@ -117,7 +117,7 @@ fn actor(principal: Principal) -> ModelActor {
     }
 }
 
-/// One stored file of a model (seed 001 `artifacts.*`).
+/// One stored file of a model (`artifacts.*`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactFile {
@@ -168,13 +168,13 @@ pub struct ModelConfigurationView {
     pub dataset_name: String,
     pub preset_used: String,
     /// The resolved hyperparameters the model was trained with.
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::Hyperparameters)]
     pub hyperparameters: serde_json::Value,
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::GpuConfig)]
     pub gpu_config: serde_json::Value,
 }
 
-/// Seed 001 `ModelArtifact`.
+/// A trained model as the read model shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelView {
@@ -192,10 +192,7 @@ pub struct ModelView {
     /// endpointName, endpointUrl, instanceType, min/maxReplicas, estimatedReadyAt, deployedAt.
     #[schema(value_type = Option<Object>)]
     pub deployment: Option<serde_json::Value>,
-    /// finalTrainingLoss, finalValidationLoss, bestValidationLoss, perplexity,
-    /// convergenceScore, convergenceQuality (excellent | good | acceptable | poor),
-    /// validationScores {semanticSimilarity, coherence, fluency, taskAccuracy}
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::model::QualityMetrics)]
     pub quality_metrics: serde_json::Value,
     pub training_summary: TrainingSummaryView,
     pub configuration: ModelConfigurationView,
@@ -336,8 +333,8 @@ async fn archive(
     Ok(archive)
 }
 
-/// A presigned download of one of the model's files, or of the ZIP of all of them
-/// (seed 001). Issuing the URL bills its data transfer (GB × rate) to the owner's ledger.
+/// A presigned download of one of the model's files, or of the ZIP of all of them.
+/// Issuing the URL bills its data transfer (GB × rate) to the owner's ledger.
 /// Another user's model answers 404.
 #[utoipa::path(get, path = "/api/models/{id}/download", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)"), DownloadParams),
@@ -369,7 +366,10 @@ async fn download_model(
             find_artifact(&row.artifacts.0, wanted)
                 .cloned()
                 .ok_or_else(|| {
-                    ApiError::not_found("ARTIFACT_NOT_FOUND", format!("model {id} has no {wanted}"))
+                    ApiError::not_found(
+                        ErrorCode::ArtifactNotFound,
+                        format!("model {id} has no {wanted}"),
+                    )
                 })?
         }
     };
@@ -450,7 +450,7 @@ pub struct ModelOne {
     pub model: ModelDetail,
 }
 
-/// One model with its training history, dataset lineage and download URLs (seed 001).
+/// One model with its training history, dataset lineage and download URLs.
 #[utoipa::path(get, path = "/api/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)")),
     responses(
@@ -547,21 +547,24 @@ async fn detail(state: &AppState, row: &ModelRow) -> ApiResult<ModelDetail> {
 #[serde(deny_unknown_fields)]
 pub struct UpdateModelRequest {
     /// 1 to 100 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub name: Option<String>,
     /// At most 2000 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub description: Option<String>,
     /// `stored` | `archived`
     #[schema(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub status: Option<ModelStatus>,
 }
 
-/// Change a model's name, description or status (`stored` | `archived`; seed 001). A
+/// Change a model's name, description or status (`stored` | `archived`). A
 /// deployed model keeps its status.
 #[utoipa::path(patch, path = "/api/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)")),
     request_body(content = UpdateModelRequest, example = json!({"name": "Support bot v1", "description": "Trained on October tickets", "status": "archived"})),
     responses(
-        (status = 200, description = "The updated model", body = Envelope<ModelList>),
+        (status = 200, description = "The updated model", body = Envelope<ModelSingle>),
         (status = 400, description = "`VALIDATION_ERROR` naming the field (name, description, status)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
         (status = 404, description = "`MODEL_NOT_FOUND`", body = ErrorEnvelope),
@@ -600,7 +603,7 @@ pub struct ModelSingle {
     pub model: ModelView,
 }
 
-/// Delete a model (soft; seed 001): it leaves every list and read at once. Its files stay in
+/// Delete a model (soft): it leaves every list and read at once. Its files stay in
 /// storage.
 #[utoipa::path(delete, path = "/api/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)")),
@@ -653,7 +656,7 @@ pub struct DeploymentStarted {
     pub estimated_ready_at: DateTime<Utc>,
 }
 
-/// Deploy a model to the inference service (seed 001), through the deployment port (a
+/// Deploy a model to the inference service, through the deployment port (a
 /// simulated target for now): `deploying` at once, `deployed` when ready.
 #[utoipa::path(post, path = "/api/models/{id}/deploy", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)")),
@@ -747,7 +750,7 @@ pub struct ArtifactList {
     pub total_size: i64,
 }
 
-/// Every stored file of the caller's models, newest model first (seed 001 route tree), for
+/// Every stored file of the caller's models, newest model first, for
 /// storage overviews.
 #[utoipa::path(get, path = "/api/models/artifacts", tag = "models", security(("bearer" = [])),
     params(ArtifactListParams),
@@ -811,10 +814,10 @@ pub enum ModelSort {
 #[into_params(parameter_in = Query)]
 pub struct ModelListParams {
     /// `all` (default) | `stored` | `deployed` | `archived`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub status: Option<ModelStatusFilter>,
     /// `created-desc` (default) | `quality-desc` (best convergence score first) | `size-desc`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub sort_by: Option<ModelSort>,
     pub page: Option<u32>,
     pub page_size: Option<u32>,
@@ -825,7 +828,7 @@ pub struct ModelList {
     pub models: Vec<ModelView>,
 }
 
-/// The caller's models (seed 001), filtered by status, sorted, paginated.
+/// The caller's models, filtered by status, sorted, paginated.
 #[utoipa::path(get, path = "/api/models", tag = "models", security(("bearer" = [])),
     params(ModelListParams),
     responses(

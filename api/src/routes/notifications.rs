@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{ApiQuery, AuthUser};
 use crate::state::AppState;
 
@@ -74,9 +74,15 @@ pub struct NotificationList {
 pub struct NotificationPage {
     pub success: bool,
     pub data: NotificationList,
-    /// `pagination` and `unreadCount`.
-    #[schema(value_type = Object)]
-    pub meta: serde_json::Value,
+    pub meta: NotificationMeta,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationMeta {
+    pub pagination: crate::envelope::Pagination,
+    /// The caller's unread notifications, whatever the filter.
+    pub unread_count: i64,
 }
 
 /// The caller's notifications, newest first; `meta.unreadCount` counts the unread ones.
@@ -114,12 +120,14 @@ async fn list_notifications(
         .map(NotificationView::from)
         .collect();
     let (total, unread) = (found.total, found.unread);
-    let pagination = pagination(page, page_size, total);
-    Ok(axum::Json(serde_json::json!({
-        "success": true,
-        "data": {"notifications": notifications},
-        "meta": {"pagination": pagination, "unreadCount": unread},
-    }))
+    Ok(axum::Json(NotificationPage {
+        success: true,
+        data: NotificationList { notifications },
+        meta: NotificationMeta {
+            pagination: pagination(page, page_size, total),
+            unread_count: unread,
+        },
+    })
     .into_response())
 }
 
@@ -143,8 +151,12 @@ async fn mark_read(
     AuthUser(principal): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let not_found =
-        || ApiError::not_found("NOTIFICATION_NOT_FOUND", format!("no notification {id}"));
+    let not_found = || {
+        ApiError::not_found(
+            ErrorCode::NotificationNotFound,
+            format!("no notification {id}"),
+        )
+    };
     let notification = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let found = read::mark_read(
         &state.pool,

@@ -1,14 +1,14 @@
 //! Operations: liveness, readiness and Prometheus metrics.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::envelope::{self, Envelope};
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::{ApiError, ErrorCode, ErrorEnvelope};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -54,13 +54,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if postgres && nats {
         envelope::ok(Readiness { postgres, nats })
     } else {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NOT_READY",
-            "a dependency is unreachable",
-        )
-        .with_details(serde_json::json!({ "postgres": postgres, "nats": nats }))
-        .into_response()
+        ApiError::new(ErrorCode::NotReady, "a dependency is unreachable")
+            .with_details(serde_json::json!({ "postgres": postgres, "nats": nats }))
+            .into_response()
     }
 }
 

@@ -14,7 +14,7 @@ pub enum DatasetCommand {
     PurgeObject(PurgeObject),
 }
 
-/// Seed 001 `POST /api/datasets/{id}/confirm`. `stored_size` is what object storage holds at
+/// `POST /api/datasets/{id}/confirm`. `stored_size` is what object storage holds at
 /// the dataset's key (`None`: nothing uploaded yet), read by the caller just before.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfirmUpload {
@@ -54,7 +54,7 @@ pub struct Actor {
     pub is_admin: bool,
 }
 
-/// Seed 001 `PATCH /api/datasets/{id}`: name and/or description.
+/// `PATCH /api/datasets/{id}`: name and/or description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpdateDatasetDetails {
     pub actor: Actor,
@@ -63,7 +63,7 @@ pub struct UpdateDatasetDetails {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Seed 001 `DELETE /api/datasets/{id}`: soft; the object is purged later.
+/// `DELETE /api/datasets/{id}`: soft; the object is purged later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteDataset {
     pub actor: Actor,
@@ -72,7 +72,7 @@ pub struct DeleteDataset {
     pub deleted_at: DateTime<Utc>,
 }
 
-/// Seed 001 `POST /api/datasets`. Ids, clock, bucket and limit are supplied by the caller.
+/// `POST /api/datasets`. Ids, clock, bucket and limit are supplied by the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisterDataset {
     pub dataset_id: DatasetId,

@@ -33,7 +33,7 @@ pub struct DatasetUploadConfirmed {
 }
 
 /// Validation found no errors (status `ready`). Also the source of the `dataset_ready`
-/// notification (DOMAIN.md "Notifications"): it names the owner and the dataset.
+/// notification: it names the owner and the dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetReady {

@@ -21,13 +21,13 @@ use crate::validation::{text_length, FieldError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Seed 002: "fileSize: Must be > 0, max 10GB (10737418240 bytes)". The limit is
-/// configurable (DOMAIN.md); this is its default.
+/// A file is at most 10 GiB (10737418240 bytes) by default. The limit is
+/// configurable; this is its default.
 pub const DEFAULT_UPLOAD_LIMIT_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 pub const MAX_NAME_LENGTH: usize = 200;
 pub const MAX_DESCRIPTION_LENGTH: usize = 2000;
 pub const MAX_FILE_NAME_LENGTH: usize = 255;
-/// DOMAIN.md: objects of deleted datasets are purged after 30 days (configurable).
+/// objects of deleted datasets are purged after 30 days (configurable).
 pub const DEFAULT_PURGE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// When the object of a dataset deleted at `deleted_at` may be purged.
@@ -44,6 +44,11 @@ pub enum DatasetFormat {
 }
 
 impl DatasetFormat {
+    pub const ALL: [DatasetFormat; 2] = [
+        DatasetFormat::BrightrunLoraV4,
+        DatasetFormat::BrightrunLoraV3,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetFormat::BrightrunLoraV4 => "brightrun-lora-v4",
@@ -113,7 +118,7 @@ pub enum DatasetError {
     PurgeNotDue { due_at: DateTime<Utc> },
 }
 
-/// The storage key of a dataset's object (seed 001).
+/// The storage key of a dataset's object.
 pub fn object_key(user: UserId, dataset: DatasetId) -> String {
     format!("datasets/{user}/{dataset}/dataset.jsonl")
 }

@@ -1,5 +1,5 @@
-//! A training job's configuration: presets (seed 002), hyperparameter bounds, the base-model
-//! catalogue and the GPU memory check (DOMAIN.md "Presets", "Base models and throughput").
+//! A training job's configuration: presets, hyperparameter bounds, the base-model
+//! catalogue and the GPU memory check.
 //!
 //! A request names a preset and may override any field; `resolve` answers the complete
 //! configuration, or the first field that is out of bounds (named as on the wire).
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::FieldError;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -73,6 +74,7 @@ impl Preset {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetModule {
@@ -113,6 +115,7 @@ impl TargetModule {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
@@ -121,6 +124,7 @@ pub enum Optimizer {
     Adafactor,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheduler {
@@ -129,7 +133,8 @@ pub enum Scheduler {
     Constant,
 }
 
-/// Seed 001 `HyperparameterConfig`, complete.
+/// Every hyperparameter of a run, resolved.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Hyperparameters {
@@ -167,6 +172,7 @@ pub struct HyperparameterOverrides {
     pub scheduler: Option<Scheduler>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum GpuType {
     #[serde(rename = "a100-40gb")]
@@ -196,7 +202,8 @@ impl GpuType {
     }
 }
 
-/// Seed 001 `GPUConfig`.
+/// The GPUs a job asks for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuConfig {
@@ -289,7 +296,8 @@ impl BaseModel {
     }
 }
 
-/// Optional settings of seed 001 `POST /api/jobs`, resolved.
+/// The optional settings of `POST /api/jobs`, resolved.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingOptions {
@@ -313,6 +321,7 @@ pub struct JobRequest {
 }
 
 /// The complete configuration stored on the job.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobConfiguration {
@@ -576,7 +585,7 @@ pub fn check_gpu_fits(model: &BaseModel, gpus: GpuConfig) -> Result<(), FieldErr
     Ok(())
 }
 
-/// `ceil(trainPairs / (batchSize × gradientAccumulationSteps)) × numEpochs` (DOMAIN.md).
+/// `ceil(trainPairs / (batchSize × gradientAccumulationSteps)) × numEpochs`.
 pub fn total_steps(train_pairs: u64, h: &Hyperparameters) -> u64 {
     let per_step = u64::from(h.batch_size) * u64::from(h.gradient_accumulation_steps);
     train_pairs.div_ceil(per_step.max(1)) * u64::from(h.num_epochs)

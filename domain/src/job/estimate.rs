@@ -1,4 +1,4 @@
-//! Cost and duration estimate (DOMAIN.md "Estimate", seed 001 `calculateTrainingCost`).
+//! Cost and duration estimate (`calculateTrainingCost`).
 //! Money is Decimal from the rate table to the answer; durations are whole seconds.
 
 use rust_decimal::prelude::ToPrimitive;
@@ -10,11 +10,11 @@ use super::config::{total_steps, BaseModel, GpuType, JobConfiguration};
 /// Seconds to start the job and to save the adapter, added to the training time.
 pub const INITIALISATION_SECONDS: u64 = 300;
 pub const SAVING_SECONDS: u64 = 120;
-/// Storage kept besides the dataset: checkpoints and the adapter (seed 001).
+/// Storage kept besides the dataset: checkpoints and the adapter.
 pub const CHECKPOINT_STORAGE_GB: u32 = 5;
 pub const BYTES_PER_GB: u64 = 1 << 30;
 
-/// The rate table (DOMAIN.md "Money"); every ledger entry records the rate it used.
+/// The rate table; every ledger entry records the rate it used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rates {
@@ -47,7 +47,7 @@ impl Rates {
     }
 }
 
-/// API money: half-even to cents (DOMAIN.md).
+/// API money: half-even to cents.
 /// A data transfer of `bytes` at `rate` USD per GB: its quantity (GB) and amount, both with
 /// the ledger's 6 fractional digits. One rule for every transfer that is billed.
 pub fn transfer_charge(bytes: u64, rate: Decimal) -> (Decimal, Decimal) {

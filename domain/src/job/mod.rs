@@ -1,6 +1,6 @@
 //! The training Job aggregate: configuration and estimate at creation, then the life the saga
 //! reports (submission, stages, checkpoints, costs, completion, failure with retries) and the
-//! user's cancellation (DOMAIN.md "Jobs", "Costs").
+//! user's cancellation.
 //!
 //! Status: queued → initializing → running → completed | failed | cancelled. Once terminal,
 //! reports from the cluster change nothing (they record no event), but cost accruals keyed to

@@ -22,7 +22,33 @@ pub enum TelemetryEvent {
     LogLineRecorded(LogLine),
 }
 
-/// Seed 001 `metricsHistory[]` item, plus the current figures of `currentMetrics`.
+/// A job's latest figures (`currentMetrics`), from its newest metric point.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentMetrics {
+    pub training_loss: f64,
+    pub validation_loss: Option<f64>,
+    pub learning_rate: f64,
+    /// Tokens per second.
+    pub throughput: Option<f64>,
+    /// Percent.
+    pub gpu_utilization: Option<f64>,
+}
+
+impl From<&MetricPoint> for CurrentMetrics {
+    fn from(p: &MetricPoint) -> Self {
+        CurrentMetrics {
+            training_loss: p.training_loss,
+            validation_loss: p.validation_loss,
+            learning_rate: p.learning_rate,
+            throughput: p.throughput,
+            gpu_utilization: p.gpu_utilization,
+        }
+    }
+}
+
+/// One point of a job's `metricsHistory`, plus the current figures of `currentMetrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricPoint {

@@ -8,7 +8,6 @@ use cqrs_es::Aggregate;
 use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
 use domain::job::{CostType, Job, JobEvent, JobStage, JobStatus};
 use infrastructure::event_log::StoredEvent;
-use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -253,13 +252,7 @@ async fn telemetry(conn: &mut PgConnection, event: TelemetryEvent) -> anyhow::Re
             .bind(p.recorded_at)
             .execute(&mut *conn)
             .await?;
-            let current = json!({
-                "trainingLoss": p.training_loss,
-                "validationLoss": p.validation_loss,
-                "learningRate": p.learning_rate,
-                "throughput": p.throughput,
-                "gpuUtilization": p.gpu_utilization,
-            });
+            let current = domain::job::telemetry::CurrentMetrics::from(&p);
             sqlx::query(
                 "UPDATE rm_jobs SET current_metrics = $2, last_metric_step = $3 \
                  WHERE id = $1 AND (last_metric_step IS NULL OR last_metric_step <= $3)",

@@ -28,7 +28,7 @@ pub struct PresetInfo {
     pub id: String,
     pub description: String,
     /// Every hyperparameter the preset sets (custom: the defaults overrides start from).
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::Hyperparameters)]
     pub hyperparameters: Value,
 }
 

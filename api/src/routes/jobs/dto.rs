@@ -165,7 +165,7 @@ pub struct EstimateDto {
     /// Tokens of the training split, the basis of the duration.
     pub training_tokens: u64,
     /// The resolved configuration: preset values with the overrides applied.
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::JobConfiguration)]
     pub configuration: Value,
 }
 
@@ -267,12 +267,11 @@ pub struct JobView {
     pub status: String,
     pub preset_id: String,
     pub base_model: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::Hyperparameters)]
     pub hyperparameters: Value,
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::GpuConfig)]
     pub gpu_config: Value,
-    /// `earlyStoppingPatience`, `validationSplitRatio`, `checkpointInterval`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = domain::job::config::TrainingOptions)]
     pub options: Value,
     /// `queued` | `initializing` | `training` | `validating` | `saving` | `completed`
     pub current_stage: String,
@@ -282,8 +281,8 @@ pub struct JobView {
     pub total_epochs: i32,
     pub current_step: Option<i64>,
     pub total_steps: i64,
-    /// `trainingLoss`, `validationLoss`, `learningRate`, `throughput`, `gpuUtilization`.
-    #[schema(value_type = Option<Object>)]
+    /// The newest metric point's figures; absent before the first.
+    #[schema(value_type = Option<domain::job::telemetry::CurrentMetrics>)]
     pub current_metrics: Option<Value>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -402,12 +401,12 @@ pub enum JobSort {
 #[into_params(parameter_in = Query)]
 pub struct JobListParams {
     /// `all` (default) | `queued` | `initializing` | `running` | `completed` | `failed` | `cancelled`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub status: Option<StatusFilter>,
     pub page: Option<u32>,
     pub page_size: Option<u32>,
     /// `created-desc` (default) | `created-asc` | `cost-desc`
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub sort_by: Option<JobSort>,
 }
 
@@ -557,11 +556,15 @@ pub struct CancelledDto {
 #[serde(deny_unknown_fields)]
 pub struct UpdateJobRequest {
     /// 1 to 100 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub name: Option<String>,
     /// At most 2000 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub description: Option<String>,
     /// Another name for `description` (ignored when `description` is given).
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub notes: Option<String>,
     /// At most 20, each 1 to 50 characters; repeats are dropped. Replaces the job's tags.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
     pub tags: Option<Vec<String>>,
 }

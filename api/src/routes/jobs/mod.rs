@@ -20,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::envelope::{self, money, pagination, Envelope, PageParams};
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 use crate::routes::datasets::context;
 use crate::state::AppState;
@@ -40,31 +40,32 @@ fn job_error(err: AppError<JobError>) -> ApiError {
     match err {
         AppError::Rejected(JobError::Invalid(field)) => field.into(),
         AppError::Rejected(e @ JobError::DatasetNotFound(_)) => {
-            let mut err = ApiError::not_found("DATASET_NOT_FOUND", e.to_string());
+            let mut err = ApiError::not_found(ErrorCode::DatasetNotFound, e.to_string());
             err.body.field = Some("datasetId".to_string());
             err
         }
         AppError::Rejected(e @ JobError::DatasetNotReady { .. }) => {
-            let mut err = ApiError::conflict("DATASET_NOT_READY", e.to_string());
+            let mut err = ApiError::conflict(ErrorCode::DatasetNotReady, e.to_string());
             err.body.field = Some("datasetId".to_string());
             err
         }
         AppError::Rejected(e @ JobError::AlreadyCreated(_)) => {
-            ApiError::conflict("CONFLICT", e.to_string())
+            ApiError::conflict(ErrorCode::Conflict, e.to_string())
         }
         AppError::Rejected(JobError::NotFound) => job_not_found("the job"),
         AppError::Rejected(e @ JobError::NotCancellable(_)) => {
-            ApiError::conflict("JOB_NOT_CANCELLABLE", e.to_string())
+            ApiError::conflict(ErrorCode::JobNotCancellable, e.to_string())
         }
-        AppError::Conflict => {
-            ApiError::conflict("CONFLICT", "the job was changed by another request; retry")
-        }
+        AppError::Conflict => ApiError::conflict(
+            ErrorCode::Conflict,
+            "the job was changed by another request; retry",
+        ),
         AppError::Internal(cause) => ApiError::internal(cause),
     }
 }
 
 fn job_not_found(id: &str) -> ApiError {
-    ApiError::not_found("JOB_NOT_FOUND", format!("no job {id}"))
+    ApiError::not_found(ErrorCode::JobNotFound, format!("no job {id}"))
 }
 
 pub(crate) fn parse_job_id(id: &str) -> ApiResult<JobId> {
@@ -395,6 +396,9 @@ async fn update_job(
     }
     let request: UpdateJobRequest = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::validation("body", format!("invalid metadata: {e}")))?;
+    if let Some(notes) = &request.notes {
+        domain::validation::text_length("notes", notes, 0, 2000)?;
+    }
     let receipt = state
         .jobs
         .update_metadata(

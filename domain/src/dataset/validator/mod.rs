@@ -2,7 +2,7 @@
 //! out (`finish`). It keeps per-conversation figures only (token counts, ids for duplicate
 //! detection, the vocabulary set), never the file, and a line is at most `max_line_bytes`.
 //!
-//! Formats (DOMAIN.md "Datasets"):
+//! Formats:
 //! - `brightrun-lora-v4`: `{"conversation_id", "turns": [{"role", "content"}], "metadata"?: {"topic"?}, "split"?}`
 //! - `brightrun-lora-v3`: `{"id", "turns": [{"speaker", "text"}]}`; speakers named
 //!   user/assistant/system keep that role, others map by order of appearance: first user,
@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use super::DatasetFormat;
 
-/// The preview (`POST /api/datasets/validate`) takes the first 100 KB of a file (seed 001).
+/// The preview (`POST /api/datasets/validate`) takes the first 100 KB of a file.
 pub const PREVIEW_LIMIT_BYTES: usize = 100 * 1024;
 /// A sample turn keeps this many characters (the sample travels in events and answers).
 pub const SAMPLE_CONTENT_CHARS: usize = 2000;
