@@ -289,46 +289,48 @@ fn constrain_schemas(doc: &mut Value) {
     );
 }
 
+/// Every operation of the document.
+pub(crate) fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
+    doc.get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+}
+
 fn constrain_parameters(doc: &mut Value) {
-    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for item in paths.values_mut() {
-        let Some(item) = item.as_object_mut() else {
+    for op in operations(doc) {
+        let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
             continue;
         };
-        for op in item.values_mut() {
-            let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
-                continue;
+        for p in params {
+            let patch = match (p["name"].as_str(), p["in"].as_str()) {
+                (Some("page"), Some("query")) => {
+                    json!({"type": "integer", "minimum": 1, "maximum": u32::MAX})
+                }
+                (Some("pageSize"), Some("query")) => {
+                    json!({"type": "integer", "minimum": 1, "maximum": crate::envelope::MAX_PAGE_SIZE})
+                }
+                (Some("points"), Some("query")) => {
+                    json!({"type": "integer", "minimum": 2, "maximum": 10_000})
+                }
+                (Some("startDate" | "endDate" | "from" | "to"), Some("query")) => {
+                    json!({"type": "string", "format": "date"})
+                }
+                (Some("groupBy"), Some("query")) => {
+                    json!({"type": "string", "enum": ["day", "week", "month"]})
+                }
+                (Some("id"), Some("path")) => json!({"type": "string", "format": "uuid"}),
+                (Some("search"), Some("query")) => {
+                    json!({"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"})
+                }
+                (Some("Last-Event-ID"), Some("header")) => {
+                    json!({"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"})
+                }
+                _ => continue,
             };
-            for p in params {
-                let patch = match (p["name"].as_str(), p["in"].as_str()) {
-                    (Some("page"), Some("query")) => {
-                        json!({"type": "integer", "minimum": 1, "maximum": u32::MAX})
-                    }
-                    (Some("pageSize"), Some("query")) => {
-                        json!({"type": "integer", "minimum": 1, "maximum": crate::envelope::MAX_PAGE_SIZE})
-                    }
-                    (Some("points"), Some("query")) => {
-                        json!({"type": "integer", "minimum": 2, "maximum": 10_000})
-                    }
-                    (Some("startDate" | "endDate" | "from" | "to"), Some("query")) => {
-                        json!({"type": "string", "format": "date"})
-                    }
-                    (Some("groupBy"), Some("query")) => {
-                        json!({"type": "string", "enum": ["day", "week", "month"]})
-                    }
-                    (Some("id"), Some("path")) => json!({"type": "string", "format": "uuid"}),
-                    (Some("search"), Some("query")) => {
-                        json!({"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"})
-                    }
-                    (Some("Last-Event-ID"), Some("header")) => {
-                        json!({"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"})
-                    }
-                    _ => continue,
-                };
-                p["schema"] = patch;
-            }
+            p["schema"] = patch;
         }
     }
 }
@@ -341,43 +343,37 @@ fn error_answer(description: &str) -> Value {
 }
 
 fn document_common_answers(doc: &mut Value) {
-    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for item in paths.values_mut() {
-        let Some(item) = item.as_object_mut() else {
+    for op in operations(doc) {
+        let has_body = op.get("requestBody").is_some();
+        let has_params = op
+            .get("parameters")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty());
+        let secured = op.get("security").is_some();
+        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
             continue;
         };
-        for op in item.values_mut() {
-            let has_body = op.get("requestBody").is_some();
-            let has_params = op
-                .get("parameters")
-                .and_then(Value::as_array)
-                .is_some_and(|p| !p.is_empty());
-            let secured = op.get("security").is_some();
-            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            if has_body || has_params {
-                responses.entry("400").or_insert_with(|| {
-                    error_answer("`VALIDATION_ERROR` naming the field, or `BAD_REQUEST` for a malformed request")
-                });
-            }
-            if has_body {
-                responses.entry("413").or_insert_with(|| {
-                    error_answer("`PAYLOAD_TOO_LARGE`: the body passed the request size limit")
-                });
-                responses.entry("415").or_insert_with(|| {
-                    error_answer(
-                        "`UNSUPPORTED_MEDIA_TYPE`: send the body as the operation's content type",
-                    )
-                });
-            }
-            if secured {
-                responses.entry("401").or_insert_with(|| {
-                    error_answer("`UNAUTHORIZED`: a valid bearer token is required")
-                });
-            }
+        if has_body || has_params {
+            responses.entry("400").or_insert_with(|| {
+                error_answer(
+                    "`VALIDATION_ERROR` naming the field, or `BAD_REQUEST` for a malformed request",
+                )
+            });
+        }
+        if has_body {
+            responses.entry("413").or_insert_with(|| {
+                error_answer("`PAYLOAD_TOO_LARGE`: the body passed the request size limit")
+            });
+            responses.entry("415").or_insert_with(|| {
+                error_answer(
+                    "`UNSUPPORTED_MEDIA_TYPE`: send the body as the operation's content type",
+                )
+            });
+        }
+        if secured {
+            responses.entry("401").or_insert_with(|| {
+                error_answer("`UNAUTHORIZED`: a valid bearer token is required")
+            });
         }
     }
 }

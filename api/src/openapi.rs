@@ -76,20 +76,12 @@ pub fn fill_examples(mut doc: serde_json::Value) -> serde_json::Value {
             content.insert("example".into(), synthesize(&schemas, &schema, "", 0));
         }
     };
-    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
-        return doc;
-    };
-    for item in paths.values_mut() {
-        let Some(item) = item.as_object_mut() else {
-            continue;
-        };
-        for op in item.values_mut() {
-            fill(op.pointer_mut("/requestBody/content/application~1json"));
-            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
-                for (code, response) in responses.iter_mut() {
-                    if code.starts_with('2') {
-                        fill(response.pointer_mut("/content/application~1json"));
-                    }
+    for op in crate::contract::operations(&mut doc) {
+        fill(op.pointer_mut("/requestBody/content/application~1json"));
+        if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+            for (code, response) in responses.iter_mut() {
+                if code.starts_with('2') {
+                    fill(response.pointer_mut("/content/application~1json"));
                 }
             }
         }
