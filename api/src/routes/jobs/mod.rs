@@ -3,7 +3,7 @@
 //! (`projections::jobs::queries`); the shapes answered are in `dto`.
 
 mod catalogue;
-pub(crate) mod dto;
+pub mod dto;
 
 use application::datasets::Receipt;
 use application::jobs::NewJob;
@@ -24,7 +24,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 use crate::routes::datasets::context;
 use crate::state::AppState;
-pub(crate) use dto::*;
+pub use dto::*;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
