@@ -285,7 +285,18 @@ fn constrain_schemas(doc: &mut Value) {
         schemas,
         "ErrorBody",
         "code",
-        json!({"type": "string", "enum": strings(ErrorCode::ALL.iter().map(|c| c.as_str()))}),
+        json!({
+            "type": "string",
+            "enum": strings(ErrorCode::ALL.iter().map(|c| c.as_str())),
+            "description": format!(
+                "The code a client can act on; each always comes with the same status: {}.",
+                ErrorCode::ALL
+                    .iter()
+                    .map(|c| format!("`{}` {}", c.as_str(), c.status().as_u16()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
     );
 }
 

@@ -14,3 +14,34 @@ pub mod state;
 pub mod telemetry;
 
 pub use app::{router, serve, start, Roles, Service};
+
+#[cfg(test)]
+mod tests {
+    /// The read side lives beside its projectors (`projections/src/<model>/queries.rs`);
+    /// handlers only extract, call and map.
+    #[test]
+    fn the_api_crate_holds_no_sql() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    for (i, line) in text.lines().enumerate() {
+                        // Spelled in two parts, so this test does not find itself.
+                        if line.contains(concat!("sqlx", "::query")) {
+                            found.push(format!("{}:{}", path.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(found.is_empty(), "SQL in the api crate: {found:?}");
+    }
+}

@@ -47,3 +47,22 @@ pub fn text_length(field: &str, value: &str, min: usize, max: usize) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_refuses_control_characters_and_counts_its_maximum_as_sent() {
+        assert!(text_length("name", "Support bot\nv2\t(draft)", 1, 100).is_ok());
+        for bad in ["a\u{0}", "\u{1b}[31m", "a\u{7f}", "a\u{85}"] {
+            let e = text_length("name", bad, 1, 100).unwrap_err();
+            assert_eq!(e.field, "name");
+            assert!(e.message.contains("control characters"), "{e}");
+        }
+        // The minimum counts what trimming leaves; the maximum counts what was sent.
+        assert!(text_length("name", "  a  ", 1, 5).is_ok());
+        assert!(text_length("name", "  a   ", 1, 5).is_err());
+        assert!(text_length("name", "   ", 1, 5).is_err());
+    }
+}

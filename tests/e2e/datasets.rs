@@ -67,6 +67,10 @@ async fn registration_rules_answer_the_offending_field_and_change_nothing() {
         (with("fileSize", json!("ten")), "fileSize"),
         (with("format", json!("csv")), "format"),
         (with("fileName", json!("")), "fileName"),
+        // Postgres cannot store U+0000: it is refused like any control character.
+        (with("name", json!("\u{0}\u{1a}")), "name"),
+        (with("description", json!("line\u{0}")), "description"),
+        (with("fileName", json!("a\u{7}.jsonl")), "fileName"),
     ];
     for (body, field) in cases {
         let (status, answer) = app.post("/api/datasets", Some(&token), body).await;
@@ -74,6 +78,18 @@ async fn registration_rules_answer_the_offending_field_and_change_nothing() {
         assert_eq!(answer["error"]["code"], "VALIDATION_ERROR");
         assert_eq!(answer["error"]["field"], field, "{answer}");
     }
+    // A NUL in a search or a login answers 4xx, never 500.
+    let (status, answer) = app.get("/api/datasets?search=a%00b", Some(&token)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["field"], "search");
+    let (status, _) = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "ada\u{0}@example.com", "password": "whatever-it-is"}),
+        )
+        .await;
+    assert_eq!(status, 401);
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(app.pool())
         .await
