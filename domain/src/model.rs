@@ -178,6 +178,7 @@ pub struct ModelDeleted {
     pub deleted_at: DateTime<Utc>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeployEnvironment {
@@ -210,6 +211,54 @@ pub struct ModelDeploymentRequested {
     pub endpoint_url: String,
     pub estimated_ready_at: DateTime<Utc>,
     pub requested_at: DateTime<Utc>,
+}
+
+/// Where a deployment is: requested, then serving.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    Deploying,
+    Deployed,
+}
+
+/// A model's current deployment, as the models read model keeps it: what was requested,
+/// and when it started serving.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentState {
+    pub deployment_id: String,
+    pub status: DeploymentStatus,
+    pub environment: DeployEnvironment,
+    pub endpoint_name: String,
+    pub endpoint_url: String,
+    pub instance_type: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub estimated_ready_at: DateTime<Utc>,
+    pub requested_at: DateTime<Utc>,
+    /// Absent until it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ModelDeploymentRequested> for DeploymentState {
+    fn from(e: &ModelDeploymentRequested) -> Self {
+        DeploymentState {
+            deployment_id: e.deployment_id.clone(),
+            status: DeploymentStatus::Deploying,
+            environment: e.environment,
+            endpoint_name: e.endpoint_name.clone(),
+            endpoint_url: e.endpoint_url.clone(),
+            instance_type: e.instance_type.clone(),
+            min_replicas: e.min_replicas,
+            max_replicas: e.max_replicas,
+            estimated_ready_at: e.estimated_ready_at,
+            requested_at: e.requested_at,
+            deployed_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

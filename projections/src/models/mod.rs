@@ -76,18 +76,7 @@ impl Projector for ModelsProjector {
                     .await?;
             }
             ModelEvent::ModelDeploymentRequested(e) => {
-                let deployment = serde_json::json!({
-                    "deploymentId": e.deployment_id,
-                    "status": "deploying",
-                    "environment": e.environment,
-                    "endpointName": e.endpoint_name,
-                    "endpointUrl": e.endpoint_url,
-                    "instanceType": e.instance_type,
-                    "minReplicas": e.min_replicas,
-                    "maxReplicas": e.max_replicas,
-                    "estimatedReadyAt": e.estimated_ready_at,
-                    "requestedAt": e.requested_at,
-                });
+                let deployment = Json(domain::model::DeploymentState::from(&e));
                 sqlx::query("UPDATE rm_models SET deployment = $2, updated_at = $3 WHERE id = $1")
                     .bind(e.model_id.0)
                     .bind(deployment)

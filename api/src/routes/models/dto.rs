@@ -118,9 +118,8 @@ pub struct ModelView {
     /// `stored` | `deployed` | `archived`
     pub status: String,
     pub deployed_at: Option<DateTime<Utc>>,
-    /// The current deployment: deploymentId, status (`deploying` | `deployed`), environment,
-    /// endpointName, endpointUrl, instanceType, min/maxReplicas, estimatedReadyAt, deployedAt.
-    #[schema(value_type = Option<Object>)]
+    /// The current deployment, if the model was ever deployed.
+    #[schema(value_type = Option<domain::model::DeploymentState>)]
     pub deployment: Option<serde_json::Value>,
     #[schema(value_type = domain::model::QualityMetrics)]
     pub quality_metrics: serde_json::Value,
