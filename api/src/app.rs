@@ -109,12 +109,12 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (routes, _) = router_parts();
+    let (routes, api) = router_parts();
     let max_body = state.config.max_body_bytes;
     routes
         .merge(
             SwaggerUi::new("/api/docs")
-                .external_url_unchecked("/api/openapi.json", crate::openapi::document()),
+                .external_url_unchecked("/api/openapi.json", crate::openapi::document_of(api)),
         )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(ErrorCode::NotFound, format!("no route for {}", uri.path()))

@@ -74,8 +74,8 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    /// (page, pageSize, offset)
-    pub fn resolve(self) -> Result<(u32, u32, i64), ApiError> {
+    /// (page, pageSize, the rows to read)
+    pub fn resolve(self) -> Result<(u32, u32, projections::Page), ApiError> {
         let page = self.page.unwrap_or(1);
         let size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
         if page < 1 {
@@ -87,7 +87,11 @@ impl PageParams {
                 format!("pageSize must be between 1 and {MAX_PAGE_SIZE}"),
             ));
         }
-        Ok((page, size, (page as i64 - 1) * size as i64))
+        let window = projections::Page {
+            limit: i64::from(size),
+            offset: (i64::from(page) - 1) * i64::from(size),
+        };
+        Ok((page, size, window))
     }
 }
 

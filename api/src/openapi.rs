@@ -45,7 +45,12 @@ impl Modify for BearerAuth {
 /// The document as served and as checked in: generated from the handlers and types, with
 /// the contract's statements (`crate::contract`) and an example for every body.
 pub fn document() -> serde_json::Value {
-    let generated = serde_json::to_value(crate::app::router_parts().1).unwrap_or_default();
+    document_of(crate::app::router_parts().1)
+}
+
+/// The document of the handlers' generated one (the router hands over what it built).
+pub fn document_of(generated: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let generated = serde_json::to_value(generated).unwrap_or_default();
     fill_examples(crate::contract::apply(generated))
 }
 

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use projections::notifications::queries::{self as read, NotificationRow};
-use projections::Page;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -98,7 +97,7 @@ async fn list_notifications(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<NotificationParams>,
 ) -> ApiResult<Response> {
-    let (page, page_size, offset) = PageParams {
+    let (page, page_size, window) = PageParams {
         page: params.page,
         page_size: params.page_size,
     }
@@ -107,10 +106,7 @@ async fn list_notifications(
         &state.pool,
         principal.user_id.0,
         params.unread_only.unwrap_or(false),
-        Page {
-            limit: i64::from(page_size),
-            offset,
-        },
+        window,
     )
     .await
     .map_err(ApiError::internal)?;

@@ -76,7 +76,7 @@ pub async fn mark_read(
     notification: Uuid,
     at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    sqlx::query!(
+    let inserted = sqlx::query!(
         "INSERT INTO notification_reads (notification_id, user_id, read_at) \
          SELECT id, user_id, $3 FROM rm_notifications WHERE id = $1 AND user_id = $2 \
          ON CONFLICT DO NOTHING",
@@ -86,6 +86,10 @@ pub async fn mark_read(
     )
     .execute(pool)
     .await?;
+    if inserted.rows_affected() > 0 {
+        return Ok(true);
+    }
+    // Read already, or not the user's: ask which.
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM rm_notifications WHERE id = $1 AND user_id = $2) AS "exists!""#,
         notification,

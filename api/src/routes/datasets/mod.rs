@@ -30,8 +30,6 @@ use infrastructure::tokenizer::O200k;
 
 use projections::datasets::queries::{self as read, DatasetFilter, DatasetRow};
 
-use projections::Page;
-
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use uuid::Uuid;
@@ -513,7 +511,7 @@ async fn list_datasets(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let (page, page_size, offset) = PageParams {
+    let (page, page_size, window) = PageParams {
         page: params.page,
         page_size: params.page_size,
     }
@@ -555,10 +553,7 @@ async fn list_datasets(
         viewer(principal),
         &filter,
         params.sort_by.unwrap_or_default().order(),
-        Page {
-            limit: i64::from(page_size),
-            offset,
-        },
+        window,
     )
     .await
     .map_err(ApiError::internal)?;

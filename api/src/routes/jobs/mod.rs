@@ -14,7 +14,6 @@ use domain::ids::{DatasetId, JobId, ModelId};
 use domain::job::estimate::Estimate;
 use domain::job::{JobError, Plan};
 use projections::jobs::queries::{self as read, JobOrder};
-use projections::Page;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -181,7 +180,7 @@ async fn list_jobs(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<JobListParams>,
 ) -> ApiResult<Response> {
-    let (page, page_size, offset) = PageParams {
+    let (page, page_size, window) = PageParams {
         page: params.page,
         page_size: params.page_size,
     }
@@ -197,10 +196,7 @@ async fn list_jobs(
         viewer(principal),
         status.map(|s| s.as_str()),
         order,
-        Page {
-            limit: i64::from(page_size),
-            offset,
-        },
+        window,
     )
     .await
     .map_err(ApiError::internal)?;

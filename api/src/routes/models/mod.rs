@@ -27,8 +27,6 @@ use infrastructure::cluster_sim::artifacts::sha256_hex;
 
 use projections::models::queries::{self as read, ModelOrder, ModelRow};
 
-use projections::Page;
-
 use tokio::io::AsyncReadExt;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -465,22 +463,15 @@ async fn list_artifacts(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<ArtifactListParams>,
 ) -> ApiResult<Response> {
-    let (page, page_size, offset) = PageParams {
+    let (page, page_size, window) = PageParams {
         page: params.page,
         page_size: params.page_size,
     }
     .resolve()?;
-    let (total, total_size, files) = read::stored_files(
-        &state.pool,
-        viewer(principal),
-        params.model_id,
-        Page {
-            limit: i64::from(page_size),
-            offset,
-        },
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let (total, total_size, files) =
+        read::stored_files(&state.pool, viewer(principal), params.model_id, window)
+            .await
+            .map_err(ApiError::internal)?;
     Ok(envelope::page(
         ArtifactList {
             artifacts: files.into_iter().map(StoredArtifact::from).collect(),
@@ -503,7 +494,7 @@ async fn list_models(
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<ModelListParams>,
 ) -> ApiResult<Response> {
-    let (page, page_size, offset) = PageParams {
+    let (page, page_size, window) = PageParams {
         page: params.page,
         page_size: params.page_size,
     }
@@ -524,10 +515,7 @@ async fn list_models(
         viewer(principal),
         status.map(ModelStatus::as_str),
         order,
-        Page {
-            limit: i64::from(page_size),
-            offset,
-        },
+        window,
     )
     .await
     .map_err(ApiError::internal)?;
