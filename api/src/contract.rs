@@ -337,7 +337,8 @@ fn constrain_parameters(doc: &mut Value) {
                     json!({"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"})
                 }
                 (Some("Last-Event-ID"), Some("header")) => {
-                    json!({"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"})
+                    // An id this stream sent; an empty header is no id at all.
+                    json!({"type": "string", "pattern": r"^([0-9]+\.[0-9]+)?$"})
                 }
                 _ => continue,
             };
