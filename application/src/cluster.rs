@@ -193,6 +193,10 @@ pub struct ClusterCheckpoint {
     pub step: u64,
     pub epoch: u32,
     pub loss: f64,
+    /// The LoRA adapter saved at this checkpoint (`adapter_model.safetensors`), to copy
+    /// while the cluster keeps the job; absent when the cluster keeps no file for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<ClusterArtifact>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use domain::ids::{DatasetId, JobId, ModelId, UserId};
 use domain::job::config::JobConfiguration;
 use domain::job::estimate::{micros, Rates, BYTES_PER_GB};
 use domain::job::telemetry::{LogLevel, LogLine, MetricPoint, Progress, TelemetryEvent};
-use domain::job::{CostType, Job, JobCommand, JobStage};
+use domain::job::{CostType, Job, JobCommand, JobStage, StoredFile};
 use domain::model::{
     next_version, Model, ModelArtifact, ModelRegistered, QualityMetrics, TrainingSummary,
 };
@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{
-    ClusterCallError, ClusterStage, ClusterStatus, GpuCluster, StatusReport, SubmitRequest,
+    ClusterArtifact, ClusterCallError, ClusterStage, ClusterStatus, GpuCluster, StatusReport,
+    SubmitRequest,
 };
 use crate::jobs::JobCommands;
 use crate::models::ModelCommands;
@@ -496,14 +497,46 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                 .map_err(internal)?;
         }
         for c in &report.checkpoints {
+            let checkpoint_id = format!("a{}-{}", entry.attempt, c.id);
+            if job.has_checkpoint(&checkpoint_id) {
+                continue;
+            }
+            let file = match &c.adapter {
+                Some(adapter) => {
+                    let key = format!(
+                        "checkpoints/{}/{checkpoint_id}/{}",
+                        entry.job_id, adapter.name
+                    );
+                    match self.copy_checked(adapter, key).await {
+                        Ok(file) => Some(file),
+                        // The cluster no longer has (or refuses) the file: the checkpoint is
+                        // recorded without one rather than holding the job up forever.
+                        Err(e)
+                            if e.downcast_ref::<ClusterCallError>().is_some_and(|e| {
+                                matches!(
+                                    e,
+                                    ClusterCallError::UnknownJob(_)
+                                        | ClusterCallError::Rejected { .. }
+                                )
+                            }) =>
+                        {
+                            tracing::warn!(job = %entry.job_id, checkpoint = %checkpoint_id, error = %e,
+                                "the checkpoint's adapter could not be copied; recorded without it");
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                None => None,
+            };
             self.command(
                 entry,
                 JobCommand::RecordCheckpoint {
-                    checkpoint_id: format!("a{}-{}", entry.attempt, c.id),
+                    checkpoint_id,
                     step: c.step,
                     epoch: c.epoch,
                     loss: c.loss,
-                    s3_key: format!("checkpoints/{}/{}/{}", entry.job_id, entry.attempt, c.id),
+                    file,
                     at: now,
                 },
             )
@@ -598,32 +631,25 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
         let model_id = model_id_of(entry.job_id);
         let mut artifacts = Vec::new();
         for a in &report.artifacts {
-            let bytes = self.cluster.download(&a.url).await?;
-            let sha = hex::encode(Sha256::digest(&bytes));
-            if bytes.len() as u64 != a.size_bytes || sha != a.sha256 {
-                anyhow::bail!(
-                    "artifact {} does not match the cluster's size/checksum ({} bytes, {sha})",
-                    a.name,
-                    bytes.len()
-                );
-            }
-            let key = format!("models/{model_id}/{}", a.name);
-            self.objects.put(&key, bytes).await?;
+            let file = self
+                .copy_checked(a, format!("models/{model_id}/{}", a.name))
+                .await?;
             artifacts.push(ModelArtifact {
                 name: a.name.clone(),
-                s3_key: key,
-                size_bytes: a.size_bytes,
-                sha256: sha,
+                s3_key: file.s3_key,
+                size_bytes: file.size_bytes,
+                sha256: file.sha256,
             });
         }
+        let job = self
+            .jobs
+            .load(entry.job_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| anyhow::anyhow!("no job {}", entry.job_id))?;
         let artifact_bytes: u64 = artifacts.iter().map(|a| a.size_bytes).sum();
-        let adapter_bytes = artifacts
-            .iter()
-            .find(|a| a.name.ends_with(".safetensors"))
-            .map_or(0, |a| a.size_bytes);
-        let checkpoint_count =
-            entry.total_steps / entry.configuration.options.checkpoint_interval.max(1);
-        let stored = artifact_bytes + adapter_bytes * checkpoint_count;
+        let checkpoint_bytes = job.stored_checkpoint_bytes();
+        let stored = artifact_bytes + checkpoint_bytes;
         let gb = |bytes: u64| micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
         self.accrue(
             entry,
@@ -641,16 +667,10 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             CostType::Storage,
             gb(stored),
             self.rates.storage_per_gb_month,
-            serde_json::json!({"reason": "artifacts and checkpoints, one month", "bytes": stored, "checkpoints": checkpoint_count}),
+            serde_json::json!({"reason": "artifacts and checkpoint adapters, one month", "bytes": stored, "checkpointBytes": checkpoint_bytes}),
             None,
         )
         .await?;
-        let job = self
-            .jobs
-            .load(entry.job_id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| anyhow::anyhow!("no job {}", entry.job_id))?;
         let evaluation = report
             .evaluation
             .clone()
@@ -707,6 +727,26 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             },
         )
         .await
+    }
+
+    /// Downloads a file the cluster offers, checks it against the size and sha256 the cluster
+    /// gave, and stores it at `key` (the same key again overwrites it with the same bytes).
+    async fn copy_checked(&self, a: &ClusterArtifact, key: String) -> anyhow::Result<StoredFile> {
+        let bytes = self.cluster.download(&a.url).await?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if bytes.len() as u64 != a.size_bytes || sha != a.sha256 {
+            anyhow::bail!(
+                "{} does not match the cluster's size/checksum ({} bytes, {sha})",
+                a.url,
+                bytes.len()
+            );
+        }
+        self.objects.put(&key, bytes).await?;
+        Ok(StoredFile {
+            s3_key: key,
+            size_bytes: a.size_bytes,
+            sha256: sha,
+        })
     }
 
     /// The user cancelled: stop the cluster job, bill its GPU time up to the stop.

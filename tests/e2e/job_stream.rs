@@ -183,7 +183,7 @@ async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_m
         step: 15,
         epoch: 4,
         loss: 0.8,
-        s3_key: "checkpoints/ckpt-001".into(),
+        file: None,
         at: now,
     })
     .await;

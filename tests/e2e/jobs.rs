@@ -295,7 +295,7 @@ async fn a_job_driven_through_its_life_shows_progress_metrics_checkpoints_logs_a
         step: 20,
         epoch: 2,
         loss: 1.2,
-        s3_key: format!("checkpoints/{id}/ckpt-001"),
+        file: None,
         at: now,
     })
     .await;

@@ -126,6 +126,96 @@ async fn a_model_through_its_whole_api() {
         assert_eq!(d["data"]["sha256"], model["artifacts"][key]["checksum"]);
         billed += 1;
     }
+    // The adapters saved at the run's checkpoints: copied into storage while the job ran,
+    // each listed on the model and downloadable like the final adapter.
+    let checkpoints = model["artifacts"]["checkpoints"].as_array().unwrap();
+    let job_checkpoints = job_body["data"]["job"]["checkpoints"].as_array().unwrap();
+    assert!(!checkpoints.is_empty(), "{model}");
+    assert_eq!(
+        checkpoints.len(),
+        job_checkpoints.len(),
+        "{job_checkpoints:?}"
+    );
+    for (c, j) in checkpoints.iter().zip(job_checkpoints) {
+        assert_eq!(c["id"], j["id"]);
+        assert_eq!(
+            (&c["checksum"], &c["size"], &c["s3Key"]),
+            (&j["checksum"], &j["size"], &j["s3Key"])
+        );
+        assert_eq!(c["fileName"], "adapter_model.safetensors");
+    }
+    let final_adapter = model["artifacts"]["adapterModel"]["checksum"]
+        .as_str()
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for c in [&checkpoints[0], checkpoints.last().unwrap()] {
+        let (status, d) = app
+            .get(
+                &format!(
+                    "{base}/download?artifact=checkpoint&checkpointId={}",
+                    c["id"].as_str().unwrap()
+                ),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(status, 200, "{d}");
+        billed += 1;
+        let bytes = fetch(&app, d["data"]["downloadUrl"].as_str().unwrap()).await;
+        assert_eq!(sha256(&bytes), c["checksum"].as_str().unwrap());
+        assert_eq!(bytes.len() as u64, c["size"].as_u64().unwrap());
+        assert_ne!(
+            c["checksum"].as_str().unwrap(),
+            final_adapter,
+            "a checkpoint is not the final adapter"
+        );
+        // A safetensors file with the adapter's LoRA tensors.
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        assert!(header
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with("lora_A.weight")));
+        seen.insert(sha256(&bytes));
+    }
+    if checkpoints.len() > 1 {
+        assert_eq!(seen.len(), 2, "each checkpoint has its own weights");
+    }
+    let (status, body) = app
+        .get(
+            &format!("{base}/download?artifact=checkpoint"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "checkpointId");
+    let (status, body) = app
+        .get(
+            &format!("{base}/download?artifact=checkpoint&checkpointId=nope"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "ARTIFACT_NOT_FOUND");
+    // Storage bills what is stored: the model's files and every checkpoint adapter.
+    let files: u64 = ["adapterModel", "adapterConfig", "tokenizer"]
+        .iter()
+        .map(|k| model["artifacts"][k]["size"].as_u64().unwrap())
+        .sum();
+    let adapters: u64 = checkpoints
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    let storage: Value = sqlx::query_scalar(
+        "SELECT details FROM rm_cost_ledger WHERE job_id = $1::uuid AND cost_type = 'storage'",
+    )
+    .bind(&job)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(storage["bytes"], files + adapters, "{storage}");
+    assert_eq!(storage["checkpointBytes"], adapters, "{storage}");
+
     let mut archive_sha = None;
     for _ in 0..2 {
         let (status, d) = app

@@ -222,8 +222,9 @@ async fn out_of_memory_is_retried_three_times_then_the_job_fails() {
 
 #[tokio::test]
 async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
-    // Slow enough to be caught running.
-    let app = start(&[("CLUSTER_SIM_SPEED", "150")]).await;
+    // Slow enough to be caught running (each report's checkpoint adapters are copied before
+    // the saga takes its next step, the cancel included).
+    let app = start(&[("CLUSTER_SIM_SPEED", "80")]).await;
     let (_, token) = app.user("ada").await;
     let id = launch(&app, &token).await;
     until(&app, &token, &id, "running", |j| j["status"] == "running").await;

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::common::{eventually, BinaryService, Isolation};
 
@@ -367,6 +368,39 @@ async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
         .as_f64()
         .unwrap_or(0.0);
     assert!(compute > 0.0, "{}", final_job["costBreakdown"]);
+
+    // The adapters the trainer saved at its checkpoints were copied while it ran: the model
+    // lists them and each downloads with the checksum the trainer computed.
+    let model = application::saga::model_id_of(domain::ids::JobId(job.parse().unwrap()));
+    let detail = client.get(&format!("/api/models/{model}")).await;
+    let checkpoints = detail["data"]["model"]["artifacts"]["checkpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!checkpoints.is_empty(), "{detail}");
+    let last = checkpoints.last().unwrap();
+    let d = client
+        .get(&format!(
+            "/api/models/{model}/download?artifact=checkpoint&checkpointId={}",
+            last["id"].as_str().unwrap()
+        ))
+        .await;
+    let url = d["data"]["downloadUrl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{d}"));
+    let bytes = client
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        last["checksum"].as_str().unwrap()
+    );
 
     // The downloaded adapter loads with PEFT and lowers the loss on its training pairs.
     let adapter = iso.data_dir().join("downloaded-adapter");

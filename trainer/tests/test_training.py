@@ -86,6 +86,23 @@ def test_each_checkpoint_keeps_its_optimizer_state(finished):
         assert (folder / "scheduler.pt").exists()
 
 
+def test_each_checkpoint_offers_its_adapter_with_size_and_checksum(finished):
+    import hashlib
+
+    checkpoints = [e for e in events(finished) if e["kind"] == "checkpoint"]
+    digests = set()
+    for c in checkpoints:
+        adapter = c["adapter"]
+        path = finished / "checkpoints" / f"checkpoint-{c['step']}" / "adapter_model.safetensors"
+        assert adapter["name"] == "adapter_model.safetensors"
+        assert adapter["path"] == str(path)
+        assert adapter["sizeBytes"] == path.stat().st_size
+        assert adapter["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        digests.add(adapter["sha256"])
+    # The weights move between checkpoints.
+    assert len(digests) == len(checkpoints)
+
+
 def test_the_artifacts_load_with_peft(finished, models_dir):
     import hashlib
 

@@ -106,8 +106,38 @@ pub struct JobCheckpointSaved {
     pub step: u64,
     pub epoch: u32,
     pub loss: f64,
-    pub s3_key: String,
+    /// Where the checkpoint's adapter is stored in our bucket (`None`: the cluster kept no
+    /// file for it). Events before checkpoint files were copied carry a key but no size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub saved_at: DateTime<Utc>,
+}
+
+impl JobCheckpointSaved {
+    /// The stored adapter, when its copy was checked (key, size and checksum known).
+    pub fn file(&self) -> Option<StoredFile> {
+        match (&self.s3_key, self.size_bytes, &self.sha256) {
+            (Some(key), Some(size), Some(sha)) => Some(StoredFile {
+                s3_key: key.clone(),
+                size_bytes: size,
+                sha256: sha.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A file copied into our bucket and checked against the size and sha256 its source gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFile {
+    pub s3_key: String,
+    pub size_bytes: u64,
+    pub sha256: String,
 }
 
 /// One ledger entry. `entryKey` makes a repeated accrual a no-op.

@@ -14,7 +14,7 @@ pub mod telemetry;
 pub use events::{
     JobCancelled, JobCheckpointSaved, JobCompleted, JobCostAccrued, JobCreated, JobEvent,
     JobFailed, JobMetadataUpdated, JobRecoveredFromCluster, JobRetryScheduled, JobStageChanged,
-    JobSubmissionStarted, JobSubmitted,
+    JobSubmissionStarted, JobSubmitted, StoredFile,
 };
 
 use std::collections::HashSet;
@@ -161,7 +161,8 @@ pub enum JobCommand {
         step: u64,
         epoch: u32,
         loss: f64,
-        s3_key: String,
+        /// The checkpoint's adapter, already copied into our bucket (`None`: no file).
+        file: Option<StoredFile>,
         at: DateTime<Utc>,
     },
     AccrueCost {
@@ -293,7 +294,8 @@ pub struct Job {
     /// The compute entries of the ledger so far (every attempt).
     compute_total: Decimal,
     ledger_keys: HashSet<String>,
-    checkpoints: HashSet<String>,
+    /// Each recorded checkpoint, with its stored adapter when one was copied.
+    checkpoints: std::collections::HashMap<String, Option<StoredFile>>,
     /// GPU-seconds already accrued as compute, per attempt.
     compute_accrued: std::collections::BTreeMap<u32, Decimal>,
 }
@@ -317,6 +319,20 @@ impl Job {
 
     pub fn cluster_job_id(&self) -> Option<&str> {
         self.cluster_job_id.as_deref()
+    }
+
+    /// Whether the checkpoint was recorded already (a repeated report records nothing).
+    pub fn has_checkpoint(&self, checkpoint_id: &str) -> bool {
+        self.checkpoints.contains_key(checkpoint_id)
+    }
+
+    /// Bytes of the checkpoint adapters stored in our bucket (what storage bills for them).
+    pub fn stored_checkpoint_bytes(&self) -> u64 {
+        self.checkpoints
+            .values()
+            .flatten()
+            .map(|f| f.size_bytes)
+            .sum()
     }
 
     /// GPU-seconds of `attempt` already accrued as compute cost.
@@ -408,19 +424,22 @@ impl Job {
                 step,
                 epoch,
                 loss,
-                s3_key,
+                file,
                 at,
-            } => (!status.is_terminal() && !self.checkpoints.contains(&checkpoint_id)).then_some({
-                JobEvent::JobCheckpointSaved(JobCheckpointSaved {
-                    job_id,
-                    checkpoint_id,
-                    step,
-                    epoch,
-                    loss,
-                    s3_key,
-                    saved_at: at,
-                })
-            }),
+            } => (!status.is_terminal() && !self.checkpoints.contains_key(&checkpoint_id))
+                .then_some({
+                    JobEvent::JobCheckpointSaved(JobCheckpointSaved {
+                        job_id,
+                        checkpoint_id,
+                        step,
+                        epoch,
+                        loss,
+                        s3_key: file.as_ref().map(|f| f.s3_key.clone()),
+                        size_bytes: file.as_ref().map(|f| f.size_bytes),
+                        sha256: file.map(|f| f.sha256),
+                        saved_at: at,
+                    })
+                }),
             JobCommand::AccrueCost {
                 entry_key,
                 cost_type,
@@ -695,7 +714,8 @@ decided_aggregate!(
                 self.stage = e.stage;
             }
             JobEvent::JobCheckpointSaved(e) => {
-                self.checkpoints.insert(e.checkpoint_id);
+                let file = e.file();
+                self.checkpoints.insert(e.checkpoint_id, file);
             }
             JobEvent::JobCostAccrued(e) => {
                 self.ledger_total += e.amount;

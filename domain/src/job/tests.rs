@@ -737,7 +737,7 @@ fn after_the_end_cluster_reports_change_nothing_but_earlier_costs_land() {
             step: 10,
             epoch: 1,
             loss: 0.5,
-            s3_key: "k".into(),
+            file: None,
             at: at(),
         },
     ] {
@@ -907,6 +907,71 @@ fn compute_entries_mark_how_much_gpu_time_of_an_attempt_is_accrued() {
     assert_eq!(job.compute_accrued(1), d("3600"));
     assert_eq!(job.compute_accrued(2), d("0"));
     assert!(job.has_entry("compute:1:0"));
+}
+
+#[test]
+fn a_checkpoint_is_recorded_once_with_its_stored_adapter_and_storage_counts_its_bytes() {
+    let record = |id: &str, file: Option<StoredFile>| JobCommand::RecordCheckpoint {
+        checkpoint_id: id.into(),
+        step: 10,
+        epoch: 1,
+        loss: 0.5,
+        file,
+        at: at(),
+    };
+    let stored = |key: &str, size: u64| StoredFile {
+        s3_key: key.into(),
+        size_bytes: size,
+        sha256: "ab".repeat(32),
+    };
+    let mut job = Job::default();
+    for e in [created(), started(1), training()] {
+        job.apply(e);
+    }
+    let events = job
+        .decide(record(
+            "a1-ckpt-001",
+            Some(stored("checkpoints/j/a1-ckpt-001/a", 1000)),
+        ))
+        .unwrap();
+    match &events[..] {
+        [JobEvent::JobCheckpointSaved(e)] => {
+            assert_eq!(e.file(), Some(stored("checkpoints/j/a1-ckpt-001/a", 1000)))
+        }
+        other => panic!("{other:?}"),
+    }
+    for e in events {
+        job.apply(e);
+    }
+    assert!(job.has_checkpoint("a1-ckpt-001"));
+    // The same checkpoint again (a repeated report) records nothing, with or without a file.
+    assert!(job
+        .decide(record("a1-ckpt-001", Some(stored("elsewhere", 5))))
+        .unwrap()
+        .is_empty());
+    for e in job.decide(record("a1-ckpt-002", None)).unwrap() {
+        job.apply(e);
+    }
+    for e in job
+        .decide(record(
+            "a1-ckpt-003",
+            Some(stored("checkpoints/j/a1-ckpt-003/a", 500)),
+        ))
+        .unwrap()
+    {
+        job.apply(e);
+    }
+    // Only checkpoints whose adapter was copied count towards storage.
+    assert_eq!(job.stored_checkpoint_bytes(), 1500);
+}
+
+#[test]
+fn a_checkpoint_event_written_before_files_were_copied_still_reads_and_has_no_file() {
+    let old = serde_json::json!({"jobId": job_id(), "checkpointId": "ckpt-1", "step": 5, "epoch": 1,
+        "loss": 0.4, "s3Key": "checkpoints/x/1/ckpt-1", "savedAt": at()});
+    let e: JobCheckpointSaved = serde_json::from_value(old).unwrap();
+    assert_eq!(e.s3_key.as_deref(), Some("checkpoints/x/1/ckpt-1"));
+    assert_eq!(e.file(), None);
 }
 
 fn update(user: UserId, name: Option<&str>, tags: Option<Vec<&str>>) -> JobCommand {

@@ -38,6 +38,54 @@ pub fn tensor_layout(job: &SimJob) -> Vec<(String, [u64; 2])> {
 /// A valid safetensors file: 8-byte little-endian header length, the JSON header (dtype,
 /// shape, data offsets per tensor), then the BF16 data (small deterministic values).
 pub fn adapter_model(job: &SimJob) -> Vec<u8> {
+    let (mut out, layout) = safetensors_header(job);
+    let mut i = 0u64;
+    for (name, shape) in &layout {
+        let scale = scale_of(name);
+        for _ in 0..shape[0] * shape[1] {
+            let value = ((unit(job.seed, 11, i) - 0.5) * 2.0 * scale) as f32;
+            out.extend_from_slice(&((value.to_bits() >> 16) as u16).to_le_bytes());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The adapter saved at the checkpoint of `step`: the same tensors, other values. A run has
+/// about ten checkpoints, so each tensor repeats one block of values made for the step (the
+/// file stays cheap to make; its bytes still differ from step to step).
+pub fn checkpoint_adapter(job: &SimJob, step: u64) -> Vec<u8> {
+    const BLOCK: u64 = 4096;
+    let seed = job.seed ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let (mut out, layout) = safetensors_header(job);
+    for (t, (name, shape)) in layout.iter().enumerate() {
+        let scale = scale_of(name);
+        let block: Vec<u8> = (0..BLOCK)
+            .flat_map(|i| {
+                let value = ((unit(seed, 12 + t as u64, i) - 0.5) * 2.0 * scale) as f32;
+                ((value.to_bits() >> 16) as u16).to_le_bytes()
+            })
+            .collect();
+        let mut left = (shape[0] * shape[1] * 2) as usize;
+        while left > 0 {
+            let n = left.min(block.len());
+            out.extend_from_slice(&block[..n]);
+            left -= n;
+        }
+    }
+    out
+}
+
+fn scale_of(tensor: &str) -> f64 {
+    if tensor.ends_with("lora_B.weight") {
+        0.002
+    } else {
+        0.02
+    }
+}
+
+/// The file's start (header length and JSON header) and the tensor layout whose data follows.
+fn safetensors_header(job: &SimJob) -> (Vec<u8>, Vec<(String, [u64; 2])>) {
     let layout = tensor_layout(job);
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
@@ -61,17 +109,7 @@ pub fn adapter_model(job: &SimJob) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + header.len() + offset as usize);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    let mut i = 0u64;
-    for (name, shape) in &layout {
-        let is_b = name.ends_with("lora_B.weight");
-        let scale = if is_b { 0.002 } else { 0.02 };
-        for _ in 0..shape[0] * shape[1] {
-            let value = ((unit(job.seed, 11, i) - 0.5) * 2.0 * scale) as f32;
-            out.extend_from_slice(&((value.to_bits() >> 16) as u16).to_le_bytes());
-            i += 1;
-        }
-    }
-    out
+    (out, layout)
 }
 
 /// PEFT's `adapter_config.json`.

@@ -331,6 +331,7 @@ impl SimJob {
                     step,
                     epoch: self.epoch_of(step),
                     loss: self.validation_loss(step),
+                    adapter: None,
                 }
             })
             .collect()

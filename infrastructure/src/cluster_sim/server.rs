@@ -50,6 +50,9 @@ struct Jobs {
     faults: Vec<(String, Faults)>,
     status_reads: HashMap<String, u32>,
     artifacts: HashMap<String, Files>,
+    /// Size and sha256 of each checkpoint adapter reported, by (cluster job, checkpoint id);
+    /// the bytes are made again when downloaded (a run's checkpoints would not fit in memory).
+    checkpoint_files: HashMap<(String, String), (u64, String)>,
 }
 
 pub struct SimSettings {
@@ -142,6 +145,10 @@ impl ClusterSim {
             .route("/v1/jobs/{id}", get(status))
             .route("/v1/jobs/{id}/cancel", post(cancel))
             .route("/v1/jobs/{id}/artifacts/{name}", get(artifact))
+            .route(
+                "/v1/jobs/{id}/checkpoints/{checkpoint}/adapter_model.safetensors",
+                get(checkpoint_adapter),
+            )
             .route("/v1/sim/faults/{prefix}", put(faults))
             .route_layer(axum::middleware::from_fn_with_state(
                 sim.clone(),
@@ -400,9 +407,26 @@ async fn status(
     let (after, checkpoints_seen, logs_seen) = parse_cursor(query.cursor.as_deref());
     let metrics = job.metric_points(after, snapshot.step);
     let checkpoints = job.checkpoints(snapshot.step);
+    let seen = checkpoints.len();
+    let mut new_checkpoints = Vec::new();
+    for mut c in checkpoints.into_iter().skip(checkpoints_seen) {
+        let (size_bytes, sha256) = checkpoint_file(&sim, job, &c.id, c.step).await;
+        c.adapter = Some(ClusterArtifact {
+            name: artifacts::ADAPTER_MODEL.to_string(),
+            url: format!(
+                "{}/v1/jobs/{id}/checkpoints/{}/{}",
+                sim.base_url,
+                c.id,
+                artifacts::ADAPTER_MODEL
+            ),
+            size_bytes,
+            sha256,
+        });
+        new_checkpoints.push(c);
+    }
     let logs = job.logs(&snapshot);
     let last_metric = metrics.last().map_or(after, |p| p.step);
-    let cursor = format!("m{last_metric}.c{}.l{}", checkpoints.len(), logs.len());
+    let cursor = format!("m{last_metric}.c{seen}.l{}", logs.len());
     let rate = sim
         .settings
         .rates
@@ -436,7 +460,7 @@ async fn status(
         progress: snapshot.progress,
         eta_seconds: snapshot.eta_seconds,
         metrics,
-        checkpoints: checkpoints.into_iter().skip(checkpoints_seen).collect(),
+        checkpoints: new_checkpoints,
         logs: logs.into_iter().skip(logs_seen).collect(),
         cursor,
         gpu_seconds: snapshot.gpu_seconds,
@@ -465,6 +489,64 @@ async fn cached_artifacts(sim: &Sim, job: &SimJob) -> Files {
         .artifacts
         .insert(job.cluster_job_id.clone(), files.clone());
     files
+}
+
+/// The size and sha256 of the adapter saved at a checkpoint (made once, then remembered).
+async fn checkpoint_file(sim: &Sim, job: &SimJob, checkpoint: &str, step: u64) -> (u64, String) {
+    let key = (job.cluster_job_id.clone(), checkpoint.to_string());
+    if let Some(file) = sim.jobs.lock().await.checkpoint_files.get(&key) {
+        return file.clone();
+    }
+    let owned = job.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        let bytes = artifacts::checkpoint_adapter(&owned, step);
+        (bytes.len() as u64, artifacts::sha256_hex(&bytes))
+    })
+    .await
+    .unwrap_or_default();
+    sim.jobs
+        .lock()
+        .await
+        .checkpoint_files
+        .insert(key, file.clone());
+    file
+}
+
+/// The adapter of a checkpoint the run has reached.
+async fn checkpoint_adapter(
+    State(sim): State<Arc<Sim>>,
+    Path((id, checkpoint)): Path<(String, String)>,
+) -> Response {
+    let Some(entry) = sim.jobs.lock().await.entries.get(&id).cloned() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "JOB_NOT_FOUND",
+            format!("no job {id}"),
+        );
+    };
+    let snapshot = entry.job.snapshot(sim.elapsed(&entry), entry.cancelled_at);
+    let Some(reached) = entry
+        .job
+        .checkpoints(snapshot.step)
+        .into_iter()
+        .find(|c| c.id == checkpoint)
+    else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "NO_SUCH_CHECKPOINT",
+            format!("job {id} has no checkpoint {checkpoint}"),
+        );
+    };
+    let job = entry.job.clone();
+    let bytes =
+        tokio::task::spawn_blocking(move || artifacts::checkpoint_adapter(&job, reached.step))
+            .await
+            .unwrap_or_default();
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-length", bytes.len())
+        .body(Body::from(bytes))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn cancel(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {

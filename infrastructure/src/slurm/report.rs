@@ -129,7 +129,20 @@ pub struct TrainerEvaluation {
 pub enum TrainerEvent {
     Metric(ClusterMetricPoint),
     Log(ClusterLogLine),
-    Checkpoint(ClusterCheckpoint),
+    Checkpoint(TrainerCheckpoint),
+}
+
+/// A checkpoint as the trainer reports it: the contract's shape, with its adapter as a file
+/// in the run folder (made a URL in the report).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainerCheckpoint {
+    pub id: String,
+    pub step: u64,
+    pub epoch: u32,
+    pub loss: f64,
+    #[serde(default)]
+    pub adapter: Option<TrainerArtifact>,
 }
 
 /// The complete lines of `events` (the bytes of `events.jsonl` after the cursor): the events
@@ -285,7 +298,18 @@ pub fn status_report(input: ReportInput<'_>) -> StatusReport {
         match event {
             TrainerEvent::Metric(point) => metrics.push(point),
             TrainerEvent::Log(line) => logs.push(line),
-            TrainerEvent::Checkpoint(checkpoint) => checkpoints.push(checkpoint),
+            TrainerEvent::Checkpoint(c) => checkpoints.push(ClusterCheckpoint {
+                id: c.id,
+                step: c.step,
+                epoch: c.epoch,
+                loss: c.loss,
+                adapter: c.adapter.map(|a| ClusterArtifact {
+                    url: artifact_url(&a.path),
+                    name: a.name,
+                    size_bytes: a.size_bytes,
+                    sha256: a.sha256,
+                }),
+            }),
         }
     }
     let completed = status == ClusterStatus::Completed;

@@ -121,8 +121,9 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
         }
         JobEvent::JobCheckpointSaved(e) => {
             sqlx::query(
-                "INSERT INTO rm_job_checkpoints (job_id, checkpoint_id, step, epoch, loss, s3_key, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                "INSERT INTO rm_job_checkpoints (job_id, checkpoint_id, step, epoch, loss, s3_key, \
+                 size_bytes, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT DO NOTHING",
             )
             .bind(e.job_id.0)
             .bind(&e.checkpoint_id)
@@ -130,6 +131,8 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
             .bind(i32::try_from(e.epoch)?)
             .bind(e.loss)
             .bind(&e.s3_key)
+            .bind(e.size_bytes.map(i64::try_from).transpose()?)
+            .bind(&e.sha256)
             .bind(e.saved_at)
             .execute(&mut *conn)
             .await?;

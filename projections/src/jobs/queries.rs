@@ -205,21 +205,47 @@ pub async fn metric_points(
 /// A checkpoint the cluster saved.
 #[derive(Debug, Clone)]
 pub struct CheckpointRow {
+    pub job_id: Uuid,
     pub checkpoint_id: String,
     pub step: i64,
     pub epoch: i32,
     pub loss: f64,
-    pub s3_key: String,
+    pub s3_key: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl CheckpointRow {
+    /// Key, size and checksum of the stored adapter, when its checked copy was recorded.
+    pub fn stored(&self) -> Option<(&str, u64, &str)> {
+        match (&self.s3_key, self.size_bytes, &self.sha256) {
+            (Some(key), Some(size), Some(sha)) => Some((key, u64::try_from(size).ok()?, sha)),
+            _ => None,
+        }
+    }
 }
 
 /// A job's checkpoints in step order.
 pub async fn checkpoints(pool: &PgPool, job: Uuid) -> sqlx::Result<Vec<CheckpointRow>> {
     sqlx::query_as!(
         CheckpointRow,
-        "SELECT checkpoint_id, step, epoch, loss, s3_key, created_at FROM rm_job_checkpoints \
-         WHERE job_id = $1 ORDER BY step, checkpoint_id",
+        "SELECT job_id, checkpoint_id, step, epoch, loss, s3_key, size_bytes, sha256, created_at \
+         FROM rm_job_checkpoints WHERE job_id = $1 ORDER BY step, checkpoint_id",
         job
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The checkpoints of `jobs` whose adapter is stored, each job's in step order.
+pub async fn stored_checkpoints(pool: &PgPool, jobs: &[Uuid]) -> sqlx::Result<Vec<CheckpointRow>> {
+    sqlx::query_as!(
+        CheckpointRow,
+        "SELECT job_id, checkpoint_id, step, epoch, loss, s3_key, size_bytes, sha256, created_at \
+         FROM rm_job_checkpoints WHERE job_id = ANY($1) AND size_bytes IS NOT NULL \
+         ORDER BY job_id, step, checkpoint_id",
+        jobs
     )
     .fetch_all(pool)
     .await

@@ -11,7 +11,9 @@ import time
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from .train import OPTIMIZERS, SCHEDULERS, memory_mb
+from .train import OPTIMIZERS, SCHEDULERS, memory_mb, sha256_of
+
+ADAPTER_MODEL = "adapter_model.safetensors"
 
 
 class ListDataset:
@@ -150,13 +152,24 @@ class Reports(TrainerCallback):
         if loss is None:
             loss = self.last_training_loss
         self.flush()
-        self.reporter.checkpoint(
-            id=f"ckpt-{state.global_step}",
-            step=state.global_step,
-            epoch=self.epoch_of(state),
-            loss=loss,
-            path=f"checkpoints/checkpoint-{state.global_step}",
-        )
+        folder = f"checkpoints/checkpoint-{state.global_step}"
+        checkpoint = {
+            "id": f"ckpt-{state.global_step}",
+            "step": state.global_step,
+            "epoch": self.epoch_of(state),
+            "loss": loss,
+            "path": folder,
+        }
+        # The Trainer has written the checkpoint's adapter by now: offer it to be copied.
+        adapter = self.reporter.run_dir / folder / ADAPTER_MODEL
+        if adapter.exists():
+            checkpoint["adapter"] = {
+                "name": ADAPTER_MODEL,
+                "path": str(adapter),
+                "sizeBytes": adapter.stat().st_size,
+                "sha256": sha256_of(adapter),
+            }
+        self.reporter.checkpoint(**checkpoint)
         self.reporter.log(
             "info",
             f"checkpoint at step {state.global_step} (loss {loss:.4f}, "

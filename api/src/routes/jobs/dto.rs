@@ -445,7 +445,13 @@ pub struct CheckpointDto {
     pub step: i64,
     pub epoch: i32,
     pub loss: f64,
-    pub s3_key: String,
+    /// Where the checkpoint's adapter is stored (`null`: the cluster kept no file for it);
+    /// the model made by the job lists it under `artifacts.checkpoints` to download.
+    pub s3_key: Option<String>,
+    /// The stored adapter's bytes.
+    pub size: Option<u64>,
+    /// The stored adapter's sha256, hex.
+    pub checksum: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -475,12 +481,17 @@ impl From<MetricPointRow> for MetricPointDto {
 
 impl From<CheckpointRow> for CheckpointDto {
     fn from(c: CheckpointRow) -> Self {
+        let stored = c
+            .stored()
+            .map(|(key, size, sha)| (key.to_string(), size, sha.to_string()));
         CheckpointDto {
             id: c.checkpoint_id,
             step: c.step,
             epoch: c.epoch,
             loss: c.loss,
-            s3_key: c.s3_key,
+            s3_key: stored.as_ref().map(|s| s.0.clone()),
+            size: stored.as_ref().map(|s| s.1),
+            checksum: stored.map(|s| s.2),
             created_at: c.created_at,
         }
     }

@@ -6,6 +6,7 @@ use crate::routes::datasets::DatasetView;
 use crate::routes::jobs::MetricPointDto;
 use chrono::{DateTime, Utc};
 use domain::model::{DeployEnvironment, ModelArtifact, ModelStatus};
+use projections::jobs::queries::CheckpointRow;
 use projections::models::queries::{self as read, ModelRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -21,15 +22,23 @@ pub enum ArtifactChoice {
     AdapterConfig,
     #[serde(rename = "tokenizer")]
     Tokenizer,
+    /// The adapter saved at the checkpoint `checkpointId`.
+    #[serde(rename = "checkpoint")]
+    Checkpoint,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DownloadParams {
     /// `adapter-model` (default) | `adapter-config` | `tokenizer` | `all` (one ZIP archive of
-    /// every file, built on first request and stored)
+    /// the model's files, built on first request and stored) | `checkpoint` (the adapter
+    /// saved at `checkpointId`, one of `artifacts.checkpoints[].id`)
     #[param(inline)]
     pub artifact: Option<ArtifactChoice>,
+    /// With `artifact=checkpoint`: which checkpoint.
+    #[serde(rename = "checkpointId")]
+    #[param(rename = "checkpointId")]
+    pub checkpoint_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,6 +85,43 @@ pub struct ModelArtifacts {
     pub adapter_model: Option<ArtifactFile>,
     pub adapter_config: Option<ArtifactFile>,
     pub tokenizer: Option<ArtifactFile>,
+    /// The adapters saved at the training job's checkpoints, in step order; download one
+    /// with `download?artifact=checkpoint&checkpointId=<id>`.
+    pub checkpoints: Vec<CheckpointArtifact>,
+}
+
+/// The LoRA adapter saved at one checkpoint of the training run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointArtifact {
+    /// The checkpoint's id (`checkpointId` of the download).
+    pub id: String,
+    pub step: u64,
+    pub epoch: u32,
+    /// The loss at the checkpoint (validation loss where there was a validation split).
+    pub loss: f64,
+    pub s3_key: String,
+    pub file_name: String,
+    /// Bytes.
+    pub size: u64,
+    /// sha256, hex.
+    pub checksum: String,
+}
+
+impl CheckpointArtifact {
+    pub fn of(c: &CheckpointRow) -> Option<Self> {
+        let (key, size, sha) = c.stored()?;
+        Some(CheckpointArtifact {
+            id: c.checkpoint_id.clone(),
+            step: u64::try_from(c.step).unwrap_or_default(),
+            epoch: u32::try_from(c.epoch).unwrap_or_default(),
+            loss: c.loss,
+            s3_key: key.to_string(),
+            file_name: key.rsplit('/').next().unwrap_or(key).to_string(),
+            size,
+            checksum: sha.to_string(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -135,8 +181,10 @@ pub struct ModelView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&ModelRow> for ModelView {
-    fn from(row: &ModelRow) -> Self {
+impl ModelView {
+    /// The model of `row`; `checkpoints` are its job's checkpoints (those with a stored
+    /// adapter are listed as artifacts, the rest are ignored).
+    pub fn new(row: &ModelRow, checkpoints: &[CheckpointRow]) -> Self {
         let configuration = &row.configuration.0;
         let training = &row.training.0;
         let artifacts = &row.artifacts.0;
@@ -175,6 +223,11 @@ impl From<&ModelRow> for ModelView {
                 adapter_model: find_artifact(artifacts, ADAPTER_MODEL).map(Into::into),
                 adapter_config: find_artifact(artifacts, ADAPTER_CONFIG).map(Into::into),
                 tokenizer: find_artifact(artifacts, TOKENIZER).map(Into::into),
+                checkpoints: checkpoints
+                    .iter()
+                    .filter(|c| c.job_id == row.job_id)
+                    .filter_map(CheckpointArtifact::of)
+                    .collect(),
             },
             parent_model_id: row.parent_model_id,
             child_model_ids: row.child_model_ids.clone(),

@@ -176,6 +176,59 @@ async fn archive(
     Ok(archive)
 }
 
+/// The stored adapter of one of the model's checkpoints.
+async fn checkpoint_file(
+    state: &AppState,
+    row: &ModelRow,
+    checkpoint_id: Option<String>,
+) -> ApiResult<ModelArtifact> {
+    let Some(wanted) = checkpoint_id.filter(|id| !id.is_empty()) else {
+        return Err(ApiError::validation(
+            "checkpointId",
+            "artifact=checkpoint names the checkpoint: one of artifacts.checkpoints[].id",
+        ));
+    };
+    let checkpoints = projections::jobs::queries::stored_checkpoints(&state.pool, &[row.job_id])
+        .await
+        .map_err(ApiError::internal)?;
+    checkpoints
+        .iter()
+        .filter_map(CheckpointArtifact::of)
+        .find(|c| c.id == wanted)
+        .map(|c| ModelArtifact {
+            name: c.file_name,
+            s3_key: c.s3_key,
+            size_bytes: c.size,
+            sha256: c.checksum,
+        })
+        .ok_or_else(|| {
+            ApiError::not_found(
+                ErrorCode::ArtifactNotFound,
+                format!("model {} has no stored checkpoint {wanted:?}", row.id),
+            )
+        })
+}
+
+/// The views of `rows`, each with its job's stored checkpoints (one query for all).
+async fn views(state: &AppState, rows: &[ModelRow]) -> ApiResult<Vec<ModelView>> {
+    let jobs: Vec<_> = rows.iter().map(|r| r.job_id).collect();
+    let checkpoints = projections::jobs::queries::stored_checkpoints(&state.pool, &jobs)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(rows
+        .iter()
+        .map(|row| ModelView::new(row, &checkpoints))
+        .collect())
+}
+
+/// The view of one model with its job's stored checkpoints.
+async fn view(state: &AppState, row: &ModelRow) -> ApiResult<ModelView> {
+    let checkpoints = projections::jobs::queries::stored_checkpoints(&state.pool, &[row.job_id])
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ModelView::new(row, &checkpoints))
+}
+
 /// A presigned download of one of the model's files, or of the ZIP of all of them.
 /// Issuing the URL bills its data transfer (GB × rate) to the owner's ledger.
 /// Another user's model answers 404.
@@ -184,9 +237,9 @@ async fn archive(
     responses(
         (status = 200, description = "Where to download the file", body = Envelope<Download>,
             example = json!({"success": true, "data": {"modelId": "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "downloadUrl": "http://127.0.0.1:9000/brightrun/models/0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10/adapter_model.safetensors?X-Amz-Signature=…", "fileName": "adapter_model.safetensors", "fileSize": 13631488, "expiresAt": "2026-11-23T11:00:00Z", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "transferCost": 0.0}})),
-        (status = 400, description = "`VALIDATION_ERROR` (artifact)", body = ErrorEnvelope),
+        (status = 400, description = "`VALIDATION_ERROR` (artifact, checkpointId)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
-        (status = 404, description = "`MODEL_NOT_FOUND`, or `ARTIFACT_NOT_FOUND` when the model has no such file", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND`, or `ARTIFACT_NOT_FOUND` when the model has no such file or stored checkpoint", body = ErrorEnvelope),
     ))]
 async fn download_model(
     State(state): State<AppState>,
@@ -200,6 +253,7 @@ async fn download_model(
         .ok_or_else(|| model_not_found(&id))?;
     let artifact = match params.artifact.unwrap_or(ArtifactChoice::AdapterModel) {
         ArtifactChoice::All => archive(&state, principal, &row).await?,
+        ArtifactChoice::Checkpoint => checkpoint_file(&state, &row, params.checkpoint_id).await?,
         choice => {
             let wanted = match choice {
                 ArtifactChoice::AdapterConfig => ADAPTER_CONFIG,
@@ -322,7 +376,7 @@ async fn detail(state: &AppState, row: &ModelRow) -> ApiResult<ModelDetail> {
         None => None,
     };
     Ok(ModelDetail {
-        model: row.into(),
+        model: view(state, row).await?,
         metrics_history: downsample(points, DETAIL_POINTS),
         dataset_lineage: DatasetLineage {
             original_dataset: dataset,
@@ -375,7 +429,7 @@ async fn update_model(
         .await?
         .ok_or_else(|| model_not_found(&id))?;
     Ok(envelope::ok(ModelSingle {
-        model: (&row).into(),
+        model: view(&state, &row).await?,
     }))
 }
 
@@ -519,7 +573,7 @@ async fn list_models(
     )
     .await
     .map_err(ApiError::internal)?;
-    let models = rows.iter().map(ModelView::from).collect();
+    let models = views(&state, &rows).await?;
     Ok(envelope::page(
         ModelList { models },
         pagination(page, page_size, total),

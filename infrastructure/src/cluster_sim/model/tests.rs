@@ -172,6 +172,31 @@ fn faults_stop_the_run_where_they_say() {
 }
 
 #[test]
+fn each_checkpoint_adapter_is_a_valid_safetensors_file_of_its_own() {
+    let j = job(Preset::Balanced, 3);
+    let last = artifacts::adapter_model(&j);
+    let at_10 = artifacts::checkpoint_adapter(&j, 10);
+    let at_20 = artifacts::checkpoint_adapter(&j, 20);
+    for bytes in [&at_10, &at_20] {
+        let tensors = safetensors::SafeTensors::deserialize(bytes).expect("safetensors parses");
+        let final_tensors = safetensors::SafeTensors::deserialize(&last).unwrap();
+        assert_eq!(tensors.len(), final_tensors.len());
+        for (name, t) in tensors.tensors() {
+            let f = final_tensors.tensor(&name).expect("the same tensors");
+            assert_eq!((t.shape(), t.dtype()), (f.shape(), f.dtype()), "{name}");
+        }
+        assert_eq!(bytes.len(), last.len());
+    }
+    assert_ne!(at_10, at_20, "each checkpoint has its own values");
+    assert_ne!(at_10, last);
+    assert_eq!(
+        artifacts::checkpoint_adapter(&j, 10),
+        at_10,
+        "deterministic"
+    );
+}
+
+#[test]
 fn the_adapter_is_a_valid_safetensors_file_with_peft_names_and_shapes() {
     let mut j = job(Preset::Balanced, 3);
     j.request.hyperparameters.target_modules = vec![TargetModule::QProj, TargetModule::VProj];
