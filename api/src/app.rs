@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::error::ErrorCode;
-
 use application::cluster::GpuCluster;
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
@@ -39,7 +37,6 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::routes;
 use crate::state::AppState;
@@ -116,9 +113,7 @@ pub fn router(state: AppState) -> Router {
             SwaggerUi::new("/api/docs")
                 .external_url_unchecked("/api/openapi.json", crate::openapi::document_of(api)),
         )
-        .fallback(|uri: axum::http::Uri| async move {
-            ApiError::not_found(ErrorCode::NotFound, format!("no route for {}", uri.path()))
-        })
+        .fallback(crate::console::serve)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(crate::request_id::middleware))
         .with_state(state)

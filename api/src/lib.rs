@@ -1,6 +1,7 @@
 //! The HTTP API and the `brightrun` binary's commands.
 
 pub mod app;
+pub mod console;
 pub mod contract;
 pub mod demo;
 pub mod envelope;

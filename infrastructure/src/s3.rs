@@ -404,7 +404,24 @@ impl EmbeddedS3 {
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e:?}", root.display()))?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
-        let service = builder.build();
+        // Browsers PUT and GET presigned URLs from the console's origin: the signature is the
+        // credential, so any origin may send the signed request (S3's usual CORS rule for
+        // browser uploads); nothing else is allowed without a valid signature.
+        let cors = tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::PUT,
+                axum::http::Method::HEAD,
+            ])
+            .allow_headers(tower_http::cors::Any)
+            .expose_headers([axum::http::header::ETAG, axum::http::header::CONTENT_LENGTH])
+            .max_age(std::time::Duration::from_secs(3600));
+        let service = hyper_util::service::TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .layer(cors)
+                .service(builder.build()),
+        );
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;

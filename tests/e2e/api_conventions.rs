@@ -10,6 +10,23 @@ async fn framework_errors_answer_the_seed_envelope() {
     assert_eq!(status, 404);
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], "NOT_FOUND");
+    // Outside /api the web console answers: its page for any of its routes.
+    for path in ["/", "/datasets/some-id", "/jobs/new"] {
+        let resp = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(resp.text().await.unwrap().contains("BrightRun"), "{path}");
+    }
+    let missing = app
+        .http
+        .get(app.url("/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 
     let resp = app
         .http

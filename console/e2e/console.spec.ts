@@ -1,0 +1,135 @@
+import { expect, test, type Page } from "@playwright/test";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { ERROR_SENTENCES } from "../src/errors.ts";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const dataset = `${root}examples/support-chats-v4.jsonl`;
+
+async function signUp(page: Page, who: string) {
+  await page.goto("/");
+  await expect(page).toHaveURL(/\/signin$/);
+  await page.getByRole("link", { name: "Create an account" }).click();
+  await page.getByLabel("Name", { exact: true }).fill(who);
+  await page.getByLabel("E-mail").fill(`${who}-${Date.now()}@example.com`);
+  await page.getByLabel("Password").fill("a-long-password-1");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+}
+
+test("every error code the API documents has a sentence", () => {
+  const doc = JSON.parse(readFileSync(`${root}openapi/openapi.json`, "utf8"));
+  const codes: string[] = doc.components.schemas.ErrorBody.properties.code.enum;
+  expect(codes.length).toBeGreaterThan(20);
+  for (const code of codes) expect(ERROR_SENTENCES[code], code).toBeTruthy();
+});
+
+test("a new user uploads a dataset, trains on it live and downloads the model", async ({ page }) => {
+  await signUp(page, "ada");
+  for (const label of ["Datasets", "Active jobs", "Completed models", "Total cost"]) {
+    await expect(page.locator(".stat", { hasText: label })).toBeVisible();
+  }
+  // A reload stays signed in.
+  await page.reload();
+  await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+
+  // Upload: straight to the presigned URL, then confirm; the page follows validation live.
+  await page.getByRole("link", { name: "Upload a dataset" }).click();
+  await page.getByLabel("Dataset file").setInputFiles(dataset);
+  await expect(page.getByLabel("Name", { exact: true })).toHaveValue("support-chats-v4");
+  await page.getByRole("button", { name: "Upload and validate" }).click();
+  await expect(page.getByRole("heading", { name: "support-chats-v4" })).toBeVisible();
+  await expect(page.locator(".badge", { hasText: "ready" })).toBeVisible();
+  await expect(page.locator(".stat", { hasText: "Conversations" })).toContainText(/\d/);
+  await expect(page.getByRole("figure", { name: "Token length distribution" }).locator("canvas")).toBeVisible();
+  await expect(page.getByRole("heading", { name: "Sample conversations" })).toBeVisible();
+
+  // Configure: presets and bounds from the API's catalogue, an estimate that follows the form.
+  await page.getByRole("button", { name: "Start training" }).click();
+  await expect(page.getByRole("heading", { name: "Configure a training job" })).toBeVisible();
+  await expect(page.getByRole("radio", { name: /balanced/ })).toHaveAttribute("aria-checked", "true");
+  const total = page.locator(".estimate .big");
+  await expect(total).toHaveText(/\$\d/);
+  // A small model, so that the simulated run takes seconds.
+  await page.getByLabel("Base model").selectOption("smollm2-135m");
+  await expect(total).toHaveText(/\$\d/);
+  const before = await total.textContent();
+  const count = page.getByLabel("GPU count");
+  const gpus = await count.inputValue();
+  await count.selectOption(gpus === "8" ? "4" : "8");
+  await expect(total).not.toHaveText(before ?? "");
+  await count.selectOption(gpus);
+  await page.getByText("Advanced hyperparameters").click();
+  await page.getByLabel("numEpochs").fill("1");
+  // A value the domain refuses is named next to its field, as a sentence.
+  await page.getByLabel("learningRate").fill("5");
+  await expect(page.locator(".field.invalid", { hasText: "learningRate" })).toContainText("Please correct this value.");
+  await page.getByLabel("learningRate").fill("0.0002");
+  await expect(page.locator(".field.invalid")).toHaveCount(0);
+  await expect(total).toHaveText(/\$\d/);
+  await page.getByRole("button", { name: "Launch training" }).click();
+  await expect(page.getByRole("dialog")).toContainText("Launch this job?");
+  await page.getByRole("dialog").getByRole("button", { name: "Launch" }).click();
+
+  // The monitor: stage, progress, the loss curve from the SSE stream, and the way to the model.
+  await expect(page.getByRole("list", { name: "Stage" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "Open the model" })).toBeVisible({ timeout: 150_000 });
+  await expect(page.locator(".badge", { hasText: "completed" }).first()).toBeVisible();
+  await expect(page.getByRole("progressbar", { name: "Training progress" })).toHaveAttribute("aria-valuenow", "100");
+  await expect(page.getByRole("figure", { name: /loss by step/ }).locator("canvas")).toBeVisible();
+  await expect(page.locator(".logs li").first()).toBeVisible();
+
+  // The model page: quality, downloads (a real presigned file), checkpoints.
+  await page.getByRole("link", { name: "Open the model" }).click();
+  await expect(page.locator(".stat", { hasText: "Final validation loss" })).toContainText(/\d\.\d/);
+  const download = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Adapter weights" }).click();
+  expect((await download).suggestedFilename()).toContain("adapter_model.safetensors");
+  await expect(page.getByRole("heading", { name: "Checkpoints" })).toBeVisible();
+
+  // Costs: the spend chart; Settings: a budget, then the budget bar.
+  await page.getByRole("link", { name: "Costs" }).click();
+  await expect(page.getByRole("figure", { name: "Spend by day" }).locator("canvas")).toBeVisible();
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByLabel("Monthly budget (USD)").fill("-3");
+  await page.getByRole("button", { name: "Save budget" }).click();
+  await expect(page.locator(".field.invalid")).toContainText("Please correct this value.");
+  await page.getByLabel("Monthly budget (USD)").fill("500");
+  await page.getByRole("button", { name: "Save budget" }).click();
+  await expect(page.getByRole("status")).toHaveText("Saved.");
+  await page.getByRole("link", { name: "Costs" }).click();
+  await expect(page.getByRole("meter", { name: "Budget used" })).toBeVisible();
+
+  // The bell: the job's notifications, marked read.
+  const bell = page.getByRole("button", { name: /Notifications, \d+ unread/ });
+  await expect(bell).not.toHaveAccessibleName("Notifications, 0 unread");
+  await bell.click();
+  await page.getByRole("button", { name: "Mark all read" }).click();
+  await expect(page.getByRole("button", { name: "Notifications, 0 unread" })).toBeVisible();
+});
+
+test("wrong credentials are a sentence, and a dead session brings the sign-in page back", async ({ page }) => {
+  await page.goto("/signin");
+  await page.getByLabel("E-mail").fill("nobody@example.com");
+  await page.getByLabel("Password").fill("wrong-password");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("alert")).toContainText("That e-mail and password do not match an account.");
+
+  await signUp(page, "grace");
+  await page.evaluate(() => localStorage.setItem("brightrun.token", "not-a-valid-token"));
+  await page.goto("/datasets");
+  await expect(page).toHaveURL(/\/signin$/);
+});
+
+test("on a 375 px screen the sidebar folds into a menu", async ({ page }) => {
+  await page.setViewportSize({ width: 375, height: 740 });
+  await signUp(page, "linus");
+  await expect(page.getByRole("navigation", { name: "Main" })).toBeHidden();
+  await page.getByRole("button", { name: "Menu" }).click();
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Models" }).click();
+  await expect(page.getByRole("heading", { name: "Models" })).toBeVisible();
+  // Keyboard: on a fresh page the skip link is the first stop.
+  await page.goto("/models");
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Skip to content" })).toBeFocused();
+});

@@ -1,0 +1,147 @@
+import { useCallback, useEffect, useRef, useState } from "react";
+import { Link, NavLink, Outlet, useNavigate } from "react-router";
+import { api } from "../api";
+import { useAuth } from "../auth";
+import { when } from "../format";
+import { useInterval } from "../hooks";
+import type { Notification } from "../types";
+
+const NAV = [
+  ["/", "Dashboard"],
+  ["/datasets", "Datasets"],
+  ["/jobs", "Training"],
+  ["/models", "Models"],
+  ["/costs", "Costs"],
+  ["/settings", "Settings"],
+] as const;
+
+function Bell() {
+  const [open, setOpen] = useState(false);
+  const [items, setItems] = useState<Notification[]>([]);
+  const [unread, setUnread] = useState(0);
+  const navigate = useNavigate();
+  const panel = useRef<HTMLDivElement>(null);
+  const load = useCallback(() => {
+    api<{ notifications: Notification[] }>("/api/notifications", { query: { pageSize: 10 } })
+      .then((a) => {
+        setItems(a.data.notifications);
+        setUnread(a.meta?.unreadCount ?? 0);
+      })
+      .catch(() => undefined);
+  }, []);
+  useEffect(load, [load]);
+  useInterval(load, 10_000);
+  useEffect(() => {
+    if (!open) return;
+    const close = (e: KeyboardEvent) => e.key === "Escape" && setOpen(false);
+    window.addEventListener("keydown", close);
+    return () => window.removeEventListener("keydown", close);
+  }, [open]);
+  const markRead = async (n: Notification) => {
+    if (!n.read) await api(`/api/notifications/${n.id}/read`, { method: "PATCH" }).catch(() => undefined);
+    load();
+    if (n.actionUrl) {
+      setOpen(false);
+      navigate(n.actionUrl.replace(/^\/api/, ""));
+    }
+  };
+  return (
+    <div className="bell" ref={panel}>
+      <button
+        aria-haspopup="true"
+        aria-expanded={open}
+        aria-label={`Notifications, ${unread} unread`}
+        onClick={() => setOpen((o) => !o)}
+      >
+        🔔 {unread > 0 ? <span className="count">{unread}</span> : null}
+      </button>
+      {open ? (
+        <div className="dropdown" role="region" aria-label="Notifications">
+          <div className="dropdown-head">
+            <strong>Notifications</strong>
+            <button
+              className="link"
+              disabled={unread === 0}
+              onClick={() => api("/api/notifications/read-all", { method: "POST" }).then(load)}
+            >
+              Mark all read
+            </button>
+          </div>
+          {items.length === 0 ? <p className="muted">Nothing yet.</p> : null}
+          <ul>
+            {items.map((n) => (
+              <li key={n.id} className={n.read ? "read" : "unread"}>
+                <button className="link" onClick={() => markRead(n)}>
+                  <strong>{n.title}</strong>
+                  <span>{n.message}</span>
+                  <small className="muted">{when(n.createdAt)}</small>
+                </button>
+              </li>
+            ))}
+          </ul>
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+export function Layout() {
+  const { user, signOut } = useAuth();
+  const [menu, setMenu] = useState(false);
+  const [nav, setNav] = useState(false);
+  const navigate = useNavigate();
+  return (
+    <div className={`shell${nav ? " nav-open" : ""}`}>
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
+      <aside className="sidebar">
+        <Link to="/" className="brand">
+          BrightRun
+        </Link>
+        <nav aria-label="Main">
+          {NAV.map(([to, label]) => (
+            <NavLink key={to} to={to} end={to === "/"} onClick={() => setNav(false)}>
+              {label}
+            </NavLink>
+          ))}
+        </nav>
+      </aside>
+      <div className="content">
+        <header className="topbar">
+          <button className="menu-toggle" aria-label="Menu" aria-expanded={nav} onClick={() => setNav((n) => !n)}>
+            ☰
+          </button>
+          <div className="spacer" />
+          <Bell />
+          <div className="user-menu">
+            <button aria-haspopup="true" aria-expanded={menu} onClick={() => setMenu((m) => !m)}>
+              {user?.name ?? "Account"}
+            </button>
+            {menu ? (
+              <div className="dropdown" role="menu">
+                <p className="muted">{user?.email}</p>
+                <button role="menuitem" className="link" onClick={() => (setMenu(false), navigate("/settings"))}>
+                  Settings
+                </button>
+                <button
+                  role="menuitem"
+                  className="link"
+                  onClick={() => {
+                    signOut();
+                    navigate("/signin");
+                  }}
+                >
+                  Sign out
+                </button>
+              </div>
+            ) : null}
+          </div>
+        </header>
+        <main id="main" tabIndex={-1}>
+          <Outlet />
+        </main>
+      </div>
+    </div>
+  );
+}

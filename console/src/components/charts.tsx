@@ -1,0 +1,81 @@
+import {
+  BarElement,
+  CategoryScale,
+  Chart as ChartJS,
+  Filler,
+  Legend,
+  LinearScale,
+  LineElement,
+  PointElement,
+  Tooltip,
+} from "chart.js";
+import { Bar, Line } from "react-chartjs-2";
+
+ChartJS.register(CategoryScale, LinearScale, PointElement, LineElement, BarElement, Tooltip, Legend, Filler);
+
+export interface Series {
+  label: string;
+  points: { x: number; y: number | null | undefined }[];
+  color: string;
+}
+
+/** Loss curves (or any series over steps). */
+export function LossChart({ series, label }: { series: Series[]; label: string }) {
+  return (
+    <figure className="chart" aria-label={label}>
+      <Line
+        data={{
+          datasets: series.map((s) => ({
+            label: s.label,
+            data: s.points.filter((p) => p.y !== null && p.y !== undefined) as { x: number; y: number }[],
+            borderColor: s.color,
+            backgroundColor: s.color,
+            pointRadius: 0,
+            borderWidth: 2,
+            tension: 0.2,
+          })),
+        }}
+        options={{
+          animation: false,
+          responsive: true,
+          maintainAspectRatio: false,
+          parsing: false,
+          scales: {
+            x: { type: "linear", title: { display: true, text: "step" } },
+            y: { title: { display: true, text: "loss" } },
+          },
+          plugins: { legend: { position: "bottom" } },
+        }}
+      />
+    </figure>
+  );
+}
+
+/** Stacked bars per category (costs by period, token length buckets). */
+export function BarChart({
+  labels,
+  stacks,
+  label,
+}: {
+  labels: string[];
+  stacks: { label: string; values: number[]; color: string }[];
+  label: string;
+}) {
+  return (
+    <figure className="chart" aria-label={label}>
+      <Bar
+        data={{
+          labels,
+          datasets: stacks.map((s) => ({ label: s.label, data: s.values, backgroundColor: s.color })),
+        }}
+        options={{
+          animation: false,
+          responsive: true,
+          maintainAspectRatio: false,
+          scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } },
+          plugins: { legend: { position: "bottom" } },
+        }}
+      />
+    </figure>
+  );
+}

@@ -1,0 +1,39 @@
+import { useCallback, useEffect, useState } from "react";
+import { api, ApiError, type Answer } from "./api";
+
+/** Loads `path` (again when it or `query` change); `reload` fetches it anew. */
+export function useApi<T>(path: string | null, query?: Record<string, string | number | boolean | undefined>) {
+  const [answer, setAnswer] = useState<Answer<T> | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [tick, setTick] = useState(0);
+  const key = JSON.stringify(query ?? {});
+  useEffect(() => {
+    if (!path) return;
+    const controller = new AbortController();
+    setLoading(true);
+    api<T>(path, { query: JSON.parse(key), signal: controller.signal })
+      .then((a) => {
+        setAnswer(a);
+        setError(null);
+      })
+      .catch((e) => {
+        if (e instanceof ApiError) setError(e);
+      })
+      .finally(() => {
+        if (!controller.signal.aborted) setLoading(false);
+      });
+    return () => controller.abort();
+  }, [path, key, tick]);
+  const reload = useCallback(() => setTick((t) => t + 1), []);
+  return { data: answer?.data ?? null, meta: answer?.meta, error, loading, reload };
+}
+
+/** Calls `f` every `ms` while `active`. */
+export function useInterval(f: () => void, ms: number, active = true) {
+  useEffect(() => {
+    if (!active) return;
+    const id = window.setInterval(f, ms);
+    return () => window.clearInterval(id);
+  }, [f, ms, active]);
+}

@@ -1,0 +1,316 @@
+import { useEffect, useMemo, useRef, useState } from "react";
+import { Link, useNavigate, useSearchParams } from "react-router";
+import { api, ApiError } from "../api";
+import { ErrorText, Field, fieldError, Loading } from "../components/ui";
+import { duration, num, usd } from "../format";
+import { useApi } from "../hooks";
+import type { Bound, Catalogue, Dataset, Estimate, Hyperparameters } from "../types";
+
+const OPTION_FIELDS = ["checkpointInterval", "validationSplitRatio", "earlyStoppingPatience"];
+
+/** Values near a bound of the API's own catalogue deserve a second look. */
+function warningFor(bound: Bound | undefined, value: unknown): string | null {
+  if (!bound || typeof value !== "number" || bound.min == null || bound.max == null) return null;
+  const log = bound.field === "learningRate";
+  const f = (v: number) => (log ? Math.log10(Math.max(v, 1e-12)) : v);
+  const span = f(bound.max) - f(bound.min);
+  if (span <= 0) return null;
+  const at = (f(value) - f(bound.min)) / span;
+  if (at >= 0.9) return `Very high for ${bound.field} (allowed up to ${bound.max}): training may diverge or cost more.`;
+  if (at <= 0.05 && !bound.minExclusive && value === bound.min) return null;
+  if (at <= 0.05) return `Very low for ${bound.field} (allowed from ${bound.min}): training may barely learn.`;
+  return null;
+}
+
+export function Configurator() {
+  const [params] = useSearchParams();
+  const navigate = useNavigate();
+  const catalogue = useApi<Catalogue>("/api/jobs/presets");
+  const ready = useApi<{ datasets: Dataset[] }>("/api/datasets", { status: "ready", pageSize: 100 });
+  const [datasetId, setDatasetId] = useState(params.get("datasetId") ?? "");
+  const [presetId, setPresetId] = useState("balanced");
+  const [values, setValues] = useState<Hyperparameters>({});
+  const [options, setOptions] = useState<Record<string, number | "">>({});
+  const [baseModel, setBaseModel] = useState("");
+  const [gpu, setGpu] = useState({ instanceType: "", numGPUs: 1 });
+  const [estimate, setEstimate] = useState<Estimate | null>(null);
+  const [estimateError, setEstimateError] = useState<unknown>(null);
+  const [launchError, setLaunchError] = useState<unknown>(null);
+  const [confirming, setConfirming] = useState(false);
+  const dialog = useRef<HTMLDialogElement>(null);
+  const cat = catalogue.data;
+  const preset = cat?.presets.find((p) => p.id === presetId);
+
+  useEffect(() => {
+    if (!cat) return;
+    setBaseModel((b) => b || cat.defaultBaseModel);
+  }, [cat]);
+  // A starting GPU choice the catalogue says can hold the base model (the API still judges):
+  // the cheapest type it lists for the model, in the fewest GPUs whose memory is enough.
+  useEffect(() => {
+    if (!cat || !baseModel) return;
+    const model = cat.baseModels.find((m) => m.id === baseModel);
+    if (!model) return;
+    const allowed = (t: string) => !model.tokensPerSecond || t in model.tokensPerSecond;
+    setGpu((g) => {
+      const current = cat.gpuTypes.find((t) => t.id === g.instanceType);
+      if (current && allowed(current.id) && current.memoryGb * g.numGPUs >= model.minGpuMemoryGb) return g;
+      const options = cat.gpuTypes
+        .filter((t) => allowed(t.id))
+        .flatMap((t) => cat.numGPUs.filter((n) => t.memoryGb * n >= model.minGpuMemoryGb).map((n) => ({ t, n })))
+        .sort((a, b) => a.t.ratePerGpuHour * a.n - b.t.ratePerGpuHour * b.n);
+      const best = options[0];
+      return best ? { instanceType: best.t.id, numGPUs: best.n } : g;
+    });
+  }, [cat, baseModel]);
+  useEffect(() => {
+    if (preset) setValues({ ...preset.hyperparameters });
+  }, [preset]);
+  useEffect(() => {
+    if (!datasetId && ready.data?.datasets[0]) setDatasetId(ready.data.datasets[0].id);
+  }, [ready.data, datasetId]);
+
+  const overrides = useMemo(() => {
+    const out: Hyperparameters = {};
+    if (!preset) return out;
+    for (const [k, v] of Object.entries(values)) {
+      if (JSON.stringify(v) !== JSON.stringify(preset.hyperparameters[k])) out[k] = v;
+    }
+    return out;
+  }, [values, preset]);
+  const body = useMemo(() => {
+    const b: Record<string, unknown> = { datasetId, presetId, baseModel, gpuConfig: gpu, hyperparameters: overrides };
+    for (const [k, v] of Object.entries(options)) if (v !== "") b[k] = v;
+    return b;
+  }, [datasetId, presetId, baseModel, gpu, overrides, options]);
+
+  // The estimate follows the form: asked again a moment after each change.
+  useEffect(() => {
+    if (!datasetId || !baseModel || !gpu.instanceType) return;
+    const controller = new AbortController();
+    const t = window.setTimeout(() => {
+      api<Estimate>("/api/jobs/estimate", { method: "POST", body, signal: controller.signal })
+        .then((a) => {
+          setEstimate(a.data);
+          setEstimateError(null);
+        })
+        .catch((e) => e instanceof ApiError && (setEstimate(null), setEstimateError(e)));
+    }, 250);
+    return () => {
+      window.clearTimeout(t);
+      controller.abort();
+    };
+  }, [body, datasetId, baseModel, gpu.instanceType]);
+
+  useEffect(() => {
+    if (confirming) dialog.current?.showModal();
+    else dialog.current?.close();
+  }, [confirming]);
+
+  if (catalogue.error) return <ErrorText error={catalogue.error} />;
+  if (!cat) return <Loading />;
+  const dataset = ready.data?.datasets.find((d) => d.id === datasetId);
+  const bound = (f: string) => cat.bounds.find((b) => b.field === f);
+  const warnings = Object.entries(values)
+    .map(([k, v]) => warningFor(bound(k), v))
+    .filter((w): w is string => w !== null);
+  const launch = async () => {
+    setLaunchError(null);
+    try {
+      const { data } = await api<{ jobId: string }>("/api/jobs", { method: "POST", body });
+      navigate(`/jobs/${data.jobId}`);
+    } catch (e) {
+      setConfirming(false);
+      setLaunchError(e);
+    }
+  };
+  const input = (field: string, value: unknown, set: (v: number | string | string[]) => void) => {
+    const b = bound(field);
+    if (field === "targetModules" && b?.values) {
+      const chosen = Array.isArray(value) ? value : [];
+      return (
+        <fieldset key={field} className="field">
+          <legend>targetModules</legend>
+          <div className="checks">
+            {b.values.map((m) => (
+              <label key={m}>
+                <input
+                  type="checkbox"
+                  checked={chosen.includes(m)}
+                  onChange={(e) => set(e.target.checked ? [...chosen, m] : chosen.filter((x) => x !== m))}
+                />
+                {m}
+              </label>
+            ))}
+          </div>
+          {fieldError(launchError ?? estimateError, `hyperparameters.${field}`) ?? fieldError(launchError ?? estimateError, field) ? (
+            <small className="field-error" role="alert">
+              {fieldError(launchError ?? estimateError, `hyperparameters.${field}`) ?? fieldError(launchError ?? estimateError, field)}
+            </small>
+          ) : null}
+        </fieldset>
+      );
+    }
+    const err = fieldError(launchError ?? estimateError, `hyperparameters.${field}`) ?? fieldError(launchError ?? estimateError, field);
+    const hint = b?.values ? undefined : b ? `${b.minExclusive ? ">" : "≥"} ${b.min ?? "—"}, ≤ ${b.max ?? "—"}` : undefined;
+    return (
+      <Field key={field} label={field} hint={hint} error={err}>
+        {(id, d) =>
+          b?.values ? (
+            <select id={id} aria-describedby={d} value={String(value)} onChange={(e) => set(e.target.value)}>
+              {b.values.map((v) => (
+                <option key={v}>{v}</option>
+              ))}
+            </select>
+          ) : (
+            <input
+              id={id}
+              aria-describedby={d}
+              type="number"
+              step="any"
+              min={b?.min ?? undefined}
+              max={b?.max ?? undefined}
+              value={value === "" || value === undefined ? "" : String(value)}
+              onChange={(e) => set(e.target.value === "" ? "" : Number(e.target.value))}
+            />
+          )
+        }
+      </Field>
+    );
+  };
+  return (
+    <section aria-labelledby="config-title">
+      <p>
+        <Link to="/jobs">← Training</Link>
+      </p>
+      <h1 id="config-title">Configure a training job</h1>
+      <div className="columns wide-left">
+        <div>
+          <div className="card">
+            <h2>Dataset</h2>
+            <Field label="Dataset" error={fieldError(launchError ?? estimateError, "datasetId")}>
+              {(id, d) => (
+                <select id={id} aria-describedby={d} value={datasetId} onChange={(e) => setDatasetId(e.target.value)}>
+                  {ready.data?.datasets.length === 0 ? <option value="">No ready dataset: upload one first</option> : null}
+                  {ready.data?.datasets.map((ds) => (
+                    <option key={ds.id} value={ds.id}>
+                      {ds.name}
+                    </option>
+                  ))}
+                </select>
+              )}
+            </Field>
+            {dataset ? (
+              <p className="muted">
+                {num(dataset.totalConversations)} conversations · {num(dataset.totalTrainingPairs)} training pairs · {num(dataset.totalTokens)} tokens
+              </p>
+            ) : null}
+          </div>
+          <div className="card">
+            <h2>Preset</h2>
+            <div className="presets" role="radiogroup" aria-label="Preset">
+              {cat.presets.map((p) => (
+                <button key={p.id} role="radio" aria-checked={p.id === presetId} className={p.id === presetId ? "primary" : ""} onClick={() => setPresetId(p.id)}>
+                  <strong>{p.id}</strong>
+                  <small>{p.description}</small>
+                </button>
+              ))}
+            </div>
+          </div>
+          <div className="card">
+            <h2>Model and GPUs</h2>
+            <div className="grid">
+              <Field label="Base model" error={fieldError(launchError ?? estimateError, "baseModel")}>
+                {(id, d) => (
+                  <select id={id} aria-describedby={d} value={baseModel} onChange={(e) => setBaseModel(e.target.value)}>
+                    {cat.baseModels.map((m) => (
+                      <option key={m.id}>{m.id}</option>
+                    ))}
+                  </select>
+                )}
+              </Field>
+              <Field label="GPU type" error={fieldError(launchError ?? estimateError, "gpuConfig.instanceType")}>
+                {(id, d) => (
+                  <select id={id} aria-describedby={d} value={gpu.instanceType} onChange={(e) => setGpu({ ...gpu, instanceType: e.target.value })}>
+                    {cat.gpuTypes.map((g) => (
+                      <option key={g.id} value={g.id}>
+                        {g.id} ({g.memoryGb} GB, {usd(g.ratePerGpuHour)}/h)
+                      </option>
+                    ))}
+                  </select>
+                )}
+              </Field>
+              <Field label="GPU count" error={fieldError(launchError ?? estimateError, "gpuConfig.numGPUs") ?? fieldError(launchError ?? estimateError, "gpuConfig")}>
+                {(id, d) => (
+                  <select id={id} aria-describedby={d} value={gpu.numGPUs} onChange={(e) => setGpu({ ...gpu, numGPUs: Number(e.target.value) })}>
+                    {cat.numGPUs.map((n) => (
+                      <option key={n}>{n}</option>
+                    ))}
+                  </select>
+                )}
+              </Field>
+            </div>
+          </div>
+          <details className="card">
+            <summary>
+              <h2>Advanced hyperparameters</h2>
+            </summary>
+            <div className="grid">
+              {Object.entries(values).map(([k, v]) => input(k, v, (nv) => setValues({ ...values, [k]: nv })))}
+              {OPTION_FIELDS.filter((f) => bound(f)).map((f) => input(f, options[f] ?? "", (nv) => setOptions({ ...options, [f]: nv as number | "" })))}
+            </div>
+          </details>
+        </div>
+        <aside className="card estimate" aria-live="polite" aria-labelledby="estimate-title">
+          <h2 id="estimate-title">Estimate</h2>
+          {estimate ? (
+            <dl>
+              <dt>Total</dt>
+              <dd className="big">{usd(estimate.cost.total)}</dd>
+              <dt>GPU</dt>
+              <dd>{usd(estimate.cost.breakdown.compute.total)}</dd>
+              <dt>Storage</dt>
+              <dd>{usd(estimate.cost.breakdown.storage.total)}</dd>
+              <dt>Data transfer</dt>
+              <dd>{usd(estimate.cost.breakdown.dataTransfer.total)}</dd>
+              <dt>Duration</dt>
+              <dd>
+                {duration(estimate.duration.estimated)} ({duration(estimate.duration.min)} – {duration(estimate.duration.max)})
+              </dd>
+              <dt>Steps</dt>
+              <dd>{num(estimate.totalSteps)}</dd>
+            </dl>
+          ) : estimateError ? (
+            <ErrorText error={estimateError} />
+          ) : (
+            <p className="muted">Choose a dataset to see the cost.</p>
+          )}
+          {warnings.length > 0 ? (
+            <ul className="warnings" aria-label="Warnings">
+              {warnings.map((w) => (
+                <li key={w}>⚠ {w}</li>
+              ))}
+            </ul>
+          ) : null}
+          {launchError ? <ErrorText error={launchError} /> : null}
+          <button className="primary" disabled={!estimate} onClick={() => setConfirming(true)}>
+            Launch training
+          </button>
+        </aside>
+      </div>
+      <dialog ref={dialog} onClose={() => setConfirming(false)} aria-labelledby="confirm-title">
+        <h2 id="confirm-title">Launch this job?</h2>
+        <p>
+          {presetId} preset on {baseModel}, {gpu.numGPUs} × {gpu.instanceType}: about {estimate ? usd(estimate.cost.total) : "—"} and{" "}
+          {estimate ? duration(estimate.duration.estimated) : "—"}.
+        </p>
+        <div className="actions">
+          <button className="primary" onClick={launch}>
+            Launch
+          </button>
+          <button onClick={() => setConfirming(false)}>Back</button>
+        </div>
+      </dialog>
+    </section>
+  );
+}

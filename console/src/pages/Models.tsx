@@ -1,0 +1,238 @@
+import { useState, type FormEvent } from "react";
+import { Link, useParams, useSearchParams } from "react-router";
+import { api, type Pagination } from "../api";
+import { LossChart } from "../components/charts";
+import { Badge, ErrorText, Field, fieldError, Loading, Pager } from "../components/ui";
+import { bytes, duration, num, usd, when } from "../format";
+import { useApi } from "../hooks";
+import type { Model, ModelDetail } from "../types";
+
+export function Models() {
+  const [params, setParams] = useSearchParams();
+  const query = { status: params.get("status") ?? undefined, sortBy: params.get("sortBy") ?? undefined, page: params.get("page") ?? undefined, pageSize: 12 };
+  const list = useApi<{ models: Model[] }>("/api/models", query);
+  const set = (k: string, v: string) => {
+    const next = new URLSearchParams(params);
+    if (v && v !== "all") next.set(k, v);
+    else next.delete(k);
+    if (k !== "page") next.delete("page");
+    setParams(next);
+  };
+  return (
+    <section aria-labelledby="models-title">
+      <h1 id="models-title">Models</h1>
+      <div className="filters">
+        <label>
+          Status
+          <select value={query.status ?? "all"} onChange={(e) => set("status", e.target.value)}>
+            {["all", "stored", "deployed", "archived"].map((s) => (
+              <option key={s}>{s}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Sort
+          <select value={query.sortBy ?? "created-desc"} onChange={(e) => set("sortBy", e.target.value)}>
+            <option value="created-desc">Newest first</option>
+            <option value="quality-desc">Best quality first</option>
+            <option value="size-desc">Largest first</option>
+          </select>
+        </label>
+      </div>
+      <ErrorText error={list.error} />
+      {list.loading && !list.data ? <Loading /> : null}
+      {list.data?.models.length === 0 ? <p className="muted">No models yet: a completed training job makes one.</p> : null}
+      <ul className="cards">
+        {list.data?.models.map((m) => (
+          <li key={m.id} className="card">
+            <div className="title-row">
+              <h2>
+                <Link to={`/models/${m.id}`}>{m.name}</Link>
+              </h2>
+              <Badge status={m.status} />
+            </div>
+            <p className="muted">
+              v{m.version} · {m.configuration.baseModel} · {bytes(m.sizeBytes)}
+            </p>
+            <p>
+              Validation loss {num(m.qualityMetrics.finalValidationLoss, 4)} · {m.qualityMetrics.convergenceQuality ?? "—"}
+            </p>
+          </li>
+        ))}
+      </ul>
+      <Pager pagination={list.meta?.pagination as Pagination | undefined} onPage={(p) => set("page", String(p))} />
+    </section>
+  );
+}
+
+const DOWNLOADS: [string, string][] = [
+  ["all", "Everything (ZIP)"],
+  ["adapter-model", "Adapter weights"],
+  ["adapter-config", "Adapter config"],
+  ["tokenizer", "Tokenizer"],
+];
+
+export function ModelPage() {
+  const { id } = useParams();
+  const { data, error, reload } = useApi<{ model: ModelDetail }>(`/api/models/${id}`);
+  const [actionError, setActionError] = useState<unknown>(null);
+  const [environment, setEnvironment] = useState("staging");
+  const [message, setMessage] = useState<string | null>(null);
+  const m = data?.model;
+  if (error) return <ErrorText error={error} />;
+  if (!m) return <Loading />;
+  const download = async (artifact: string, checkpointId?: string) => {
+    setActionError(null);
+    try {
+      const { data: d } = await api<{ downloadUrl: string; fileName: string; transferCost: number }>(`/api/models/${m.id}/download`, {
+        query: { artifact, checkpointId },
+      });
+      setMessage(`${d.fileName}: download started (transfer billed ${usd(d.transferCost)}).`);
+      window.location.assign(d.downloadUrl);
+    } catch (e) {
+      setActionError(e);
+    }
+  };
+  const deploy = async (e: FormEvent) => {
+    e.preventDefault();
+    setActionError(null);
+    try {
+      await api(`/api/models/${m.id}/deploy`, { method: "POST", body: { environment } });
+      setMessage(`Deploying to ${environment}…`);
+      reload();
+    } catch (err) {
+      setActionError(err);
+    }
+  };
+  const q = m.qualityMetrics;
+  const sorted = [...m.metricsHistory].sort((a, b) => a.step - b.step);
+  return (
+    <section aria-labelledby="model-title">
+      <p>
+        <Link to="/models">← Models</Link>
+      </p>
+      <div className="title-row">
+        <h1 id="model-title">
+          {m.name} <small>v{m.version}</small>
+        </h1>
+        <Badge status={m.status} />
+      </div>
+      <p className="muted">
+        Trained by <Link to={`/jobs/${m.jobId}`}>its job</Link> on <Link to={`/datasets/${m.datasetId}`}>{m.configuration.datasetName}</Link> · {when(m.createdAt)}
+      </p>
+      <div className="stats">
+        <div className="card stat">
+          <span className="stat-label">Final validation loss</span>
+          <span className="stat-value">{num(q.finalValidationLoss, 4)}</span>
+        </div>
+        <div className="card stat">
+          <span className="stat-label">Perplexity</span>
+          <span className="stat-value">{num(q.perplexity, 2)}</span>
+        </div>
+        <div className="card stat">
+          <span className="stat-label">Convergence</span>
+          <span className="stat-value">
+            {q.convergenceQuality ?? "—"} ({num(q.convergenceScore, 2)})
+          </span>
+        </div>
+        <div className="card stat">
+          <span className="stat-label">Training</span>
+          <span className="stat-value">
+            {num(m.trainingSummary.totalSteps)} steps · {duration(m.trainingSummary.trainingDuration)} · {usd(m.trainingSummary.totalCost)}
+          </span>
+        </div>
+      </div>
+      {q.validationScores ? (
+        <div className="card">
+          <h2>Validation scores</h2>
+          <dl className="inline">
+            {Object.entries(q.validationScores).map(([k, v]) => (
+              <div key={k}>
+                <dt>{k}</dt>
+                <dd>{num(v, 3)}</dd>
+              </div>
+            ))}
+          </dl>
+        </div>
+      ) : null}
+      <div className="card">
+        <h2>Metrics</h2>
+        <LossChart
+          label="Loss by step"
+          series={[
+            { label: "training loss", color: "#4f46e5", points: sorted.map((p) => ({ x: p.step, y: p.trainingLoss })) },
+            { label: "validation loss", color: "#f59e0b", points: sorted.map((p) => ({ x: p.step, y: p.validationLoss })) },
+          ]}
+        />
+      </div>
+      <div className="columns">
+        <div className="card">
+          <h2>Download</h2>
+          <div className="actions">
+            {DOWNLOADS.map(([artifact, label]) => (
+              <button key={artifact} onClick={() => download(artifact)}>
+                {label}
+              </button>
+            ))}
+          </div>
+          {m.artifacts.checkpoints.length > 0 ? (
+            <>
+              <h3>Checkpoints</h3>
+              <ul className="plain">
+                {m.artifacts.checkpoints.map((c) => (
+                  <li key={c.id}>
+                    <button className="link" onClick={() => download("checkpoint", c.id)}>
+                      {c.id}
+                    </button>{" "}
+                    step {c.step}, epoch {c.epoch}, loss {num(c.loss, 4)} · {bytes(c.size)}
+                  </li>
+                ))}
+              </ul>
+            </>
+          ) : null}
+          {message ? <p aria-live="polite">{message}</p> : null}
+        </div>
+        <form className="card" onSubmit={deploy} aria-labelledby="deploy-title">
+          <h2 id="deploy-title">Deploy</h2>
+          {m.deployment ? (
+            <p>
+              {m.deployment.environment}: <Badge status={m.deployment.status} /> {m.deployment.endpointUrl ?? ""}
+            </p>
+          ) : null}
+          <Field label="Environment" error={fieldError(actionError, "environment")}>
+            {(fid, d) => (
+              <select id={fid} aria-describedby={d} value={environment} onChange={(e) => setEnvironment(e.target.value)}>
+                <option>staging</option>
+                <option>production</option>
+              </select>
+            )}
+          </Field>
+          <button className="primary" disabled={m.status === "archived"}>
+            Deploy
+          </button>
+        </form>
+      </div>
+      <ErrorText error={actionError} />
+      <div className="card">
+        <h2>Version history</h2>
+        <ul className="plain">
+          {m.parentModelId ? (
+            <li>
+              Retrained from <Link to={`/models/${m.parentModelId}`}>its parent</Link>
+            </li>
+          ) : (
+            <li>First version</li>
+          )}
+          {m.childModelIds.map((c) => (
+            <li key={c}>
+              Newer version: <Link to={`/models/${c}`}>{c}</Link>
+            </li>
+          ))}
+        </ul>
+        <Link className="button" to={`/jobs/new?datasetId=${m.datasetId}`}>
+          Train again on this dataset
+        </Link>
+      </div>
+    </section>
+  );
+}
