@@ -11,14 +11,14 @@ const OPTION_FIELDS = ["checkpointInterval", "validationSplitRatio", "earlyStopp
 /** Values near a bound of the API's own catalogue deserve a second look. */
 function warningFor(bound: Bound | undefined, value: unknown): string | null {
   if (!bound || typeof value !== "number" || bound.min == null || bound.max == null) return null;
-  const log = bound.field === "learningRate";
+  const log = bound.field.endsWith("learningRate");
   const f = (v: number) => (log ? Math.log10(Math.max(v, 1e-12)) : v);
   const span = f(bound.max) - f(bound.min);
   if (span <= 0) return null;
   const at = (f(value) - f(bound.min)) / span;
-  if (at >= 0.9) return `Very high for ${bound.field} (allowed up to ${bound.max}): training may diverge or cost more.`;
+  if (at >= 0.9) return `Very high for ${bound.field.replace("hyperparameters.", "")} (allowed up to ${bound.max}): training may diverge or cost more.`;
   if (at <= 0.05 && !bound.minExclusive && value === bound.min) return null;
-  if (at <= 0.05) return `Very low for ${bound.field} (allowed from ${bound.min}): training may barely learn.`;
+  if (at <= 0.05) return `Very low for ${bound.field.replace("hyperparameters.", "")} (allowed from ${bound.min}): training may barely learn.`;
   return null;
 }
 
@@ -110,7 +110,8 @@ export function Configurator() {
   if (catalogue.error) return <ErrorText error={catalogue.error} />;
   if (!cat) return <Loading />;
   const dataset = ready.data?.datasets.find((d) => d.id === datasetId);
-  const bound = (f: string) => cat.bounds.find((b) => b.field === f);
+  // Hyperparameter bounds are named `hyperparameters.<field>`, options by their own name.
+  const bound = (f: string) => cat.bounds.find((b) => b.field === f || b.field === `hyperparameters.${f}`);
   const warnings = Object.entries(values)
     .map(([k, v]) => warningFor(bound(k), v))
     .filter((w): w is string => w !== null);

@@ -162,6 +162,8 @@ export function JobMonitor() {
             if (message.event !== "error" || data.canRetry === false) {
               controller.abort();
               setConnected(false);
+              // The job's own answer is the truth from here on.
+              setLive({});
               reload();
             }
             break;
@@ -199,7 +201,7 @@ export function JobMonitor() {
 
   if (detail.error) return <ErrorText error={detail.error} />;
   if (!job) return <Loading />;
-  const view: Job = { ...job, ...live } as Job;
+  const view: Job = ACTIVE.includes(job.status) ? ({ ...job, ...live } as Job) : job;
   const stage = view.status === "queued" ? "queued" : view.status === "completed" ? "completed" : (view.currentStage ?? "initializing");
   const metrics = view.currentMetrics ?? {};
   return (
@@ -208,7 +210,7 @@ export function JobMonitor() {
         <Link to="/jobs">← Training</Link>
       </p>
       <div className="title-row">
-        <h1 id="job-title">{job.name}</h1>
+        <h1 id="job-title">{job.name || `Job on ${job.datasetName ?? job.datasetId}`}</h1>
         <Badge status={view.status} />
         {active ? <span className={`live ${connected ? "on" : "off"}`}>{connected ? "live" : "reconnecting…"}</span> : null}
       </div>
