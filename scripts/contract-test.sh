@@ -23,27 +23,8 @@ if [[ ! -x "$venv/bin/schemathesis" ]]; then
   sed -i "s|$venv.tmp|$venv|g" "$venv"/bin/*
 fi
 
-cargo build -q -p api --bin brightrun
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-tag="contract_$$_$port"
-data="$(mktemp -d)"
-base="http://127.0.0.1:$port"
-cleanup() {
-  [[ -n "${server:-}" ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-  psql -q "postgres://postgres@127.0.0.1:5432/postgres" -c "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$data"
-}
-trap cleanup EXIT
-BRIGHTRUN_ADDR="127.0.0.1:$port" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag" \
-  NATS_STREAM="${tag^^}" NATS_SUBJECT_PREFIX="$tag" BRIGHTRUN_DATA_DIR="$data" \
-  CLUSTER_SIM_SPEED=1200 DEPLOY_SIM_SECONDS=1 RUST_LOG=error \
-  ./target/debug/brightrun serve >"$data/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do
-  curl -sf "$base/healthz" >/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$data/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+source scripts/private-serve.sh
+private_serve contract CLUSTER_SIM_SPEED=1200
 
 token="$(curl -sf -XPOST "$base/api/auth/signup" -H 'content-type: application/json' \
   -d '{"email":"contract@example.com","password":"contract-password-1","name":"Contract"}' \

@@ -130,6 +130,7 @@ test("on a 375 px screen the sidebar folds into a menu", async ({ page }) => {
   await expect(page.getByRole("heading", { name: "Models" })).toBeVisible();
   // Keyboard: on a fresh page the skip link is the first stop.
   await page.goto("/models");
+  await expect(page.getByRole("heading", { name: "Models" })).toBeVisible();
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Skip to content" })).toBeFocused();
 });

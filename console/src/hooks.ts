@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useState } from "react";
+import { useSearchParams } from "react-router";
 import { api, ApiError, type Answer } from "./api";
 
 /** Loads `path` (again when it or `query` change); `reload` fetches it anew. */
@@ -36,4 +37,21 @@ export function useInterval(f: () => void, ms: number, active = true) {
     const id = window.setInterval(f, ms);
     return () => window.clearInterval(id);
   }, [f, ms, active]);
+}
+
+/** A list page's filters kept in the address (so a reload or a shared link keeps them):
+ * the query for the API from `keys` and `pageSize`, and `set`, which changes one filter
+ * ("all" or empty removes it) and goes back to the first page. */
+export function useListParams(keys: string[], pageSize: number) {
+  const [params, setParams] = useSearchParams();
+  const query: Record<string, string | number | undefined> = { pageSize };
+  for (const k of [...keys, "page"]) query[k] = params.get(k) ?? undefined;
+  const set = (k: string, v: string) => {
+    const next = new URLSearchParams(params);
+    if (v && v !== "all") next.set(k, v);
+    else next.delete(k);
+    if (k !== "page") next.delete("page");
+    setParams(next);
+  };
+  return { params, query, set };
 }

@@ -1,9 +1,9 @@
 import { useCallback, useRef, useState, type DragEvent, type FormEvent } from "react";
-import { Link, useNavigate, useSearchParams } from "react-router";
+import { Link, useNavigate } from "react-router";
 import { api, putFile, type Pagination } from "../api";
 import { Badge, ErrorText, Field, fieldError, Loading, Pager, Progress } from "../components/ui";
 import { bytes, num, when } from "../format";
-import { useApi, useInterval } from "../hooks";
+import { useApi, useInterval, useListParams } from "../hooks";
 import type { Dataset, Registered } from "../types";
 
 export const FORMATS = ["brightrun-lora-v4", "brightrun-lora-v3"];
@@ -110,28 +110,13 @@ function Upload({ onDone }: { onDone: (id: string) => void }) {
 }
 
 export function Datasets() {
-  const [params, setParams] = useSearchParams();
+  const { params, query, set } = useListParams(["search", "format", "status", "sortBy"], 12);
   const navigate = useNavigate();
   const [showUpload, setShowUpload] = useState(params.get("upload") === "1");
-  const query = {
-    search: params.get("search") ?? undefined,
-    format: params.get("format") ?? undefined,
-    status: params.get("status") ?? undefined,
-    sortBy: params.get("sortBy") ?? undefined,
-    page: params.get("page") ?? undefined,
-    pageSize: 12,
-  };
   const list = useApi<{ datasets: Dataset[] }>("/api/datasets", query);
   const pending = list.data?.datasets.some((d) => d.status === "uploading" || d.status === "validating") ?? false;
   const { reload } = list;
   useInterval(useCallback(() => reload(), [reload]), 1500, pending);
-  const set = (k: string, v: string) => {
-    const next = new URLSearchParams(params);
-    if (v && v !== "all") next.set(k, v);
-    else next.delete(k);
-    if (k !== "page") next.delete("page");
-    setParams(next);
-  };
   return (
     <section aria-labelledby="datasets-title">
       <div className="title-row">

@@ -1,11 +1,11 @@
 import { fetchEventSource } from "@microsoft/fetch-event-source";
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { Link, useParams, useSearchParams } from "react-router";
+import { Link, useParams } from "react-router";
 import { api, token, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
 import { Badge, ErrorText, Loading, Pager, Progress } from "../components/ui";
 import { duration, num, usd, when } from "../format";
-import { useApi } from "../hooks";
+import { useApi, useListParams } from "../hooks";
 import type { Checkpoint, Job, JobDetail, MetricPoint } from "../types";
 
 const STATUSES = ["all", "queued", "initializing", "running", "completed", "failed", "cancelled"];
@@ -13,16 +13,8 @@ const STAGES = ["queued", "initializing", "training", "validating", "saving", "c
 const ACTIVE = ["queued", "initializing", "running"];
 
 export function Jobs() {
-  const [params, setParams] = useSearchParams();
-  const query = { status: params.get("status") ?? undefined, sortBy: params.get("sortBy") ?? undefined, page: params.get("page") ?? undefined, pageSize: 20 };
+  const { query, set } = useListParams(["status", "sortBy"], 20);
   const list = useApi<{ jobs: Job[] }>("/api/jobs", query);
-  const set = (k: string, v: string) => {
-    const next = new URLSearchParams(params);
-    if (v && v !== "all") next.set(k, v);
-    else next.delete(k);
-    if (k !== "page") next.delete("page");
-    setParams(next);
-  };
   return (
     <section aria-labelledby="jobs-title">
       <div className="title-row">

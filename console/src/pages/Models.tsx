@@ -1,23 +1,15 @@
 import { useState, type FormEvent } from "react";
-import { Link, useParams, useSearchParams } from "react-router";
+import { Link, useParams } from "react-router";
 import { api, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
 import { Badge, ErrorText, Field, fieldError, Loading, Pager } from "../components/ui";
 import { bytes, duration, num, usd, when } from "../format";
-import { useApi } from "../hooks";
+import { useApi, useListParams } from "../hooks";
 import type { Model, ModelDetail } from "../types";
 
 export function Models() {
-  const [params, setParams] = useSearchParams();
-  const query = { status: params.get("status") ?? undefined, sortBy: params.get("sortBy") ?? undefined, page: params.get("page") ?? undefined, pageSize: 12 };
+  const { query, set } = useListParams(["status", "sortBy"], 12);
   const list = useApi<{ models: Model[] }>("/api/models", query);
-  const set = (k: string, v: string) => {
-    const next = new URLSearchParams(params);
-    if (v && v !== "all") next.set(k, v);
-    else next.delete(k);
-    if (k !== "page") next.delete("page");
-    setParams(next);
-  };
   return (
     <section aria-labelledby="models-title">
       <h1 id="models-title">Models</h1>
