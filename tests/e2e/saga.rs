@@ -222,11 +222,28 @@ async fn out_of_memory_is_retried_three_times_then_the_job_fails() {
 
 #[tokio::test]
 async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
-    // Slow enough to be caught running (each report's checkpoint adapters are copied before
-    // the saga takes its next step, the cancel included).
+    // A long job, so the cancel always finds it running: 100 epochs of one pair per step are
+    // about 1,600 s of training, 20 s at 80x, where the cancel reaches the cluster within a
+    // second or two even on a loaded 2-core CI machine. (The default job trains for a few
+    // steps: at 80x it once finished first there, the saga still copying a report's
+    // checkpoint adapters when the cancel came.)
     let app = start(&[("CLUSTER_SIM_SPEED", "80")]).await;
     let (_, token) = app.user("ada").await;
-    let id = launch(&app, &token).await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let (status, created) = app
+        .post(
+            "/api/jobs",
+            Some(&token),
+            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
+                   "hyperparameters": {"loraRank": 4, "numEpochs": 100, "batchSize": 1,
+                                       "gradientAccumulationSteps": 1},
+                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["jobId"].as_str().unwrap().to_string();
     until(&app, &token, &id, "running", |j| j["status"] == "running").await;
     let (status, cancelled) = app
         .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
