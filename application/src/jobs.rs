@@ -30,6 +30,20 @@ pub trait DatasetLookup: Send + Sync {
 #[async_trait]
 pub trait TelemetryStore: Send + Sync {
     async fn append(&self, event: &TelemetryEvent, ctx: &CommandContext) -> anyhow::Result<bool>;
+
+    /// Appends every event at once (one round trip where the store can); answers how many
+    /// were new.
+    async fn append_all(
+        &self,
+        events: &[TelemetryEvent],
+        ctx: &CommandContext,
+    ) -> anyhow::Result<u64> {
+        let mut new = 0;
+        for event in events {
+            new += u64::from(self.append(event, ctx).await?);
+        }
+        Ok(new)
+    }
 }
 
 pub struct NewJob {
@@ -174,15 +188,35 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
         ctx: &CommandContext,
         event: TelemetryEvent,
     ) -> Result<bool, AppError<JobError>> {
-        let event = event.check().map_err(|e| AppError::Rejected(e.into()))?;
-        let Some(job) = self.load(event.job_id()).await? else {
+        let job = event.job_id();
+        Ok(self.record_telemetry_all(ctx, job, vec![event]).await? == 1)
+    }
+
+    /// Records a batch of `job`'s telemetry (a status report's points, progress and logs)
+    /// with one load of the job and one append; answers how many were new (0 when the job
+    /// is not running). A batch naming another job is refused whole.
+    pub async fn record_telemetry_all(
+        &self,
+        ctx: &CommandContext,
+        job: JobId,
+        events: Vec<TelemetryEvent>,
+    ) -> Result<u64, AppError<JobError>> {
+        let events = events
+            .into_iter()
+            .map(|e| match e.check() {
+                Ok(e) if e.job_id() == job => Ok(e),
+                Ok(_) => Err(AppError::Rejected(JobError::NotFound)),
+                Err(e) => Err(AppError::Rejected(e.into())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(loaded) = self.load(job).await? else {
             return Err(AppError::Rejected(JobError::NotFound));
         };
-        if !job.accepts_telemetry() {
-            return Ok(false);
+        if events.is_empty() || !loaded.accepts_telemetry() {
+            return Ok(0);
         }
         self.telemetry
-            .append(&event, ctx)
+            .append_all(&events, ctx)
             .await
             .map_err(|e| AppError::Internal(format!("{e:#}")))
     }

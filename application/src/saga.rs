@@ -443,26 +443,28 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             )
             .await?;
         }
-        for p in &report.metrics {
-            let point = TelemetryEvent::MetricPointRecorded(MetricPoint {
-                job_id: entry.job_id,
-                step: p.step,
-                epoch: p.epoch,
-                training_loss: p.training_loss,
-                validation_loss: p.validation_loss,
-                learning_rate: p.learning_rate,
-                gradient_norm: Some(p.gradient_norm),
-                throughput: Some(p.throughput),
-                gpu_utilization: Some(p.gpu_utilization),
-                recorded_at: now,
-            });
-            self.jobs
-                .record_telemetry(&ctx, point)
-                .await
-                .map_err(internal)?;
-        }
+        // The report's points, progress and logs in one append: a fast cluster (or a long
+        // gap between reads) brings thousands at once, and each step must end within its lease.
+        let mut telemetry: Vec<TelemetryEvent> = report
+            .metrics
+            .iter()
+            .map(|p| {
+                TelemetryEvent::MetricPointRecorded(MetricPoint {
+                    job_id: entry.job_id,
+                    step: p.step,
+                    epoch: p.epoch,
+                    training_loss: p.training_loss,
+                    validation_loss: p.validation_loss,
+                    learning_rate: p.learning_rate,
+                    gradient_norm: Some(p.gradient_norm),
+                    throughput: Some(p.throughput),
+                    gpu_utilization: Some(p.gpu_utilization),
+                    recorded_at: now,
+                })
+            })
+            .collect();
         if report.step > 0 && report.status == ClusterStatus::Running {
-            let progress = TelemetryEvent::ProgressReported(Progress {
+            telemetry.push(TelemetryEvent::ProgressReported(Progress {
                 job_id: entry.job_id,
                 step: report.step,
                 total_steps: report.total_steps,
@@ -471,31 +473,27 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                 progress: report.progress,
                 estimated_time_remaining: report.eta_seconds,
                 reported_at: now,
-            });
-            self.jobs
-                .record_telemetry(&ctx, progress)
-                .await
-                .map_err(internal)?;
+            }));
         }
-        for line in &report.logs {
+        telemetry.extend(report.logs.iter().map(|line| {
             let level = match line.level.as_str() {
                 "error" => LogLevel::Error,
                 "warning" => LogLevel::Warning,
                 _ => LogLevel::Info,
             };
-            let log = TelemetryEvent::LogLineRecorded(LogLine {
+            TelemetryEvent::LogLineRecorded(LogLine {
                 job_id: entry.job_id,
                 // Each attempt's log starts at 0: keep them apart.
                 index: u64::from(entry.attempt) * 1_000_000 + line.index,
                 level,
                 message: line.message.clone(),
                 logged_at: now,
-            });
-            self.jobs
-                .record_telemetry(&ctx, log)
-                .await
-                .map_err(internal)?;
-        }
+            })
+        }));
+        self.jobs
+            .record_telemetry_all(&ctx, entry.job_id, telemetry)
+            .await
+            .map_err(internal)?;
         for c in &report.checkpoints {
             let checkpoint_id = format!("a{}-{}", entry.attempt, c.id);
             if job.has_checkpoint(&checkpoint_id) {

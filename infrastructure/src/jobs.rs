@@ -86,7 +86,56 @@ impl TelemetryStore for PgTelemetryStore {
         .rows_affected();
         Ok(inserted == 1)
     }
+
+    /// One INSERT of many rows (in chunks): a report of thousands of points costs a few
+    /// round trips instead of thousands.
+    async fn append_all(
+        &self,
+        events: &[TelemetryEvent],
+        ctx: &CommandContext,
+    ) -> anyhow::Result<u64> {
+        let metadata = serde_json::to_value(ctx.metadata())?;
+        let mut inserted = 0;
+        for chunk in events.chunks(TELEMETRY_CHUNK) {
+            let mut streams = Vec::with_capacity(chunk.len());
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut sequences = Vec::with_capacity(chunk.len());
+            let mut types = Vec::with_capacity(chunk.len());
+            let mut versions = Vec::with_capacity(chunk.len());
+            let mut payloads = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let (stream, key) = event.key();
+                streams.push(stream.to_string());
+                ids.push(event.job_id().to_string());
+                sequences.push(i64::try_from(key)?);
+                types.push(event.event_type());
+                versions.push(event.event_version());
+                payloads.push(serde_json::to_value(event)?);
+            }
+            inserted += sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT t.stream, t.id, t.sequence, t.type, t.version, t.payload, $7 \
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                   AS t(stream, id, sequence, type, version, payload) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&streams)
+            .bind(&ids)
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .execute(&self.0)
+            .await?
+            .rows_affected();
+        }
+        Ok(inserted)
+    }
 }
+
+/// Rows per telemetry INSERT.
+const TELEMETRY_CHUNK: usize = 1000;
 
 /// `('queued', 'initializing', 'running')`: the active statuses (`JobStatus::ACTIVE`) as a SQL
 /// list for `status IN ...`. Written the same way as the predicate of the partial index

@@ -79,6 +79,14 @@ async fn the_catalogue_lists_presets_bounds_models_and_gpus() {
     assert_eq!(data["presets"][2]["hyperparameters"]["loraRank"], 32);
     assert_eq!(data["defaultBaseModel"], "llama-3-70b");
     assert_eq!(data["baseModels"][0]["minGpuMemoryGb"], 160);
+    // 70B: not on the 40 GB type, and it starts from the two 80 GB GPUs its memory needs.
+    assert!(data["baseModels"][0]["tokensPerSecond"]["a100-40gb"].is_null());
+    assert_eq!(data["baseModels"][0]["tokensPerSecond"]["h100-80gb"], 900.0);
+    assert_eq!(data["baseModels"][0]["defaultGpuConfig"]["numGPUs"], 2);
+    assert_ne!(
+        data["baseModels"][0]["defaultGpuConfig"]["instanceType"],
+        "a100-40gb"
+    );
     assert_eq!(data["gpuTypes"][2]["ratePerGpuHour"], 4.5);
     assert!(data["bounds"]
         .as_array()
@@ -341,6 +349,44 @@ async fn a_job_driven_through_its_life_shows_progress_metrics_checkpoints_logs_a
         .await;
     assert_eq!(metrics["data"]["totalPoints"], 3);
     assert_eq!(metrics["data"]["lossCurve"]["steps"], json!([20, 40]));
+
+    // A report's batch: 2,500 new points (more than one INSERT's worth) and a repeat, at once.
+    let batch: Vec<_> = (41..=2540)
+        .map(|s| point(s, 0.5))
+        .chain([point(20, 99.0)])
+        .collect();
+    let new = jobs
+        .record_telemetry_all(&ctx, job_id, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(new, 2500, "the repeat of step 20 is not new");
+    assert_eq!(
+        jobs.record_telemetry_all(&ctx, job_id, batch)
+            .await
+            .unwrap(),
+        0,
+        "a batch read again records nothing twice"
+    );
+    let other = JobId(Uuid::now_v7());
+    let mixed = vec![point(2541, 0.5), {
+        let mut p = point(2542, 0.5);
+        if let TelemetryEvent::MetricPointRecorded(m) = &mut p {
+            m.job_id = other;
+        }
+        p
+    }];
+    assert!(
+        jobs.record_telemetry_all(&ctx, job_id, mixed)
+            .await
+            .is_err(),
+        "a batch naming another job is refused whole"
+    );
+    caught_up(&app).await;
+    let (_, metrics) = app
+        .get(&format!("/api/jobs/{id}/metrics"), Some(&token))
+        .await;
+    assert_eq!(metrics["data"]["totalPoints"], 2504);
+    assert_eq!(metrics["data"]["lossCurve"]["trainingLoss"][1], 1.2);
 
     run(JobCommand::Complete {
         final_training_loss: Some(0.7),
