@@ -38,6 +38,21 @@ pub struct Faults {
     /// misreports, e.g. during a failover): our side believes it lost, reconciliation finds it.
     #[serde(default)]
     pub false_404_reads: u32,
+    /// Metric points every this many steps (1: every step) instead of about 500 a run.
+    #[serde(default)]
+    pub report_every: Option<u64>,
+    /// From a step on, the job's clock runs at another speed: a long history made quickly,
+    /// then a run to watch live (the console's benchmark).
+    #[serde(default)]
+    pub pace: Option<Pace>,
+}
+
+/// `speed` cluster seconds per real second once the job reaches `from_step`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pace {
+    pub from_step: u64,
+    pub speed: f64,
 }
 
 /// A submitted job as the simulator keeps it.
@@ -285,7 +300,25 @@ impl SimJob {
 
     /// Metric points are reported every this many steps (at most ~500 per run) and at the end.
     pub fn report_every(&self) -> u64 {
-        self.total_steps().div_ceil(500).max(1)
+        self.faults
+            .report_every
+            .unwrap_or_else(|| self.total_steps().div_ceil(500))
+            .max(1)
+    }
+
+    /// Cluster seconds since submission after `real` seconds at `speed` (the simulator's),
+    /// the job's own pace from its step on.
+    pub fn cluster_seconds(&self, real: f64, speed: f64) -> f64 {
+        let fast = real * speed;
+        let Some(pace) = self.faults.pace else {
+            return fast;
+        };
+        let switch = INITIALISATION_SECONDS as f64 + pace.from_step as f64 * self.step_seconds();
+        if fast <= switch {
+            fast
+        } else {
+            switch + (real - switch / speed) * pace.speed
+        }
     }
 
     /// Validation runs at every checkpoint and at the last step.

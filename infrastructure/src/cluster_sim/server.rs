@@ -176,7 +176,7 @@ impl Sim {
 
     fn elapsed(&self, entry: &Entry) -> f64 {
         let real = (Utc::now() - entry.submitted_at).num_milliseconds().max(0) as f64 / 1000.0;
-        real * self.settings.speed
+        entry.job.cluster_seconds(real, self.settings.speed)
     }
 
     async fn persist(&self, entry: &Entry) -> anyhow::Result<()> {

@@ -230,3 +230,25 @@ fn the_adapter_is_a_valid_safetensors_file_with_peft_names_and_shapes() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[test]
+fn a_paced_job_reports_every_step_and_slows_down_from_its_step() {
+    let mut j = job(Preset::Balanced, 3);
+    j.faults.report_every = Some(1);
+    j.faults.pace = Some(Pace {
+        from_step: 600,
+        speed: 2.0,
+    });
+    assert_eq!(j.metric_points(0, 1000).len(), 1000, "a point per step");
+    let step = j.step_seconds();
+    let switch = INITIALISATION_SECONDS as f64 + 600.0 * step;
+    // At 100x the simulator reaches step 600 at switch / 100 real seconds...
+    assert_eq!(j.cluster_seconds(switch / 100.0, 100.0), switch);
+    assert_eq!(j.cluster_seconds(1.0, 100.0), 100.0);
+    // ...then the job's clock runs at 2x: ten real seconds later, 20 cluster seconds on.
+    let later = j.cluster_seconds(switch / 100.0 + 10.0, 100.0);
+    assert!((later - (switch + 20.0)).abs() < 1e-9, "{later}");
+    let unpaced = job(Preset::Balanced, 3);
+    assert_eq!(unpaced.cluster_seconds(10.0, 100.0), 1000.0);
+    assert!(unpaced.metric_points(0, 1000).len() < 1000);
+}
