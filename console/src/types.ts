@@ -89,7 +89,14 @@ export type Hyperparameters = Record<string, number | string | string[]>;
 export interface Catalogue {
   presets: { id: string; description: string; hyperparameters: Hyperparameters }[];
   bounds: Bound[];
-  baseModels: { id: string; minGpuMemoryGb: number; hiddenSize: number; layers: number; tokensPerSecond?: Record<string, number> }[];
+  baseModels: {
+    id: string;
+    minGpuMemoryGb: number;
+    hiddenSize: number;
+    layers: number;
+    tokensPerSecond: Record<string, number>;
+    defaultGpuConfig?: { instanceType: string; numGPUs: number } | null;
+  }[];
   defaultBaseModel: string;
   gpuTypes: { id: string; memoryGb: number; ratePerGpuHour: number }[];
   numGPUs: number[];

@@ -45,23 +45,11 @@ export function Configurator() {
     if (!cat) return;
     setBaseModel((b) => b || cat.defaultBaseModel);
   }, [cat]);
-  // A starting GPU choice the catalogue says can hold the base model (the API still judges):
-  // the cheapest type it lists for the model, in the fewest GPUs whose memory is enough.
+  // Each base model starts from the GPUs the catalogue names for it (the domain's choice:
+  // the cheapest per token of those that can train it); the user may change them after.
   useEffect(() => {
-    if (!cat || !baseModel) return;
-    const model = cat.baseModels.find((m) => m.id === baseModel);
-    if (!model) return;
-    const allowed = (t: string) => !model.tokensPerSecond || t in model.tokensPerSecond;
-    setGpu((g) => {
-      const current = cat.gpuTypes.find((t) => t.id === g.instanceType);
-      if (current && allowed(current.id) && current.memoryGb * g.numGPUs >= model.minGpuMemoryGb) return g;
-      const options = cat.gpuTypes
-        .filter((t) => allowed(t.id))
-        .flatMap((t) => cat.numGPUs.filter((n) => t.memoryGb * n >= model.minGpuMemoryGb).map((n) => ({ t, n })))
-        .sort((a, b) => a.t.ratePerGpuHour * a.n - b.t.ratePerGpuHour * b.n);
-      const best = options[0];
-      return best ? { instanceType: best.t.id, numGPUs: best.n } : g;
-    });
+    const start = cat?.baseModels.find((m) => m.id === baseModel)?.defaultGpuConfig;
+    if (start) setGpu(start);
   }, [cat, baseModel]);
   useEffect(() => {
     if (preset) setValues({ ...preset.hyperparameters });

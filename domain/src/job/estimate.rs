@@ -5,7 +5,9 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
-use super::config::{total_steps, BaseModel, GpuType, JobConfiguration};
+use super::config::{
+    check_gpu_fits, total_steps, BaseModel, GpuConfig, GpuType, JobConfiguration, GPU_COUNTS,
+};
 
 /// Seconds to start the job and to save the adapter, added to the training time.
 pub const INITIALISATION_SECONDS: u64 = 300;
@@ -50,6 +52,28 @@ impl Rates {
 /// API money: half-even to cents.
 /// A data transfer of `bytes` at `rate` USD per GB: its quantity (GB) and amount, both with
 /// the ledger's 6 fractional digits. One rule for every transfer that is billed.
+/// The GPUs a job on `model` starts from (a form's first choice): of those that can train
+/// it, the cheapest per trained token (the GPU-hour rate over the throughput), the fewer
+/// GPUs on a tie. `None` only for a model no GPU can train.
+pub fn default_gpu_config(model: &BaseModel, rates: &Rates) -> Option<GpuConfig> {
+    let per_token = |g: GpuConfig| -> Option<f64> {
+        let hourly = rates.gpu_hour(g.instance_type).to_f64()? * f64::from(g.num_gpus);
+        Some(hourly / model.throughput(g)?)
+    };
+    GpuType::ALL
+        .iter()
+        .flat_map(|&instance_type| {
+            GPU_COUNTS.map(|num_gpus| GpuConfig {
+                instance_type,
+                num_gpus,
+            })
+        })
+        .filter(|g| check_gpu_fits(model, *g).is_ok())
+        .filter_map(|g| Some((per_token(g)?, g)))
+        .min_by(|(a, ga), (b, gb)| a.total_cmp(b).then(ga.num_gpus.cmp(&gb.num_gpus)))
+        .map(|(_, g)| g)
+}
+
 pub fn transfer_charge(bytes: u64, rate: Decimal) -> (Decimal, Decimal) {
     let quantity = micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
     (quantity, micros(quantity * rate))

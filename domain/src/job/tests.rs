@@ -1162,3 +1162,29 @@ fn a_transfer_is_billed_per_gb_with_six_digits() {
     // 1 byte: a millionth of a GB rounds to zero, and so does its cost.
     assert_eq!(transfer_charge(1, d("0.09")), (d("0"), d("0")));
 }
+
+#[test]
+fn each_base_model_starts_from_the_cheapest_gpus_per_token_that_can_train_it() {
+    let rates = Rates::default();
+    for model in &BASE_MODELS {
+        let g = default_gpu_config(model, &rates).expect("every model has GPUs");
+        assert!(check_gpu_fits(model, g).is_ok(), "{}: {g:?}", model.id);
+    }
+    let find = |id| BaseModel::find(id).expect("a model");
+    // Small models fit one GPU, and one is cheaper per token than several.
+    let small = default_gpu_config(find("smollm2-135m"), &rates).expect("gpus");
+    assert_eq!(small.num_gpus, 1);
+    // 70B needs 160 GB: two 80 GB GPUs, never the 40 GB type it cannot run on.
+    let big = default_gpu_config(find("llama-3-70b"), &rates).expect("gpus");
+    assert_eq!(big.num_gpus, 2);
+    assert_ne!(big.instance_type, GpuType::A100_40gb);
+    // A rate change moves the choice: the H100 at a tenth of its price wins for everyone.
+    let cheap_h100 = Rates {
+        h100_80gb_per_gpu_hour: rates.h100_80gb_per_gpu_hour / Decimal::from(10),
+        ..rates.clone()
+    };
+    for model in &BASE_MODELS {
+        let g = default_gpu_config(model, &cheap_h100).expect("gpus");
+        assert_eq!(g.instance_type, GpuType::H100_80gb, "{}", model.id);
+    }
+}

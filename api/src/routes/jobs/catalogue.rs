@@ -1,11 +1,14 @@
 //! The configuration catalogue: everything a job form needs, answered from the domain's
 //! tables (presets, bounds, base models, GPU types) and the configured rates.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::response::Response;
 use domain::job::config::{
-    GpuType, Preset, TargetModule, BASE_MODELS, DEFAULT_BASE_MODEL, GPU_COUNTS,
+    GpuConfig, GpuType, Preset, TargetModule, BASE_MODELS, DEFAULT_BASE_MODEL, GPU_COUNTS,
 };
+use domain::job::estimate::default_gpu_config;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use serde_json::Value;
@@ -54,8 +57,11 @@ pub struct BaseModelInfo {
     pub layers: u32,
     pub min_gpu_memory_gb: u32,
     /// Tokens per second on one GPU, by GPU type; absent where the model is not allowed.
-    #[schema(value_type = Object)]
-    pub tokens_per_second: Value,
+    pub tokens_per_second: BTreeMap<String, f64>,
+    /// The GPUs a job on this model starts from: of those that can train it, the cheapest
+    /// per trained token at the service's rates.
+    #[schema(value_type = Option<domain::job::config::GpuConfig>)]
+    pub default_gpu_config: Option<GpuConfig>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,9 +154,9 @@ async fn presets(State(state): State<AppState>, _caller: AuthUser) -> ApiResult<
                 tokens_per_second: m
                     .tokens_per_second
                     .iter()
-                    .filter_map(|(g, t)| t.map(|t| (g.as_str().to_string(), Value::from(t))))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into(),
+                    .filter_map(|(g, t)| t.map(|t| (g.as_str().to_string(), t)))
+                    .collect(),
+                default_gpu_config: default_gpu_config(m, rates),
             })
             .collect(),
         default_base_model: DEFAULT_BASE_MODEL.to_string(),
