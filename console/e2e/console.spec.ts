@@ -6,6 +6,11 @@ import { ERROR_SENTENCES } from "../src/errors.ts";
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const dataset = `${root}examples/support-chats-v4.jsonl`;
 
+/** A screenshot of the page where the run keeps its output (console/test-results). */
+async function snap(page: Page, name: string) {
+  await page.screenshot({ path: test.info().outputPath(`${name}.png`), fullPage: true });
+}
+
 async function signUp(page: Page, who: string) {
   await page.goto("/");
   await expect(page).toHaveURL(/\/signin$/);
@@ -29,6 +34,7 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   for (const label of ["Datasets", "Active jobs", "Completed models", "Total cost"]) {
     await expect(page.locator(".stat", { hasText: label })).toBeVisible();
   }
+  await snap(page, "01-dashboard");
   // A reload stays signed in.
   await page.reload();
   await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
@@ -43,6 +49,7 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   await expect(page.locator(".stat", { hasText: "Conversations" })).toContainText(/\d/);
   await expect(page.getByRole("figure", { name: "Token length distribution" }).locator("canvas")).toBeVisible();
   await expect(page.getByRole("heading", { name: "Sample conversations" })).toBeVisible();
+  await snap(page, "02-dataset");
 
   // Configure: presets and bounds from the API's catalogue, an estimate that follows the form.
   await page.getByRole("button", { name: "Start training" }).click();
@@ -67,6 +74,7 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   await page.getByLabel("learningRate").fill("0.0002");
   await expect(page.locator(".field.invalid")).toHaveCount(0);
   await expect(total).toHaveText(/\$\d/);
+  await snap(page, "03-configurator");
   await page.getByRole("button", { name: "Launch training" }).click();
   await expect(page.getByRole("dialog")).toContainText("Launch this job?");
   await page.getByRole("dialog").getByRole("button", { name: "Launch" }).click();
@@ -78,6 +86,7 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   await expect(page.getByRole("progressbar", { name: "Training progress" })).toHaveAttribute("aria-valuenow", "100");
   await expect(page.getByRole("figure", { name: /loss by step/ }).locator("canvas")).toBeVisible();
   await expect(page.locator(".logs li").first()).toBeVisible();
+  await snap(page, "04-monitor");
 
   // The model page: quality, downloads (a real presigned file), checkpoints.
   await page.getByRole("link", { name: "Open the model" }).click();
@@ -86,10 +95,12 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   await page.getByRole("button", { name: "Adapter weights" }).click();
   expect((await download).suggestedFilename()).toContain("adapter_model.safetensors");
   await expect(page.getByRole("heading", { name: "Checkpoints" })).toBeVisible();
+  await snap(page, "05-model");
 
   // Costs: the spend chart; Settings: a budget, then the budget bar.
   await page.getByRole("link", { name: "Costs" }).click();
   await expect(page.getByRole("figure", { name: "Spend by day" }).locator("canvas")).toBeVisible();
+  await snap(page, "06-costs");
   await page.getByRole("link", { name: "Settings" }).click();
   await page.getByLabel("Monthly budget (USD)").fill("-3");
   await page.getByRole("button", { name: "Save budget" }).click();
@@ -133,4 +144,25 @@ test("on a 375 px screen the sidebar folds into a menu", async ({ page }) => {
   await expect(page.getByRole("heading", { name: "Models" })).toBeVisible();
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Skip to content" })).toBeFocused();
+});
+
+test("a bad upload shows its errors by line, and another user's dataset is not found", async ({ page }) => {
+  await signUp(page, "alan");
+  await page.getByRole("link", { name: "Upload a dataset" }).click();
+  await page.getByLabel("Dataset file").setInputFiles(`${root}examples/invalid-v4.jsonl`);
+  await page.getByRole("button", { name: "Upload and validate" }).click();
+  await expect(page.locator(".badge", { hasText: "error" })).toBeVisible();
+  await expect(page.getByRole("heading", { name: /Validation: [1-9]\d* errors/ })).toBeVisible();
+  // The unterminated line 2 is named by its number.
+  const rows = page.locator("tr.error");
+  await expect(rows.first()).toBeVisible();
+  await expect(rows.locator("td").first()).toHaveText("2");
+  await snap(page, "07-invalid-dataset");
+  const mine = page.url();
+
+  await page.getByRole("button", { name: "alan", exact: true }).click();
+  await page.getByRole("menuitem", { name: "Sign out" }).click();
+  await signUp(page, "mallory");
+  await page.goto(mine);
+  await expect(page.getByRole("alert")).toContainText("That dataset does not exist (or was deleted).");
 });

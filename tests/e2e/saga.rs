@@ -290,7 +290,7 @@ async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
         .json()
         .await
         .unwrap();
-    assert_eq!(report["status"], "cancelled");
+    assert_eq!(report["status"], "cancelled", "{report}");
     let job = until(&app, &token, &id, "cancelled", |j| {
         j["status"] == "cancelled"
     })

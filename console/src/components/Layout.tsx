@@ -53,7 +53,10 @@ function Bell() {
         aria-label={`Notifications, ${unread} unread`}
         onClick={() => setOpen((o) => !o)}
       >
-        🔔 {unread > 0 ? <span className="count">{unread}</span> : null}
+        <svg className="icon" viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+          <path d="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22Zm7-6V11a7 7 0 0 0-5.5-6.84V3a1.5 1.5 0 0 0-3 0v1.16A7 7 0 0 0 5 11v5l-2 2v1h18v-1Z" fill="currentColor" />
+        </svg>{" "}
+        {unread > 0 ? <span className="count">{unread}</span> : null}
       </button>
       {open ? (
         <div className="dropdown" role="region" aria-label="Notifications">

@@ -1,10 +1,11 @@
 import { fetchEventSource } from "@microsoft/fetch-event-source";
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { Link, useParams } from "react-router";
 import { api, token, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
 import { Badge, ErrorText, Loading, Pager, Progress } from "../components/ui";
 import { duration, num, usd, when } from "../format";
+import { useLiveCurve } from "../curve";
 import { useApi, useListParams } from "../hooks";
 import type { Checkpoint, Job, JobDetail, MetricPoint } from "../types";
 
@@ -87,7 +88,7 @@ export function JobMonitor() {
   const { id } = useParams();
   const detail = useApi<{ job: JobDetail }>(`/api/jobs/${id}`);
   const [live, setLive] = useState<Live>({});
-  const [points, setPoints] = useState<Map<number, MetricPoint>>(new Map());
+  const [curve, addPoints] = useLiveCurve();
   const [logs, setLogs] = useState<{ timestamp: string; level: string; message: string }[]>([]);
   const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
   const [connected, setConnected] = useState(false);
@@ -95,13 +96,18 @@ export function JobMonitor() {
   const job = detail.data?.job;
   const { reload } = detail;
 
+  // The whole recorded curve (the detail carries a thinned one).
+  useEffect(() => {
+    if (!id) return;
+    const controller = new AbortController();
+    api<{ metricsHistory: MetricPoint[] }>(`/api/jobs/${id}/metrics`, { signal: controller.signal })
+      .then((a) => addPoints(a.data.metricsHistory))
+      .catch(() => undefined);
+    return () => controller.abort();
+  }, [id, addPoints]);
+
   useEffect(() => {
     if (!job) return;
-    setPoints((old) => {
-      const m = new Map(old);
-      for (const p of job.metricsHistory) if (!m.has(p.step)) m.set(p.step, p);
-      return m;
-    });
     setLogs((old) => (old.length > job.logs.length ? old : job.logs));
     setCheckpoints((old) => (old.length > job.checkpoints.length ? old : job.checkpoints));
   }, [job]);
@@ -128,8 +134,7 @@ export function JobMonitor() {
             setLive((l) => ({ ...l, ...data, status: "running" }));
             break;
           case "metrics":
-            setPoints((old) => new Map(old).set(data.step, { ...data, timestamp: new Date().toISOString() }));
-            setLive((l) => ({ ...l, currentMetrics: data }));
+            addPoints([{ ...data, timestamp: new Date().toISOString() }]);
             break;
           case "stage":
             setLive((l) => ({ ...l, currentStage: data.stage, status: data.stage === "initializing" ? "initializing" : "running" }));
@@ -171,15 +176,8 @@ export function JobMonitor() {
       },
     }).catch(() => undefined);
     return () => controller.abort();
-  }, [id, active, reload]);
+  }, [id, active, reload, addPoints]);
 
-  const series = useMemo(() => {
-    const sorted = [...points.values()].sort((a, b) => a.step - b.step);
-    return [
-      { label: "training loss", color: "#4f46e5", points: sorted.map((p) => ({ x: p.step, y: p.trainingLoss })) },
-      { label: "validation loss", color: "#f59e0b", points: sorted.map((p) => ({ x: p.step, y: p.validationLoss })) },
-    ];
-  }, [points]);
   const cancel = useCallback(async () => {
     if (!window.confirm("Cancel this job? Unused compute is refunded.")) return;
     setCancelError(null);
@@ -195,7 +193,7 @@ export function JobMonitor() {
   if (!job) return <Loading />;
   const view: Job = ACTIVE.includes(job.status) ? ({ ...job, ...live } as Job) : job;
   const stage = view.status === "queued" ? "queued" : view.status === "completed" ? "completed" : (view.currentStage ?? "initializing");
-  const metrics = view.currentMetrics ?? {};
+  const metrics = (active ? curve.latest : null) ?? view.currentMetrics ?? {};
   return (
     <section aria-labelledby="job-title">
       <p>
@@ -230,7 +228,7 @@ export function JobMonitor() {
         </div>
         <div className="card stat">
           <span className="stat-label">Validation loss</span>
-          <span className="stat-value">{num(metrics.validationLoss, 4)}</span>
+          <span className="stat-value">{num(metrics.validationLoss ?? (active ? curve.lastValidationLoss : null), 4)}</span>
         </div>
         <div className="card stat">
           <span className="stat-label">Throughput</span>
@@ -246,7 +244,7 @@ export function JobMonitor() {
       </div>
       <div className="card">
         <h2>Loss curves</h2>
-        <LossChart label="Training and validation loss by step" series={series} />
+        <LossChart label="Training and validation loss by step" series={curve.series} count={curve.count} />
       </div>
       <div className="actions">
         {active ? (
