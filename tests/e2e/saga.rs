@@ -26,6 +26,11 @@ pub(crate) async fn start(extra: &[(&str, &str)]) -> TestApp {
 }
 
 pub(crate) async fn launch(app: &TestApp, token: &str) -> String {
+    launch_with(app, token, json!({"loraRank": 4})).await
+}
+
+/// A balanced llama-3-8b job on the example dataset, with these hyperparameters.
+pub(crate) async fn launch_with(app: &TestApp, token: &str, hyperparameters: Value) -> String {
     let dataset = app
         .validated_dataset(token, "support-chats-v4.jsonl", "brightrun-lora-v4")
         .await;
@@ -34,7 +39,7 @@ pub(crate) async fn launch(app: &TestApp, token: &str) -> String {
             "/api/jobs",
             Some(token),
             json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
-                   "hyperparameters": {"loraRank": 4},
+                   "hyperparameters": hyperparameters,
                    "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
         )
         .await;
@@ -229,21 +234,12 @@ async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
     // checkpoint adapters when the cancel came.)
     let app = start(&[("CLUSTER_SIM_SPEED", "80")]).await;
     let (_, token) = app.user("ada").await;
-    let dataset = app
-        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
-        .await;
-    let (status, created) = app
-        .post(
-            "/api/jobs",
-            Some(&token),
-            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
-                   "hyperparameters": {"loraRank": 4, "numEpochs": 100, "batchSize": 1,
-                                       "gradientAccumulationSteps": 1},
-                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let id = launch_with(
+        &app,
+        &token,
+        json!({"loraRank": 4, "numEpochs": 100, "batchSize": 1, "gradientAccumulationSteps": 1}),
+    )
+    .await;
     until(&app, &token, &id, "running", |j| j["status"] == "running").await;
     let (status, cancelled) = app
         .post(&format!("/api/jobs/{id}/cancel"), Some(&token), json!({}))
