@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::request_id;
@@ -179,6 +178,28 @@ impl ErrorCode {
     }
 }
 
+/// The figures some errors carry; each field only with the codes it names.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetails {
+    /// `UPLOAD_SIZE_MISMATCH`, `PAYLOAD_TOO_LARGE`: the size the dataset was registered
+    /// with, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_size: Option<u64>,
+    /// `UPLOAD_SIZE_MISMATCH`: the size storage holds, in bytes (on confirm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
+    /// `UPLOAD_SIZE_MISMATCH`: the bytes the upload sent (through the API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_size: Option<u64>,
+    /// `NOT_READY`: whether Postgres answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<bool>,
+    /// `NOT_READY`: whether NATS is connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<bool>,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// The code a client can act on: one of `ErrorCode`, each always with the same status.
@@ -186,7 +207,7 @@ pub struct ErrorBody {
     /// What happened and what to change.
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
+    pub details: Option<ErrorDetails>,
     /// The request field at fault, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -257,7 +278,7 @@ impl ApiError {
         )
     }
 
-    pub fn with_details(mut self, details: Value) -> ApiError {
+    pub fn with_details(mut self, details: ErrorDetails) -> ApiError {
         self.body.details = Some(details);
         self
     }

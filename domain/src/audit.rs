@@ -103,11 +103,40 @@ pub struct JobCosts {
     pub final_cost_read: Option<Decimal>,
 }
 
+/// Where a difference was found.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftScope {
+    /// One cost event's own arithmetic.
+    Entry,
+    /// The ledger read model against the events.
+    Ledger,
+    /// A job's recorded costs against its ledger.
+    Job,
+    /// The cluster's own bill against the compute billed.
+    Cluster,
+    /// The ledger's totals per day or user against the events.
+    Total,
+}
+
+impl std::fmt::Display for DriftScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DriftScope::Entry => "entry",
+            DriftScope::Ledger => "ledger",
+            DriftScope::Job => "job",
+            DriftScope::Cluster => "cluster",
+            DriftScope::Total => "total",
+        })
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Drift {
-    /// `entry` | `ledger` | `job` | `cluster` | `total`
-    pub scope: String,
+    pub scope: DriftScope,
     /// What differs: `{jobId}/{entryKey}`, a job id, `user {id}`, `day 2026-11-23`, ...
     pub subject: String,
     pub what: String,
@@ -115,14 +144,22 @@ pub struct Drift {
     pub found: String,
 }
 
+/// Amounts are decimal strings (USD, 6 places); days `YYYY-MM-DD`, months `YYYY-MM`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditReport {
+    /// Cost events read.
     pub entries: usize,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.412345"))]
     pub total: Decimal,
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub by_job: BTreeMap<Uuid, Decimal>,
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub by_user: BTreeMap<Uuid, Decimal>,
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub by_day: BTreeMap<String, Decimal>,
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub by_month: BTreeMap<String, Decimal>,
     pub drifts: Vec<Drift>,
 }
@@ -134,14 +171,14 @@ impl AuditReport {
 }
 
 fn drift(
-    scope: &str,
+    scope: DriftScope,
     subject: String,
     what: &str,
     expected: Decimal,
     found: Option<Decimal>,
 ) -> Drift {
     Drift {
-        scope: scope.to_string(),
+        scope,
         subject,
         what: what.to_string(),
         expected: expected.to_string(),
@@ -184,7 +221,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
         let recomputed = micros(e.quantity * e.rate);
         if recomputed != e.amount {
             report.drifts.push(drift(
-                "entry",
+                DriftScope::Entry,
                 subject.clone(),
                 "amount is not quantity x rate",
                 recomputed,
@@ -193,7 +230,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
         }
         match rows.remove(&(e.job_id, e.entry_key.as_str())) {
             None => report.drifts.push(drift(
-                "ledger",
+                DriftScope::Ledger,
                 subject.clone(),
                 "ledger row missing",
                 e.amount,
@@ -202,7 +239,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
             Some(row) => {
                 if row.amount != e.amount {
                     report.drifts.push(drift(
-                        "ledger",
+                        DriftScope::Ledger,
                         subject.clone(),
                         "ledger amount differs from the event",
                         e.amount,
@@ -211,7 +248,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
                 }
                 if row.user_id != e.user_id || row.cost_type != e.cost_type {
                     report.drifts.push(Drift {
-                        scope: "ledger".into(),
+                        scope: DriftScope::Ledger,
                         subject: subject.clone(),
                         what: "ledger user or cost type differs from the event".into(),
                         expected: format!("{} {}", e.user_id, e.cost_type),
@@ -220,7 +257,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
                 }
                 if row.billing_day != e.accrued_at.date_naive() {
                     report.drifts.push(Drift {
-                        scope: "ledger".into(),
+                        scope: DriftScope::Ledger,
                         subject: subject.clone(),
                         what: "ledger billing day differs from the event".into(),
                         expected: e.accrued_at.date_naive().to_string(),
@@ -254,7 +291,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
     }
     for ((job, key), row) in rows {
         report.drifts.push(Drift {
-            scope: "ledger".into(),
+            scope: DriftScope::Ledger,
             subject: format!("{job}/{key}"),
             what: "ledger row without a cost event".into(),
             expected: "(none)".into(),
@@ -262,8 +299,8 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
         });
     }
     for (scope, label, recomputed, read) in [
-        ("total", "day", &report.by_day, &ledger_days),
-        ("total", "user", &event_users, &ledger_users),
+        (DriftScope::Total, "day", &report.by_day, &ledger_days),
+        (DriftScope::Total, "user", &event_users, &ledger_users),
     ] {
         for key in recomputed.keys().chain(read.keys()) {
             let (a, b) = (recomputed.get(key), read.get(key));
@@ -288,7 +325,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
         // a cent apart is a difference, a rounding is not.
         if (ours - *billed).abs() >= Decimal::new(1, 2) {
             report.drifts.push(drift(
-                "cluster",
+                DriftScope::Cluster,
                 format!("{job} attempt {attempt}"),
                 "compute billed differs from the cluster's own bill",
                 cents(*billed),
@@ -301,7 +338,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
         if let Some(current) = job.current_cost_read {
             if current != ours {
                 report.drifts.push(drift(
-                    "job",
+                    DriftScope::Job,
                     job.job_id.to_string(),
                     "currentCost differs from the job's ledger",
                     ours,
@@ -312,7 +349,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
         if let Some(final_event) = job.final_cost_event {
             if final_event != cents(ours) {
                 report.drifts.push(drift(
-                    "job",
+                    DriftScope::Job,
                     job.job_id.to_string(),
                     "the final cost recorded differs from the job's ledger",
                     cents(ours),
@@ -321,7 +358,7 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
             }
             if job.final_cost_read != Some(final_event) {
                 report.drifts.push(drift(
-                    "job",
+                    DriftScope::Job,
                     job.job_id.to_string(),
                     "finalCost in the read model differs from the event",
                     final_event,

@@ -285,7 +285,7 @@ pub struct AuditParams {
 #[utoipa::path(get, path = "/api/admin/audit/costs", tag = "costs", security(("bearer" = [])),
     params(AuditParams),
     responses(
-        (status = 200, description = "The report; `clean` is true when nothing differs", body = Envelope<Object>,
+        (status = 200, description = "The report; `clean` is true when nothing differs", body = Envelope<AuditAnswer>,
             example = json!({"success": true, "data": {"clean": true, "entries": 12, "total": "0.412345", "byJob": {}, "byUser": {}, "byDay": {"2026-11-23": "0.412345"}, "byMonth": {"2026-11": "0.412345"}, "drifts": []}})),
         (status = 400, description = "`VALIDATION_ERROR` (userId, from, to)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
@@ -313,9 +313,17 @@ async fn audit_costs(
     let report = infrastructure::audit::audit_costs(&state.pool, &filter)
         .await
         .map_err(ApiError::internal)?;
-    let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
-    if let Some(object) = body.as_object_mut() {
-        object.insert("clean".into(), serde_json::Value::Bool(report.clean()));
-    }
-    Ok(envelope::ok(body))
+    Ok(envelope::ok(AuditAnswer {
+        clean: report.clean(),
+        report,
+    }))
+}
+
+/// The cost audit's answer: the report, and whether it found nothing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditAnswer {
+    /// True when nothing differs (`drifts` is empty).
+    pub clean: bool,
+    #[serde(flatten)]
+    pub report: domain::audit::AuditReport,
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::envelope::{self, Envelope};
-use crate::error::{ApiError, ErrorCode, ErrorEnvelope};
+use crate::error::{ApiError, ErrorCode, ErrorDetails, ErrorEnvelope};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -55,7 +55,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         envelope::ok(Readiness { postgres, nats })
     } else {
         ApiError::new(ErrorCode::NotReady, "a dependency is unreachable")
-            .with_details(serde_json::json!({ "postgres": postgres, "nats": nats }))
+            .with_details(ErrorDetails {
+                postgres: Some(postgres),
+                nats: Some(nats),
+                ..ErrorDetails::default()
+            })
             .into_response()
     }
 }

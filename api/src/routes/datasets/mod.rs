@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::envelope::{self, pagination, Envelope, PageParams};
 
-use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorDetails, ErrorEnvelope};
 
 use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 
@@ -124,7 +124,11 @@ fn dataset_error(err: AppError<DatasetError>) -> ApiError {
         }
         AppError::Rejected(e @ DatasetError::SizeMismatch { declared, stored }) => {
             let mut err = ApiError::conflict(ErrorCode::UploadSizeMismatch, e.to_string())
-                .with_details(serde_json::json!({"declaredSize": declared, "storedSize": stored}));
+                .with_details(ErrorDetails {
+                    declared_size: Some(declared),
+                    stored_size: Some(stored),
+                    ..ErrorDetails::default()
+                });
             err.body.field = Some("fileSize".to_string());
             err
         }
@@ -450,7 +454,10 @@ async fn upload_file(
                 format!("the upload passed the declared fileSize of {limit} bytes; nothing was stored"),
             );
             e.body.field = Some("fileSize".into());
-            e.body.details = Some(serde_json::json!({"declaredSize": limit}));
+            e.body.details = Some(ErrorDetails {
+                declared_size: Some(limit),
+                ..ErrorDetails::default()
+            });
             e
         }
         PutStreamError::SizeMismatch { expected, received } => {
@@ -458,7 +465,11 @@ async fn upload_file(
                 format!("the upload had {received} bytes but fileSize declares {expected}; nothing was stored"),
             );
             e.body.field = Some("fileSize".into());
-            e.body.details = Some(serde_json::json!({"declaredSize": expected, "receivedSize": received}));
+            e.body.details = Some(ErrorDetails {
+                declared_size: Some(expected),
+                received_size: Some(received),
+                ..ErrorDetails::default()
+            });
             e
         }
         PutStreamError::Body(e) => ApiError::new(ErrorCode::UploadInterrupted,
