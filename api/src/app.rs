@@ -184,6 +184,7 @@ pub async fn start(
         event_store::framework(pool.clone(), ()),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
+        Arc::new(projections::jobs::queries::ActiveJobsUsage(pool.clone())),
         config.s3_bucket.clone(),
         config.upload_limit_bytes,
     ));

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use cqrs_es::{CqrsFramework, EventStore};
 use domain::dataset::validator::ValidationReport;
 use domain::dataset::{
@@ -26,10 +27,17 @@ pub struct Receipt<Id> {
     pub position: Option<LogPosition>,
 }
 
+/// Whether a job that has not ended trains on a dataset (such a dataset is not deleted).
+#[async_trait]
+pub trait DatasetUsage: Send + Sync {
+    async fn in_use(&self, dataset: DatasetId) -> anyhow::Result<bool>;
+}
+
 pub struct DatasetCommands<ES: EventStore<Dataset>> {
     cqrs: CqrsFramework<Dataset, ES>,
     positions: Arc<dyn LogPositions>,
     clock: Arc<dyn Clock>,
+    usage: Arc<dyn DatasetUsage>,
     bucket: String,
     upload_limit: u64,
 }
@@ -39,6 +47,7 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
         cqrs: CqrsFramework<Dataset, ES>,
         positions: Arc<dyn LogPositions>,
         clock: Arc<dyn Clock>,
+        usage: Arc<dyn DatasetUsage>,
         bucket: String,
         upload_limit: u64,
     ) -> Self {
@@ -46,6 +55,7 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
             cqrs,
             positions,
             clock,
+            usage,
             bucket,
             upload_limit,
         }
@@ -99,8 +109,12 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
         ctx: &CommandContext,
         dataset_id: DatasetId,
         is_admin: bool,
-        in_use: bool,
     ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
+        let in_use = self
+            .usage
+            .in_use(dataset_id)
+            .await
+            .map_err(|e| AppError::Internal(format!("{e:#}")))?;
         let command = DatasetCommand::Delete(DeleteDataset {
             actor: Actor {
                 user_id: ctx.user_id,

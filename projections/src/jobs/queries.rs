@@ -160,6 +160,16 @@ pub async fn dataset_in_use(pool: &PgPool, dataset: Uuid) -> sqlx::Result<bool> 
     .await
 }
 
+/// The dataset commands' `DatasetUsage`, read from the jobs read model.
+pub struct ActiveJobsUsage(pub PgPool);
+
+#[async_trait::async_trait]
+impl application::datasets::DatasetUsage for ActiveJobsUsage {
+    async fn in_use(&self, dataset: domain::ids::DatasetId) -> anyhow::Result<bool> {
+        Ok(dataset_in_use(&self.0, dataset.0).await?)
+    }
+}
+
 /// The name of the dataset a job trained on.
 pub async fn dataset_name(pool: &PgPool, job: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!("SELECT dataset_name FROM rm_jobs WHERE id = $1", job)

@@ -276,16 +276,12 @@ async fn delete_dataset(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let dataset_id = parse_id(&id)?;
-    let in_use = projections::jobs::queries::dataset_in_use(&state.pool, dataset_id.0)
-        .await
-        .map_err(ApiError::internal)?;
     let receipt = state
         .datasets
         .delete(
             &context(principal),
             dataset_id,
             principal.role.sees_all_resources(),
-            in_use,
         )
         .await
         .map_err(dataset_error)?;
