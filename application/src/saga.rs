@@ -13,7 +13,7 @@ use domain::ids::{DatasetId, JobId, ModelId, UserId};
 use domain::job::config::JobConfiguration;
 use domain::job::estimate::{micros, Rates, BYTES_PER_GB};
 use domain::job::telemetry::{LogLevel, LogLine, MetricPoint, Progress, TelemetryEvent};
-use domain::job::{CostType, Job, JobCommand, JobStage, StoredFile};
+use domain::job::{CostType, Job, JobCommand, JobStage, JobStatus, StoredFile};
 use domain::model::{
     next_version, Model, ModelArtifact, ModelRegistered, QualityMetrics, TrainingSummary,
 };
@@ -226,6 +226,10 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                 Ok(self.next(entry.phase, entry, Duration::from_secs(3600)))
             }
             Phase::Cancel => self.cancel(entry, &job).await,
+            // Cancelled before the feed moved this row to `cancel` (the command lands in the
+            // aggregate first, the feed reads it from the log after): stop the cluster job
+            // now, or nothing would.
+            _ if job.status() == JobStatus::Cancelled => self.cancel(entry, &job).await,
             _ if job.status().is_terminal() => Ok(self.next(Phase::Done, entry, Duration::ZERO)),
             Phase::Submit => self.submit(entry).await,
             Phase::Poll => self.poll(entry, &job).await,
