@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use application::api_keys::ApiKeyCommands;
 use application::cluster::GpuCluster;
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
@@ -93,6 +94,7 @@ impl Roles {
 pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
+        .merge(routes::api_keys::router())
         .merge(routes::datasets::router())
         .merge(routes::jobs::router())
         .merge(routes::job_stream::router())
@@ -206,6 +208,12 @@ pub async fn start(
             ready_after: config.deploy_sim_ready_after,
         }),
     ));
+    let api_keys = Arc::new(ApiKeyCommands::new(
+        event_store::framework(pool.clone(), ()),
+        event_store::store(pool.clone()),
+        Arc::new(PgLogPositions(pool.clone())),
+        clock.clone(),
+    ));
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut cluster_sim = None;
     if roles.saga {
@@ -304,6 +312,7 @@ pub async fn start(
         datasets,
         jobs,
         models,
+        api_keys,
         feeds,
         leadership,
         objects,

@@ -451,7 +451,22 @@ fn link_creates_to_reads(doc: &mut Value) {
         ("DeleteModel", "delete", "/api/models/{id}"),
     ];
     let notification_reads: [Target; 1] = [("MarkRead", "patch", "/api/notifications/{id}/read")];
-    let sources: [(&str, &str, &str, &str, &[Target]); 7] = [
+    let api_key_reads: [Target; 1] = [("RevokeApiKey", "delete", "/api/auth/api-keys/{id}")];
+    let sources: [(&str, &str, &str, &str, &[Target]); 9] = [
+        (
+            "post",
+            "/api/auth/api-keys",
+            "201",
+            "/data/apiKey/id",
+            &api_key_reads,
+        ),
+        (
+            "get",
+            "/api/auth/api-keys",
+            "200",
+            "/data/apiKeys/0/id",
+            &api_key_reads,
+        ),
         (
             "post",
             "/api/datasets",

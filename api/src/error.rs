@@ -39,6 +39,7 @@ pub enum ErrorCode {
     ArtifactNotFound,
     /// NOT_FOUND: no such notification.
     NotificationNotFound,
+    ApiKeyNotFound,
     /// METHOD_NOT_ALLOWED: the route does not take this method.
     MethodNotAllowed,
     /// CONFLICT: the resource changed in a way that makes the request wrong; read it again.
@@ -74,7 +75,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::ValidationError,
         ErrorCode::BadRequest,
         ErrorCode::UploadInterrupted,
@@ -89,6 +90,7 @@ impl ErrorCode {
         ErrorCode::ModelNotFound,
         ErrorCode::ArtifactNotFound,
         ErrorCode::NotificationNotFound,
+        ErrorCode::ApiKeyNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::EmailExists,
@@ -123,6 +125,7 @@ impl ErrorCode {
             ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
             ErrorCode::ArtifactNotFound => "ARTIFACT_NOT_FOUND",
             ErrorCode::NotificationNotFound => "NOTIFICATION_NOT_FOUND",
+            ErrorCode::ApiKeyNotFound => "API_KEY_NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::EmailExists => "EMAIL_EXISTS",
@@ -158,6 +161,7 @@ impl ErrorCode {
             ErrorCode::ModelNotFound => StatusCode::NOT_FOUND,
             ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
             ErrorCode::NotificationNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ApiKeyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::EmailExists => StatusCode::CONFLICT,

@@ -164,10 +164,39 @@ impl FromRequestParts<AppState> for AuthUser {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
+        if token.starts_with(domain::api_key::KEY_PREFIX) {
+            return api_key(state, token).await.map(AuthUser);
+        }
         state
             .tokens
             .verify(token)
             .map(AuthUser)
             .map_err(|_| ApiError::unauthorized())
     }
+}
+
+/// An API key, checked against its events (a revocation holds at once on every instance),
+/// acting with its user's current role; its last use is recorded (at most once a minute).
+async fn api_key(state: &AppState, presented: &str) -> Result<Principal, ApiError> {
+    let (key_id, user_id) = state
+        .api_keys
+        .authenticate(presented)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)?;
+    let user = state
+        .users
+        .by_id(user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)?;
+    if let Err(err) =
+        projections::api_keys::queries::touch(&state.pool, key_id, state.clock.now()).await
+    {
+        tracing::warn!(%key_id, error = %err, "cannot record an API key's last use");
+    }
+    Ok(Principal {
+        user_id,
+        role: user.role,
+    })
 }

@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
+use application::api_keys::ApiKeyCommands;
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
 use application::models::ModelCommands;
 use application::{Clock, ObjectStore};
+use domain::api_key::ApiKey;
 use domain::dataset::Dataset;
 use domain::job::Job;
 use domain::model::Model;
@@ -26,6 +28,7 @@ pub struct AppState {
     pub datasets: Arc<DatasetCommands<EventStore<Dataset>>>,
     pub jobs: Arc<JobCommands<EventStore<Job>>>,
     pub models: Arc<ModelCommands<EventStore<Model>>>,
+    pub api_keys: Arc<ApiKeyCommands<EventStore<ApiKey>>>,
     pub leadership: Leadership,
     pub objects: Arc<dyn ObjectStore>,
     pub feeds: Arc<crate::live::JobFeeds>,

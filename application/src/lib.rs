@@ -1,6 +1,7 @@
 //! Command services and the ports they need. The services read the clock, make ids and
 //! call adapters, then hand a complete command to the aggregate through cqrs-es.
 
+pub mod api_keys;
 pub mod cluster;
 pub mod datasets;
 pub mod jobs;

@@ -16,6 +16,7 @@ export const ERROR_SENTENCES: Record<string, string> = {
   MODEL_NOT_FOUND: "That model does not exist (or was deleted).",
   ARTIFACT_NOT_FOUND: "That file is not stored for this model.",
   NOTIFICATION_NOT_FOUND: "That notification does not exist.",
+  API_KEY_NOT_FOUND: "That API key does not exist (or was revoked).",
   METHOD_NOT_ALLOWED: "That action is not available here.",
   CONFLICT: "Someone changed this at the same time. Reload and try again.",
   EMAIL_EXISTS: "An account with this e-mail already exists. Sign in instead.",

@@ -33,6 +33,7 @@ macro_rules! decided_aggregate {
     };
 }
 
+pub mod api_key;
 pub mod audit;
 pub mod budget;
 pub mod costs;

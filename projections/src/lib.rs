@@ -4,6 +4,7 @@
 //! module holds the reads of the tables it writes: its rows, its SQL (checked against the
 //! schema at compile time from `.sqlx/`), the only place a handler reads them from.
 
+pub mod api_keys;
 pub mod costs;
 pub mod dashboard;
 pub mod datasets;
@@ -68,6 +69,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(models::ModelsProjector),
         Arc::new(costs::CostsProjector),
         Arc::new(notifications::NotificationsProjector),
+        Arc::new(api_keys::ApiKeysProjector),
     ]
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 mod api_conventions;
+mod api_keys;
 mod auth;
 mod cluster_sim;
 mod costs_audit;

@@ -68,6 +68,7 @@ fn the_nats_contract_lists_every_event_type() {
         "domain/src/job/telemetry.rs",
         "domain/src/model.rs",
         "domain/src/budget.rs",
+        "domain/src/api_key.rs",
     ] {
         let source = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         let start = source.find("fn event_type").expect("event_type");
