@@ -106,22 +106,16 @@ impl<ES: EventStore<ApiKey>> ApiKeyCommands<ES> {
         key_id: Uuid,
         command: ApiKeyCommand,
     ) -> Result<Receipt<Uuid>, AppError<ApiKeyError>> {
-        let id = key_id.to_string();
         // A revoke is safe to repeat: a concurrent change is retried, not answered CONFLICT.
         let repeatable = matches!(command, ApiKeyCommand::Revoke { .. });
-        crate::retry_conflicts(repeatable, || {
-            self.cqrs
-                .execute_with_metadata(&id, command.clone(), ctx.metadata())
-        })
-        .await?;
-        let position = self
-            .positions
-            .last_position(<ApiKey as cqrs_es::Aggregate>::TYPE, &id)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Receipt {
-            id: key_id,
-            position,
-        })
+        crate::execute(
+            &self.cqrs,
+            &*self.positions,
+            ctx,
+            key_id,
+            command,
+            repeatable,
+        )
+        .await
     }
 }

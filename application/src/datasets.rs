@@ -197,21 +197,15 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
         dataset_id: DatasetId,
         command: DatasetCommand,
     ) -> Result<Receipt<DatasetId>, AppError<DatasetError>> {
-        let id = dataset_id.to_string();
         let repeatable = command.is_repeatable();
-        crate::retry_conflicts(repeatable, || {
-            self.cqrs
-                .execute_with_metadata(&id, command.clone(), ctx.metadata())
-        })
-        .await?;
-        let position = self
-            .positions
-            .last_position(<Dataset as cqrs_es::Aggregate>::TYPE, &id)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Receipt {
-            id: dataset_id,
-            position,
-        })
+        crate::execute(
+            &self.cqrs,
+            &*self.positions,
+            ctx,
+            dataset_id,
+            command,
+            repeatable,
+        )
+        .await
     }
 }

@@ -228,22 +228,16 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
         job_id: JobId,
         command: JobCommand,
     ) -> Result<Receipt<JobId>, AppError<JobError>> {
-        let id = job_id.to_string();
         let repeatable = command.is_repeatable();
-        crate::retry_conflicts(repeatable, || {
-            self.cqrs
-                .execute_with_metadata(&id, command.clone(), ctx.metadata())
-        })
-        .await?;
-        let position = self
-            .positions
-            .last_position(<Job as cqrs_es::Aggregate>::TYPE, &id)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Receipt {
-            id: job_id,
-            position,
-        })
+        crate::execute(
+            &self.cqrs,
+            &*self.positions,
+            ctx,
+            job_id,
+            command,
+            repeatable,
+        )
+        .await
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

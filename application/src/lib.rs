@@ -75,6 +75,34 @@ where
     }
 }
 
+/// Runs `command` on aggregate `id` (a conflict retried when repeating it is safe) and
+/// answers where its last event landed: every command service's way of executing.
+pub(crate) async fn execute<A, ES, Id>(
+    cqrs: &cqrs_es::CqrsFramework<A, ES>,
+    positions: &dyn LogPositions,
+    ctx: &CommandContext,
+    id: Id,
+    command: A::Command,
+    repeatable: bool,
+) -> Result<datasets::Receipt<Id>, AppError<A::Error>>
+where
+    A: cqrs_es::Aggregate,
+    A::Command: Clone,
+    ES: cqrs_es::EventStore<A>,
+    Id: std::fmt::Display,
+{
+    let aggregate_id = id.to_string();
+    retry_conflicts(repeatable, || {
+        cqrs.execute_with_metadata(&aggregate_id, command.clone(), ctx.metadata())
+    })
+    .await?;
+    let position = positions
+        .last_position(A::TYPE, &aggregate_id)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(datasets::Receipt { id, position })
+}
+
 /// What a command service answers when a command is refused or cannot be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError<E: std::error::Error> {

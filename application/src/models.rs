@@ -237,18 +237,7 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
         id: ModelId,
         command: ModelCommand,
     ) -> Result<Receipt<ModelId>, AppError<ModelError>> {
-        let aggregate_id = id.to_string();
         let repeatable = command.is_repeatable();
-        crate::retry_conflicts(repeatable, || {
-            self.cqrs
-                .execute_with_metadata(&aggregate_id, command.clone(), ctx.metadata())
-        })
-        .await?;
-        let position = self
-            .positions
-            .last_position(<Model as cqrs_es::Aggregate>::TYPE, &aggregate_id)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Receipt { id, position })
+        crate::execute(&self.cqrs, &*self.positions, ctx, id, command, repeatable).await
     }
 }
