@@ -294,6 +294,24 @@ async fn stream_events(client: &Client, job: &str, within: Duration) -> Vec<(Str
     }
 }
 
+/// `GET /api/models/<path>`, then the file its presigned `downloadUrl` names.
+async fn download(client: &Client, path: &str) -> (Value, bytes::Bytes) {
+    let d = client.get(&format!("/api/models/{path}")).await;
+    let url = d["data"]["downloadUrl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{d}"));
+    let bytes = client
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    (d, bytes)
+}
+
 async fn download_adapter(client: &Client, job: &str, into: &Path) {
     let model = application::saga::model_id_of(domain::ids::JobId(job.parse().unwrap()));
     std::fs::create_dir_all(into).unwrap();
@@ -302,21 +320,7 @@ async fn download_adapter(client: &Client, job: &str, into: &Path) {
         ("adapter-config", "adapter_config.json"),
         ("tokenizer", "tokenizer.json"),
     ] {
-        let d = client
-            .get(&format!("/api/models/{model}/download?artifact={artifact}"))
-            .await;
-        let url = d["data"]["downloadUrl"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{d}"));
-        let bytes = client
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let (d, bytes) = download(client, &format!("{model}/download?artifact={artifact}")).await;
         assert_eq!(bytes.len() as u64, d["data"]["fileSize"].as_u64().unwrap());
         std::fs::write(into.join(file), bytes).unwrap();
     }
@@ -379,24 +383,14 @@ async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
         .unwrap_or_default();
     assert!(!checkpoints.is_empty(), "{detail}");
     let last = checkpoints.last().unwrap();
-    let d = client
-        .get(&format!(
-            "/api/models/{model}/download?artifact=checkpoint&checkpointId={}",
+    let (_, bytes) = download(
+        &client,
+        &format!(
+            "{model}/download?artifact=checkpoint&checkpointId={}",
             last["id"].as_str().unwrap()
-        ))
-        .await;
-    let url = d["data"]["downloadUrl"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{d}"));
-    let bytes = client
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(
         hex::encode(sha2::Sha256::digest(&bytes)),
         last["checksum"].as_str().unwrap()

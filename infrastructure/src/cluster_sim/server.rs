@@ -219,6 +219,15 @@ impl Sim {
     }
 }
 
+/// The answer for a job the simulator does not know (or no longer does).
+fn no_job(id: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "JOB_NOT_FOUND",
+        format!("no job {id}"),
+    )
+}
+
 /// Every route needs the API key, when one is configured.
 async fn require_key(
     State(sim): State<Arc<Sim>>,
@@ -373,11 +382,7 @@ async fn status(
 ) -> Response {
     let mut jobs = sim.jobs.lock().await;
     let Some(entry) = jobs.entries.get(&id).cloned() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("no job {id}"),
-        );
+        return no_job(&id);
     };
     let faults = entry.job.faults.clone();
     let reads = jobs.status_reads.entry(id.clone()).or_default();
@@ -398,11 +403,7 @@ async fn status(
     let job = &entry.job;
     let snapshot = job.snapshot(sim.elapsed(&entry), entry.cancelled_at);
     if snapshot.gone || misreported {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("no job {id}"),
-        );
+        return no_job(&id);
     }
     let (after, checkpoints_seen, logs_seen) = parse_cursor(query.cursor.as_deref());
     let metrics = job.metric_points(after, snapshot.step);
@@ -518,11 +519,7 @@ async fn checkpoint_adapter(
     Path((id, checkpoint)): Path<(String, String)>,
 ) -> Response {
     let Some(entry) = sim.jobs.lock().await.entries.get(&id).cloned() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("no job {id}"),
-        );
+        return no_job(&id);
     };
     let snapshot = entry.job.snapshot(sim.elapsed(&entry), entry.cancelled_at);
     let Some(reached) = entry
@@ -552,11 +549,7 @@ async fn checkpoint_adapter(
 async fn cancel(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     let mut jobs = sim.jobs.lock().await;
     let Some(entry) = jobs.entries.get_mut(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("no job {id}"),
-        );
+        return no_job(&id);
     };
     let now = sim.elapsed(entry);
     if entry.cancelled_at.is_none() && !entry.job.snapshot(now, None).status.is_terminal() {
@@ -579,11 +572,7 @@ async fn artifact(
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
     let Some(entry) = sim.jobs.lock().await.entries.get(&id).cloned() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("no job {id}"),
-        );
+        return no_job(&id);
     };
     if entry
         .job
