@@ -2,6 +2,7 @@
 //! shapes over HTTP). The cluster is external: the HTTP client and the simulator implement it.
 
 use async_trait::async_trait;
+use domain::dataset::DatasetFormat;
 use domain::job::config::{GpuConfig, Hyperparameters};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,9 @@ pub struct SubmitRequest {
     /// Presigned GET of the dataset (never bucket credentials).
     pub dataset_url: String,
     pub base_model: String,
+    /// How to read the dataset's lines (absent: recognise each line's format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_format: Option<DatasetFormat>,
     pub hyperparameters: Hyperparameters,
     pub gpu_config: GpuConfig,
     /// The training plan: steps in all, and a checkpoint every `checkpointInterval` steps.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::EventStore;
+use domain::dataset::DatasetFormat;
 use domain::ids::{DatasetId, JobId, ModelId, UserId};
 use domain::job::config::JobConfiguration;
 use domain::job::estimate::{micros, Rates, BYTES_PER_GB};
@@ -75,6 +76,8 @@ pub struct SagaEntry {
     pub user_id: UserId,
     pub dataset_id: DatasetId,
     pub dataset_name: String,
+    /// How the cluster reads the file (`None` for jobs created before formats were named).
+    pub dataset_format: Option<DatasetFormat>,
     pub parent_model_id: Option<ModelId>,
     pub configuration: JobConfiguration,
     pub total_steps: u64,
@@ -258,6 +261,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             idempotency_key: key,
             dataset_url: url.url,
             base_model: c.base_model.clone(),
+            dataset_format: entry.dataset_format,
             hyperparameters: c.hyperparameters.clone(),
             gpu_config: c.gpu_config,
             total_steps: entry.total_steps,

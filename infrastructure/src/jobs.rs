@@ -1,11 +1,12 @@
 //! Adapters for the job service: datasets read from `rm_datasets`, telemetry appended to the
 //! events table at its natural key (the step or log index is the stream's sequence).
 
+use anyhow::Context;
 use application::jobs::{DatasetLookup, TelemetryStore};
 use application::CommandContext;
 use async_trait::async_trait;
 use cqrs_es::DomainEvent;
-use domain::dataset::DatasetStatus;
+use domain::dataset::{DatasetFormat, DatasetStatus};
 use domain::ids::{DatasetId, ModelId, UserId};
 use domain::job::estimate::DatasetFigures;
 use domain::job::telemetry::TelemetryEvent;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct PgDatasetLookup(pub PgPool);
 
-type DatasetRow = (Uuid, Uuid, String, String, bool, i64, i64, i64, i64);
+type DatasetRow = (Uuid, Uuid, String, String, String, bool, i64, i64, i64, i64);
 
 #[async_trait]
 impl DatasetLookup for PgDatasetLookup {
@@ -35,30 +36,44 @@ impl DatasetLookup for PgDatasetLookup {
 
     async fn for_job(&self, dataset: DatasetId) -> anyhow::Result<Option<DatasetForJob>> {
         let row: Option<DatasetRow> = sqlx::query_as(
-            "SELECT id, user_id, name, status, training_ready, total_training_pairs, \
+            "SELECT id, user_id, name, format, status, training_ready, total_training_pairs, \
                total_validation_pairs, total_tokens, file_size \
              FROM rm_datasets WHERE id = $1 AND deleted_at IS NULL",
         )
         .bind(dataset.0)
         .fetch_optional(&self.0)
         .await?;
-        Ok(row.map(
-            |(id, owner, name, status, training_ready, train, validation, tokens, size)| {
-                DatasetForJob {
-                    id: DatasetId(id),
-                    owner: UserId(owner),
-                    name,
-                    status: DatasetStatus::parse(&status),
-                    training_ready,
-                    figures: DatasetFigures {
-                        training_pairs: train.max(0) as u64,
-                        validation_pairs: validation.max(0) as u64,
-                        total_tokens: tokens.max(0) as u64,
-                        size_bytes: size.max(0) as u64,
-                    },
-                }
+        let Some((
+            id,
+            owner,
+            name,
+            format,
+            status,
+            training_ready,
+            train,
+            validation,
+            tokens,
+            size,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let format = DatasetFormat::parse(&format)
+            .with_context(|| format!("rm_datasets holds an unknown format '{format}'"))?;
+        Ok(Some(DatasetForJob {
+            id: DatasetId(id),
+            owner: UserId(owner),
+            name,
+            format,
+            status: DatasetStatus::parse(&status),
+            training_ready,
+            figures: DatasetFigures {
+                training_pairs: train.max(0) as u64,
+                validation_pairs: validation.max(0) as u64,
+                total_tokens: tokens.max(0) as u64,
+                size_bytes: size.max(0) as u64,
             },
-        ))
+        }))
     }
 }
 

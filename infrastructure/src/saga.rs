@@ -15,6 +15,7 @@ use std::time::Duration;
 use application::saga::{Next, Phase, Reconciliation, SagaEntry, TrainingSaga};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
+use domain::dataset::DatasetFormat;
 use domain::ids::{DatasetId, JobId, ModelId, UserId};
 use domain::job::config::JobConfiguration;
 use domain::job::{Job, JobEvent};
@@ -43,14 +44,15 @@ async fn feed(
     match event {
         JobEvent::JobCreated(e) => {
             sqlx::query(
-                "INSERT INTO saga_jobs (job_id, user_id, dataset_id, dataset_name, parent_model_id, \
-                   configuration, total_steps, time_limit_seconds, phase, attempt, due_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submit', 1, now()) ON CONFLICT DO NOTHING",
+                "INSERT INTO saga_jobs (job_id, user_id, dataset_id, dataset_name, dataset_format, \
+                   parent_model_id, configuration, total_steps, time_limit_seconds, phase, attempt, due_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'submit', 1, now()) ON CONFLICT DO NOTHING",
             )
             .bind(e.job_id.0)
             .bind(e.user_id.0)
             .bind(e.dataset_id.0)
             .bind(&e.dataset_name)
+            .bind(e.dataset_format.map(DatasetFormat::as_str))
             .bind(e.parent_model_id.map(|m| m.0))
             .bind(Json(&e.configuration))
             .bind(i64::try_from(e.estimate.total_steps)?)
@@ -157,6 +159,7 @@ struct Row {
     user_id: Uuid,
     dataset_id: Uuid,
     dataset_name: String,
+    dataset_format: Option<String>,
     parent_model_id: Option<Uuid>,
     configuration: Json<JobConfiguration>,
     total_steps: i64,
@@ -174,6 +177,10 @@ impl Row {
             user_id: UserId(self.user_id),
             dataset_id: DatasetId(self.dataset_id),
             dataset_name: self.dataset_name,
+            dataset_format: self
+                .dataset_format
+                .as_deref()
+                .and_then(DatasetFormat::parse),
             parent_model_id: self.parent_model_id.map(ModelId),
             configuration: self.configuration.0,
             total_steps: self.total_steps.max(1) as u64,
@@ -244,7 +251,7 @@ async fn claim(
            WHERE phase NOT IN ('done', 'wait') AND due_at <= now() \
              AND (lease_until IS NULL OR lease_until < now()) \
            ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING job_id, user_id, dataset_id, dataset_name, parent_model_id, configuration, \
+         RETURNING job_id, user_id, dataset_id, dataset_name, dataset_format, parent_model_id, configuration, \
            total_steps, time_limit_seconds, phase, attempt, cluster_job_id, cursor",
     )
     .bind(owner)
@@ -365,7 +372,7 @@ pub async fn reconcile_failed(pool: &PgPool, saga: &Saga) -> anyhow::Result<usiz
              AND j2.completed_at > now() - interval '1 day' \
              AND (s2.reconcile_lease_until IS NULL OR s2.reconcile_lease_until < now()) \
            LIMIT 50 FOR UPDATE OF s2 SKIP LOCKED) \
-         RETURNING s.job_id, s.user_id, s.dataset_id, s.dataset_name, s.parent_model_id, s.configuration, \
+         RETURNING s.job_id, s.user_id, s.dataset_id, s.dataset_name, s.dataset_format, s.parent_model_id, s.configuration, \
            s.total_steps, s.time_limit_seconds, s.phase, s.attempt, s.cluster_job_id, s.cursor, j.cluster_job_id AS last_cluster_job",
     )
     .fetch_all(pool)

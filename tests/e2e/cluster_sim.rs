@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application::cluster::{ClusterCallError, ClusterStatus, GpuCluster, SubmitRequest};
+use domain::dataset::DatasetFormat;
 use domain::job::config::{GpuConfig, GpuType, Preset};
 use domain::job::estimate::Rates;
 use infrastructure::cluster_client::{ClientOptions, HttpCluster};
@@ -75,6 +76,7 @@ fn request(key: &str, url: &str) -> SubmitRequest {
         idempotency_key: key.to_string(),
         dataset_url: url.to_string(),
         base_model: "llama-3-8b".into(),
+        dataset_format: Some(DatasetFormat::BrightrunLoraV4),
         hyperparameters: h,
         gpu_config: GpuConfig {
             instance_type: GpuType::A100_40gb,
@@ -246,6 +248,20 @@ async fn faults_and_errors_reach_the_client_as_the_contract_says() {
         cluster.submit(&bad).await,
         Err(ClusterCallError::Rejected { status: 400, .. })
     ));
+    // The cluster reads the file as the submission names it: a v4 file is no ShareGPT file.
+    let mut misread = request("misread-1", &url);
+    misread.dataset_format = Some(DatasetFormat::Sharegpt);
+    match cluster.submit(&misread).await {
+        Err(ClusterCallError::Rejected {
+            status: 422,
+            message,
+        }) => assert!(
+            message.contains("no conversation in the sharegpt format")
+                && message.contains("line 1"),
+            "{message}"
+        ),
+        other => panic!("expected a 422, got {other:?}"),
+    }
     assert!(matches!(
         cluster.status("cj-nope", None).await,
         Err(ClusterCallError::UnknownJob(_))

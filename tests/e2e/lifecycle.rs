@@ -177,6 +177,49 @@ async fn the_legacy_format_is_validated_too() {
 }
 
 #[tokio::test]
+async fn the_openai_sharegpt_and_alpaca_formats_validate_and_list_by_format() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    for (file, format, pairs) in [
+        ("support-chats-openai.jsonl", "openai-chat", 23),
+        ("support-chats-sharegpt.jsonl", "sharegpt", 24),
+        ("support-faq-alpaca.jsonl", "alpaca", 18),
+    ] {
+        let id = upload(&app, &token, format, format, &example(file)).await;
+        assert_eq!(confirm(&app, &token, &id).await.0, 200);
+        let dataset = settled(&app, &token, &id).await;
+        assert_eq!(dataset["status"], "ready", "{format}: {dataset}");
+        assert_eq!(dataset["trainingReady"], true, "{format}");
+        assert_eq!(dataset["format"], format);
+        assert_eq!(dataset["totalConversations"], 18, "{format}");
+        let counted = dataset["totalTrainingPairs"].as_i64().unwrap()
+            + dataset["totalValidationPairs"].as_i64().unwrap();
+        assert_eq!(counted, pairs, "{format}");
+        let (status, listed) = app
+            .get(&format!("/api/datasets?format={format}"), Some(&token))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(listed["meta"]["pagination"]["total"], 1, "{format}");
+    }
+    // A file in one format declared as another ends in error, by line.
+    let id = upload(
+        &app,
+        &token,
+        "Misnamed",
+        "alpaca",
+        &example("support-chats-sharegpt.jsonl"),
+    )
+    .await;
+    assert_eq!(confirm(&app, &token, &id).await.0, 200);
+    let dataset = settled(&app, &token, &id).await;
+    assert_eq!(dataset["status"], "error", "{dataset}");
+    let first = &dataset["validationErrors"][0];
+    assert_eq!(first["line"], 1);
+    assert_eq!(first["field"], "instruction");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn an_invalid_file_ends_in_error_with_line_numbered_errors() {
     let app = TestApp::start().await;
     let (_, token) = app.user("ada").await;

@@ -151,3 +151,17 @@ def test_the_examples_have_the_validators_pair_counts():
     with open(EXAMPLES / "legacy-chats-v3.jsonl") as f:
         train, validation = split_pairs(parse_lines(f), 0.1)
     assert len(train) + len(validation) == 6
+
+
+def test_the_new_format_examples_have_the_validators_pair_counts():
+    # The same counts are pinned in domain/src/dataset/validator/tests.rs.
+    for name, fmt, pairs in [
+        ("support-chats-openai.jsonl", OPENAI_CHAT, 23),
+        ("support-chats-sharegpt.jsonl", SHAREGPT, 24),
+        ("support-faq-alpaca.jsonl", ALPACA, 18),
+    ]:
+        with open(EXAMPLES / name) as f:
+            conversations = list(parse_lines(f, fmt))
+        train, validation = split_pairs(conversations, 0.1)
+        assert len(conversations) == 18, name
+        assert len(train) + len(validation) == pairs, name

@@ -6,7 +6,7 @@ import { bytes, num, when } from "../format";
 import { useApi, useInterval, useListParams } from "../hooks";
 import type { Dataset, Registered } from "../types";
 
-export const FORMATS = ["brightrun-lora-v4", "brightrun-lora-v3"];
+export const FORMATS = ["brightrun-lora-v4", "brightrun-lora-v3", "openai-chat", "sharegpt", "alpaca"];
 const STATUSES = ["all", "uploading", "validating", "ready", "error"];
 const SORTS: [string, string][] = [
   ["date-desc", "Newest first"],

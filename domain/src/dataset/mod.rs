@@ -41,19 +41,36 @@ pub enum DatasetFormat {
     BrightrunLoraV4,
     #[serde(rename = "brightrun-lora-v3")]
     BrightrunLoraV3,
+    #[serde(rename = "openai-chat")]
+    OpenaiChat,
+    #[serde(rename = "sharegpt")]
+    Sharegpt,
+    #[serde(rename = "alpaca")]
+    Alpaca,
 }
 
 impl DatasetFormat {
-    pub const ALL: [DatasetFormat; 2] = [
+    pub const ALL: [DatasetFormat; 5] = [
         DatasetFormat::BrightrunLoraV4,
         DatasetFormat::BrightrunLoraV3,
+        DatasetFormat::OpenaiChat,
+        DatasetFormat::Sharegpt,
+        DatasetFormat::Alpaca,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetFormat::BrightrunLoraV4 => "brightrun-lora-v4",
             DatasetFormat::BrightrunLoraV3 => "brightrun-lora-v3",
+            DatasetFormat::OpenaiChat => "openai-chat",
+            DatasetFormat::Sharegpt => "sharegpt",
+            DatasetFormat::Alpaca => "alpaca",
         }
+    }
+
+    /// The format named as `as_str` names it (a read model's column).
+    pub fn parse(name: &str) -> Option<DatasetFormat> {
+        DatasetFormat::ALL.into_iter().find(|f| f.as_str() == name)
     }
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::config::JobConfiguration;
 use super::estimate::{Estimate, Rates};
 use super::{CostType, JobStage};
+use crate::dataset::DatasetFormat;
 use crate::ids::{DatasetId, JobId, ModelId, UserId};
 
 /// Job lifecycle events (the job's own stream). High-rate telemetry (metric points, progress,
@@ -61,6 +62,9 @@ pub struct JobCreated {
     pub user_id: UserId,
     pub dataset_id: DatasetId,
     pub dataset_name: String,
+    /// How the trainer reads the file (absent in events recorded before formats were named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_format: Option<DatasetFormat>,
     pub configuration: JobConfiguration,
     pub estimate: Estimate,
     /// The rates the estimate used (and the ledger will use for this job).

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Actor, DatasetStatus};
+use crate::dataset::{Actor, DatasetFormat, DatasetStatus};
 use crate::ids::{DatasetId, JobId, ModelId, UserId};
 use crate::FieldError;
 use config::JobRequest;
@@ -133,6 +133,7 @@ pub struct DatasetForJob {
     pub id: DatasetId,
     pub owner: UserId,
     pub name: String,
+    pub format: DatasetFormat,
     pub status: DatasetStatus,
     pub training_ready: bool,
     pub figures: DatasetFigures,
@@ -611,6 +612,7 @@ impl Job {
             user_id: cmd.user_id,
             dataset_id: dataset.id,
             dataset_name: dataset.name,
+            dataset_format: Some(dataset.format),
             configuration: plan.configuration,
             estimate: plan.estimate,
             rates: cmd.rates,

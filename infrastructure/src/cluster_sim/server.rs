@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::dataset::validator::{Line, LineSplitter, Tokenizer};
+use domain::dataset::validator::{Line, LineSplitter, Tokenizer, Validator, ValidatorOptions};
+use domain::dataset::DatasetFormat;
 use domain::job::estimate::{micros, Rates};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
@@ -189,23 +190,53 @@ impl Sim {
     }
 
     /// Downloads the dataset through its URL, counting bytes and tokens as it streams.
-    async fn fetch_dataset(&self, url: &str) -> anyhow::Result<(u64, u64)> {
+    /// Downloads the dataset and counts the tokens it trains on: read as `format` says (the
+    /// domain's validator: the tokens of the messages, a file with no conversation of that
+    /// format refused), or, without a format, every line's tokens as they stand.
+    async fn fetch_dataset(
+        &self,
+        url: &str,
+        format: Option<DatasetFormat>,
+    ) -> anyhow::Result<(u64, u64)> {
         let mut response = self.http.get(url).send().await?.error_for_status()?;
         let (chunks, mut inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let tokenizer = self.tokenizer.clone();
-        let counting = tokio::task::spawn_blocking(move || {
-            let mut splitter = LineSplitter::new(4 * 1024 * 1024);
-            let mut tokens = 0u64;
-            let mut count = |line: Line| {
-                if let Line::Complete { bytes, .. } = line {
-                    tokens += tokenizer.encode(&String::from_utf8_lossy(&bytes)).len() as u64;
+        let counting = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+            let Some(format) = format else {
+                let mut splitter = LineSplitter::new(4 * 1024 * 1024);
+                let mut tokens = 0u64;
+                let mut count = |line: Line| {
+                    if let Line::Complete { bytes, .. } = line {
+                        tokens += tokenizer.encode(&String::from_utf8_lossy(&bytes)).len() as u64;
+                    }
+                };
+                while let Some(chunk) = inbox.blocking_recv() {
+                    splitter.feed(&chunk, &mut count);
                 }
+                splitter.finish(&mut count);
+                return Ok(tokens);
             };
+            let options = ValidatorOptions {
+                max_reported: 1,
+                sample_size: 0,
+                ..ValidatorOptions::default()
+            };
+            let mut validator = Validator::new(format, tokenizer.as_ref(), options);
             while let Some(chunk) = inbox.blocking_recv() {
-                splitter.feed(&chunk, &mut count);
+                validator.feed(&chunk);
             }
-            splitter.finish(&mut count);
-            tokens
+            let report = validator.finish();
+            let read = report.statistics.total_conversations;
+            if read == 0 {
+                let first = report.errors.first().map_or(String::new(), |e| {
+                    format!(" (line {}: {})", e.line, e.message)
+                });
+                anyhow::bail!(
+                    "the file holds no conversation in the {} format{first}",
+                    format.as_str()
+                );
+            }
+            Ok(report.statistics.total_tokens)
         });
         let mut bytes = 0u64;
         while let Some(chunk) = response.chunk().await? {
@@ -215,7 +246,7 @@ impl Sim {
             }
         }
         drop(chunks);
-        Ok((bytes, counting.await?))
+        Ok((bytes, counting.await??))
     }
 }
 
@@ -284,13 +315,16 @@ async fn submit(State(sim): State<Arc<Sim>>, Json(request): Json<SubmitRequest>)
                 .into_response();
         }
     }
-    let (dataset_bytes, dataset_tokens) = match sim.fetch_dataset(&request.dataset_url).await {
+    let (dataset_bytes, dataset_tokens) = match sim
+        .fetch_dataset(&request.dataset_url, request.dataset_format)
+        .await
+    {
         Ok(figures) => figures,
         Err(err) => {
             return problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "DATASET_UNREADABLE",
-                format!("cannot download the dataset: {err}"),
+                format!("cannot read the dataset: {err}"),
             )
         }
     };

@@ -102,6 +102,15 @@ pub enum Format {
     BrightrunLoraV4,
     #[serde(rename = "brightrun-lora-v3")]
     BrightrunLoraV3,
+    /// OpenAI's fine-tuning chat format (`{"messages": [...]}`).
+    #[serde(rename = "openai-chat")]
+    OpenaiChat,
+    /// `{"conversations": [{"from": "system|human|gpt", "value"}]}`.
+    #[serde(rename = "sharegpt")]
+    Sharegpt,
+    /// `{"instruction", "input"?, "output"}`.
+    #[serde(rename = "alpaca")]
+    Alpaca,
 }
 
 impl From<Format> for DatasetFormat {
@@ -109,6 +118,9 @@ impl From<Format> for DatasetFormat {
         match f {
             Format::BrightrunLoraV4 => DatasetFormat::BrightrunLoraV4,
             Format::BrightrunLoraV3 => DatasetFormat::BrightrunLoraV3,
+            Format::OpenaiChat => DatasetFormat::OpenaiChat,
+            Format::Sharegpt => DatasetFormat::Sharegpt,
+            Format::Alpaca => DatasetFormat::Alpaca,
         }
     }
 }
@@ -151,7 +163,7 @@ pub struct DatasetView {
     pub user_id: Uuid,
     pub name: String,
     pub description: String,
-    /// `brightrun-lora-v4` | `brightrun-lora-v3`
+    /// `brightrun-lora-v4` | `brightrun-lora-v3` | `openai-chat` | `sharegpt` | `alpaca`
     pub format: String,
     /// `uploading` | `validating` | `ready` | `error`
     pub status: String,
@@ -298,6 +310,26 @@ pub enum FormatFilter {
     BrightrunLoraV4,
     #[serde(rename = "brightrun-lora-v3")]
     BrightrunLoraV3,
+    #[serde(rename = "openai-chat")]
+    OpenaiChat,
+    #[serde(rename = "sharegpt")]
+    Sharegpt,
+    #[serde(rename = "alpaca")]
+    Alpaca,
+}
+
+impl FormatFilter {
+    /// The one format to list; `None` for all.
+    pub fn format(self) -> Option<DatasetFormat> {
+        match self {
+            FormatFilter::All => None,
+            FormatFilter::BrightrunLoraV4 => Some(DatasetFormat::BrightrunLoraV4),
+            FormatFilter::BrightrunLoraV3 => Some(DatasetFormat::BrightrunLoraV3),
+            FormatFilter::OpenaiChat => Some(DatasetFormat::OpenaiChat),
+            FormatFilter::Sharegpt => Some(DatasetFormat::Sharegpt),
+            FormatFilter::Alpaca => Some(DatasetFormat::Alpaca),
+        }
+    }
 }
 
 /// A dataset status to list (`all`: every status).
@@ -334,7 +366,7 @@ pub struct ListParams {
     /// `date-desc` (default) | `date-asc` | `name-asc` | `name-desc` | `size-asc` | `size-desc`
     #[param(inline)]
     pub sort_by: Option<SortBy>,
-    /// `all` (default) | `brightrun-lora-v4` | `brightrun-lora-v3`
+    /// `all` (default) | `brightrun-lora-v4` | `brightrun-lora-v3` | `openai-chat` | `sharegpt` | `alpaca`
     #[param(inline)]
     pub format: Option<FormatFilter>,
     /// `all` (default) | `true` | `false`

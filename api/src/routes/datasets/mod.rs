@@ -523,11 +523,7 @@ async fn list_datasets(
         page_size: params.page_size,
     }
     .resolve()?;
-    let format = match params.format {
-        None | Some(FormatFilter::All) => None,
-        Some(FormatFilter::BrightrunLoraV4) => Some(DatasetFormat::BrightrunLoraV4),
-        Some(FormatFilter::BrightrunLoraV3) => Some(DatasetFormat::BrightrunLoraV3),
-    };
+    let format = params.format.and_then(FormatFilter::format);
     let training_ready = match params.training_ready {
         None | Some(TrainingReadyFilter::All) => None,
         Some(TrainingReadyFilter::True) => Some(true),

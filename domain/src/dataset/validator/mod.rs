@@ -8,11 +8,22 @@
 //!   user/assistant/system keep that role, others map by order of appearance: first user,
 //!   second assistant, any further one is an unknown role (warning, turn ignored).
 //!
+//! - `openai-chat`: `{"messages": [{"role", "content", "weight"?}]}` as OpenAI's fine-tuning
+//!   documents it: content a string or text parts; an assistant message with `weight: 0` is
+//!   context (its pair is not a training pair); tools and function calls are refused.
+//! - `sharegpt`: `{"conversations": [{"from": "system|human|gpt", "value"}]}`.
+//! - `alpaca`: `{"instruction", "input"?, "output"}`: one user turn (instruction, then the input
+//!   after a blank line) and its answer.
+//!
+//! The last three carry no ids: a conversation is named by its line number (`"7"`), which
+//! decides its split, exactly as the trainer reads it (`trainer/src/brightrun_trainer/formats.py`).
+//!
 //! A turn is a user or assistant message; system messages are context (their tokens count in
 //! `totalTokens`, not in the per-turn averages). A training pair is a user turn followed by an
 //! assistant turn. Conversations without an explicit split go to validation when a stable
 //! hash of their id falls below `validation_split_ratio`.
 
+mod formats;
 mod lines;
 mod report;
 mod seen;
@@ -27,7 +38,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use seen::{LengthCounts, SeenSet};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::DatasetFormat;
 
@@ -132,9 +143,25 @@ pub fn split_of(id: &str, ratio: f64) -> Split {
 }
 
 struct Turn {
+    /// The message's position in the line (ignored messages keep their numbers).
+    index: usize,
     role: Role,
     speaker: String,
     content: String,
+    /// False for an assistant message that is context only (openai-chat `weight: 0`).
+    trained: bool,
+}
+
+impl Turn {
+    fn new(index: usize, role: Role, speaker: String, content: String) -> Turn {
+        Turn {
+            index,
+            role,
+            speaker,
+            content,
+            trained: true,
+        }
+    }
 }
 
 struct Conversation {
@@ -290,250 +317,39 @@ impl<'t> Validator<'t> {
         let parsed = match self.format {
             DatasetFormat::BrightrunLoraV4 => self.parse_v4(number, object),
             DatasetFormat::BrightrunLoraV3 => self.parse_v3(number, object),
+            DatasetFormat::OpenaiChat => self.parse_openai_chat(number, object),
+            DatasetFormat::Sharegpt => self.parse_sharegpt(number, object),
+            DatasetFormat::Alpaca => self.parse_alpaca(number, object),
         };
         if let Some(conversation) = parsed {
             self.count(number, conversation);
         }
     }
 
-    fn string_field(
-        &mut self,
-        line: u64,
-        object: &Map<String, Value>,
-        field: &str,
-        path: &str,
-    ) -> Option<String> {
-        match object.get(field) {
-            None | Some(Value::Null) => {
-                self.error(
-                    line,
-                    Some(path.to_string()),
-                    "MISSING_FIELD",
-                    format!("{path} is required"),
-                );
-                None
-            }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                self.error(
-                    line,
-                    Some(path.to_string()),
-                    "INVALID_TYPE",
-                    format!("{path} must be a string"),
-                );
-                None
-            }
-        }
-    }
-
-    fn turns_array(&mut self, line: u64, object: &mut Map<String, Value>) -> Option<Vec<Value>> {
-        match object.remove("turns") {
-            None | Some(Value::Null) => {
-                self.error(
-                    line,
-                    Some("turns".into()),
-                    "MISSING_FIELD",
-                    "turns is required".into(),
-                );
-                None
-            }
-            Some(Value::Array(turns)) if turns.is_empty() => {
-                self.error(
-                    line,
-                    Some("turns".into()),
-                    "EMPTY_TURNS",
-                    "turns must hold at least one message".into(),
-                );
-                None
-            }
-            Some(Value::Array(turns)) => Some(turns),
-            Some(_) => {
-                self.error(
-                    line,
-                    Some("turns".into()),
-                    "INVALID_TYPE",
-                    "turns must be an array".into(),
-                );
-                None
-            }
-        }
-    }
-
-    /// Each turn's index and two string fields (`who`, `what`); every broken turn is reported,
-    /// and then `None`: a conversation with a broken turn is not counted.
-    fn turn_fields(
-        &mut self,
-        line: u64,
-        turns: &[Value],
-        who: &str,
-        what: &str,
-    ) -> Option<Vec<(usize, String, String)>> {
-        let mut fields = Vec::with_capacity(turns.len());
-        let mut valid = true;
-        for (i, turn) in turns.iter().enumerate() {
-            let path = format!("turns[{i}]");
-            let Value::Object(turn) = turn else {
-                self.error(
-                    line,
-                    Some(path.clone()),
-                    "INVALID_TYPE",
-                    format!("{path} must be an object"),
-                );
-                valid = false;
-                continue;
-            };
-            let a = self.string_field(line, turn, who, &format!("{path}.{who}"));
-            let b = self.string_field(line, turn, what, &format!("{path}.{what}"));
-            match (a, b) {
-                (Some(a), Some(b)) => fields.push((i, a, b)),
-                _ => valid = false,
-            }
-        }
-        valid.then_some(fields)
-    }
-
-    fn parse_v4(&mut self, line: u64, mut object: Map<String, Value>) -> Option<Conversation> {
-        let id = self.string_field(line, &object, "conversation_id", "conversation_id");
-        let raw_turns = self.turns_array(line, &mut object);
-        let split = match object.get("split") {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) if s == "train" => Some(Some(Split::Train)),
-            Some(Value::String(s)) if s == "validation" => Some(Some(Split::Validation)),
-            Some(_) => {
-                self.error(
-                    line,
-                    Some("split".into()),
-                    "INVALID_VALUE",
-                    "split must be \"train\" or \"validation\"".into(),
-                );
-                None
-            }
-        };
-        let topic = match object.get("metadata") {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::Object(m)) => match m.get("topic") {
-                None | Some(Value::Null) => Some(None),
-                Some(Value::String(t)) => Some(Some(t.clone())),
-                Some(_) => {
-                    self.error(
-                        line,
-                        Some("metadata.topic".into()),
-                        "INVALID_TYPE",
-                        "metadata.topic must be a string".into(),
-                    );
-                    None
-                }
-            },
-            Some(_) => {
-                self.error(
-                    line,
-                    Some("metadata".into()),
-                    "INVALID_TYPE",
-                    "metadata must be an object".into(),
-                );
-                None
-            }
-        };
-        let fields = raw_turns
-            .as_deref()
-            .and_then(|t| self.turn_fields(line, t, "role", "content"));
-        let mut turns = Vec::new();
-        for (i, role_name, content) in fields.iter().flatten().cloned() {
-            match Role::named(&role_name).filter(|_| role_name == role_name.to_ascii_lowercase()) {
-                Some(role) => turns.push(Turn {
-                    role,
-                    speaker: role.as_str().to_string(),
-                    content,
-                }),
-                None => self.warning(
-                    line,
-                    Some(format!("turns[{i}].role")),
-                    "UNKNOWN_ROLE",
-                    format!("role '{role_name}' is not system, user or assistant; the message is ignored"),
-                ),
-            }
-        }
-        match (id, fields, split, topic) {
-            (Some(id), Some(_), Some(split), Some(topic)) => Some(Conversation {
-                id,
-                turns,
-                topic,
-                split,
-            }),
-            _ => None,
-        }
-    }
-
-    fn parse_v3(&mut self, line: u64, mut object: Map<String, Value>) -> Option<Conversation> {
-        let id = self.string_field(line, &object, "id", "id");
-        let raw_turns = self.turns_array(line, &mut object);
-        let fields = raw_turns
-            .as_deref()
-            .and_then(|t| self.turn_fields(line, t, "speaker", "text"));
-        let mut turns = Vec::new();
-        // Unnamed speakers take roles by order of appearance.
-        let mut by_order: Vec<String> = Vec::new();
-        for (i, speaker, text) in fields.iter().flatten().cloned() {
-            let role = Role::named(&speaker).or_else(|| {
-                let position = by_order
-                    .iter()
-                    .position(|s| *s == speaker)
-                    .unwrap_or_else(|| {
-                        by_order.push(speaker.clone());
-                        by_order.len() - 1
-                    });
-                [Role::User, Role::Assistant].get(position).copied()
-            });
-            match role {
-                Some(role) => turns.push(Turn {
-                    role,
-                    speaker,
-                    content: text,
-                }),
-                None => self.warning(
-                    line,
-                    Some(format!("turns[{i}].speaker")),
-                    "UNKNOWN_ROLE",
-                    format!("speaker '{speaker}' is a third participant; the message is ignored"),
-                ),
-            }
-        }
-        match (id, fields) {
-            (Some(id), Some(_)) => Some(Conversation {
-                id,
-                turns,
-                topic: None,
-                split: None,
-            }),
-            _ => None,
-        }
-    }
-
     fn count(&mut self, line: u64, conversation: Conversation) {
-        if self.report.ids.seen_before(&conversation.id) {
-            let certainty = if self.report.ids.is_exact() {
-                "appeared"
-            } else {
-                "probably appeared"
-            };
-            self.warning(
-                line,
-                Some(self.id_field().to_string()),
-                "DUPLICATE_ID",
-                format!(
-                    "conversation id '{}' {certainty} on an earlier line",
-                    truncate_chars(&conversation.id, 200)
-                ),
-            );
+        if let Some(id_field) = self.id_field() {
+            if self.report.ids.seen_before(&conversation.id) {
+                let certainty = if self.report.ids.is_exact() {
+                    "appeared"
+                } else {
+                    "probably appeared"
+                };
+                self.warning(
+                    line,
+                    Some(id_field.to_string()),
+                    "DUPLICATE_ID",
+                    format!(
+                        "conversation id '{}' {certainty} on an earlier line",
+                        truncate_chars(&conversation.id, 200)
+                    ),
+                );
+            }
         }
         let mut tokens = 0u64;
-        let mut dialogue: Vec<Role> = Vec::new();
-        for (i, turn) in conversation.turns.iter().enumerate() {
+        let mut dialogue: Vec<(Role, bool)> = Vec::new();
+        for turn in &conversation.turns {
             if turn.content.trim().is_empty() {
-                let field = match self.format {
-                    DatasetFormat::BrightrunLoraV4 => format!("turns[{i}].content"),
-                    DatasetFormat::BrightrunLoraV3 => format!("turns[{i}].text"),
-                };
+                let field = self.content_field(turn.index);
                 self.warning(
                     line,
                     Some(field),
@@ -547,7 +363,7 @@ impl<'t> Validator<'t> {
             self.report.speakers.seen_before(&turn.speaker);
             tokens += n;
             if turn.role != Role::System {
-                dialogue.push(turn.role);
+                dialogue.push((turn.role, turn.trained));
                 self.report.turns += 1;
                 self.report.turn_tokens += n;
             }
@@ -565,7 +381,7 @@ impl<'t> Validator<'t> {
         }
         let pairs = dialogue
             .windows(2)
-            .filter(|w| w[0] == Role::User && w[1] == Role::Assistant)
+            .filter(|w| w[0].0 == Role::User && w[1] == (Role::Assistant, true))
             .count() as u64;
         let split = conversation
             .split
@@ -603,10 +419,25 @@ impl<'t> Validator<'t> {
         }
     }
 
-    fn id_field(&self) -> &'static str {
+    /// The field naming a conversation; `None` for the formats without ids (a conversation is
+    /// named by its line number, so it never repeats).
+    fn id_field(&self) -> Option<&'static str> {
         match self.format {
-            DatasetFormat::BrightrunLoraV4 => "conversation_id",
-            DatasetFormat::BrightrunLoraV3 => "id",
+            DatasetFormat::BrightrunLoraV4 => Some("conversation_id"),
+            DatasetFormat::BrightrunLoraV3 => Some("id"),
+            DatasetFormat::OpenaiChat | DatasetFormat::Sharegpt | DatasetFormat::Alpaca => None,
+        }
+    }
+
+    /// Where the text of the message at `index` sits in the line.
+    fn content_field(&self, index: usize) -> String {
+        match self.format {
+            DatasetFormat::BrightrunLoraV4 => format!("turns[{index}].content"),
+            DatasetFormat::BrightrunLoraV3 => format!("turns[{index}].text"),
+            DatasetFormat::OpenaiChat => format!("messages[{index}].content"),
+            DatasetFormat::Sharegpt => format!("conversations[{index}].value"),
+            DatasetFormat::Alpaca if index == 0 => "instruction".to_string(),
+            DatasetFormat::Alpaca => "output".to_string(),
         }
     }
 }

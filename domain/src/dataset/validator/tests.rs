@@ -437,3 +437,219 @@ fn topics_beyond_the_limit_are_counted_together() {
     assert_eq!(topics[0].topic, OTHER_TOPICS);
     assert_eq!(topics[0].count, 5);
 }
+
+const OPENAI: DatasetFormat = DatasetFormat::OpenaiChat;
+const SHAREGPT: DatasetFormat = DatasetFormat::Sharegpt;
+const ALPACA: DatasetFormat = DatasetFormat::Alpaca;
+
+fn message(role: &str, content: &str) -> serde_json::Value {
+    json!({"role": role, "content": content})
+}
+
+#[test]
+fn openai_chat_counts_text_parts_and_leaves_weight_zero_answers_out_of_the_pairs() {
+    let report = validate(
+        OPENAI,
+        &jsonl(&[
+            json!({"messages": [message("system", "be kind"), message("user", "hi there"), message("assistant", "hello")]}),
+            json!({"messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a b "}, {"type": "text", "text": "c"}]},
+                {"role": "assistant", "content": "d", "weight": 0},
+                message("user", "e"),
+                {"role": "assistant", "content": "f g", "weight": 1},
+            ]}),
+        ]),
+    );
+    assert!(report.is_valid, "{:?}", report.errors);
+    assert_eq!(report.warning_count, 0, "{:?}", report.warnings);
+    let s = &report.statistics;
+    assert_eq!(s.total_conversations, 2);
+    assert_eq!(
+        s.total_training_pairs + s.total_validation_pairs,
+        2,
+        "one pair in the first, one in the second: its weight-0 answer is context"
+    );
+    assert_eq!(
+        s.total_tokens, 12,
+        "5 + 7: the two text parts join into 'a b c'"
+    );
+    assert_eq!(s.avg_turns_per_conversation, 3.0);
+    let sample = &report.sample_conversations[1];
+    assert_eq!(
+        sample.conversation_id, "2",
+        "a conversation is named by its line"
+    );
+    assert_eq!(sample.turns[0].content, "a b c");
+}
+
+#[test]
+fn openai_chat_errors_name_their_line_and_field() {
+    let ok = || vec![message("user", "q"), message("assistant", "a")];
+    let report = validate(
+        OPENAI,
+        &jsonl(&[
+            json!({"messages": ok()}),
+            json!({"messages": ok(), "tools": [{"type": "function"}]}),
+            json!({"messages": [message("user", "q"), {"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]}]}),
+            json!({"messages": [message("user", "q"), message("tool", "42")]}),
+            json!({"messages": [message("User", "q"), message("assistant", "a")]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            json!({"messages": [message("user", "q"), {"role": "assistant", "content": "a", "weight": 2}]}),
+            json!({"messages": [{"role": "user", "content": "q", "weight": 0}]}),
+            json!({"messages": [{"role": "user"}]}),
+            json!({"messages": []}),
+            json!({"turns": ok()}),
+            json!({"messages": [{"role": "user", "content": 3}]}),
+        ]),
+    );
+    assert_eq!(
+        codes(&report.errors),
+        vec![
+            (2, Some("tools"), "UNSUPPORTED_FEATURE"),
+            (3, Some("messages[1].tool_calls"), "UNSUPPORTED_FEATURE"),
+            (3, Some("messages[1].content"), "MISSING_FIELD"),
+            (4, Some("messages[1].role"), "UNSUPPORTED_FEATURE"),
+            (5, Some("messages[0].role"), "INVALID_VALUE"),
+            (
+                6,
+                Some("messages[0].content[0].type"),
+                "UNSUPPORTED_FEATURE"
+            ),
+            (7, Some("messages[1].weight"), "INVALID_VALUE"),
+            (8, Some("messages[0].weight"), "INVALID_VALUE"),
+            (9, Some("messages[0].content"), "MISSING_FIELD"),
+            (10, Some("messages"), "EMPTY_TURNS"),
+            (11, Some("messages"), "MISSING_FIELD"),
+            (12, Some("messages[0].content"), "INVALID_TYPE"),
+        ]
+    );
+    assert_eq!(
+        report.statistics.total_conversations, 1,
+        "only line 1 counts"
+    );
+    assert!(report.errors[0].message.contains("not supported"));
+}
+
+#[test]
+fn sharegpt_maps_human_and_gpt_and_refuses_tool_turns() {
+    let turn = |from: &str, value: &str| json!({"from": from, "value": value});
+    let report = validate(
+        SHAREGPT,
+        &jsonl(&[
+            json!({"conversations": [turn("system", "be kind"), turn("human", "hi there"), turn("gpt", "hello")]}),
+            json!({"conversations": [turn("human", "q"), turn("narrator", "aside"), turn("gpt", "")]}),
+            json!({"conversations": [turn("human", "q"), turn("function_call", "{}")]}),
+            json!({"conversations": [{"from": "human"}]}),
+            json!({"conversations": "hi"}),
+        ]),
+    );
+    assert_eq!(
+        codes(&report.errors),
+        vec![
+            (3, Some("conversations[1].from"), "UNSUPPORTED_FEATURE"),
+            (4, Some("conversations[0].value"), "MISSING_FIELD"),
+            (5, Some("conversations"), "INVALID_TYPE"),
+        ]
+    );
+    assert_eq!(
+        codes(&report.warnings),
+        vec![
+            (2, Some("conversations[1].from"), "UNKNOWN_ROLE"),
+            (2, Some("conversations[2].value"), "EMPTY_CONTENT"),
+        ]
+    );
+    let s = &report.statistics;
+    assert_eq!(s.total_conversations, 2);
+    assert_eq!(s.total_training_pairs + s.total_validation_pairs, 2);
+    assert_eq!(
+        s.total_tokens, 6,
+        "be kind, hi there, hello, q; the aside is ignored"
+    );
+    assert_eq!(
+        report.full_statistics.unique_speakers, 3,
+        "system, human, gpt"
+    );
+}
+
+#[test]
+fn alpaca_is_one_pair_with_the_input_after_the_instruction() {
+    let report = validate(
+        ALPACA,
+        &jsonl(&[
+            json!({"instruction": "translate", "input": "bonjour le monde", "output": "hello world"}),
+            json!({"instruction": "say hi", "output": "hi"}),
+            json!({"instruction": "say hi", "input": null, "output": "hi"}),
+            json!({"input": "x", "output": "y"}),
+            json!({"instruction": "a", "input": 5}),
+        ]),
+    );
+    assert_eq!(
+        codes(&report.errors),
+        vec![
+            (4, Some("instruction"), "MISSING_FIELD"),
+            (5, Some("input"), "INVALID_TYPE"),
+            (5, Some("output"), "MISSING_FIELD"),
+        ]
+    );
+    assert_eq!(
+        report.warning_count, 0,
+        "identical lines are not duplicates: without ids, each line is its own conversation"
+    );
+    let s = &report.statistics;
+    assert_eq!(s.total_conversations, 3);
+    assert_eq!(s.total_training_pairs + s.total_validation_pairs, 3);
+    assert_eq!(s.total_tokens, 12, "6 + 3 + 3");
+    assert_eq!(
+        report.sample_conversations[0].turns[0].content,
+        "translate\n\nbonjour le monde"
+    );
+}
+
+/// The examples the SDK test uploads; the trainer's tests count the same pairs in them
+/// (trainer/tests/test_formats.py).
+#[test]
+fn the_example_files_of_each_new_format_are_training_ready() {
+    let examples = [
+        (
+            OPENAI,
+            &include_bytes!("../../../../examples/support-chats-openai.jsonl")[..],
+            23,
+        ),
+        (
+            SHAREGPT,
+            &include_bytes!("../../../../examples/support-chats-sharegpt.jsonl")[..],
+            24,
+        ),
+        (
+            ALPACA,
+            &include_bytes!("../../../../examples/support-faq-alpaca.jsonl")[..],
+            18,
+        ),
+    ];
+    for (format, bytes, pairs) in examples {
+        let report = validate(format, bytes);
+        assert!(report.training_ready, "{format:?}: {:?}", report.errors);
+        assert_eq!(report.warning_count, 0, "{format:?}: {:?}", report.warnings);
+        let s = &report.statistics;
+        assert_eq!(s.total_conversations, 18, "{format:?}");
+        assert_eq!(
+            s.total_training_pairs + s.total_validation_pairs,
+            pairs,
+            "{format:?}"
+        );
+    }
+}
+
+#[test]
+fn a_format_file_read_as_another_format_is_refused_line_by_line() {
+    let report = validate(
+        ALPACA,
+        include_bytes!("../../../../examples/support-chats-openai.jsonl"),
+    );
+    assert_eq!(
+        report.error_count, 36,
+        "instruction and output missing on each of 18 lines"
+    );
+    assert_eq!(report.errors[0].line, 1);
+    assert!(!report.training_ready);
+}

@@ -12,6 +12,7 @@ fn job(preset: Preset, seed: u64) -> SimJob {
             idempotency_key: "job-1".into(),
             dataset_url: "http://example/d".into(),
             base_model: "llama-3-8b".into(),
+            dataset_format: None,
             hyperparameters: h,
             gpu_config: GpuConfig {
                 instance_type: GpuType::A100_40gb,
