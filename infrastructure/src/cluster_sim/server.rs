@@ -189,54 +189,19 @@ impl Sim {
         Ok(())
     }
 
-    /// Downloads the dataset through its URL, counting bytes and tokens as it streams.
-    /// Downloads the dataset and counts the tokens it trains on: read as `format` says (the
-    /// domain's validator: the tokens of the messages, a file with no conversation of that
-    /// format refused), or, without a format, every line's tokens as they stand.
+    /// Downloads the dataset through its URL, counting bytes and tokens as it streams: the
+    /// tokens of its messages read as `format` says, or without a format every line's tokens.
     async fn fetch_dataset(
         &self,
         url: &str,
         format: Option<DatasetFormat>,
     ) -> anyhow::Result<(u64, u64)> {
         let mut response = self.http.get(url).send().await?.error_for_status()?;
-        let (chunks, mut inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (chunks, inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let tokenizer = self.tokenizer.clone();
-        let counting = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-            let Some(format) = format else {
-                let mut splitter = LineSplitter::new(4 * 1024 * 1024);
-                let mut tokens = 0u64;
-                let mut count = |line: Line| {
-                    if let Line::Complete { bytes, .. } = line {
-                        tokens += tokenizer.encode(&String::from_utf8_lossy(&bytes)).len() as u64;
-                    }
-                };
-                while let Some(chunk) = inbox.blocking_recv() {
-                    splitter.feed(&chunk, &mut count);
-                }
-                splitter.finish(&mut count);
-                return Ok(tokens);
-            };
-            let options = ValidatorOptions {
-                max_reported: 1,
-                sample_size: 0,
-                ..ValidatorOptions::default()
-            };
-            let mut validator = Validator::new(format, tokenizer.as_ref(), options);
-            while let Some(chunk) = inbox.blocking_recv() {
-                validator.feed(&chunk);
-            }
-            let report = validator.finish();
-            let read = report.statistics.total_conversations;
-            if read == 0 {
-                let first = report.errors.first().map_or(String::new(), |e| {
-                    format!(" (line {}: {})", e.line, e.message)
-                });
-                anyhow::bail!(
-                    "the file holds no conversation in the {} format{first}",
-                    format.as_str()
-                );
-            }
-            Ok(report.statistics.total_tokens)
+        let counting = tokio::task::spawn_blocking(move || match format {
+            Some(format) => message_tokens(format, tokenizer.as_ref(), inbox),
+            None => Ok(line_tokens(tokenizer.as_ref(), inbox)),
         });
         let mut bytes = 0u64;
         while let Some(chunk) = response.chunk().await? {
@@ -248,6 +213,51 @@ impl Sim {
         drop(chunks);
         Ok((bytes, counting.await??))
     }
+}
+
+/// The tokens of a file's messages, read by the domain's validator in `format`; a file with no
+/// conversation in that format is refused, naming its first error.
+fn message_tokens(
+    format: DatasetFormat,
+    tokenizer: &dyn Tokenizer,
+    mut inbox: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> anyhow::Result<u64> {
+    let options = ValidatorOptions {
+        max_reported: 1,
+        sample_size: 0,
+        ..ValidatorOptions::default()
+    };
+    let mut validator = Validator::new(format, tokenizer, options);
+    while let Some(chunk) = inbox.blocking_recv() {
+        validator.feed(&chunk);
+    }
+    let report = validator.finish();
+    if report.statistics.total_conversations == 0 {
+        let first = report.errors.first().map_or(String::new(), |e| {
+            format!(" (line {}: {})", e.line, e.message)
+        });
+        anyhow::bail!(
+            "the file holds no conversation in the {} format{first}",
+            format.as_str()
+        );
+    }
+    Ok(report.statistics.total_tokens)
+}
+
+/// The tokens of every line as it stands (a submission that names no format).
+fn line_tokens(tokenizer: &dyn Tokenizer, mut inbox: tokio::sync::mpsc::Receiver<Vec<u8>>) -> u64 {
+    let mut splitter = LineSplitter::new(4 * 1024 * 1024);
+    let mut tokens = 0u64;
+    let mut count = |line: Line| {
+        if let Line::Complete { bytes, .. } = line {
+            tokens += tokenizer.encode(&String::from_utf8_lossy(&bytes)).len() as u64;
+        }
+    };
+    while let Some(chunk) = inbox.blocking_recv() {
+        splitter.feed(&chunk, &mut count);
+    }
+    splitter.finish(&mut count);
+    tokens
 }
 
 /// The answer for a job the simulator does not know (or no longer does).
