@@ -342,13 +342,15 @@ async fn confirm(
         .await
         .map_err(dataset_error)?;
     read_your_writes(state, receipt).await;
-    let status = find(state, principal, dataset_id)
-        .await?
-        .map_or_else(|| "validating".to_string(), |d| d.status);
-    let message = if before == "uploading" {
-        "Validation started"
+    // The first confirm answers the status it put the dataset in: a small file may already be
+    // validated by the time the read model is read, and the answer would then race it.
+    let (message, status) = if before == "uploading" {
+        ("Validation started", "validating".to_string())
     } else {
-        "Validation already started"
+        let current = find(state, principal, dataset_id)
+            .await?
+            .map_or(before, |d| d.status);
+        ("Validation already started", current)
     };
     tracing::info!(%dataset_id, user_id = %principal.user_id, ?stored_size, "dataset upload confirmed");
     Ok(ValidationStarted {
