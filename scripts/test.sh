@@ -3,8 +3,9 @@
 # crate and the end-to-end tests (real Postgres at 127.0.0.1:5432 and NATS at 127.0.0.1:4222,
 # each test on its own database and stream). The trainer's Python environment is built once
 # per machine by scripts/trainer-env.sh (about 3 minutes the first time).
-# Then the API contract: schemathesis against the binary (scripts/contract-test.sh), and the
-# web console: its type checker, linter and browser tests (scripts/console-test.sh).
+# Then the API contract: schemathesis against the binary (scripts/contract-test.sh), the
+# official `openai` SDK against /v1 (scripts/sdk-test.sh), and the web console: its type
+# checker, linter and browser tests (scripts/console-test.sh).
 # Arguments go to nextest (a filter runs only those Rust tests, and skips pytest and the
 # contract).
 set -euo pipefail
@@ -16,5 +17,6 @@ fi
 cargo nextest run --workspace --no-fail-fast "$@"
 if [[ $# -eq 0 ]]; then
   scripts/contract-test.sh
+  scripts/sdk-test.sh
   scripts/console-test.sh
 fi

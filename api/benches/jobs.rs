@@ -102,8 +102,10 @@ async fn running_job(service: &api::Service, user: Uuid, dataset: Uuid, history:
                     early_stopping_patience: None,
                     validation_split_ratio: None,
                     checkpoint_interval: None,
+                    seed: None,
                 },
                 parent_model_id: None,
+                labels: Default::default(),
             },
         )
         .await

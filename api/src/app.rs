@@ -103,6 +103,7 @@ pub fn router_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::notifications::router())
         .merge(routes::ops::router())
         .merge(routes::cluster_webhook::router())
+        .merge(routes::openai::router())
         .split_for_parts();
     (routes, api)
 }

@@ -347,45 +347,64 @@ fn constrain_parameters(doc: &mut Value) {
     }
 }
 
-fn error_answer(description: &str) -> Value {
+fn error_answer(schema: &str, description: &str) -> Value {
     json!({
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
     })
 }
 
+/// The answers every operation can give; `/v1` answers them in OpenAI's error shape.
 fn document_common_answers(doc: &mut Value) {
-    for op in operations(doc) {
-        let has_body = op.get("requestBody").is_some();
-        let has_params = op
-            .get("parameters")
-            .and_then(Value::as_array)
-            .is_some_and(|p| !p.is_empty());
-        let secured = op.get("security").is_some();
-        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let schema = if path.starts_with("/v1/") {
+            "OpenAiErrorBody"
+        } else {
+            "ErrorEnvelope"
+        };
+        let Some(item) = item.as_object_mut() else {
             continue;
         };
-        if has_body || has_params {
-            responses.entry("400").or_insert_with(|| {
-                error_answer(
-                    "`VALIDATION_ERROR` naming the field, or `BAD_REQUEST` for a malformed request",
-                )
-            });
-        }
-        if has_body {
-            responses.entry("413").or_insert_with(|| {
-                error_answer("`PAYLOAD_TOO_LARGE`: the body passed the request size limit")
-            });
-            responses.entry("415").or_insert_with(|| {
-                error_answer(
-                    "`UNSUPPORTED_MEDIA_TYPE`: send the body as the operation's content type",
-                )
-            });
-        }
-        if secured {
-            responses.entry("401").or_insert_with(|| {
-                error_answer("`UNAUTHORIZED`: a valid bearer token is required")
-            });
+        for op in item.values_mut() {
+            let has_body = op.get("requestBody").is_some();
+            let has_params = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|p| !p.is_empty());
+            let secured = op.get("security").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if has_body || has_params {
+                responses.entry("400").or_insert_with(|| {
+                    error_answer(
+                        schema,
+                        "`VALIDATION_ERROR` naming the field, or `BAD_REQUEST` for a malformed request",
+                    )
+                });
+            }
+            if has_body {
+                responses.entry("413").or_insert_with(|| {
+                    error_answer(
+                        schema,
+                        "`PAYLOAD_TOO_LARGE`: the body passed the request size limit",
+                    )
+                });
+                responses.entry("415").or_insert_with(|| {
+                    error_answer(
+                        schema,
+                        "`UNSUPPORTED_MEDIA_TYPE`: send the body as the operation's content type",
+                    )
+                });
+            }
+            if secured {
+                responses.entry("401").or_insert_with(|| {
+                    error_answer(schema, "`UNAUTHORIZED`: a valid bearer token is required")
+                });
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         (name = "costs", description = "The cost ledger by period"),
         (name = "notifications", description = "Notifications and the dashboard's figures"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "openai", description = "OpenAI-compatible fine-tuning under `/v1`: files, fine-tuning jobs (events, checkpoints) and models in OpenAI's shapes and errors (`{\"error\": {message, type, param, code}}`), for the official `openai` SDK with `base_url=<host>/v1` and an API key. BrightRun-only settings ride in `metadata`: `preset`, `gpu_type`, `gpu_count`, `lora_rank`."),
     )
 )]
 pub struct ApiDoc;

@@ -25,6 +25,9 @@ pub struct SubmitRequest {
     pub validation_split_ratio: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping_patience: Option<u32>,
+    /// The trainer's random seed (absent: the trainer's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// The run's wall-clock limit (from the estimate): a cluster stops the job past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit_seconds: Option<u64>,

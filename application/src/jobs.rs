@@ -50,6 +50,7 @@ pub struct NewJob {
     pub dataset_id: DatasetId,
     pub request: JobRequest,
     pub parent_model_id: Option<ModelId>,
+    pub labels: domain::job::labels::JobLabels,
 }
 
 pub struct JobCommands<ES: EventStore<Job>> {
@@ -130,6 +131,7 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
             rates: self.rates.clone(),
             parent_model_id: new.parent_model_id,
             parent,
+            labels: new.labels,
             created_at: self.clock.now(),
         }));
         self.execute(ctx, job_id, command).await

@@ -268,6 +268,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             checkpoint_interval: c.options.checkpoint_interval,
             validation_split_ratio: c.options.validation_split_ratio,
             early_stopping_patience: c.options.early_stopping_patience,
+            seed: c.options.seed,
             time_limit_seconds: entry.time_limit_seconds,
             webhook_url: self.options.webhook_url.clone(),
         };

@@ -749,6 +749,7 @@ mod tests {
             early_stopping_patience: None,
             validation_split_ratio: None,
             checkpoint_interval: None,
+            seed: None,
         }
         .resolve(1000)
         .unwrap();

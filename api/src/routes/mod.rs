@@ -7,4 +7,5 @@ pub mod job_stream;
 pub mod jobs;
 pub mod models;
 pub mod notifications;
+pub mod openai;
 pub mod ops;

@@ -72,6 +72,30 @@ impl DatasetFormat {
     pub fn parse(name: &str) -> Option<DatasetFormat> {
         DatasetFormat::ALL.into_iter().find(|f| f.as_str() == name)
     }
+
+    /// The format a file is in, recognised by the fields of its first non-blank line
+    /// (`None`: not JSON, or no format's fields). The validator then reads every line in it.
+    pub fn detect(file: &[u8]) -> Option<DatasetFormat> {
+        let line = file
+            .split(|b| *b == b'\n')
+            .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))?;
+        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let object = value.as_object()?;
+        let has = |key: &str| object.contains_key(key);
+        if has("messages") {
+            Some(DatasetFormat::OpenaiChat)
+        } else if has("conversations") {
+            Some(DatasetFormat::Sharegpt)
+        } else if has("instruction") {
+            Some(DatasetFormat::Alpaca)
+        } else if has("conversation_id") {
+            Some(DatasetFormat::BrightrunLoraV4)
+        } else if has("turns") {
+            Some(DatasetFormat::BrightrunLoraV3)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -306,7 +306,13 @@ pub struct TrainingOptions {
     pub validation_split_ratio: f64,
     /// Save a checkpoint every this many steps.
     pub checkpoint_interval: u64,
+    /// The trainer's random seed (absent: the trainer's own, 42).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
+
+/// The largest seed a request may name (OpenAI's bound: a non-negative 32-bit integer).
+pub const MAX_SEED: u64 = 2_147_483_647;
 
 /// What a job request asks for, before resolution.
 #[derive(Debug, Clone, PartialEq)]
@@ -318,6 +324,7 @@ pub struct JobRequest {
     pub early_stopping_patience: Option<u32>,
     pub validation_split_ratio: Option<f64>,
     pub checkpoint_interval: Option<u64>,
+    pub seed: Option<u64>,
 }
 
 /// The complete configuration stored on the job.
@@ -551,6 +558,15 @@ impl JobRequest {
                 early_stopping_patience: patience,
                 validation_split_ratio: split,
                 checkpoint_interval,
+                seed: match self.seed {
+                    Some(seed) if seed > MAX_SEED => {
+                        return Err(FieldError::new(
+                            "seed",
+                            format!("seed must be between 0 and {MAX_SEED}"),
+                        ))
+                    }
+                    seed => seed,
+                },
             },
         })
     }

@@ -71,6 +71,12 @@ pub struct JobCreated {
     pub rates: Rates,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_model_id: Option<ModelId>,
+    /// The fine-tuned model's name suffix (`ft:<base>:<suffix>:<id>`), when the client named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    /// The client's key-value pairs (OpenAI's `metadata`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
 }
 

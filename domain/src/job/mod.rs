@@ -9,6 +9,7 @@
 pub mod config;
 pub mod estimate;
 mod events;
+pub mod labels;
 pub mod telemetry;
 
 pub use events::{
@@ -57,6 +58,20 @@ impl JobStatus {
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// The status named as `as_str` names it (a read model's column).
+    pub fn parse(name: &str) -> Option<JobStatus> {
+        [
+            JobStatus::Queued,
+            JobStatus::Initializing,
+            JobStatus::Running,
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -256,6 +271,7 @@ pub struct CreateJob {
     pub parent_model_id: Option<ModelId>,
     /// The parent model when `parent_model_id` names one the read model knows (not deleted).
     pub parent: Option<ParentForJob>,
+    pub labels: labels::JobLabels,
     pub created_at: DateTime<Utc>,
 }
 
@@ -582,6 +598,7 @@ impl Job {
         if let Some(id) = self.id {
             return Err(JobError::AlreadyCreated(id));
         }
+        let labels = cmd.labels.check()?;
         let plan = plan(
             cmd.user_id,
             cmd.dataset_id,
@@ -617,6 +634,8 @@ impl Job {
             estimate: plan.estimate,
             rates: cmd.rates,
             parent_model_id: cmd.parent_model_id,
+            suffix: labels.suffix,
+            metadata: labels.metadata,
             created_at: cmd.created_at,
         }))])
     }

@@ -42,6 +42,7 @@ fn request(preset: Preset, gpu: GpuType, n: u32, model: &str) -> JobRequest {
         early_stopping_patience: None,
         validation_split_ratio: None,
         checkpoint_interval: None,
+        seed: None,
     }
 }
 
@@ -339,6 +340,7 @@ fn create_with(dataset: Option<DatasetForJob>) -> JobCommand {
         rates: Rates::default(),
         parent_model_id: None,
         parent: None,
+        labels: Default::default(),
         created_at: at(),
     }))
 }
@@ -357,6 +359,8 @@ fn created() -> JobEvent {
         configuration: config,
         rates: Rates::default(),
         parent_model_id: None,
+        suffix: None,
+        metadata: Default::default(),
         created_at: at(),
     }))
 }
@@ -422,6 +426,69 @@ fn a_job_is_created_on_an_owned_ready_training_ready_dataset_with_its_estimate()
         .given_no_previous_events()
         .when(create_with(Some(ready_dataset())))
         .then_expect_events(vec![created()]);
+}
+
+#[test]
+fn a_jobs_suffix_metadata_and_seed_are_recorded_with_it() {
+    let metadata: std::collections::BTreeMap<String, String> =
+        [("team".to_string(), "support".to_string())].into();
+    let JobCommand::Create(mut create) = create_with(Some(ready_dataset())) else {
+        unreachable!()
+    };
+    create.labels = labels::JobLabels {
+        suffix: Some("support-bot_2".into()),
+        metadata: metadata.clone(),
+    };
+    create.request.seed = Some(7);
+    let events = JobTest::with(())
+        .given_no_previous_events()
+        .when(JobCommand::Create(create))
+        .inspect_result()
+        .unwrap();
+    let [JobEvent::JobCreated(job)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(job.suffix.as_deref(), Some("support-bot_2"));
+    assert_eq!(job.metadata, metadata);
+    assert_eq!(job.configuration.options.seed, Some(7));
+}
+
+#[test]
+fn a_bad_suffix_metadata_or_seed_is_refused_by_its_field() {
+    let many: std::collections::BTreeMap<String, String> = (0..17)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    let long_value: std::collections::BTreeMap<String, String> =
+        [("note".to_string(), "x".repeat(513))].into();
+    let cases = [
+        (
+            Some("has:colon".to_string()),
+            Default::default(),
+            None,
+            "suffix",
+        ),
+        (Some(String::new()), Default::default(), None, "suffix"),
+        (Some("x".repeat(65)), Default::default(), None, "suffix"),
+        (None, many, None, "metadata"),
+        (None, long_value, None, "metadata.note"),
+        (None, Default::default(), Some(MAX_SEED + 1), "seed"),
+    ];
+    for (suffix, metadata, seed, field) in cases {
+        let JobCommand::Create(mut create) = create_with(Some(ready_dataset())) else {
+            unreachable!()
+        };
+        create.labels = labels::JobLabels { suffix, metadata };
+        create.request.seed = seed;
+        let err = JobTest::with(())
+            .given_no_previous_events()
+            .when(JobCommand::Create(create))
+            .inspect_result()
+            .unwrap_err();
+        match err {
+            JobError::Invalid(e) => assert_eq!(e.field, field, "{e}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -134,6 +134,39 @@ fn like_pattern(search: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// Up to `limit` of the datasets `viewer` sees, newest first (oldest first with `oldest_first`),
+/// starting after dataset `after` (a cursor: the last one of the page before) when named.
+pub async fn list_after(
+    pool: &PgPool,
+    viewer: Viewer,
+    after: Option<Uuid>,
+    oldest_first: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<DatasetRow>> {
+    let ids = sqlx::query_scalar!(
+        r#"SELECT d.id FROM rm_datasets d
+           WHERE d.deleted_at IS NULL AND ($1::bool OR d.user_id = $2)
+             AND ($3::uuid IS NULL OR
+                  CASE WHEN $4::bool
+                    THEN (d.created_at, d.id) > (SELECT c.created_at, c.id FROM rm_datasets c WHERE c.id = $3)
+                    ELSE (d.created_at, d.id) < (SELECT c.created_at, c.id FROM rm_datasets c WHERE c.id = $3)
+                  END)
+           ORDER BY CASE WHEN $4::bool THEN d.created_at END ASC,
+                    CASE WHEN $4::bool THEN d.id END ASC,
+                    d.created_at DESC, d.id DESC
+           LIMIT $5"#,
+        viewer.sees_all,
+        viewer.user_id,
+        after,
+        oldest_first,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    let rows = rows_by_ids(pool, &ids, false).await?;
+    Ok(in_order(&ids, rows, |r| r.id))
+}
+
 /// A page of the datasets `viewer` sees, and how many match in all.
 pub async fn list(
     pool: &PgPool,

@@ -68,8 +68,8 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
             sqlx::query(
                 "INSERT INTO rm_jobs (id, user_id, dataset_id, dataset_name, status, current_stage, \
                    preset_id, base_model, hyperparameters, gpu_config, options, estimate, total_epochs, \
-                   total_steps, estimated_total_cost, parent_model_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'queued', 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+                   total_steps, estimated_total_cost, parent_model_id, suffix, metadata, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.job_id.0)
@@ -86,6 +86,8 @@ async fn job_event(conn: &mut PgConnection, event: JobEvent) -> anyhow::Result<(
             .bind(i64::try_from(e.estimate.total_steps)?)
             .bind(e.estimate.cost.total)
             .bind(e.parent_model_id.map(|m| m.0))
+            .bind(&e.suffix)
+            .bind(Json(&e.metadata))
             .bind(e.created_at)
             .execute(&mut *conn)
             .await?;

@@ -48,6 +48,8 @@ pub struct JobRow {
     pub name: Option<String>,
     pub description: String,
     pub tags: Value,
+    pub suffix: Option<String>,
+    pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -60,7 +62,7 @@ async fn rows_by_ids(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<JobRow>> {
            current_step, total_steps, current_metrics, started_at, completed_at, estimated_completion_at, \
            current_cost, compute_cost, storage_cost, data_transfer_cost, estimated_total_cost, final_cost, \
            refund_amount, error_code, error_message, retry_count, artifact_id, parent_model_id, name, \
-           description, tags, created_at, updated_at \
+           description, tags, suffix, metadata, created_at, updated_at \
          FROM rm_jobs WHERE id = ANY($1)",
         ids
     )
@@ -127,6 +129,75 @@ pub async fn list(
     .await?;
     let rows = rows_by_ids(pool, &ids).await?;
     Ok((total, in_order(&ids, rows, |r| r.id)))
+}
+
+/// Up to `limit` of the jobs `viewer` sees, newest first, starting after job `after` (a
+/// cursor: the last job of the page before) when one is named.
+pub async fn list_after(
+    pool: &PgPool,
+    viewer: Viewer,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<JobRow>> {
+    let ids = sqlx::query_scalar!(
+        r#"SELECT j.id FROM rm_jobs j
+           WHERE ($1::bool OR j.user_id = $2)
+             AND ($3::uuid IS NULL OR (j.created_at, j.id) <
+                  (SELECT c.created_at, c.id FROM rm_jobs c WHERE c.id = $3))
+           ORDER BY j.created_at DESC, j.id DESC LIMIT $4"#,
+        viewer.sees_all,
+        viewer.user_id,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    let rows = rows_by_ids(pool, &ids).await?;
+    Ok(in_order(&ids, rows, |r| r.id))
+}
+
+/// A job's lifecycle events as the event store holds them, newest first, from before the
+/// event `before` (a cursor) when one is named.
+pub async fn lifecycle_events(
+    pool: &PgPool,
+    job: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<StoredEventRow>> {
+    sqlx::query_as!(
+        StoredEventRow,
+        r#"SELECT e.event_id, e.sequence, e.event_type, e.payload AS "payload: Value", e.recorded_at
+           FROM events e
+           WHERE e.aggregate_type = 'job' AND e.aggregate_id = $1
+             AND ($2::uuid IS NULL OR e.sequence <
+                  (SELECT b.sequence FROM events b
+                   WHERE b.aggregate_type = 'job' AND b.aggregate_id = $1 AND b.event_id = $2))
+           ORDER BY e.sequence DESC LIMIT $3"#,
+        job.to_string(),
+        before,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The suffix each of `jobs` was created with (its models' names carry it).
+pub async fn suffixes(pool: &PgPool, jobs: &[Uuid]) -> sqlx::Result<Vec<(Uuid, Option<String>)>> {
+    let rows = sqlx::query!("SELECT id, suffix FROM rm_jobs WHERE id = ANY($1)", jobs)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.suffix)).collect())
+}
+
+/// One event of a job's own stream.
+#[derive(Debug, Clone)]
+pub struct StoredEventRow {
+    pub event_id: Uuid,
+    pub sequence: i64,
+    pub event_type: String,
+    /// The event, `{"<EventType>": {..}}` as the store keeps it.
+    pub payload: Value,
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// Queued jobs created before this one, plus one (`None` once it left the queue).

@@ -110,7 +110,7 @@ pub(crate) fn context(principal: Principal) -> CommandContext {
     }
 }
 
-fn dataset_error(err: AppError<DatasetError>) -> ApiError {
+pub(crate) fn dataset_error(err: AppError<DatasetError>) -> ApiError {
     match err {
         AppError::Rejected(DatasetError::Invalid(field)) => field.into(),
         AppError::Rejected(e @ DatasetError::AlreadyRegistered(_)) => {
@@ -316,7 +316,7 @@ async fn confirm_upload(
 }
 
 /// Checks the stored object against the declared size and starts validation.
-async fn confirm(
+pub(crate) async fn confirm(
     state: &AppState,
     principal: Principal,
     dataset_id: DatasetId,
@@ -446,10 +446,22 @@ async fn upload_file(
             .put_stream(&key, Box::pin(chunks), expected)
             .await
     };
-    let received = stored.map_err(|err| match err {
+    let received = stored.map_err(put_error)?;
+    tracing::info!(%dataset_id, user_id = %principal.user_id, bytes = received, "dataset file received through the API");
+    let mut started = confirm(&state, principal, dataset_id, &id).await?;
+    started.bytes_received = Some(received);
+    Ok(envelope::ok(started))
+}
+
+/// What a failed streamed upload answers; nothing was stored in any case.
+pub(crate) fn put_error(err: PutStreamError) -> ApiError {
+    match err {
         PutStreamError::TooLarge { limit } => {
-            let mut e = ApiError::new(ErrorCode::PayloadTooLarge,
-                format!("the upload passed the declared fileSize of {limit} bytes; nothing was stored"),
+            let mut e = ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the upload passed the declared fileSize of {limit} bytes; nothing was stored"
+                ),
             );
             e.body.field = Some("fileSize".into());
             e.body.details = Some(ErrorDetails {
@@ -470,15 +482,12 @@ async fn upload_file(
             });
             e
         }
-        PutStreamError::Body(e) => ApiError::new(ErrorCode::UploadInterrupted,
+        PutStreamError::Body(e) => ApiError::new(
+            ErrorCode::UploadInterrupted,
             format!("the upload broke off: {e}; nothing was stored"),
         ),
         PutStreamError::Store(e) => ApiError::internal(e),
-    })?;
-    tracing::info!(%dataset_id, user_id = %principal.user_id, bytes = received, "dataset file received through the API");
-    let mut started = confirm(&state, principal, dataset_id, &id).await?;
-    started.bytes_received = Some(received);
-    Ok(envelope::ok(started))
+    }
 }
 
 /// The dataset with its validation report when `principal` may see it.

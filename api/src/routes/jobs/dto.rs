@@ -105,6 +105,7 @@ impl JobRequestBody {
             early_stopping_patience: self.early_stopping_patience,
             validation_split_ratio: self.validation_split_ratio,
             checkpoint_interval: self.checkpoint_interval,
+            seed: None,
         }
     }
 }

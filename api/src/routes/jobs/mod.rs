@@ -129,6 +129,7 @@ async fn create_job(
                 dataset_id: DatasetId(body.dataset_id),
                 request: body.request(),
                 parent_model_id: body.parent_model_id.map(ModelId),
+                labels: Default::default(),
             },
         )
         .await

@@ -73,7 +73,7 @@ fn parse_model_id(id: &str) -> ApiResult<ModelId> {
         .map_err(|_| model_not_found(id))
 }
 
-fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
+pub(crate) fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
     match err {
         AppError::Rejected(ModelError::Invalid(field)) => field.into(),
         AppError::Rejected(ModelError::NotFound) => model_not_found(id),
@@ -92,7 +92,7 @@ fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
     }
 }
 
-fn actor(principal: Principal) -> ModelActor {
+pub(crate) fn actor(principal: Principal) -> ModelActor {
     ModelActor {
         user_id: principal.user_id,
         is_admin: principal.role.sees_all_resources(),

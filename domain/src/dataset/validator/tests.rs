@@ -653,3 +653,40 @@ fn a_format_file_read_as_another_format_is_refused_line_by_line() {
     assert_eq!(report.errors[0].line, 1);
     assert!(!report.training_ready);
 }
+
+#[test]
+fn a_files_format_is_recognised_by_its_first_line() {
+    let examples: [(&[u8], DatasetFormat); 5] = [
+        (
+            include_bytes!("../../../../examples/support-chats-v4.jsonl"),
+            DatasetFormat::BrightrunLoraV4,
+        ),
+        (
+            include_bytes!("../../../../examples/legacy-chats-v3.jsonl"),
+            DatasetFormat::BrightrunLoraV3,
+        ),
+        (
+            include_bytes!("../../../../examples/support-chats-openai.jsonl"),
+            DatasetFormat::OpenaiChat,
+        ),
+        (
+            include_bytes!("../../../../examples/support-chats-sharegpt.jsonl"),
+            DatasetFormat::Sharegpt,
+        ),
+        (
+            include_bytes!("../../../../examples/support-faq-alpaca.jsonl"),
+            DatasetFormat::Alpaca,
+        ),
+    ];
+    for (bytes, format) in examples {
+        assert_eq!(DatasetFormat::detect(bytes), Some(format));
+    }
+    assert_eq!(
+        DatasetFormat::detect(b"\n  \n{\"instruction\": \"hi\", \"output\": \"ho\"}\n"),
+        Some(DatasetFormat::Alpaca),
+        "blank lines before the first conversation are skipped"
+    );
+    assert_eq!(DatasetFormat::detect(b"not json\n"), None);
+    assert_eq!(DatasetFormat::detect(b"{\"text\": \"plain\"}\n"), None);
+    assert_eq!(DatasetFormat::detect(b""), None);
+}
