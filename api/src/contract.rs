@@ -333,6 +333,13 @@ fn constrain_parameters(doc: &mut Value) {
                     json!({"type": "string", "enum": ["day", "week", "month"]})
                 }
                 (Some("id"), Some("path")) => json!({"type": "string", "format": "uuid"}),
+                // `/v1`'s pages: OpenAI's cursor and size.
+                (Some("limit"), Some("query")) => {
+                    json!({"type": "integer", "minimum": 1, "maximum": 100})
+                }
+                (Some("order"), Some("query")) => {
+                    json!({"type": "string", "enum": ["asc", "desc"]})
+                }
                 (Some("search"), Some("query")) => {
                     json!({"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"})
                 }
@@ -525,24 +532,94 @@ fn link_creates_to_reads(doc: &mut Value) {
         ),
     ];
     for (method, path, status, pointer, targets) in sources {
-        let escaped = path.replace('/', "~1");
-        let Some(response) =
-            doc.pointer_mut(&format!("/paths/{escaped}/{method}/responses/{status}"))
-        else {
-            continue;
-        };
-        let links: Map<String, Value> = targets
-            .iter()
-            .map(|(name, target_method, target_path)| {
-                (
-                    name.to_string(),
-                    json!({
-                        "operationRef": format!("#/paths/{}/{target_method}", target_path.replace('/', "~1")),
-                        "parameters": {"id": format!("$response.body#{pointer}")}
-                    }),
-                )
-            })
-            .collect();
-        response["links"] = Value::Object(links);
+        link(doc, (method, path, status), pointer, "id", targets);
     }
+    // `/v1` names its ids as OpenAI does, and answers without the envelope.
+    let file_reads: [Target; 3] = [
+        ("RetrieveFile", "get", "/v1/files/{file_id}"),
+        ("FileContent", "get", "/v1/files/{file_id}/content"),
+        ("DeleteFile", "delete", "/v1/files/{file_id}"),
+    ];
+    let fine_tuning_reads: [Target; 4] = [
+        (
+            "RetrieveJob",
+            "get",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}",
+        ),
+        (
+            "ListEvents",
+            "get",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
+        ),
+        (
+            "ListCheckpoints",
+            "get",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints",
+        ),
+        (
+            "CancelJob",
+            "post",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+        ),
+    ];
+    let v1_model_reads: [Target; 2] = [
+        ("RetrieveModel", "get", "/v1/models/{model}"),
+        ("DeleteModel", "delete", "/v1/models/{model}"),
+    ];
+    let v1_sources: [(Source, &str, &str, &[Target]); 5] = [
+        (("post", "/v1/files", "200"), "/id", "file_id", &file_reads),
+        (
+            ("get", "/v1/files", "200"),
+            "/data/0/id",
+            "file_id",
+            &file_reads,
+        ),
+        (
+            ("post", "/v1/fine_tuning/jobs", "200"),
+            "/id",
+            "fine_tuning_job_id",
+            &fine_tuning_reads,
+        ),
+        (
+            ("get", "/v1/fine_tuning/jobs", "200"),
+            "/data/0/id",
+            "fine_tuning_job_id",
+            &fine_tuning_reads,
+        ),
+        (
+            ("get", "/v1/models", "200"),
+            "/data/0/id",
+            "model",
+            &v1_model_reads,
+        ),
+    ];
+    for (source, pointer, parameter, targets) in v1_sources {
+        link(doc, source, pointer, parameter, targets);
+    }
+}
+
+/// An operation's answer: method, path, status.
+type Source<'a> = (&'a str, &'a str, &'a str);
+
+/// Links `source`'s answer to each of `targets`, its `parameter` read at `pointer` in the body.
+fn link(doc: &mut Value, source: Source, pointer: &str, parameter: &str, targets: &[Target]) {
+    let (method, path, status) = source;
+    let escaped = path.replace('/', "~1");
+    let Some(response) = doc.pointer_mut(&format!("/paths/{escaped}/{method}/responses/{status}"))
+    else {
+        return;
+    };
+    let links: Map<String, Value> = targets
+        .iter()
+        .map(|(name, target_method, target_path)| {
+            (
+                name.to_string(),
+                json!({
+                    "operationRef": format!("#/paths/{}/{target_method}", target_path.replace('/', "~1")),
+                    "parameters": {parameter: format!("$response.body#{pointer}")}
+                }),
+            )
+        })
+        .collect();
+    response["links"] = Value::Object(links);
 }

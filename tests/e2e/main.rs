@@ -15,6 +15,7 @@ mod job_stream;
 mod jobs;
 mod lifecycle;
 mod models;
+mod openai_api;
 mod openapi;
 mod preview;
 mod relay;

@@ -102,6 +102,9 @@ def test_a_fine_tuning_script_runs_unchanged(account):
         done.id,
     ], "the SDK's auto-paging follows after"
 
+    tagged = client.fine_tuning.jobs.list(metadata={"team": "support"})
+    assert [j.id for j in tagged] == [done.id], "metadata[team]=support"
+
     finished = wait_for(
         "the job to succeed",
         lambda: client.fine_tuning.jobs.retrieve(done.id),

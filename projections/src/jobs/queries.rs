@@ -131,22 +131,25 @@ pub async fn list(
     Ok((total, in_order(&ids, rows, |r| r.id)))
 }
 
-/// Up to `limit` of the jobs `viewer` sees, newest first, starting after job `after` (a
-/// cursor: the last job of the page before) when one is named.
+/// Up to `limit` of the jobs `viewer` sees whose metadata holds every pair of `metadata`,
+/// newest first, starting after job `after` (a cursor: the last job of the page before) when
+/// one is named.
 pub async fn list_after(
     pool: &PgPool,
     viewer: Viewer,
+    metadata: &Value,
     after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<JobRow>> {
     let ids = sqlx::query_scalar!(
         r#"SELECT j.id FROM rm_jobs j
-           WHERE ($1::bool OR j.user_id = $2)
-             AND ($3::uuid IS NULL OR (j.created_at, j.id) <
-                  (SELECT c.created_at, c.id FROM rm_jobs c WHERE c.id = $3))
-           ORDER BY j.created_at DESC, j.id DESC LIMIT $4"#,
+           WHERE ($1::bool OR j.user_id = $2) AND j.metadata @> $3::jsonb
+             AND ($4::uuid IS NULL OR (j.created_at, j.id) <
+                  (SELECT c.created_at, c.id FROM rm_jobs c WHERE c.id = $4))
+           ORDER BY j.created_at DESC, j.id DESC LIMIT $5"#,
         viewer.sees_all,
         viewer.user_id,
+        metadata,
         after,
         limit
     )

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use application::jobs::NewJob;
 use application::AppError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use domain::ids::{DatasetId, JobId, ModelId};
 use domain::job::config::{
@@ -592,6 +592,26 @@ async fn create_job(
     Ok(axum::Json(view(row)?).into_response())
 }
 
+/// The `metadata[key]=value` pairs of a job list's query, as the JSON object the jobs must hold.
+fn metadata_filter(query: &str) -> ApiResult<Value> {
+    let mut pairs = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == "metadata" {
+            return Err(ApiError::validation(
+                "metadata",
+                "filter by metadata as metadata[key]=value (metadata=null is not supported)",
+            ));
+        }
+        if let Some(name) = key
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            pairs.insert(name.to_string(), Value::from(value.into_owned()));
+        }
+    }
+    Ok(Value::Object(pairs))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CursorParams {
@@ -601,7 +621,8 @@ pub struct CursorParams {
     pub limit: Option<i64>,
 }
 
-/// The caller's fine-tuning jobs, newest first, a page at a time.
+/// The caller's fine-tuning jobs, newest first, a page at a time; `metadata[key]=value`
+/// keeps the jobs whose metadata holds each pair.
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs", tag = "openai", security(("bearer" = [])),
     params(CursorParams),
     responses(
@@ -613,7 +634,9 @@ async fn list_jobs(
     State(state): State<AppState>,
     AuthUser(principal): AuthUser,
     ApiQuery(params): ApiQuery<CursorParams>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    let metadata = metadata_filter(query.as_deref().unwrap_or_default())?;
     let limit = limit_of(params.limit, 20, 100)?;
     let after = match params.after.as_deref() {
         None => None,
@@ -622,9 +645,15 @@ async fn list_jobs(
                 .ok_or_else(|| ApiError::validation("after", format!("{id} is not a job id")))?,
         ),
     };
-    let rows = read::list_after(&state.pool, viewer(principal), after, limit as i64 + 1)
-        .await
-        .map_err(ApiError::internal)?;
+    let rows = read::list_after(
+        &state.pool,
+        viewer(principal),
+        &metadata,
+        after,
+        limit as i64 + 1,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     let jobs = rows.into_iter().map(view).collect::<ApiResult<Vec<_>>>()?;
     Ok(
         axum::Json(OpenAiList::page(jobs, limit, |j: &FineTuningJob| {

@@ -29,7 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(models::router())
         .route("/v1", axum::routing::any(unknown_route))
         .route("/v1/{*rest}", axum::routing::any(unknown_route))
-        .layer(axum::middleware::map_response(openai_shaped))
+}
+
+/// Whether a request is to the OpenAI-compatible surface (whose errors take OpenAI's shape).
+pub(crate) fn is_openai_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
 }
 
 /// OpenAI's error object.
@@ -70,8 +74,8 @@ pub(crate) fn with_param(mut err: ApiError, param: impl Into<String>) -> ApiErro
 }
 
 /// Every `/v1` answer that is an error in the envelope's shape (from a handler, an extractor,
-/// the body limit) is rewritten into OpenAI's; the status and headers stay.
-async fn openai_shaped(response: Response) -> Response {
+/// the framework) is rewritten into OpenAI's; the status and headers stay.
+pub(crate) async fn openai_shaped(response: Response) -> Response {
     let status = response.status();
     if status.is_success() || status.is_redirection() {
         return response;
