@@ -333,10 +333,7 @@ fn constrain_parameters(doc: &mut Value) {
                     json!({"type": "string", "enum": ["day", "week", "month"]})
                 }
                 (Some("id"), Some("path")) => json!({"type": "string", "format": "uuid"}),
-                // `/v1`'s pages: OpenAI's cursor and size.
-                (Some("limit"), Some("query")) => {
-                    json!({"type": "integer", "minimum": 1, "maximum": 100})
-                }
+                // `/v1/files`' order (the page sizes are bounded where they are declared).
                 (Some("order"), Some("query")) => {
                     json!({"type": "string", "enum": ["asc", "desc"]})
                 }

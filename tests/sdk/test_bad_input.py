@@ -72,6 +72,9 @@ def test_bad_requests_name_their_parameter_and_create_nothing(account):
     )
     assert error.param == "purpose"
     assert sorted(f.id for f in client.files.list()) == sorted([file.id, invalid.id])
+    assert client.files.delete(invalid.id).deleted
+    assert [f.id for f in client.files.list()] == [file.id]
+    refused(lambda: client.files.retrieve(invalid.id), openai.NotFoundError)
 
     refused(lambda: client.fine_tuning.jobs.retrieve("ftjob-nope"), openai.NotFoundError)
     refused(lambda: client.files.retrieve(bobs.id), openai.NotFoundError)

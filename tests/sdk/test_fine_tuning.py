@@ -41,7 +41,9 @@ def test_a_fine_tuning_script_runs_unchanged(account):
         files[fmt] = file
         assert client.files.content(file.id).content == (EXAMPLES / name).read_bytes()
     listed = [f.id for f in client.files.list()]
-    assert sorted(listed) == sorted(f.id for f in files.values())
+    assert listed == [f.id for f in reversed(files.values())], "newest first"
+    assert [f.id for f in client.files.list(order="asc")] == [f.id for f in files.values()]
+    assert [f.id for f in client.files.list(limit=1)] == listed, "auto-paging follows after"
 
     done = client.fine_tuning.jobs.create(
         model="llama-3-8b",

@@ -294,11 +294,21 @@ async fn upload_file(
         .map_err(ApiError::internal)?;
     let chunks =
         tokio_util::io::ReaderStream::new(reader).map(|c| c.map_err(std::io::Error::other));
-    state
+    if let Err(err) = state
         .objects
         .put_stream(&row.s3_key, Box::pin(chunks), spool.size)
         .await
-        .map_err(put_error)?;
+    {
+        // Nothing was stored: the dataset registered for it goes too.
+        if let Err(cleanup) = state
+            .datasets
+            .delete(&context(principal), dataset_id, false)
+            .await
+        {
+            tracing::warn!(%dataset_id, error = ?cleanup, "cannot delete the dataset of a failed upload");
+        }
+        return Err(put_error(err));
+    }
     let id = dataset_id.to_string();
     confirm(&state, principal, dataset_id, &id).await?;
     tracing::info!(%dataset_id, user_id = %principal.user_id, bytes = spool.size, format = format.as_str(), "file uploaded through /v1/files");
@@ -315,6 +325,7 @@ pub struct FileListParams {
     /// Only files of this purpose (every BrightRun file is `fine-tune`).
     pub purpose: Option<String>,
     /// 1 to 10000, default 10000.
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
     /// A file id: the page starts after it (the `last_id` of the page before).
     pub after: Option<String>,
@@ -434,7 +445,8 @@ async fn delete_file(
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 401, description = "No valid API key or token", body = OpenAiErrorBody),
-        (status = 404, description = "No such file, or its bytes were never received", body = OpenAiErrorBody),
+        (status = 404, description = "No such file (also another user's)", body = OpenAiErrorBody),
+        (status = 409, description = "`upload_not_found`: its bytes were never received", body = OpenAiErrorBody),
     ))]
 async fn file_content(
     State(state): State<AppState>,

@@ -618,6 +618,7 @@ pub struct CursorParams {
     /// An id of the list: the page starts after it.
     pub after: Option<String>,
     /// 1 to 100, default 20 (10 for checkpoints).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
