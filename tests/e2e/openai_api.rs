@@ -86,6 +86,16 @@ async fn v1_errors_have_openais_shape_wherever_they_arise() {
     assert_eq!(status, 400);
     assert_openai_error(&body, "invalid_request_error", Some("limit"));
 
+    // Postgres refuses NUL in jsonb: it is refused before, as bad input.
+    let (status, body) = app
+        .get(
+            "/v1/fine_tuning/jobs?metadata%5Bteam%5D=a%00b",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_openai_error(&body, "invalid_request_error", Some("metadata[team]"));
+
     // /api keeps its envelope.
     let (status, body) = app.get("/api/jobs/nope", Some(&token)).await;
     assert_eq!(status, 404);

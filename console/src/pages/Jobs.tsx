@@ -6,7 +6,7 @@ import { LossChart } from "../components/charts";
 import { Badge, ErrorText, Loading, Pager, Progress } from "../components/ui";
 import { duration, num, usd, when } from "../format";
 import { useLiveCurve } from "../curve";
-import { useApi, useListParams } from "../hooks";
+import { useApi, useInterval, useListParams } from "../hooks";
 import type { Checkpoint, Job, JobDetail, MetricPoint } from "../types";
 
 const STATUSES = ["all", "queued", "initializing", "running", "completed", "failed", "cancelled"];
@@ -112,7 +112,11 @@ export function JobMonitor() {
     setCheckpoints((old) => (old.length > job.checkpoints.length ? old : job.checkpoints));
   }, [job]);
 
-  const active = job ? ACTIVE.includes(live.status ?? job.status) : false;
+  // The job's own answer ends it: once it says the job ended, no live status keeps it going.
+  const active = job ? ACTIVE.includes(job.status) && ACTIVE.includes(live.status ?? job.status) : false;
+  // While the stream is down the job is read again, so a job that ended meanwhile shows its
+  // end even if the stream never comes back.
+  useInterval(reload, 5000, active && !connected);
   // The live stream: resumed with Last-Event-ID after a dropped connection (the library
   // sends the last id it saw when it reconnects).
   useEffect(() => {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::validation::is_refused_control;
 use crate::FieldError;
 
 /// At most this many metadata pairs (OpenAI's bound).
@@ -53,6 +54,18 @@ impl JobLabels {
                 return Err(FieldError::new(
                     "metadata",
                     format!("a metadata key must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
+                ));
+            }
+            if key.chars().any(is_refused_control) {
+                return Err(FieldError::new(
+                    "metadata",
+                    "a metadata key may not hold control characters",
+                ));
+            }
+            if value.chars().any(is_refused_control) {
+                return Err(FieldError::new(
+                    format!("metadata.{key}"),
+                    "a metadata value may not hold control characters (line feed, carriage return and tab aside)",
                 ));
             }
             if value.chars().count() > MAX_METADATA_VALUE_CHARS {

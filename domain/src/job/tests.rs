@@ -471,6 +471,18 @@ fn a_bad_suffix_metadata_or_seed_is_refused_by_its_field() {
         (Some("x".repeat(65)), Default::default(), None, "suffix"),
         (None, many, None, "metadata"),
         (None, long_value, None, "metadata.note"),
+        (
+            None,
+            [("note".to_string(), "nul\u{0}".to_string())].into(),
+            None,
+            "metadata.note",
+        ),
+        (
+            None,
+            [("k\u{7}".to_string(), "v".to_string())].into(),
+            None,
+            "metadata",
+        ),
         (None, Default::default(), Some(MAX_SEED + 1), "seed"),
     ];
     for (suffix, metadata, seed, field) in cases {

@@ -606,6 +606,15 @@ fn metadata_filter(query: &str) -> ApiResult<Value> {
             .strip_prefix("metadata[")
             .and_then(|k| k.strip_suffix(']'))
         {
+            if format!("{name}{value}")
+                .chars()
+                .any(domain::validation::is_refused_control)
+            {
+                return Err(ApiError::validation(
+                    format!("metadata[{name}]"),
+                    "a metadata filter may not hold control characters",
+                ));
+            }
             pairs.insert(name.to_string(), Value::from(value.into_owned()));
         }
     }
