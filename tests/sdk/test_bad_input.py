@@ -34,6 +34,15 @@ def test_bad_requests_name_their_parameter_and_create_nothing(account):
     assert invalid.status == "error"
     assert invalid.status_details
 
+    # A file not validated yet: registered through /api, its bytes never sent.
+    registered = ada.api(
+        "POST",
+        "/api/datasets",
+        json={"name": "Pending", "format": "openai-chat", "fileName": "p.jsonl", "fileSize": 10},
+    )
+    pending = f"file-{registered['datasetId']}"
+    assert client.files.retrieve(pending).status == "uploaded"
+
     def create(**overrides):
         body = {"model": "llama-3-8b", "training_file": file.id} | overrides
         return lambda: client.fine_tuning.jobs.create(**body)
@@ -42,6 +51,7 @@ def test_bad_requests_name_their_parameter_and_create_nothing(account):
         (create(training_file="file-00000000-0000-0000-0000-000000000000"), "training_file"),
         (create(training_file=bobs.id), "training_file"),
         (create(training_file=invalid.id), "training_file"),
+        (create(training_file=pending), "training_file"),
         (create(model="gpt-4o-mini"), "model"),
         (create(hyperparameters={"n_epochs": 1000}), "hyperparameters.n_epochs"),
         (
@@ -71,8 +81,9 @@ def test_bad_requests_name_their_parameter_and_create_nothing(account):
         )
     )
     assert error.param == "purpose"
-    assert sorted(f.id for f in client.files.list()) == sorted([file.id, invalid.id])
+    assert sorted(f.id for f in client.files.list()) == sorted([file.id, invalid.id, pending])
     assert client.files.delete(invalid.id).deleted
+    assert client.files.delete(pending).deleted
     assert [f.id for f in client.files.list()] == [file.id]
     refused(lambda: client.files.retrieve(invalid.id), openai.NotFoundError)
 
