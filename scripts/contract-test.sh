@@ -10,18 +10,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 
 # The environment, once per machine, keyed by the pinned requirements.
-key="$(sha256sum tests/contract/requirements.txt | cut -c1-12)"
-venv="${CONTRACT_VENV_DIR:-/var/cache/brightrun}/schemathesis-$key"
-if [[ ! -x "$venv/bin/schemathesis" ]]; then
-  echo "building the contract test environment in $venv (once per machine)" >&2
-  rm -rf "$venv.tmp"
-  python3 -m venv "$venv.tmp"
-  "$venv.tmp/bin/pip" install -q --disable-pip-version-check -r tests/contract/requirements.txt
-  rm -rf "$venv"
-  mv "$venv.tmp" "$venv"
-  # A venv records its path: rebuild the entry points for the final one.
-  sed -i "s|$venv.tmp|$venv|g" "$venv"/bin/*
-fi
+venv="$(scripts/pinned-venv.sh schemathesis tests/contract/requirements.txt)"
 
 source scripts/private-serve.sh
 private_serve contract CLUSTER_SIM_SPEED=1200
