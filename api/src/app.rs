@@ -358,6 +358,7 @@ async fn object_store(
         access_key,
         secret_key,
         bucket: config.s3_bucket.clone(),
+        sign_payloads: config.s3_sign_payloads,
     });
     store.ensure_bucket().await?;
     Ok((Arc::new(store), embedded))

@@ -36,6 +36,9 @@ pub struct Config {
     /// Where the embedded S3-protocol server listens when `s3_endpoint` is unset.
     pub s3_embedded_addr: SocketAddr,
     pub s3_bucket: String,
+    /// Sign every uploaded byte (SigV4 payload hashes, multipart) even over a transport that
+    /// keeps bodies intact (TLS, loopback); by default those get one unsigned streamed PUT.
+    pub s3_sign_payloads: bool,
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
     pub aws_region: String,
@@ -314,6 +317,7 @@ impl Config {
                 SocketAddr::from(([127, 0, 0, 1], 0)),
             )?,
             s3_bucket: text("S3_BUCKET", "brightrun"),
+            s3_sign_payloads: parse(&lookup, "S3_SIGN_PAYLOADS", false)?,
             aws_access_key_id: lookup("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key: lookup("AWS_SECRET_ACCESS_KEY"),
             aws_region: text("AWS_REGION", "us-east-1"),

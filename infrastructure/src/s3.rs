@@ -27,12 +27,38 @@ pub struct S3Settings {
     pub access_key: String,
     pub secret_key: String,
     pub bucket: String,
+    /// Sign payloads even over a trusted transport (`S3_SIGN_PAYLOADS`).
+    pub sign_payloads: bool,
 }
 
 #[derive(Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// TLS, or the loopback interface: the transport keeps a body intact, so parts go
+    /// unsigned (`UNSIGNED-PAYLOAD`; the request itself is still signed) instead of hashing
+    /// every byte twice, here and in the store.
+    trusted_transport: bool,
+}
+
+/// Whether `endpoint`'s transport keeps a request body intact on its own: `https`, or plain
+/// HTTP that never leaves the machine.
+fn is_trusted_transport(endpoint: &str) -> bool {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    scheme.eq_ignore_ascii_case("https")
+        || (scheme.eq_ignore_ascii_case("http")
+            && (host == "localhost"
+                || host == "[::1]"
+                || host
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())))
 }
 
 impl S3Store {
@@ -53,6 +79,7 @@ impl S3Store {
         S3Store {
             client: aws_sdk_s3::Client::from_conf(config),
             bucket: settings.bucket.clone(),
+            trusted_transport: !settings.sign_payloads && is_trusted_transport(&settings.endpoint),
         }
     }
 
@@ -187,19 +214,23 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
-        self.client
+        let request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "cannot store object {key}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(err)
-                )
-            })?;
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes));
+        let sent = if self.trusted_transport {
+            request.customize().disable_payload_signing().send().await
+        } else {
+            request.send().await
+        };
+        sent.map_err(|err| {
+            anyhow::anyhow!(
+                "cannot store object {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            )
+        })?;
         Ok(())
     }
 
@@ -209,9 +240,14 @@ impl ObjectStore for S3Store {
         mut body: ByteChunks<'_>,
         expected: u64,
     ) -> Result<u64, PutStreamError> {
+        if self.trusted_transport && expected <= SINGLE_PUT_MAX_BYTES {
+            return self.put_streamed(key, body, expected).await;
+        }
         let mut buffer: Vec<u8> = Vec::new();
         let mut received: u64 = 0;
         let mut upload: Option<MultipartUpload> = None;
+        // One part is stored while the next is received (at most two parts held).
+        let mut in_flight: Option<PartUpload> = None;
         let outcome: Result<(), PutStreamError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(PutStreamError::Body)?;
@@ -221,12 +257,16 @@ impl ObjectStore for S3Store {
                 }
                 buffer.extend_from_slice(&chunk);
                 if buffer.len() >= PART_BYTES {
-                    let part: Vec<u8> = buffer.drain(..PART_BYTES).collect();
+                    let rest = buffer.split_off(PART_BYTES);
+                    let part = std::mem::replace(&mut buffer, rest);
                     if upload.is_none() {
                         upload = Some(self.start_multipart(key).await?);
                     }
                     if let Some(upload) = upload.as_mut() {
-                        self.upload_part(key, upload, part).await?;
+                        if let Some(previous) = in_flight.take() {
+                            upload.parts.push(previous.finish(key).await?);
+                        }
+                        in_flight = Some(self.spawn_part(key, upload, part));
                     }
                 }
             }
@@ -238,6 +278,9 @@ impl ObjectStore for S3Store {
         .await;
         if let Err(err) = outcome {
             if let Some(upload) = upload {
+                if let Some(part) = in_flight {
+                    let _ = part.finish(key).await;
+                }
                 self.abort_multipart(key, &upload).await;
             }
             return Err(err);
@@ -249,9 +292,12 @@ impl ObjectStore for S3Store {
                 .map_err(PutStreamError::Store)?,
             Some(mut upload) => {
                 let finished = async {
+                    if let Some(part) = in_flight {
+                        upload.parts.push(part.finish(key).await?);
+                    }
                     if !buffer.is_empty() {
-                        self.upload_part(key, &mut upload, std::mem::take(&mut buffer))
-                            .await?;
+                        let part = self.spawn_part(key, &upload, std::mem::take(&mut buffer));
+                        upload.parts.push(part.finish(key).await?);
                     }
                     self.complete_multipart(key, &upload).await
                 }
@@ -282,12 +328,50 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// The largest object S3 stores with one PUT.
+const SINGLE_PUT_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// A request body fed through a channel (the SDK wants a `'static` body; the caller's stream
+/// borrows its request).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+}
+
 /// Parts of a streamed upload (S3 wants at least 5 MiB but for the last).
 const PART_BYTES: usize = 8 * 1024 * 1024;
 
 struct MultipartUpload {
     id: String,
     parts: Vec<aws_sdk_s3::types::CompletedPart>,
+}
+
+/// A part being stored.
+struct PartUpload(tokio::task::JoinHandle<Result<aws_sdk_s3::types::CompletedPart, String>>);
+
+impl PartUpload {
+    async fn finish(self, key: &str) -> Result<aws_sdk_s3::types::CompletedPart, PutStreamError> {
+        match self.0.await {
+            Ok(Ok(part)) => Ok(part),
+            Ok(Err(e)) => Err(PutStreamError::Store(anyhow::anyhow!(
+                "cannot upload a part of {key}: {e}"
+            ))),
+            Err(e) => Err(PutStreamError::Store(anyhow::anyhow!(
+                "the upload of a part of {key} stopped: {e}"
+            ))),
+        }
+    }
 }
 
 fn store_error(
@@ -320,31 +404,108 @@ impl S3Store {
         })
     }
 
-    async fn upload_part(
+    /// Streams `body` to the store in one unsigned PUT of its declared length (a trusted
+    /// transport only): no part is buffered or concatenated. A body that breaks off, or is
+    /// longer or shorter than `expected`, fails the PUT, so nothing is stored.
+    async fn put_streamed(
         &self,
         key: &str,
-        upload: &mut MultipartUpload,
-        bytes: Vec<u8>,
-    ) -> Result<(), PutStreamError> {
+        mut body: ByteChunks<'_>,
+        expected: u64,
+    ) -> Result<u64, PutStreamError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(expected as i64)
+            .body(aws_sdk_s3::primitives::ByteStream::from_body_1_x(
+                ChannelBody(rx),
+            ));
+        let stored = tokio::spawn(async move {
+            // The transport keeps the body intact: no checksum trailer either (it would
+            // wrap the body in aws-chunked frames for the store to unwrap and check).
+            let plain = aws_sdk_s3::config::Builder::default().request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            );
+            request
+                .customize()
+                .disable_payload_signing()
+                .config_override(plain)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+        });
+        let mut received: u64 = 0;
+        let fed: Result<(), PutStreamError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(PutStreamError::Body)?;
+                received += chunk.len() as u64;
+                if received > expected {
+                    return Err(PutStreamError::TooLarge { limit: expected });
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break; // the store stopped reading: its answer says why
+                }
+            }
+            if received != expected {
+                return Err(PutStreamError::SizeMismatch { expected, received });
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = fed {
+            // The PUT fails with the body; should the store have taken all `expected` bytes
+            // before the excess showed, the object it stored goes.
+            let _ = tx.send(Err(std::io::Error::other("upload refused"))).await;
+            drop(tx);
+            if matches!(stored.await, Ok(Ok(()))) {
+                if let Err(e) = self.delete(key).await {
+                    tracing::warn!(key, error = %format!("{e:#}"), "cannot remove a refused upload");
+                }
+            }
+            return Err(err);
+        }
+        drop(tx);
+        match stored.await {
+            Ok(Ok(())) => Ok(received),
+            Ok(Err(e)) => Err(PutStreamError::Store(anyhow::anyhow!(
+                "cannot store object {key}: {e}"
+            ))),
+            Err(e) => Err(PutStreamError::Store(anyhow::anyhow!(
+                "the upload of {key} stopped: {e}"
+            ))),
+        }
+    }
+
+    /// Starts storing the next part of `upload` (its number follows the parts recorded).
+    fn spawn_part(&self, key: &str, upload: &MultipartUpload, bytes: Vec<u8>) -> PartUpload {
         let number = upload.parts.len() as i32 + 1;
-        let part = self
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(&upload.id)
             .part_number(number)
-            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| store_error("upload a part of", key, e))?;
-        upload.parts.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(part.e_tag().map(str::to_string))
-                .build(),
-        );
-        Ok(())
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes));
+        let unsigned = self.trusted_transport;
+        PartUpload(tokio::spawn(async move {
+            let sent = if unsigned {
+                request.customize().disable_payload_signing().send().await
+            } else {
+                request.send().await
+            };
+            sent.map(|part| {
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build()
+            })
+            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+        }))
     }
 
     async fn complete_multipart(
@@ -451,5 +612,30 @@ impl EmbeddedS3 {
 impl Drop for EmbeddedS3 {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::is_trusted_transport;
+
+    #[test]
+    fn only_tls_or_loopback_counts_as_a_trusted_transport() {
+        for trusted in [
+            "https://s3.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+        ] {
+            assert!(is_trusted_transport(trusted), "{trusted}");
+        }
+        for untrusted in [
+            "http://minio.internal:9000",
+            "http://10.0.0.5",
+            "http://127.0.0.1.evil.example",
+            "s3.example.com",
+        ] {
+            assert!(!is_trusted_transport(untrusted), "{untrusted}");
+        }
     }
 }
