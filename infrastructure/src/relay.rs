@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, context::Context as JetStream, message::PublishMessage, stream};
+use async_nats::jetstream::context::{Context as JetStream, PublishAckFuture};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -43,21 +44,40 @@ pub struct Envelope {
     pub payload: Value,
 }
 
+/// `Envelope`'s fields borrowed from the stored event: what the relay serialises (the
+/// payload and metadata are written from where they are, never copied first).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeOf<'e> {
+    event_id: Uuid,
+    global_position: i64,
+    transaction_id: u64,
+    aggregate_type: &'e str,
+    aggregate_id: &'e str,
+    sequence: i64,
+    event_type: &'e str,
+    event_version: &'e str,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    metadata: &'e Value,
+    payload: &'e Value,
+}
+
 impl Envelope {
-    pub fn of(event: &StoredEvent) -> Envelope {
-        Envelope {
+    /// The JSON of the envelope of `event`, as published.
+    pub fn json_of(event: &StoredEvent) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&EnvelopeOf {
             event_id: event.event_id,
             global_position: event.position.global_position,
             transaction_id: event.position.transaction_id,
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
             sequence: event.sequence,
-            event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
+            event_type: &event.event_type,
+            event_version: &event.event_version,
             occurred_at: event.recorded_at,
-            metadata: event.metadata.clone(),
-            payload: event.data().clone(),
-        }
+            metadata: &event.metadata,
+            payload: event.data(),
+        })
     }
 }
 
@@ -96,7 +116,7 @@ impl Relay {
             jetstream,
             stream_name: stream_name.to_string(),
             prefix: prefix.to_string(),
-            batch_size: 256,
+            batch_size: 1024,
             stream_ready: OnceCell::new(),
         }
     }
@@ -127,16 +147,52 @@ impl Subscriber for Relay {
         SUBSCRIPTION
     }
 
+    /// Up to `ROUNDS` batches: each is published, and while JetStream acknowledges it the
+    /// next is read from the log; the checkpoint moves once a batch is all acknowledged, so
+    /// a crash at any point republishes (deduplicated by event id) and skips nothing.
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
         let from = load_checkpoint(pool, SUBSCRIPTION, false).await?;
-        let events = read_after(pool, from, self.batch_size).await?;
-        let Some(last) = events.last() else {
+        let mut events = read_after(pool, from, self.batch_size).await?;
+        if events.is_empty() {
             return Ok(0);
-        };
+        }
         self.ensure_stream().await?;
+        let mut published = 0;
+        for round in 1..=ROUNDS {
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            let acks = self.publish(&events).await?;
+            let more = round < ROUNDS && events.len() as i64 == self.batch_size;
+            let (acked, next) = tokio::join!(acknowledged(acks), async {
+                if more {
+                    read_after(pool, last, self.batch_size).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            acked?;
+            save_checkpoint(pool, SUBSCRIPTION, last).await?;
+            published += events.len();
+            metrics::counter!("brightrun_relay_published_total").increment(events.len() as u64);
+            match next? {
+                Some(next) if !next.is_empty() => events = next,
+                _ => break,
+            }
+        }
+        Ok(published)
+    }
+}
+
+/// Batches one `run_batch` publishes at most before it returns to the runner.
+const ROUNDS: usize = 8;
+
+impl Relay {
+    /// Sends every event of `events`, in order, answering the acknowledgements to await.
+    async fn publish(&self, events: &[StoredEvent]) -> anyhow::Result<Vec<PublishAckFuture>> {
         let mut acks = Vec::with_capacity(events.len());
-        for event in &events {
-            let body = serde_json::to_vec(&Envelope::of(event))?;
+        for event in events {
+            let body = Envelope::json_of(event)?;
             let message = PublishMessage::build()
                 .message_id(event.event_id.to_string())
                 .payload(body.into());
@@ -147,14 +203,15 @@ impl Subscriber for Relay {
                 .with_context(|| format!("cannot publish event {}", event.event_id))?;
             acks.push(ack);
         }
-        for ack in
-            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
-                .await
-        {
-            ack.context("JetStream did not acknowledge a publication")?;
-        }
-        save_checkpoint(pool, SUBSCRIPTION, last.position).await?;
-        metrics::counter!("brightrun_relay_published_total").increment(events.len() as u64);
-        Ok(events.len())
+        Ok(acks)
     }
+}
+
+async fn acknowledged(acks: Vec<PublishAckFuture>) -> anyhow::Result<()> {
+    for ack in
+        futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+    {
+        ack.context("JetStream did not acknowledge a publication")?;
+    }
+    Ok(())
 }
