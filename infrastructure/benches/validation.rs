@@ -86,21 +86,65 @@ fn main() -> anyhow::Result<()> {
     let floor = size_mb / started.elapsed().as_secs_f64();
     println!("floor     tokenization alone          {floor:>8.1} MB/s  ({tokens} tokens)");
 
-    let before = peak_rss_kib();
+    // The same on two threads, each tokenizing half the chunks: what the machine allows.
     let started = Instant::now();
-    let mut validator = Validator::new(
-        DatasetFormat::BrightrunLoraV4,
-        &tokenizer,
-        ValidatorOptions::default(),
-    );
-    for chunk in &file {
-        validator.feed(chunk);
-    }
-    let report = validator.finish();
-    let rate = size_mb / started.elapsed().as_secs_f64();
-    let grown = peak_rss_kib().saturating_sub(before);
+    let halves: usize = std::thread::scope(|scope| {
+        let (a, b) = file.split_at(file.len() / 2);
+        let handles: Vec<_> = [a, b]
+            .into_iter()
+            .map(|part| {
+                let tokenizer = &tokenizer;
+                scope.spawn(move || {
+                    part.iter()
+                        .flat_map(|chunk| chunk.split(|&b| b == b'\n'))
+                        .map(|line| {
+                            tokenizer
+                                .encode(std::str::from_utf8(line).unwrap_or(""))
+                                .len()
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let floor2 = size_mb / started.elapsed().as_secs_f64();
+    assert_eq!(halves, tokens);
     println!(
-        "validate  streaming validator         {rate:>8.1} MB/s  ({:.2}x the floor), peak RSS grew {:.1} MiB ({} errors, {} conversations, {} tokens)",
+        "floor2    tokenization on 2 threads   {floor2:>8.1} MB/s  ({:.2}x the floor)",
+        floor2 / floor
+    );
+
+    let validate = |single: bool| {
+        let mut validator = Validator::new(
+            DatasetFormat::BrightrunLoraV4,
+            &tokenizer,
+            ValidatorOptions::default(),
+        );
+        if single {
+            validator = validator.single_threaded();
+        }
+        let started = Instant::now();
+        for chunk in &file {
+            validator.feed(chunk);
+        }
+        let report = validator.finish();
+        (report, size_mb / started.elapsed().as_secs_f64())
+    };
+    let (serial, serial_rate) = validate(true);
+    println!(
+        "validate  on one thread               {serial_rate:>8.1} MB/s  ({:.2}x the floor)",
+        serial_rate / floor
+    );
+    let before = peak_rss_kib();
+    let (report, rate) = validate(false);
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert!(
+        report == serial,
+        "the threads' report differs from one thread's"
+    );
+    println!(
+        "validate  on every core (same report) {rate:>8.1} MB/s  ({:.2}x the floor), peak RSS grew {:.1} MiB ({} errors, {} conversations, {} tokens)",
         rate / floor,
         grown as f64 / 1024.0,
         report.error_count,

@@ -59,8 +59,9 @@ fn truncate_chars(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Counts tokens. Implemented over a real BPE vocabulary outside the domain.
-pub trait Tokenizer {
+/// Counts tokens. Implemented over a real BPE vocabulary outside the domain; shared by the
+/// threads a batch of lines is validated on.
+pub trait Tokenizer: Sync {
     /// The vocabulary's name, reported in the statistics (`cl100k_base`, `o200k_base`).
     fn name(&self) -> &str;
     fn encode(&self, text: &str) -> Vec<u32>;
@@ -177,6 +178,27 @@ pub struct Validator<'t> {
     options: ValidatorOptions,
     splitter: LineSplitter,
     report: ReportBuilder,
+    /// Lines split but not validated yet: validated a batch at a time.
+    pending: Vec<Line>,
+    pending_bytes: usize,
+    /// Threads a batch is spread over.
+    workers: usize,
+    batch_bytes: usize,
+}
+
+/// Lines are validated in batches of about this many bytes, spread over the cores.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// A batch of fewer lines is validated on the calling thread.
+const PARALLEL_MIN_LINES: usize = 256;
+const MAX_WORKERS: usize = 8;
+
+/// What a worker thread made of its share of a batch: the issues of its lines (all of them,
+/// in line order), its conversations with each turn's token count, and the token ids seen.
+struct Parsed {
+    errors: Vec<Issue>,
+    warnings: Vec<Issue>,
+    conversations: Vec<(u64, Conversation, Vec<u64>)>,
+    vocabulary: HashSet<u32>,
 }
 
 struct ReportBuilder {
@@ -204,29 +226,51 @@ impl<'t> Validator<'t> {
         tokenizer: &'t dyn Tokenizer,
         options: ValidatorOptions,
     ) -> Validator<'t> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Validator {
             format,
             tokenizer,
             options,
             splitter: LineSplitter::new(options.max_line_bytes),
             report: ReportBuilder::new(options.exact_id_limit),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            workers: workers.min(MAX_WORKERS),
+            batch_bytes: BATCH_BYTES,
         }
     }
 
+    /// `workers` threads on batches of `batch_bytes` (the tests' way to reach every path).
+    #[cfg(test)]
+    fn spread(mut self, workers: usize, batch_bytes: usize) -> Self {
+        self.workers = workers;
+        self.batch_bytes = batch_bytes;
+        self
+    }
+
+    /// The same validator on one thread (the report is the same either way).
+    pub fn single_threaded(mut self) -> Self {
+        self.workers = 1;
+        self
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
-        let mut lines = Vec::new();
-        self.splitter.feed(chunk, &mut |line| lines.push(line));
-        for line in lines {
-            self.line(line);
+        let (pending, pending_bytes) = (&mut self.pending, &mut self.pending_bytes);
+        self.splitter.feed(chunk, &mut |line| {
+            if let Line::Complete { bytes, .. } = &line {
+                *pending_bytes += bytes.len();
+            }
+            pending.push(line);
+        });
+        if self.pending_bytes >= self.batch_bytes {
+            self.run_pending();
         }
     }
 
     pub fn finish(mut self) -> ValidationReport {
-        let mut lines = Vec::new();
-        self.splitter.finish(&mut |line| lines.push(line));
-        for line in lines {
-            self.line(line);
-        }
+        let pending = &mut self.pending;
+        self.splitter.finish(&mut |line| pending.push(line));
+        self.run_pending();
         if self.splitter.bytes_seen() == 0 {
             self.error(0, None, "EMPTY_FILE", "the file is empty".to_string());
         } else if self.report.conversations == 0 && self.report.error_count == 0 {
@@ -266,7 +310,114 @@ impl<'t> Validator<'t> {
         );
     }
 
+    /// Validates the pending lines: on this thread when they are few, else each worker
+    /// parses and tokenizes a contiguous share and the shares are counted here in line
+    /// order, so every figure, issue and its order is what one thread would have found.
+    fn run_pending(&mut self) {
+        let lines = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if self.workers < 2 || lines.len() < PARALLEL_MIN_LINES {
+            for line in lines {
+                self.line(line);
+            }
+            return;
+        }
+        let per_worker = lines.len().div_ceil(self.workers);
+        let mut shares: Vec<Vec<Line>> = Vec::with_capacity(self.workers);
+        let mut lines = lines.into_iter();
+        loop {
+            let share: Vec<Line> = lines.by_ref().take(per_worker).collect();
+            if share.is_empty() {
+                break;
+            }
+            shares.push(share);
+        }
+        let (format, tokenizer) = (self.format, self.tokenizer);
+        let options = ValidatorOptions {
+            max_reported: usize::MAX,
+            ..self.options
+        };
+        let parsed: Vec<Parsed> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        let mut worker = Validator::new(format, tokenizer, options);
+                        let mut conversations = Vec::new();
+                        for line in share {
+                            if let Some((number, conversation)) = worker.parse_line(line) {
+                                let tokens = worker.tokenize(&conversation);
+                                conversations.push((number, conversation, tokens));
+                            }
+                        }
+                        let report = worker.report;
+                        Parsed {
+                            errors: report.errors,
+                            warnings: report.warnings,
+                            conversations,
+                            vocabulary: report.vocabulary,
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for part in parsed {
+            self.merge(part);
+        }
+    }
+
+    /// Counts a worker's share as if its lines had been read here.
+    fn merge(&mut self, part: Parsed) {
+        let max = self.options.max_reported;
+        for issue in part.errors {
+            let r = &mut self.report;
+            push_issue(&mut r.errors, &mut r.error_count, max, issue);
+        }
+        let mut warnings = part.warnings.into_iter().peekable();
+        for (number, conversation, tokens) in part.conversations {
+            while let Some(issue) = warnings.next_if(|w| w.line <= number) {
+                let r = &mut self.report;
+                push_issue(&mut r.warnings, &mut r.warning_count, max, issue);
+            }
+            self.count(number, conversation, &tokens);
+        }
+        for issue in warnings {
+            let r = &mut self.report;
+            push_issue(&mut r.warnings, &mut r.warning_count, max, issue);
+        }
+        self.report.vocabulary.extend(part.vocabulary);
+    }
+
     fn line(&mut self, line: Line) {
+        if let Some((number, conversation)) = self.parse_line(line) {
+            let tokens = self.tokenize(&conversation);
+            self.count(number, conversation, &tokens);
+        }
+    }
+
+    /// Each turn's token count; the ids join the vocabulary.
+    fn tokenize(&mut self, conversation: &Conversation) -> Vec<u64> {
+        conversation
+            .turns
+            .iter()
+            .map(|turn| {
+                let ids = self.tokenizer.encode(&turn.content);
+                let n = ids.len() as u64;
+                self.report.vocabulary.extend(ids);
+                n
+            })
+            .collect()
+    }
+
+    /// The line's conversation in the validator's format, its problems recorded.
+    fn parse_line(&mut self, line: Line) -> Option<(u64, Conversation)> {
         let (number, bytes) = match line {
             Line::TooLong { number, length } => {
                 let max = self.options.max_line_bytes;
@@ -276,7 +427,7 @@ impl<'t> Validator<'t> {
                     "LINE_TOO_LONG",
                     format!("the line is {length} bytes; at most {max} are accepted"),
                 );
-                return;
+                return None;
             }
             Line::Complete { number, bytes } => (number, bytes),
         };
@@ -287,11 +438,11 @@ impl<'t> Validator<'t> {
                 "INVALID_UTF8",
                 "the line is not valid UTF-8".to_string(),
             );
-            return;
+            return None;
         };
         if text.trim().is_empty() {
             self.warning(number, None, "EMPTY_LINE", "blank line ignored".to_string());
-            return;
+            return None;
         }
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
@@ -302,7 +453,7 @@ impl<'t> Validator<'t> {
                     "INVALID_JSON",
                     format!("the line is not valid JSON: {e}"),
                 );
-                return;
+                return None;
             }
         };
         let Value::Object(object) = value else {
@@ -312,7 +463,7 @@ impl<'t> Validator<'t> {
                 "INVALID_JSON",
                 "each line must be a JSON object".to_string(),
             );
-            return;
+            return None;
         };
         let parsed = match self.format {
             DatasetFormat::BrightrunLoraV4 => self.parse_v4(number, object),
@@ -321,12 +472,11 @@ impl<'t> Validator<'t> {
             DatasetFormat::Sharegpt => self.parse_sharegpt(number, object),
             DatasetFormat::Alpaca => self.parse_alpaca(number, object),
         };
-        if let Some(conversation) = parsed {
-            self.count(number, conversation);
-        }
+        parsed.map(|conversation| (number, conversation))
     }
 
-    fn count(&mut self, line: u64, conversation: Conversation) {
+    /// Counts a parsed conversation whose turns have `tokens` tokens each.
+    fn count(&mut self, line: u64, conversation: Conversation, tokens: &[u64]) {
         if let Some(id_field) = self.id_field() {
             if self.report.ids.seen_before(&conversation.id) {
                 let certainty = if self.report.ids.is_exact() {
@@ -345,9 +495,10 @@ impl<'t> Validator<'t> {
                 );
             }
         }
+        let turn_tokens = tokens;
         let mut tokens = 0u64;
         let mut dialogue: Vec<(Role, bool)> = Vec::new();
-        for turn in &conversation.turns {
+        for (turn, &n) in conversation.turns.iter().zip(turn_tokens) {
             if turn.content.trim().is_empty() {
                 let field = self.content_field(turn.index);
                 self.warning(
@@ -357,9 +508,6 @@ impl<'t> Validator<'t> {
                     "the message is empty".into(),
                 );
             }
-            let ids = self.tokenizer.encode(&turn.content);
-            let n = ids.len() as u64;
-            self.report.vocabulary.extend(ids);
             self.report.speakers.seen_before(&turn.speaker);
             tokens += n;
             if turn.role != Role::System {
@@ -439,6 +587,14 @@ impl<'t> Validator<'t> {
             DatasetFormat::Alpaca if index == 0 => "instruction".to_string(),
             DatasetFormat::Alpaca => "output".to_string(),
         }
+    }
+}
+
+/// `push_capped` for an issue already made.
+fn push_issue(list: &mut Vec<Issue>, count: &mut u64, max: usize, issue: Issue) {
+    *count += 1;
+    if list.len() < max {
+        list.push(issue);
     }
 }
 
@@ -556,6 +712,8 @@ pub fn validate_preview(
     }
     let mut validator = Validator::new(format, tokenizer, options);
     validator.feed(body.as_bytes());
+    // The warning about the cut line comes after those of the lines before it.
+    validator.run_pending();
     if let Some(line) = truncated {
         validator.warning(
             line,

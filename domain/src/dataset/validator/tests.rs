@@ -690,3 +690,74 @@ fn a_files_format_is_recognised_by_its_first_line() {
     assert_eq!(DatasetFormat::detect(b"{\"text\": \"plain\"}\n"), None);
     assert_eq!(DatasetFormat::detect(b""), None);
 }
+
+/// A file with a bit of everything, line by line: valid conversations (some with topics,
+/// explicit splits, system turns), repeated ids, empty messages, unknown roles, bad JSON,
+/// missing fields, blank lines, long conversations.
+fn assorted_file(lines: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..lines {
+        let line = match i % 11 {
+            0 => "not json".to_string(),
+            1 => String::new(),
+            2 => json!({"conversation_id": format!("c{}", i / 3), "turns": [
+                {"role": "user", "content": format!("question {i}")},
+                {"role": "assistant", "content": "answer"}]}).to_string(),
+            3 => json!({"conversation_id": format!("e{i}"), "turns": [
+                {"role": "user", "content": ""},
+                {"role": "assistant", "content": "an answer to nothing"}]}).to_string(),
+            4 => json!({"conversation_id": format!("r{i}"), "turns": [
+                {"role": "User", "content": "hi"}, {"role": "wizard", "content": "boo"},
+                {"role": "assistant", "content": "hello"}, {"role": "user", "content": " "}]}).to_string(),
+            5 => json!({"turns": []}).to_string(),
+            6 => json!({"conversation_id": format!("l{i}"), "turns": [
+                {"role": "user", "content": "word ".repeat(40)},
+                {"role": "assistant", "content": "ok"}]}).to_string(),
+            7 => json!({"conversation_id": format!("t{i}"), "metadata": {"topic": format!("topic {}", i % 5)},
+                "split": if i % 2 == 0 { "train" } else { "validation" }, "turns": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": format!("q {i}")},
+                {"role": "assistant", "content": format!("a {i}")}]}).to_string(),
+            _ => json!({"conversation_id": format!("v{i}"), "turns": [
+                {"role": "user", "content": format!("hello number {i}")},
+                {"role": "assistant", "content": format!("hi {}", i * 7)},
+                {"role": "user", "content": "thanks"},
+                {"role": "assistant", "content": "welcome"}]}).to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn spread_over_threads_the_report_is_exactly_the_single_threads() {
+    let file = assorted_file(6000);
+    for max_reported in [3, 100, 10_000] {
+        let options = ValidatorOptions {
+            max_reported,
+            long_conversation_tokens: 30,
+            ..ValidatorOptions::default()
+        };
+        let run = |workers: usize, batch_bytes: usize, chunk: usize| {
+            let mut v = Validator::new(V4, &Words, options).spread(workers, batch_bytes);
+            for part in file.chunks(chunk) {
+                v.feed(part);
+            }
+            v.finish()
+        };
+        let serial = run(1, usize::MAX, file.len());
+        assert!(serial.error_count > 0 && serial.warning_count > 0);
+        for (workers, batch_bytes, chunk) in [
+            (2, usize::MAX, file.len()),
+            (3, 60_000, 7_777),
+            (8, 1, 100_000),
+        ] {
+            assert_eq!(
+                run(workers, batch_bytes, chunk),
+                serial,
+                "{workers} workers, batches of {batch_bytes} bytes, chunks of {chunk}, max_reported {max_reported}"
+            );
+        }
+    }
+}
