@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{limit_of, parse_prefixed, unix, with_param, OpenAiErrorBody, OpenAiList};
+use super::{cursor, limit_of, parse_prefixed, unix, with_param, OpenAiErrorBody, OpenAiList};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{viewer, ApiQuery, AuthUser};
 use crate::routes::datasets::{confirm, context, dataset_error, put_error, wait_for_projection};
@@ -352,14 +352,7 @@ async fn list_files(
         Some("asc") => true,
         Some(_) => return Err(ApiError::validation("order", "order must be asc or desc")),
     };
-    let after = match params.after.as_deref() {
-        None => None,
-        Some(id) => Some(
-            parse_file_id(id)
-                .ok_or_else(|| ApiError::validation("after", format!("{id} is not a file id")))?
-                .0,
-        ),
-    };
+    let after = cursor(params.after.as_deref(), "file-", "a file id")?;
     let rows = if params.purpose.as_deref().is_some_and(|p| p != PURPOSE) {
         Vec::new()
     } else {

@@ -25,7 +25,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::files::{file_id, parse_file_id};
 use super::models::{fine_tuned_model_name, parse_model};
-use super::{limit_of, parse_prefixed, unix, with_param, OpenAiErrorBody, OpenAiList};
+use super::{cursor, limit_of, parse_prefixed, unix, with_param, OpenAiErrorBody, OpenAiList};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{viewer, ApiJson, ApiQuery, AuthUser};
 use crate::routes::datasets::{context, wait_for_projection};
@@ -648,13 +648,7 @@ async fn list_jobs(
 ) -> ApiResult<Response> {
     let metadata = metadata_filter(query.as_deref().unwrap_or_default())?;
     let limit = limit_of(params.limit, 20, 100)?;
-    let after = match params.after.as_deref() {
-        None => None,
-        Some(id) => Some(
-            parse_prefixed(id, "ftjob-")
-                .ok_or_else(|| ApiError::validation("after", format!("{id} is not a job id")))?,
-        ),
-    };
+    let after = cursor(params.after.as_deref(), "ftjob-", "a job id")?;
     let rows = read::list_after(
         &state.pool,
         viewer(principal),
@@ -815,13 +809,7 @@ async fn job_events(
     ApiQuery(params): ApiQuery<CursorParams>,
 ) -> ApiResult<Response> {
     let limit = limit_of(params.limit, 20, 100)?;
-    let after = match params.after.as_deref() {
-        None => None,
-        Some(id) => Some(
-            parse_prefixed(id, "ftevent-")
-                .ok_or_else(|| ApiError::validation("after", format!("{id} is not an event id")))?,
-        ),
-    };
+    let after = cursor(params.after.as_deref(), "ftevent-", "an event id")?;
     let row = visible(&state, principal, &fine_tuning_job_id).await?;
     let events = read::lifecycle_events(&state.pool, row.id, after, limit as i64 + 1)
         .await

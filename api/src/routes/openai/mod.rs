@@ -165,6 +165,17 @@ impl<T> OpenAiList<T> {
     }
 }
 
+/// The UUID behind a page's `after` cursor (`<prefix><uuid>`, or the bare UUID); `what` names
+/// the kind of id in the error.
+fn cursor(after: Option<&str>, prefix: &str, what: &str) -> Result<Option<Uuid>, ApiError> {
+    after
+        .map(|id| {
+            parse_prefixed(id, prefix)
+                .ok_or_else(|| ApiError::validation("after", format!("{id} is not {what}")))
+        })
+        .transpose()
+}
+
 /// A page size: `limit` (1 to `max`), `default` when absent.
 fn limit_of(limit: Option<i64>, default: usize, max: usize) -> Result<usize, ApiError> {
     match limit {
