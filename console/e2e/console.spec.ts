@@ -166,3 +166,30 @@ test("a bad upload shows its errors by line, and another user's dataset is not f
   await page.goto(mine);
   await expect(page.getByRole("alert")).toContainText("That dataset does not exist (or was deleted).");
 });
+
+test("an API key is made in Settings, shown once, works as a token, and stops when revoked", async ({ page, request }) => {
+  await signUp(page, "ken");
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Settings" }).click();
+  await expect(page.getByRole("heading", { name: "API keys" })).toBeVisible();
+  await expect(page.getByText("No API keys yet.")).toBeVisible();
+  await page.getByLabel("Key name").fill("notebook");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = (await page.getByLabel("New API key secret").textContent()) ?? "";
+  expect(secret).toMatch(/^brk_/);
+  const row = page.getByRole("row", { name: /notebook/ });
+  await expect(row).toContainText(secret.slice(0, 8));
+  await expect(row).not.toContainText(secret.slice(20));
+  await snap(page, "08-api-keys");
+
+  const me = await request.get("/v1/models", { headers: { Authorization: `Bearer ${secret}` } });
+  expect(me.status()).toBe(200);
+
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByRole("button", { name: "Revoke notebook" }).click();
+  await expect(page.getByText("No API keys yet.")).toBeVisible();
+  const refused = await request.get("/v1/models", { headers: { Authorization: `Bearer ${secret}` } });
+  expect(refused.status()).toBe(401);
+  // A second page of the same session no longer shows the secret anywhere.
+  await page.reload();
+  await expect(page.getByText(secret)).toHaveCount(0);
+});

@@ -4,7 +4,7 @@ import { api } from "../api";
 import { useAuth } from "../auth";
 import { BarChart } from "../components/charts";
 import { ErrorText, Field, fieldError, Loading } from "../components/ui";
-import { usd } from "../format";
+import { usd, when } from "../format";
 import { useApi } from "../hooks";
 import type { CostPeriod } from "../types";
 
@@ -146,6 +146,116 @@ export function Settings() {
         <button className="primary">Save budget</button>
         {saved ? <p role="status">Saved.</p> : null}
       </form>
+      <ApiKeys />
     </section>
+  );
+}
+
+interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+}
+
+/** The user's API keys: made here (the secret shown once), listed, revoked. A key works
+ * wherever the login does, including the OpenAI-compatible `/v1`. */
+function ApiKeys() {
+  const keys = useApi<{ apiKeys: ApiKey[] }>("/api/auth/api-keys");
+  const [name, setName] = useState("");
+  const [expiresAt, setExpiresAt] = useState("");
+  const [secret, setSecret] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const create = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(null);
+    setSecret(null);
+    try {
+      const body: Record<string, string> = { name };
+      if (expiresAt) body.expiresAt = new Date(`${expiresAt}T23:59:59`).toISOString();
+      const answer = await api<{ key: string }>("/api/auth/api-keys", { method: "POST", body });
+      setSecret(answer.data.key);
+      setName("");
+      setExpiresAt("");
+      keys.reload();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const revoke = async (key: ApiKey) => {
+    if (!window.confirm(`Revoke the key "${key.name}"? Scripts using it stop at once.`)) return;
+    setError(null);
+    try {
+      await api(`/api/auth/api-keys/${key.id}`, { method: "DELETE" });
+      keys.reload();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const list = keys.data?.apiKeys ?? [];
+  return (
+    <div className="card" aria-labelledby="keys-title">
+      <h2 id="keys-title">API keys</h2>
+      <p className="muted">
+        For scripts and the OpenAI SDK: <code>OpenAI(base_url="{window.location.origin}/v1", api_key=KEY)</code>.
+      </p>
+      <form onSubmit={create} aria-label="New API key">
+        <Field label="Key name" error={fieldError(error, "name")}>
+          {(id, d) => <input id={id} aria-describedby={d} value={name} onChange={(e) => setName(e.target.value)} required />}
+        </Field>
+        <Field label="Expires on (optional)" error={fieldError(error, "expiresAt")}>
+          {(id, d) => <input id={id} aria-describedby={d} type="date" value={expiresAt} onChange={(e) => setExpiresAt(e.target.value)} />}
+        </Field>
+        <button className="primary">Create key</button>
+      </form>
+      {secret ? (
+        <div role="status" className="secret">
+          <p>Copy the key now: it is not shown again.</p>
+          <code aria-label="New API key secret">{secret}</code>
+        </div>
+      ) : null}
+      {error && !fieldError(error, "name") && !fieldError(error, "expiresAt") ? <ErrorText error={error} /> : null}
+      {keys.error ? <ErrorText error={keys.error} /> : null}
+      {list.length === 0 ? (
+        <p className="muted">No API keys yet.</p>
+      ) : (
+        <div className="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Key</th>
+                <th scope="col">Created</th>
+                <th scope="col">Last used</th>
+                <th scope="col">Expires</th>
+                <th scope="col">
+                  <span className="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.map((key) => (
+                <tr key={key.id}>
+                  <td>{key.name}</td>
+                  <td>
+                    <code>{key.prefix}…</code>
+                  </td>
+                  <td>{when(key.createdAt)}</td>
+                  <td>{key.lastUsedAt ? when(key.lastUsedAt) : "never"}</td>
+                  <td>{key.expiresAt ? when(key.expiresAt) : "never"}</td>
+                  <td>
+                    <button type="button" onClick={() => revoke(key)} aria-label={`Revoke ${key.name}`}>
+                      Revoke
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </div>
   );
 }
