@@ -448,3 +448,40 @@ async fn the_object_of_a_deleted_dataset_is_purged_after_the_retention() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_file_with_nul_characters_validates_and_the_next_one_still_does() {
+    // NUL is valid in a JSON string but in no Postgres text: a report quoting it could not
+    // be recorded, and the validation worker retried that dataset for ever, before all others.
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let file: String = (0..12)
+        .map(|i| {
+            json!({"conversation_id": format!("c{i}\u{0}"), "metadata": {"topic": "t\u{0}"},
+                "turns": [{"role": "user", "content": format!("hi\u{0} {i}")},
+                          {"role": "assistant", "content": "ho\u{0}"}]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let id = upload(
+        &app,
+        &token,
+        "With NUL",
+        "brightrun-lora-v4",
+        file.as_bytes(),
+    )
+    .await;
+    let (status, body) = confirm(&app, &token, &id).await;
+    assert_eq!(status, 200, "{body}");
+    let dataset = settled(&app, &token, &id).await;
+    assert_eq!(dataset["status"], "ready", "{dataset}");
+    assert_eq!(dataset["totalConversations"], 12);
+    assert!(!dataset.to_string().contains("\\u0000"), "{dataset}");
+
+    let next = example("support-chats-v4.jsonl");
+    let id = upload(&app, &token, "After it", "brightrun-lora-v4", &next).await;
+    confirm(&app, &token, &id).await;
+    assert_eq!(settled(&app, &token, &id).await["status"], "ready");
+    app.finish().await;
+}

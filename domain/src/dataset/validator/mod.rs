@@ -646,7 +646,34 @@ impl ReportBuilder {
         let mut topics: Vec<TopicCount> = self
             .topics
             .into_iter()
-            .map(|(topic, count)| TopicCount { topic, count })
+            .map(|(topic, count)| TopicCount {
+                topic: storable(topic),
+                count,
+            })
+            .collect();
+        let issues = |list: Vec<Issue>| -> Vec<Issue> {
+            list.into_iter()
+                .map(|issue| Issue {
+                    field: issue.field.map(storable),
+                    message: storable(issue.message),
+                    ..issue
+                })
+                .collect()
+        };
+        let sample = self
+            .sample
+            .into_iter()
+            .map(|c| SampleConversation {
+                conversation_id: storable(c.conversation_id),
+                turns: c
+                    .turns
+                    .into_iter()
+                    .map(|t| SampleTurn {
+                        role: t.role,
+                        content: storable(t.content),
+                    })
+                    .collect(),
+            })
             .collect();
         topics.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.topic.cmp(&b.topic)));
         let training_ready =
@@ -654,9 +681,9 @@ impl ReportBuilder {
         ValidationReport {
             is_valid: self.error_count == 0,
             training_ready,
-            errors: self.errors,
+            errors: issues(self.errors),
             error_count: self.error_count,
-            warnings: self.warnings,
+            warnings: issues(self.warnings),
             warning_count: self.warning_count,
             statistics: Statistics {
                 total_conversations: self.conversations,
@@ -674,8 +701,18 @@ impl ReportBuilder {
                 topic_distribution: topics,
                 length_distribution: self.lengths.distribution(),
             },
-            sample_conversations: self.sample,
+            sample_conversations: sample,
         }
+    }
+}
+
+/// Text from the file as the report may carry it: NUL (which a JSON string may hold, but no
+/// Postgres text or `jsonb` value, so no event or read model) becomes U+FFFD.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 

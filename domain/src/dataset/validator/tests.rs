@@ -761,3 +761,33 @@ fn spread_over_threads_the_report_is_exactly_the_single_threads() {
         }
     }
 }
+
+#[test]
+fn nul_characters_from_the_file_never_reach_the_report() {
+    // JSON may escape NUL; Postgres stores it in no text or jsonb value, so an event holding
+    // one could not be recorded (and would stop the validation worker on that dataset).
+    let lines: Vec<serde_json::Value> = (0..12)
+        .map(|i| {
+            json!({"conversation_id": format!("c\u{0}{}", i % 11), "metadata": {"topic": "t\u{0}"},
+                "turns": [{"role": "user", "content": format!("hi\u{0} {i}")},
+                          {"role": "wiz\u{0}ard", "content": "boo"},
+                          {"role": "assistant", "content": "ho\u{0}"}]})
+        })
+        .collect();
+    let report = validate(V4, &jsonl(&lines));
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(!text.contains("\\u0000"), "{text}");
+    assert!(
+        report.warning_count > 0,
+        "the unknown role and the repeated id are reported"
+    );
+    assert_eq!(
+        report.sample_conversations[0].turns[0].content,
+        "hi\u{FFFD} 0"
+    );
+    assert_eq!(
+        report.full_statistics.topic_distribution[0].topic,
+        "t\u{FFFD}"
+    );
+    assert_eq!(report.statistics.total_conversations, 12);
+}
