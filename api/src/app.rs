@@ -263,7 +263,10 @@ pub async fn start(
             datasets.clone(),
             objects.clone(),
             tokenizer,
-            ValidatorOptions::default(),
+            ValidatorOptions {
+                workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+                ..ValidatorOptions::default()
+            },
         );
         subscribers.push(Arc::new(ValidationWorker::new(
             Arc::new(validation),

@@ -116,14 +116,19 @@ fn main() -> anyhow::Result<()> {
     );
 
     let validate = |single: bool| {
+        let workers = if single {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
         let mut validator = Validator::new(
             DatasetFormat::BrightrunLoraV4,
             &tokenizer,
-            ValidatorOptions::default(),
+            ValidatorOptions {
+                workers,
+                ..ValidatorOptions::default()
+            },
         );
-        if single {
-            validator = validator.single_threaded();
-        }
         let started = Instant::now();
         for chunk in &file {
             validator.feed(chunk);

@@ -80,6 +80,9 @@ pub struct ValidatorOptions {
     /// Conversation ids and speakers are remembered exactly up to this many, then in a
     /// fixed-size Bloom filter (memory stays bounded; duplicates become "probable").
     pub exact_id_limit: usize,
+    /// Threads a batch of lines is spread over (1: the calling thread only). The caller
+    /// knows the machine; the report is the same whatever the number.
+    pub workers: usize,
 }
 
 impl Default for ValidatorOptions {
@@ -92,6 +95,7 @@ impl Default for ValidatorOptions {
             sample_size: 3,
             min_training_pairs: 10,
             exact_id_limit: 1_000_000,
+            workers: 1,
         }
     }
 }
@@ -181,8 +185,6 @@ pub struct Validator<'t> {
     /// Lines split but not validated yet: validated a batch at a time.
     pending: Vec<Line>,
     pending_bytes: usize,
-    /// Threads a batch is spread over.
-    workers: usize,
     batch_bytes: usize,
 }
 
@@ -190,7 +192,6 @@ pub struct Validator<'t> {
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// A batch of fewer lines is validated on the calling thread.
 const PARALLEL_MIN_LINES: usize = 256;
-const MAX_WORKERS: usize = 8;
 
 /// What a worker thread made of its share of a batch: the issues of its lines (all of them,
 /// in line order), its conversations with each turn's token count, and the token ids seen.
@@ -226,7 +227,6 @@ impl<'t> Validator<'t> {
         tokenizer: &'t dyn Tokenizer,
         options: ValidatorOptions,
     ) -> Validator<'t> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Validator {
             format,
             tokenizer,
@@ -235,22 +235,14 @@ impl<'t> Validator<'t> {
             report: ReportBuilder::new(options.exact_id_limit),
             pending: Vec::new(),
             pending_bytes: 0,
-            workers: workers.min(MAX_WORKERS),
             batch_bytes: BATCH_BYTES,
         }
     }
 
-    /// `workers` threads on batches of `batch_bytes` (the tests' way to reach every path).
+    /// Batches of `batch_bytes` (the tests' way to reach every path).
     #[cfg(test)]
-    fn spread(mut self, workers: usize, batch_bytes: usize) -> Self {
-        self.workers = workers;
+    fn in_batches_of(mut self, batch_bytes: usize) -> Self {
         self.batch_bytes = batch_bytes;
-        self
-    }
-
-    /// The same validator on one thread (the report is the same either way).
-    pub fn single_threaded(mut self) -> Self {
-        self.workers = 1;
         self
     }
 
@@ -316,14 +308,15 @@ impl<'t> Validator<'t> {
     fn run_pending(&mut self) {
         let lines = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        if self.workers < 2 || lines.len() < PARALLEL_MIN_LINES {
+        let workers = self.options.workers.max(1);
+        if workers < 2 || lines.len() < PARALLEL_MIN_LINES {
             for line in lines {
                 self.line(line);
             }
             return;
         }
-        let per_worker = lines.len().div_ceil(self.workers);
-        let mut shares: Vec<Vec<Line>> = Vec::with_capacity(self.workers);
+        let per_worker = lines.len().div_ceil(workers);
+        let mut shares: Vec<Vec<Line>> = Vec::with_capacity(workers);
         let mut lines = lines.into_iter();
         loop {
             let share: Vec<Line> = lines.by_ref().take(per_worker).collect();
@@ -335,6 +328,7 @@ impl<'t> Validator<'t> {
         let (format, tokenizer) = (self.format, self.tokenizer);
         let options = ValidatorOptions {
             max_reported: usize::MAX,
+            workers: 1,
             ..self.options
         };
         let parsed: Vec<Parsed> = std::thread::scope(|scope| {

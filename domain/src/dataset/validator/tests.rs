@@ -740,7 +740,8 @@ fn spread_over_threads_the_report_is_exactly_the_single_threads() {
             ..ValidatorOptions::default()
         };
         let run = |workers: usize, batch_bytes: usize, chunk: usize| {
-            let mut v = Validator::new(V4, &Words, options).spread(workers, batch_bytes);
+            let options = ValidatorOptions { workers, ..options };
+            let mut v = Validator::new(V4, &Words, options).in_batches_of(batch_bytes);
             for part in file.chunks(chunk) {
                 v.feed(part);
             }
