@@ -35,6 +35,11 @@ impl Preset {
         }
     }
 
+    /// The preset named as `as_str` names it.
+    pub fn parse(name: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     pub fn description(self) -> &'static str {
         match self {
             Preset::Conservative => {
@@ -192,6 +197,11 @@ impl GpuType {
             GpuType::A100_80gb => "a100-80gb",
             GpuType::H100_80gb => "h100-80gb",
         }
+    }
+
+    /// The GPU type named as `as_str` names it.
+    pub fn parse(name: &str) -> Option<GpuType> {
+        GpuType::ALL.into_iter().find(|g| g.as_str() == name)
     }
 
     pub fn memory_gb(self) -> u32 {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use domain::ids::{DatasetId, JobId, ModelId};
 use domain::job::config::{
     BaseModel, GpuConfig, GpuType, HyperparameterOverrides, Hyperparameters, JobRequest, Preset,
+    MAX_SEED,
 };
 use domain::job::estimate::default_gpu_config;
 use domain::job::labels::JobLabels;
@@ -200,9 +201,8 @@ async fn translate(
     let metadata = body.metadata.unwrap_or_default();
     let preset = match metadata.get("preset").map(String::as_str) {
         None => Preset::Balanced,
-        Some(name) => Preset::ALL
-            .into_iter()
-            .find(|p| p.as_str() == name && *p != Preset::Custom)
+        Some(name) => Preset::parse(name)
+            .filter(|p| *p != Preset::Custom)
             .ok_or_else(|| {
                 ApiError::validation(
                     "metadata.preset",
@@ -230,20 +230,17 @@ async fn translate(
             format!("{} is not a file id (file-<uuid>)", body.training_file),
         )
     })?;
-    let gpu_type = match metadata.get("gpu_type") {
-        None => None,
-        Some(name) => Some(
-            GpuType::ALL
-                .into_iter()
-                .find(|g| g.as_str() == name)
-                .ok_or_else(|| {
-                    ApiError::validation(
-                        "metadata.gpu_type",
-                        "metadata.gpu_type must be a100-40gb, a100-80gb or h100-80gb",
-                    )
-                })?,
-        ),
-    };
+    let gpu_type = metadata
+        .get("gpu_type")
+        .map(|name| {
+            GpuType::parse(name).ok_or_else(|| {
+                ApiError::validation(
+                    "metadata.gpu_type",
+                    "metadata.gpu_type must be a100-40gb, a100-80gb or h100-80gb",
+                )
+            })
+        })
+        .transpose()?;
     let gpu_count = metadata_number(&metadata, "gpu_count")?;
     let gpu_config = match (gpu_type, gpu_count) {
         (Some(instance_type), count) => GpuConfig {
@@ -260,16 +257,15 @@ async fn translate(
             }
         }
     };
-    let seed = match body.seed {
-        None => None,
-        Some(s) if s >= 0 => Some(s as u64),
-        Some(_) => {
-            return Err(ApiError::validation(
-                "seed",
-                "seed must be between 0 and 2147483647",
-            ))
-        }
-    };
+    // The domain checks the upper bound; a negative seed is refused here, where it is read.
+    let seed = body
+        .seed
+        .map(|s| {
+            u64::try_from(s).map_err(|_| {
+                ApiError::validation("seed", format!("seed must be between 0 and {MAX_SEED}"))
+            })
+        })
+        .transpose()?;
     let overrides = HyperparameterOverrides {
         learning_rate: hyperparameters
             .learning_rate_multiplier
@@ -467,8 +463,9 @@ const TRAINER_SEED: u64 = 42;
 fn view(row: JobRow) -> ApiResult<FineTuningJob> {
     let h: Hyperparameters =
         serde_json::from_value(row.hyperparameters.clone()).map_err(ApiError::internal)?;
-    let preset: Preset =
-        serde_json::from_value(Value::from(row.preset_id.clone())).map_err(ApiError::internal)?;
+    let preset = Preset::parse(&row.preset_id).ok_or_else(|| {
+        ApiError::internal(format!("job {} has preset {}", row.id, row.preset_id))
+    })?;
     let preset_rate = preset.hyperparameters().learning_rate;
     let hyperparameters = || HyperparametersView {
         n_epochs: h.num_epochs,
