@@ -285,10 +285,7 @@ async fn upload_file(
         })?;
     wait_for_projection(&state, "datasets", receipt).await;
     let dataset_id = receipt.id;
-    let row = read::find(&state.pool, viewer(principal), dataset_id.0)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::internal("the datasets read model did not catch up"))?;
+    let key = domain::dataset::object_key(principal.user_id, dataset_id);
     let reader = tokio::fs::File::open(&spool.path)
         .await
         .map_err(ApiError::internal)?;
@@ -296,7 +293,7 @@ async fn upload_file(
         tokio_util::io::ReaderStream::new(reader).map(|c| c.map_err(std::io::Error::other));
     if let Err(err) = state
         .objects
-        .put_stream(&row.s3_key, Box::pin(chunks), spool.size)
+        .put_stream(&key, Box::pin(chunks), spool.size)
         .await
     {
         // Nothing was stored: the dataset registered for it goes too.
@@ -315,7 +312,7 @@ async fn upload_file(
     let row = read::find(&state.pool, viewer(principal), dataset_id.0)
         .await
         .map_err(ApiError::internal)?
-        .unwrap_or(row);
+        .ok_or_else(|| ApiError::internal("the datasets read model did not catch up"))?;
     Ok(axum::Json(FileObject::from(row)).into_response())
 }
 
