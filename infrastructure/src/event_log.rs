@@ -108,6 +108,34 @@ pub async fn read_aggregate_after<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// One aggregate's own stream, newest first, from before its event `before` (a cursor) when
+/// one is named: its history a page at a time, as a client reads it.
+pub async fn read_aggregate_newest_first<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 \
+           AND ($3::uuid IS NULL OR sequence < \
+                (SELECT b.sequence FROM events b \
+                 WHERE b.aggregate_type = $1 AND b.aggregate_id = $2 AND b.event_id = $3)) \
+         ORDER BY sequence DESC \
+         LIMIT $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// Every event of the given types, in log order (the cost audit's read of the whole history).
 pub async fn read_of_types<'e>(
     executor: impl PgExecutor<'e>,

@@ -159,48 +159,12 @@ pub async fn list_after(
     Ok(in_order(&ids, rows, |r| r.id))
 }
 
-/// A job's lifecycle events as the event store holds them, newest first, from before the
-/// event `before` (a cursor) when one is named.
-pub async fn lifecycle_events(
-    pool: &PgPool,
-    job: Uuid,
-    before: Option<Uuid>,
-    limit: i64,
-) -> sqlx::Result<Vec<StoredEventRow>> {
-    sqlx::query_as!(
-        StoredEventRow,
-        r#"SELECT e.event_id, e.sequence, e.event_type, e.payload AS "payload: Value", e.recorded_at
-           FROM events e
-           WHERE e.aggregate_type = 'job' AND e.aggregate_id = $1
-             AND ($2::uuid IS NULL OR e.sequence <
-                  (SELECT b.sequence FROM events b
-                   WHERE b.aggregate_type = 'job' AND b.aggregate_id = $1 AND b.event_id = $2))
-           ORDER BY e.sequence DESC LIMIT $3"#,
-        job.to_string(),
-        before,
-        limit
-    )
-    .fetch_all(pool)
-    .await
-}
-
 /// The suffix each of `jobs` was created with (its models' names carry it).
 pub async fn suffixes(pool: &PgPool, jobs: &[Uuid]) -> sqlx::Result<Vec<(Uuid, Option<String>)>> {
     let rows = sqlx::query!("SELECT id, suffix FROM rm_jobs WHERE id = ANY($1)", jobs)
         .fetch_all(pool)
         .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.suffix)).collect())
-}
-
-/// One event of a job's own stream.
-#[derive(Debug, Clone)]
-pub struct StoredEventRow {
-    pub event_id: Uuid,
-    pub sequence: i64,
-    pub event_type: String,
-    /// The event, `{"<EventType>": {..}}` as the store keeps it.
-    pub payload: Value,
-    pub recorded_at: DateTime<Utc>,
 }
 
 /// Queued jobs created before this one, plus one (`None` once it left the queue).
@@ -281,6 +245,30 @@ pub async fn metric_points(
         job,
         from_step,
         to_step
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// For each of `steps`, the job's latest metric point at or before it (a step with none
+/// before it has none), in step order.
+pub async fn metric_points_at(
+    pool: &PgPool,
+    job: Uuid,
+    steps: &[i64],
+) -> sqlx::Result<Vec<MetricPointRow>> {
+    sqlx::query_as!(
+        MetricPointRow,
+        r#"SELECT DISTINCT ON (m.step) m.recorded_at AS "recorded_at!", m.epoch AS "epoch!",
+             m.step AS "step!", m.training_loss AS "training_loss!", m.validation_loss,
+             m.learning_rate AS "learning_rate!", m.gradient_norm, m.throughput, m.gpu_utilization
+           FROM unnest($2::bigint[]) AS s(step)
+           CROSS JOIN LATERAL (
+             SELECT * FROM rm_job_metrics p
+             WHERE p.job_id = $1 AND p.step <= s.step ORDER BY p.step DESC LIMIT 1) m
+           ORDER BY m.step"#,
+        job,
+        steps
     )
     .fetch_all(pool)
     .await

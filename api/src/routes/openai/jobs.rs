@@ -18,7 +18,8 @@ use domain::job::config::{
 use domain::job::estimate::default_gpu_config;
 use domain::job::labels::JobLabels;
 use domain::job::{JobError, JobStatus};
-use projections::jobs::queries::{self as read, JobRow, StoredEventRow};
+use infrastructure::event_log::{read_aggregate_newest_first, StoredEvent};
+use projections::jobs::queries::{self as read, JobRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -730,8 +731,8 @@ pub struct FineTuningEvent {
 }
 
 /// What one of the job's events says, in a sentence, and how loudly.
-fn describe(event: &StoredEventRow) -> (&'static str, String) {
-    let e = event.payload.get(&event.event_type).unwrap_or(&Value::Null);
+fn describe(event: &StoredEvent) -> (&'static str, String) {
+    let e = event.data();
     let text = |key: &str| match e.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -808,9 +809,15 @@ async fn job_events(
     let limit = limit_of(params.limit, 20, 100)?;
     let after = cursor(params.after.as_deref(), "ftevent-", "an event id")?;
     let row = visible(&state, principal, &fine_tuning_job_id).await?;
-    let events = read::lifecycle_events(&state.pool, row.id, after, limit as i64 + 1)
-        .await
-        .map_err(ApiError::internal)?;
+    let events = read_aggregate_newest_first(
+        &state.pool,
+        <domain::job::Job as cqrs_es::Aggregate>::TYPE,
+        &row.id.to_string(),
+        after,
+        limit as i64 + 1,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     let events = events
         .into_iter()
         .map(|event| {
@@ -883,7 +890,8 @@ async fn job_checkpoints(
         checkpoints.drain(..=at);
     }
     checkpoints.truncate(limit + 1);
-    let points = read::metric_points(&state.pool, row.id, None, None)
+    let steps: Vec<i64> = checkpoints.iter().map(|c| c.step).collect();
+    let points = read::metric_points_at(&state.pool, row.id, &steps)
         .await
         .map_err(ApiError::internal)?;
     let name = fine_tuned_model_name(&row.base_model, row.suffix.as_deref(), row.id);
