@@ -171,7 +171,10 @@ pub async fn start(
     let mut subscribers: Vec<Arc<dyn Subscriber>> = Vec::new();
     if roles.projections {
         for projector in projections::all() {
-            subscribers.push(Arc::new(Projection::new(projector)));
+            subscribers.push(Arc::new(Projection::with_parking(
+                projector,
+                config.subscription_park_after,
+            )));
         }
     }
     if roles.relay {
@@ -236,9 +239,10 @@ pub async fn start(
                 ..SagaOptions::default()
             },
         ));
-        subscribers.push(Arc::new(SagaFeeder {
-            retry_backoff: config.saga_retry_backoff,
-        }));
+        subscribers.push(Arc::new(SagaFeeder::new(
+            config.saga_retry_backoff,
+            config.subscription_park_after,
+        )));
         tasks.push(tokio::spawn(infrastructure::saga::run_reconciler(
             pool.clone(),
             saga.clone(),
@@ -272,10 +276,12 @@ pub async fn start(
             Arc::new(validation),
             pool.clone(),
             config.validation_concurrency,
+            config.subscription_park_after,
         )));
         subscribers.push(Arc::new(BudgetWatcher::new(
             event_store::framework(pool.clone(), ()),
             clock.clone(),
+            config.subscription_park_after,
         )));
         tasks.push(tokio::spawn(
             infrastructure::models::run_deployment_watcher(

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod openapi;
+pub mod parked;
 pub mod request_id;
 pub mod routes;
 pub mod state;

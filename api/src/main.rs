@@ -61,11 +61,41 @@ enum Command {
         #[command(subcommand)]
         what: AuditWhat,
     },
+    /// Events a subscription parked after failing on them (`list`), and asking its leader
+    /// in a running `serve` to handle them again (`retry`).
+    Parked {
+        #[command(subcommand)]
+        what: ParkedWhat,
+    },
     /// Run the GPU cluster simulator (openapi/cluster.yaml) as a server of its own.
     ClusterSim {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         addr: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParkedWhat {
+    /// The parked events not yet handled, in log order.
+    List {
+        /// Only this subscription's (`projection.jobs`, `worker.dataset-validation`, ...).
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Handle parked events again (those named, or all), out of order; waits for the
+    /// outcome and exits 1 unless every one was handled.
+    Retry {
+        /// Event ids (all the parked ones when none is named).
+        events: Vec<uuid::Uuid>,
+        #[arg(long)]
+        subscription: Option<String>,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
     },
 }
 
@@ -232,6 +262,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !report.clean() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Parked { what } => {
+            let pool = db::prepare(&config.database_url, 2).await?;
+            return match what {
+                ParkedWhat::List { subscription, json } => {
+                    let parked =
+                        infrastructure::parking::list(&pool, subscription.as_deref()).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&parked)?);
+                    } else {
+                        print!("{}", api::parked::render(&parked));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                ParkedWhat::Retry {
+                    events,
+                    subscription,
+                    wait,
+                } => {
+                    let wait = std::time::Duration::from_secs(wait);
+                    let all_handled =
+                        api::parked::retry(&pool, subscription.as_deref(), &events, wait).await?;
+                    Ok(if all_handled {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+            };
         }
         Command::ClusterSim { addr } => {
             let tokenizer = std::sync::Arc::new(infrastructure::tokenizer::O200k::load()?);

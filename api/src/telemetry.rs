@@ -34,10 +34,20 @@ pub fn render() -> String {
 /// Lag of every subscription (events committed but not yet processed) and whether this
 /// process leads it, read at scrape time so any instance reports the truth.
 pub async fn record_subscription_gauges(state: &AppState) {
+    let parked: std::collections::HashMap<String, i64> =
+        match infrastructure::parking::counts(&state.pool).await {
+            Ok(counts) => counts.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot count parked events");
+                Default::default()
+            }
+        };
     let rows = infrastructure::subscription::lags(&state.pool).await;
     match rows {
         Ok(rows) => {
             for lag in rows {
+                metrics::gauge!("brightrun_parked_events", "subscription" => lag.name.clone())
+                    .set(parked.get(&lag.name).copied().unwrap_or(0) as f64);
                 metrics::gauge!("brightrun_subscription_lag_events", "subscription" => lag.name.clone())
                     .set(lag.events as f64);
                 metrics::gauge!("brightrun_subscription_lag_seconds", "subscription" => lag.name)

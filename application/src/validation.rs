@@ -82,6 +82,11 @@ impl<ES: EventStore<Dataset>> DatasetValidation<ES> {
         }
     }
 
+    /// The store the files are read from (a worker asks it whether it answers).
+    pub fn objects(&self) -> &dyn ObjectStore {
+        &*self.objects
+    }
+
     /// Storage errors are returned (the caller retries); a missing object fails the dataset.
     pub async fn run(
         &self,

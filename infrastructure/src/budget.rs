@@ -14,20 +14,30 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::event_log::{ledger_entry, read_after, StoredEvent};
+use crate::event_log::{ledger_entry, StoredEvent};
 use crate::event_store::EventStore;
-use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
+use crate::parking::{fold_batch, fold_retry, Fold, Parking};
+use crate::subscription::Subscriber;
 
 pub const BUDGET_SUBSCRIPTION: &str = "budget.alerts";
 
 pub struct BudgetWatcher {
     budgets: CqrsFramework<Budget, EventStore<Budget>>,
     clock: Arc<dyn Clock>,
+    parking: Parking,
 }
 
 impl BudgetWatcher {
-    pub fn new(budgets: CqrsFramework<Budget, EventStore<Budget>>, clock: Arc<dyn Clock>) -> Self {
-        Self { budgets, clock }
+    pub fn new(
+        budgets: CqrsFramework<Budget, EventStore<Budget>>,
+        clock: Arc<dyn Clock>,
+        park_after: u32,
+    ) -> Self {
+        Self {
+            budgets,
+            clock,
+            parking: Parking::new(BUDGET_SUBSCRIPTION, park_after),
+        }
     }
 
     /// Checks the queued months against their owners' budgets; answers how many it checked.
@@ -78,6 +88,16 @@ impl BudgetWatcher {
     }
 }
 
+/// Counts a ledger entry towards its owner's month, and queues the month for a check.
+struct Counting;
+
+#[async_trait]
+impl Fold for Counting {
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
+        count(conn, event).await
+    }
+}
+
 async fn count(conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
     let Some(entry) = ledger_entry(event)? else {
         return Ok(());
@@ -115,20 +135,13 @@ impl Subscriber for BudgetWatcher {
     }
 
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
-        let mut tx = pool.begin().await?;
-        let from = load_checkpoint(&mut *tx, BUDGET_SUBSCRIPTION, true).await?;
-        let events = read_after(&mut *tx, from, 500).await?;
-        if let Some(last) = events.last() {
-            for event in &events {
-                count(&mut tx, event).await?;
-            }
-            save_checkpoint(&mut *tx, BUDGET_SUBSCRIPTION, last.position).await?;
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
+        let counted = fold_batch(pool, &Counting, &self.parking, 500).await?;
         // Drained after the commit: a crash in between leaves the checks queued for the next run.
         let checked = self.drain(pool).await?;
-        Ok(events.len() + checked)
+        Ok(counted + checked)
+    }
+
+    async fn retry(&self, pool: &PgPool, event: &StoredEvent) -> anyhow::Result<()> {
+        fold_retry(pool, &Counting, &self.parking, event).await
     }
 }

@@ -54,6 +54,9 @@ pub struct Config {
     pub purge_after: Duration,
     pub purge_interval: Duration,
     pub validation_concurrency: usize,
+    /// Failed attempts at one event (its own failure, not a dependency's) before a
+    /// subscription parks it and goes on.
+    pub subscription_park_after: u32,
     /// Cluster seconds per real second in the simulator.
     pub cluster_sim_speed: f64,
     pub cluster_sim_seed: u64,
@@ -247,6 +250,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "2",
         "dataset files validated at once per process",
     ),
+    (
+        "SUBSCRIPTION_PARK_AFTER",
+        "5",
+        "failed attempts at one event (not a dependency being down) before a subscription parks it and goes on (brightrun parked list|retry)",
+    ),
 ];
 
 impl Config {
@@ -338,6 +346,11 @@ impl Config {
                 60,
             )?),
             validation_concurrency: parse(&lookup, "VALIDATION_CONCURRENCY", 2)?,
+            subscription_park_after: parse(
+                &lookup,
+                "SUBSCRIPTION_PARK_AFTER",
+                crate::parking::DEFAULT_PARK_AFTER,
+            )?,
             cluster_webhook_url: lookup("CLUSTER_WEBHOOK_URL"),
             cluster_webhook_secret: lookup("CLUSTER_WEBHOOK_SECRET"),
             saga_reconcile_interval: Duration::from_millis(parse(
@@ -505,6 +518,7 @@ impl fmt::Debug for Config {
             .field("purge_after", &self.purge_after)
             .field("purge_interval", &self.purge_interval)
             .field("validation_concurrency", &self.validation_concurrency)
+            .field("subscription_park_after", &self.subscription_park_after)
             .field("cluster_sim_speed", &self.cluster_sim_speed)
             .field("cluster_sim_seed", &self.cluster_sim_seed)
             .field("saga_poll_interval", &self.saga_poll_interval)

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::event_log::{read_after, StoredEvent};
 use crate::event_store::EventStore;
+use crate::parking::{is_transient, Parking};
 use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
 
 pub const VALIDATION_SUBSCRIPTION: &str = "worker.dataset-validation";
@@ -48,6 +49,7 @@ pub struct ValidationWorker {
     pool: PgPool,
     concurrency: usize,
     batch_size: i64,
+    parking: Parking,
 }
 
 impl ValidationWorker {
@@ -55,13 +57,44 @@ impl ValidationWorker {
         validation: Arc<DatasetValidation<EventStore<Dataset>>>,
         pool: PgPool,
         concurrency: usize,
+        park_after: u32,
     ) -> ValidationWorker {
         ValidationWorker {
             validation,
             pool,
             concurrency: concurrency.max(1),
             batch_size: 64,
+            parking: Parking::new(VALIDATION_SUBSCRIPTION, park_after),
         }
+    }
+
+    /// Handles `event`; a failure while Postgres and the object store both answer counts as
+    /// an attempt, and the last attempt parks the event (then it counts as handled, so the
+    /// checkpoint moves past it).
+    async fn handle_or_park(&self, event: &StoredEvent) -> anyhow::Result<bool> {
+        let err = match self.handle(event).await {
+            Ok(handled) => return Ok(handled),
+            Err(err) => err,
+        };
+        if is_transient(&err) || !self.dependencies_answer().await {
+            return Err(err);
+        }
+        if self.parking.failed(&self.pool, event, &err).await? {
+            self.parking.park(&self.pool, event).await?;
+            return Ok(true);
+        }
+        Err(err)
+    }
+
+    /// Whether what a validation needs is up: then a failure is the event's own.
+    async fn dependencies_answer(&self) -> bool {
+        crate::db::ping(&self.pool).await
+            && self
+                .validation
+                .objects()
+                .size_of("health/validation-probe")
+                .await
+                .is_ok()
     }
 
     /// Answers whether the event asked for work (a confirm), done now or earlier.
@@ -122,7 +155,7 @@ impl Subscriber for ValidationWorker {
         }
         // Run up to `concurrency` at once; results come back in log order.
         let handled = events.iter().cloned().map(|event| async move {
-            let result = self.handle(&event).await;
+            let result = self.handle_or_park(&event).await;
             (event.position, result)
         });
         let mut done = futures::stream::iter(handled).buffered(self.concurrency);
@@ -139,7 +172,14 @@ impl Subscriber for ValidationWorker {
         if let Some(position) = unsaved {
             save_checkpoint(pool, VALIDATION_SUBSCRIPTION, position).await?;
         }
+        self.parking.succeeded(pool, &events).await?;
         Ok(events.len())
+    }
+
+    async fn retry(&self, pool: &PgPool, event: &StoredEvent) -> anyhow::Result<()> {
+        self.handle(event).await?;
+        self.parking.resolve(pool, event.event_id).await?;
+        Ok(())
     }
 }
 

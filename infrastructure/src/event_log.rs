@@ -136,6 +136,19 @@ pub async fn read_aggregate_newest_first<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// One event by its id (a parked event, handled again by `brightrun parked retry`).
+pub async fn read_by_id<'e>(
+    executor: impl PgExecutor<'e>,
+    event_id: Uuid,
+) -> sqlx::Result<Option<StoredEvent>> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(event_id)
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(decode_row).transpose()
+}
+
 /// Every event of the given types, in log order (the cost audit's read of the whole history).
 pub async fn read_of_types<'e>(
     executor: impl PgExecutor<'e>,

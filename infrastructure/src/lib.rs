@@ -13,6 +13,7 @@ pub mod event_log;
 pub mod event_store;
 pub mod jobs;
 pub mod models;
+pub mod parking;
 pub mod relay;
 pub mod s3;
 pub mod saga;

@@ -25,15 +25,36 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::event_log::read_after;
+use crate::event_log::StoredEvent;
 use crate::event_store::EventStore;
-use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
+use crate::parking::{fold_batch, fold_retry, Fold, Parking};
+use crate::subscription::Subscriber;
 
 pub const FEEDER_SUBSCRIPTION: &str = "saga.training";
 
 pub struct SagaFeeder {
     /// First retry waits this long, doubling with each retry.
-    pub retry_backoff: Duration,
+    retry_backoff: Duration,
+    parking: Parking,
+}
+
+impl SagaFeeder {
+    pub fn new(retry_backoff: Duration, park_after: u32) -> SagaFeeder {
+        SagaFeeder {
+            retry_backoff,
+            parking: Parking::new(FEEDER_SUBSCRIPTION, park_after),
+        }
+    }
+}
+
+#[async_trait]
+impl Fold for SagaFeeder {
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
+        if event.aggregate_type == <Job as Aggregate>::TYPE {
+            feed(conn, event.decode()?, self.retry_backoff).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn feed(
@@ -124,21 +145,11 @@ impl Subscriber for SagaFeeder {
     }
 
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
-        let mut tx = pool.begin().await?;
-        let from = load_checkpoint(&mut *tx, FEEDER_SUBSCRIPTION, true).await?;
-        let events = read_after(&mut *tx, from, 500).await?;
-        let Some(last) = events.last() else {
-            tx.rollback().await?;
-            return Ok(0);
-        };
-        for event in &events {
-            if event.aggregate_type == <Job as Aggregate>::TYPE {
-                feed(&mut tx, event.decode()?, self.retry_backoff).await?;
-            }
-        }
-        save_checkpoint(&mut *tx, FEEDER_SUBSCRIPTION, last.position).await?;
-        tx.commit().await?;
-        Ok(events.len())
+        fold_batch(pool, self, &self.parking, 500).await
+    }
+
+    async fn retry(&self, pool: &PgPool, event: &StoredEvent) -> anyhow::Result<()> {
+        fold_retry(pool, self, &self.parking, event).await
     }
 }
 

@@ -16,6 +16,9 @@ use sqlx::{PgExecutor, PgPool, Postgres};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::event_log::{read_by_id, StoredEvent};
+use crate::parking;
+
 /// The channel the events table notifies on every commit (see migrations).
 pub const EVENTS_CHANNEL: &str = "brightrun_events";
 
@@ -26,6 +29,12 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Handles the next events after the checkpoint and advances it. Answers how many events
     /// it handled: zero means caught up.
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize>;
+
+    /// Handles a parked event again, out of order, and marks it resolved (see `parking`):
+    /// what `brightrun parked retry` asks the subscription's leader to do.
+    async fn retry(&self, _pool: &PgPool, _event: &StoredEvent) -> anyhow::Result<()> {
+        anyhow::bail!("{} does not park events", self.name())
+    }
 }
 
 pub async fn ensure_checkpoint<'e>(executor: impl PgExecutor<'e>, name: &str) -> sqlx::Result<()> {
@@ -230,6 +239,7 @@ async fn run_while_leading(
                 lock.close_on_drop();
                 return;
             }
+            retry_parked(pool, subscriber).await;
         }
         match subscriber.run_batch(pool).await {
             Ok(0) => {
@@ -264,6 +274,40 @@ async fn run_while_leading(
         .bind(&name)
         .execute(&mut *lock)
         .await;
+}
+
+/// Handles the parked events whose retry was asked for (`brightrun parked retry`), each once:
+/// resolved, or parked still with the new error.
+async fn retry_parked(pool: &PgPool, subscriber: &dyn Subscriber) {
+    let name = subscriber.name();
+    let due = match parking::retries_due(pool, name).await {
+        Ok(due) => due,
+        Err(err) => {
+            tracing::warn!(subscription = name, error = %err, "cannot read the retries asked for");
+            return;
+        }
+    };
+    for event_id in due {
+        let outcome = match read_by_id(pool, event_id).await {
+            Ok(Some(event)) => subscriber.retry(pool, &event).await,
+            Ok(None) => Err(anyhow::anyhow!("event {event_id} is not in the log")),
+            Err(err) => Err(err.into()),
+        };
+        let recorded = match &outcome {
+            Ok(()) => {
+                tracing::info!(subscription = name, %event_id, "parked event handled on retry");
+                Ok(())
+            }
+            Err(err) => {
+                let error = format!("{err:#}");
+                tracing::warn!(subscription = name, %event_id, error = %error, "parked event failed again");
+                parking::retry_failed(pool, name, event_id, &error).await
+            }
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(subscription = name, %event_id, error = %err, "cannot record the retry");
+        }
+    }
 }
 
 /// How far a subscription is behind the log.

@@ -16,8 +16,9 @@ pub mod replay;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use infrastructure::event_log::{read_after, StoredEvent};
-use infrastructure::subscription::{load_checkpoint, save_checkpoint, Subscriber};
+use infrastructure::event_log::StoredEvent;
+use infrastructure::parking::{fold_batch, fold_retry, Fold, Parking, DEFAULT_PARK_AFTER};
+use infrastructure::subscription::Subscriber;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -86,15 +87,33 @@ pub struct Projection {
     projector: Arc<dyn Projector>,
     name: String,
     batch_size: i64,
+    parking: Parking,
 }
 
 impl Projection {
     pub fn new(projector: Arc<dyn Projector>) -> Projection {
+        Projection::with_parking(projector, DEFAULT_PARK_AFTER)
+    }
+
+    /// A projection that parks an event after `park_after` failed attempts.
+    pub fn with_parking(projector: Arc<dyn Projector>, park_after: u32) -> Projection {
+        let name = subscription_name(projector.name());
         Projection {
-            name: subscription_name(projector.name()),
+            parking: Parking::new(name.clone(), park_after),
+            name,
             projector,
             batch_size: 500,
         }
+    }
+}
+
+/// A projector folds an event the way any transactional subscription does.
+struct Folding<'a>(&'a dyn Projector);
+
+#[async_trait]
+impl Fold for Folding<'_> {
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
+        self.0.apply(conn, event).await
     }
 }
 
@@ -105,19 +124,16 @@ impl Subscriber for Projection {
     }
 
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
-        let mut tx = pool.begin().await?;
-        // The row lock keeps a replay from swapping tables under this batch.
-        let from = load_checkpoint(&mut *tx, &self.name, true).await?;
-        let events = read_after(&mut *tx, from, self.batch_size).await?;
-        let Some(last) = events.last() else {
-            tx.rollback().await?;
-            return Ok(0);
-        };
-        for event in &events {
-            self.projector.apply(&mut tx, event).await?;
-        }
-        save_checkpoint(&mut *tx, &self.name, last.position).await?;
-        tx.commit().await?;
-        Ok(events.len())
+        fold_batch(
+            pool,
+            &Folding(&*self.projector),
+            &self.parking,
+            self.batch_size,
+        )
+        .await
+    }
+
+    async fn retry(&self, pool: &PgPool, event: &StoredEvent) -> anyhow::Result<()> {
+        fold_retry(pool, &Folding(&*self.projector), &self.parking, event).await
     }
 }

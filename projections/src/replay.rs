@@ -6,12 +6,15 @@
 //! live tables to the same position, counts the rows on which they differ, swaps the copy in
 //! and sets the checkpoint. A correct projector reports zero differences.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use application::LogPosition;
 use infrastructure::event_log::read_after;
+use infrastructure::parking;
 use infrastructure::subscription::{ensure_checkpoint, load_checkpoint, save_checkpoint};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::{subscription_name, Projector};
 
@@ -53,14 +56,25 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
     }
     tx.commit().await?;
 
+    // Events the live projection parked stay out of the copy too (until a retry handles them).
+    let parked: HashSet<Uuid> = parking::parked_ids(pool, &name)
+        .await?
+        .into_iter()
+        .collect();
     // Catch up in short transactions, so the rebuild never holds the log back for long.
     let mut cursor = LogPosition::START;
     let mut events = 0u64;
     loop {
         let mut tx = pool.begin().await?;
         let n;
-        (cursor, n) =
-            apply_batch(&mut tx, &*projector, &format!("{schema}, public"), cursor).await?;
+        (cursor, n) = apply_batch(
+            &mut tx,
+            &*projector,
+            &parked,
+            &format!("{schema}, public"),
+            cursor,
+        )
+        .await?;
         tx.commit().await?;
         events += n;
         if n == 0 {
@@ -71,9 +85,19 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
     // The swap: live batches wait on the checkpoint row until this commits.
     let mut tx = pool.begin().await?;
     let mut live = load_checkpoint(&mut *tx, &name, true).await?;
+    let parked: HashSet<Uuid> = parking::parked_ids(&mut *tx, &name)
+        .await?
+        .into_iter()
+        .collect();
     loop {
-        let (next, n) =
-            apply_batch(&mut tx, &*projector, &format!("{schema}, public"), cursor).await?;
+        let (next, n) = apply_batch(
+            &mut tx,
+            &*projector,
+            &parked,
+            &format!("{schema}, public"),
+            cursor,
+        )
+        .await?;
         cursor = next;
         events += n;
         if n == 0 {
@@ -81,7 +105,8 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
         }
     }
     while live < cursor {
-        let (next, n) = apply_batch_until(&mut tx, &*projector, "public", live, cursor).await?;
+        let (next, n) =
+            apply_batch_until(&mut tx, &*projector, &parked, "public", live, cursor).await?;
         if n == 0 {
             break;
         }
@@ -130,12 +155,14 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
 async fn apply_batch(
     conn: &mut PgConnection,
     projector: &dyn Projector,
+    parked: &HashSet<Uuid>,
     search_path: &str,
     after: LogPosition,
 ) -> anyhow::Result<(LogPosition, u64)> {
     apply_batch_until(
         conn,
         projector,
+        parked,
         search_path,
         after,
         LogPosition {
@@ -146,10 +173,12 @@ async fn apply_batch(
     .await
 }
 
-/// Applies the events after `after` up to `until` (inclusive) with the given search path.
+/// Applies the events after `after` up to `until` (inclusive) with the given search path,
+/// passing over the parked ones.
 async fn apply_batch_until(
     conn: &mut PgConnection,
     projector: &dyn Projector,
+    parked: &HashSet<Uuid>,
     search_path: &str,
     after: LogPosition,
     until: LogPosition,
@@ -161,7 +190,9 @@ async fn apply_batch_until(
     let mut reached = after;
     let mut n = 0;
     for event in events.iter().take_while(|e| e.position <= until) {
-        projector.apply(conn, event).await?;
+        if !parked.contains(&event.event_id) {
+            projector.apply(conn, event).await?;
+        }
         reached = event.position;
         n += 1;
     }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod models;
 mod openai_api;
 mod openapi;
+mod parking;
 mod preview;
 mod relay;
 mod replay;
