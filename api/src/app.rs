@@ -118,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(crate::console::serve)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::rate_limit::middleware,
+        ))
         .layer(middleware::from_fn(crate::request_id::middleware))
         .with_state(state)
 }
@@ -302,6 +306,13 @@ pub async fn start(
             shutdown.clone(),
         )));
     }
+    if roles.api {
+        tasks.push(tokio::spawn(forget_rate_limit_windows(
+            pool.clone(),
+            Duration::from_secs(config.rate_limits.window_secs.max(1)),
+            shutdown.clone(),
+        )));
+    }
     tasks.extend(subscribers.into_iter().map(|s| {
         subscription::spawn(
             pool.clone(),
@@ -406,6 +417,25 @@ async fn gpu_cluster(config: &Config) -> anyhow::Result<(Arc<dyn GpuCluster>, Op
     Ok((Arc::new(client), Some(sim)))
 }
 
+/// Drops the rate-limit counters of past windows, once a window (any instance may: the
+/// delete is the same wherever it runs).
+async fn forget_rate_limit_windows(
+    pool: sqlx::PgPool,
+    window: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(window) => {}
+        }
+        let before = chrono::Utc::now() - window * 2;
+        if let Err(err) = infrastructure::rate_limits::forget_before(&pool, before).await {
+            tracing::warn!(error = %err, "cannot drop past rate-limit windows");
+        }
+    }
+}
+
 /// `brightrun serve`: runs the roles until SIGINT/SIGTERM.
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     tracing::info!(config = ?config, ?roles, "starting");
@@ -414,9 +444,14 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.api {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "listening");
-        axum::serve(listener, service.router())
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        axum::serve(
+            listener,
+            service
+                .router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     } else {
         shutdown_signal().await;
     }

@@ -372,7 +372,8 @@ fn document_common_answers(doc: &mut Value) {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
-        for op in item.values_mut() {
+        for (method, op) in item.iter_mut() {
+            let limited = domain::rate_limit::classify(method, path).is_some();
             let has_body = op.get("requestBody").is_some();
             let has_params = op
                 .get("parameters")
@@ -407,6 +408,19 @@ fn document_common_answers(doc: &mut Value) {
             if secured {
                 responses.entry("401").or_insert_with(|| {
                     error_answer(schema, "`UNAUTHORIZED`: a valid bearer token is required")
+                });
+            }
+            if limited {
+                responses.entry("429").or_insert_with(|| {
+                    let mut answer = error_answer(
+                        schema,
+                        "`RATE_LIMITED`: too many such requests from this caller or address in the window (RATE_LIMIT_*); retry after `Retry-After` seconds",
+                    );
+                    answer["headers"] = json!({"Retry-After": {
+                        "description": "Seconds until the window ends",
+                        "schema": {"type": "integer", "minimum": 1}
+                    }});
+                    answer
                 });
             }
         }

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod live;
 pub mod openapi;
 pub mod parked;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod state;

@@ -225,7 +225,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     let base = format!("http://{}", listener.local_addr()?);
                     let router = service.router();
                     tokio::spawn(async move {
-                        let _ = axum::serve(listener, router).await;
+                        let _ = axum::serve(
+                            listener,
+                            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                        )
+                        .await;
                     });
                     println!("BrightRun is up at {base} (API docs at {base}/api/docs)");
                     let started = std::time::Instant::now();

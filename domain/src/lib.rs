@@ -43,6 +43,7 @@ pub mod ids;
 pub mod job;
 pub mod model;
 pub mod notifications;
+pub mod rate_limit;
 pub mod upcast;
 pub mod validation;
 

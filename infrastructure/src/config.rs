@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use domain::dataset::{DEFAULT_PURGE_AFTER, DEFAULT_UPLOAD_LIMIT_BYTES};
+use domain::rate_limit::RateLimit;
 
 /// Credentials of the embedded S3-protocol server when none are configured (loopback only).
 pub const EMBEDDED_S3_ACCESS_KEY: &str = "brightrun-local";
@@ -50,7 +51,13 @@ pub struct Config {
     pub upload_limit_bytes: u64,
     pub max_body_bytes: usize,
     pub login_max_failures: i64,
+    /// Failed logins from one client address (any e-mail) within the window.
+    pub login_max_failures_per_address: i64,
     pub login_window: Duration,
+    pub rate_limits: RateLimits,
+    /// Take the client's address from the first `X-Forwarded-For` entry (behind a proxy that
+    /// sets it); otherwise the connection's peer address.
+    pub trust_forwarded_for: bool,
     pub purge_after: Duration,
     pub purge_interval: Duration,
     pub validation_concurrency: usize,
@@ -185,6 +192,41 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "failed logins per e-mail before RATE_LIMITED",
     ),
     (
+        "LOGIN_MAX_FAILURES_PER_ADDRESS",
+        "50",
+        "failed logins from one client address (any e-mail) before RATE_LIMITED",
+    ),
+    (
+        "RATE_LIMIT_WINDOW_SECONDS",
+        "60",
+        "the fixed window the request limits count in (shared by every instance, in Postgres)",
+    ),
+    (
+        "RATE_LIMIT_WRITES_PER_CALLER",
+        "600",
+        "writes (POST, PATCH, DELETE) per user token or API key per window; 0: no limit",
+    ),
+    (
+        "RATE_LIMIT_WRITES_PER_ADDRESS",
+        "3000",
+        "writes per client address per window; 0: no limit",
+    ),
+    (
+        "RATE_LIMIT_EXPENSIVE_PER_CALLER",
+        "120",
+        "estimates, previews, uploads, file downloads, audits and SSE connections per caller per window",
+    ),
+    (
+        "RATE_LIMIT_EXPENSIVE_PER_ADDRESS",
+        "600",
+        "the same, per client address per window",
+    ),
+    (
+        "TRUST_FORWARDED_FOR",
+        "false",
+        "true behind a proxy that sets X-Forwarded-For: limits count its first address",
+    ),
+    (
         "LOGIN_WINDOW_SECONDS",
         "900",
         "window over which failed logins are counted",
@@ -256,6 +298,33 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "failed attempts at one event (not a dependency being down) before a subscription parks it and goes on (brightrun parked list|retry)",
     ),
 ];
+
+/// Requests per window, per caller (a user's token or an API key) and per client address,
+/// for each class of `domain::rate_limit` (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub window_secs: u64,
+    pub writes_per_caller: u32,
+    pub writes_per_address: u32,
+    pub expensive_per_caller: u32,
+    pub expensive_per_address: u32,
+}
+
+impl RateLimits {
+    /// The limits of `class`: (per caller, per address).
+    pub fn of(&self, class: domain::rate_limit::RateClass) -> (RateLimit, RateLimit) {
+        use domain::rate_limit::RateClass::*;
+        let (caller, address) = match class {
+            Write => (self.writes_per_caller, self.writes_per_address),
+            Expensive => (self.expensive_per_caller, self.expensive_per_address),
+        };
+        let rule = |limit| RateLimit {
+            limit,
+            window_secs: self.window_secs,
+        };
+        (rule(caller), rule(address))
+    }
+}
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -334,6 +403,15 @@ impl Config {
             upload_limit_bytes: parse(&lookup, "UPLOAD_LIMIT_BYTES", DEFAULT_UPLOAD_LIMIT_BYTES)?,
             max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
             login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5)?,
+            login_max_failures_per_address: parse(&lookup, "LOGIN_MAX_FAILURES_PER_ADDRESS", 50)?,
+            rate_limits: RateLimits {
+                window_secs: parse(&lookup, "RATE_LIMIT_WINDOW_SECONDS", 60)?,
+                writes_per_caller: parse(&lookup, "RATE_LIMIT_WRITES_PER_CALLER", 600)?,
+                writes_per_address: parse(&lookup, "RATE_LIMIT_WRITES_PER_ADDRESS", 3000)?,
+                expensive_per_caller: parse(&lookup, "RATE_LIMIT_EXPENSIVE_PER_CALLER", 120)?,
+                expensive_per_address: parse(&lookup, "RATE_LIMIT_EXPENSIVE_PER_ADDRESS", 600)?,
+            },
+            trust_forwarded_for: parse(&lookup, "TRUST_FORWARDED_FOR", false)?,
             login_window: Duration::from_secs(parse(&lookup, "LOGIN_WINDOW_SECONDS", 900)?),
             purge_after: Duration::from_secs(parse(
                 &lookup,
@@ -514,6 +592,12 @@ impl fmt::Debug for Config {
             .field("upload_limit_bytes", &self.upload_limit_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("login_max_failures", &self.login_max_failures)
+            .field(
+                "login_max_failures_per_address",
+                &self.login_max_failures_per_address,
+            )
+            .field("rate_limits", &self.rate_limits)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
             .field("login_window", &self.login_window)
             .field("purge_after", &self.purge_after)
             .field("purge_interval", &self.purge_interval)

@@ -14,6 +14,7 @@ pub mod event_store;
 pub mod jobs;
 pub mod models;
 pub mod parking;
+pub mod rate_limits;
 pub mod relay;
 pub mod s3;
 pub mod saga;

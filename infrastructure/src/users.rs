@@ -162,20 +162,41 @@ impl Users {
         .await
     }
 
-    /// Records a failure and forgets those older than `forget_before` for this e-mail.
+    /// Failed logins from `address` (any e-mail) after `since`.
+    pub async fn address_failures_since(
+        &self,
+        address: &str,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM login_failures WHERE address = $1 AND failed_at > $2",
+        )
+        .bind(address)
+        .bind(since)
+        .fetch_one(&self.0)
+        .await
+    }
+
+    /// Records a failure (from `address`, when known) and forgets those older than
+    /// `forget_before` for this e-mail and this address.
     pub async fn record_failure(
         &self,
         email: &str,
+        address: Option<&str>,
         at: DateTime<Utc>,
         forget_before: DateTime<Utc>,
     ) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM login_failures WHERE email = $1 AND failed_at <= $2")
+        sqlx::query(
+            "DELETE FROM login_failures WHERE (email = $1 OR address = $2) AND failed_at <= $3",
+        )
+        .bind(email)
+        .bind(address)
+        .bind(forget_before)
+        .execute(&self.0)
+        .await?;
+        sqlx::query("INSERT INTO login_failures (email, address, failed_at) VALUES ($1, $2, $3)")
             .bind(email)
-            .bind(forget_before)
-            .execute(&self.0)
-            .await?;
-        sqlx::query("INSERT INTO login_failures (email, failed_at) VALUES ($1, $2)")
-            .bind(email)
+            .bind(address)
             .bind(at)
             .execute(&self.0)
             .await?;

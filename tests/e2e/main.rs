@@ -19,6 +19,7 @@ mod openai_api;
 mod openapi;
 mod parking;
 mod preview;
+mod rate_limits;
 mod relay;
 mod replay;
 mod saga;

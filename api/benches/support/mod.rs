@@ -26,6 +26,15 @@ impl Binary {
             .env("BRIGHTRUN_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
+        // Benchmarks measure the service, not its rate limits (a bench may set its own).
+        for limit in [
+            "RATE_LIMIT_WRITES_PER_CALLER",
+            "RATE_LIMIT_WRITES_PER_ADDRESS",
+            "RATE_LIMIT_EXPENSIVE_PER_CALLER",
+            "RATE_LIMIT_EXPENSIVE_PER_ADDRESS",
+        ] {
+            command.env(limit, "0");
+        }
         for (name, value) in vars {
             command.env(name, value);
         }

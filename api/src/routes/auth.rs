@@ -15,6 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::envelope::{self, Envelope};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::extract::{ApiJson, AuthUser};
+use crate::rate_limit::ClientAddress;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -168,10 +169,11 @@ async fn signup(
     responses(
         (status = 200, description = "Logged in", body = Envelope<Session>),
         (status = 401, description = "`INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 429, description = "`RATE_LIMITED`: too many failed logins; see Retry-After", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`: too many failed logins for this e-mail or from this address; see Retry-After", body = ErrorEnvelope),
     ))]
 async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = normalize_email(&req.email);
@@ -182,6 +184,25 @@ async fn login(
     let now = state.clock.now();
     let window =
         chrono::Duration::from_std(state.config.login_window).map_err(ApiError::internal)?;
+    let address = address.map(|a| a.to_string());
+    let window_secs = state.config.login_window.as_secs();
+    if let Some(address) = &address {
+        let failures = state
+            .users
+            .address_failures_since(address, now - window)
+            .await
+            .map_err(ApiError::internal)?;
+        let throttle = LoginThrottle {
+            max_failures: state.config.login_max_failures_per_address,
+            window_secs,
+        };
+        throttle.check(failures).map_err(|retry_after| {
+            ApiError::rate_limited(
+                "too many failed logins from this address; wait before trying again",
+                retry_after,
+            )
+        })?;
+    }
     let failures = state
         .users
         .failures_since(&email, now - window)
@@ -189,7 +210,7 @@ async fn login(
         .map_err(ApiError::internal)?;
     let throttle = LoginThrottle {
         max_failures: state.config.login_max_failures,
-        window_secs: state.config.login_window.as_secs(),
+        window_secs,
     };
     throttle.check(failures).map_err(|retry_after| {
         ApiError::rate_limited(
@@ -220,7 +241,7 @@ async fn login(
         _ => {
             state
                 .users
-                .record_failure(&email, now, now - window)
+                .record_failure(&email, address.as_deref(), now, now - window)
                 .await
                 .map_err(ApiError::internal)?;
             Err(invalid_credentials())

@@ -1,0 +1,136 @@
+//! Request rate limits: each write and each expensive request (`domain::rate_limit`) counts
+//! against its caller (the user of a token, or an API key) and its client address, in
+//! windows shared by every instance (Postgres); one too many answers 429 `RATE_LIMITED`
+//! with `Retry-After`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Extensions, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{TimeZone, Utc};
+use domain::rate_limit::{classify, RateLimit};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(class) = classify(req.method().as_str(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let (per_caller, per_address) = state.config.rate_limits.of(class);
+    let mut counted: Vec<(String, RateLimit)> = Vec::with_capacity(2);
+    if per_caller.limit > 0 {
+        if let Some(caller) = caller_of(&state, req.headers()) {
+            counted.push((format!("{}:{caller}", class.as_str()), per_caller));
+        }
+    }
+    if per_address.limit > 0 {
+        if let Some(address) = client_address(&req, state.config.trust_forwarded_for) {
+            counted.push((format!("{}:address:{address}", class.as_str()), per_address));
+        }
+    }
+    if counted.is_empty() {
+        return next.run(req).await;
+    }
+    let now = state.clock.now().timestamp();
+    let (start, _) = counted[0].1.window(now);
+    let Some(window_start) = Utc.timestamp_opt(start, 0).single() else {
+        return next.run(req).await;
+    };
+    let keys: Vec<String> = counted.iter().map(|(k, _)| k.clone()).collect();
+    match infrastructure::rate_limits::hit(&state.pool, &keys, window_start).await {
+        Ok(hits) => {
+            for ((key, rule), hits) in counted.iter().zip(hits) {
+                if let Err(retry_after) = rule.check(hits, now) {
+                    let whom = if key.contains(":address:") {
+                        "this address"
+                    } else {
+                        "this caller"
+                    };
+                    return ApiError::rate_limited(
+                        format!(
+                            "too many {} requests from {whom}: at most {} per {} s; retry after {retry_after} s",
+                            class.as_str(),
+                            rule.limit,
+                            rule.window_secs
+                        ),
+                        retry_after,
+                    )
+                    .into_response();
+                }
+            }
+        }
+        // The counters are unreachable: the request goes on (it answers for itself if the
+        // database is down) rather than failing for want of a count.
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot count the request against its rate limits")
+        }
+    }
+    next.run(req).await
+}
+
+/// Who is calling, for counting only: the user of a valid token, or the id an API key names
+/// (checked by the handler; a forged one only spreads the caller over keys its address still
+/// counts).
+fn caller_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    if token.starts_with(domain::api_key::KEY_PREFIX) {
+        return domain::api_key::key_id_of(token).map(|id| format!("key:{id}"));
+    }
+    state
+        .tokens
+        .verify(token)
+        .ok()
+        .map(|p| format!("user:{}", p.user_id.0))
+}
+
+/// The client's address: the connection's peer, or behind a trusted proxy the first
+/// `X-Forwarded-For` entry.
+pub fn client_address(req: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
+    address_of(req.headers(), req.extensions(), trust_forwarded_for)
+}
+
+/// The client's address as a handler's argument (none when the server was started without
+/// connection info and no trusted header names it).
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(address_of(
+            &parts.headers,
+            &parts.extensions,
+            state.config.trust_forwarded_for,
+        )))
+    }
+}
+
+fn address_of(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trust_forwarded_for: bool,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    if trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    peer.map(|p| p.ip())
+}

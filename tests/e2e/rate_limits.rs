@@ -1,0 +1,216 @@
+//! Rate limits: writes and expensive requests counted per caller and per client address, in
+//! windows every instance shares; one too many answers 429 `RATE_LIMITED` with Retry-After
+//! and changes nothing. Failed logins are throttled per address as well as per e-mail.
+
+use serde_json::{json, Value};
+
+use crate::common::{send, Isolation, TestApp};
+
+/// A day-long window: a test never straddles two (unless it runs across midnight UTC).
+const WINDOW: (&str, &str) = ("RATE_LIMIT_WINDOW_SECONDS", "86400");
+
+fn assert_limited(status: u16, headers: &reqwest::header::HeaderMap, body: &Value, whom: &str) {
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(whom), "{message}");
+    let retry_after: u64 = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+}
+
+async fn post_from(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    address: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = app
+        .http
+        .post(app.url(path))
+        .header("x-forwarded-for", address)
+        .json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn dataset(name: &str) -> Value {
+    json!({"name": name, "format": "brightrun-lora-v4", "fileSize": 10, "fileName": "a.jsonl"})
+}
+
+#[tokio::test]
+async fn a_caller_s_writes_are_counted_across_instances_and_the_one_too_many_changes_nothing() {
+    let iso = Isolation::new();
+    let vars = [WINDOW, ("RATE_LIMIT_WRITES_PER_CALLER", "5")];
+    let one = TestApp::start_with(iso.clone(), api::Roles::ALL, &vars).await;
+    let two = TestApp::start_with(iso.clone(), api::Roles::ALL, &vars).await;
+    let (_, token) = one.user("busy").await;
+    for i in 0..5 {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let (status, body) = app
+            .post("/api/datasets", Some(&token), dataset(&format!("set {i}")))
+            .await;
+        assert_eq!(status, 201, "write {i}: {body}");
+    }
+    for app in [&one, &two] {
+        let resp = app
+            .http
+            .post(app.url("/api/datasets"))
+            .bearer_auth(&token)
+            .json(&dataset("one too many"))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body: Value = resp.json().await.expect("envelope");
+        assert_limited(status, &headers, &body, "this caller");
+    }
+    let (_, list) = one.get("/api/datasets?limit=50", Some(&token)).await;
+    assert_eq!(
+        list["data"]["datasets"].as_array().map(Vec::len),
+        Some(5),
+        "{list}"
+    );
+    // Reads are not limited, and another caller from the same address has a count of its own.
+    let (status, _) = two.get("/api/datasets", Some(&token)).await;
+    assert_eq!(status, 200);
+    let (_, other) = two.user("calm").await;
+    let (status, body) = two
+        .post("/api/datasets", Some(&other), dataset("theirs"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    two.finish().await;
+    one.finish().await;
+}
+
+#[tokio::test]
+async fn expensive_requests_are_counted_per_address_even_unauthenticated_and_v1_answers_in_openai_s_shape(
+) {
+    let vars = [
+        WINDOW,
+        ("TRUST_FORWARDED_FOR", "true"),
+        ("RATE_LIMIT_EXPENSIVE_PER_ADDRESS", "3"),
+    ];
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
+    let (_, token) = app.user("estimator").await;
+    let estimate = json!({"datasetId": uuid::Uuid::now_v7(), "presetId": "balanced"});
+    for _ in 0..3 {
+        let (status, _, body) = post_from(
+            &app,
+            "/api/jobs/estimate",
+            Some(&token),
+            "203.0.113.7",
+            estimate.clone(),
+        )
+        .await;
+        assert_ne!(status, 429, "{body}");
+    }
+    let (status, headers, body) = post_from(
+        &app,
+        "/api/jobs/estimate",
+        Some(&token),
+        "203.0.113.7",
+        estimate.clone(),
+    )
+    .await;
+    assert_limited(status, &headers, &body, "this address");
+    // The same caller from elsewhere goes on.
+    let (status, _, body) = post_from(
+        &app,
+        "/api/jobs/estimate",
+        Some(&token),
+        "203.0.113.8",
+        estimate,
+    )
+    .await;
+    assert_ne!(status, 429, "{body}");
+
+    // SSE connections count, and so do requests that fail authentication.
+    let job = uuid::Uuid::now_v7();
+    let stream = |address: &'static str| {
+        app.http
+            .get(app.url(&format!("/api/jobs/{job}/stream")))
+            .header("x-forwarded-for", address)
+    };
+    for _ in 0..3 {
+        let (status, _) = send(stream("198.51.100.1")).await;
+        assert_eq!(status, 401);
+    }
+    let resp = stream("198.51.100.1").send().await.expect("stream");
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let body: Value = resp.json().await.expect("envelope");
+    assert_limited(status, &headers, &body, "this address");
+
+    // /v1 answers the OpenAI SDK's shape (it backs off on 429 by Retry-After).
+    for _ in 0..3 {
+        let (status, _, _) = post_from(&app, "/v1/files", None, "192.0.2.9", json!({})).await;
+        assert_ne!(status, 429);
+    }
+    let (status, headers, body) = post_from(&app, "/v1/files", None, "192.0.2.9", json!({})).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(headers.contains_key("retry-after"));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_address_as_well_as_per_email() {
+    let vars = [
+        ("TRUST_FORWARDED_FOR", "true"),
+        ("LOGIN_MAX_FAILURES_PER_ADDRESS", "3"),
+    ];
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
+    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
+    let (status, body) = app
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"email": email, "password": "correct horse", "name": "Real"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // A sprayer tries one password on many accounts: each e-mail stays under its own limit.
+    for i in 0..3 {
+        let (status, _, body) = post_from(
+            &app,
+            "/api/auth/login",
+            None,
+            "203.0.113.50",
+            json!({"email": format!("victim{i}@example.com"), "password": "winter2026"}),
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, headers, body) = post_from(
+        &app,
+        "/api/auth/login",
+        None,
+        "203.0.113.50",
+        json!({"email": email, "password": "correct horse"}),
+    )
+    .await;
+    assert_limited(status, &headers, &body, "this address");
+    // The account's owner, elsewhere, is not locked out by it.
+    let (status, _, body) = post_from(
+        &app,
+        "/api/auth/login",
+        None,
+        "203.0.113.51",
+        json!({"email": email, "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.finish().await;
+}
