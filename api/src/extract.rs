@@ -167,11 +167,22 @@ impl FromRequestParts<AppState> for AuthUser {
         if token.starts_with(domain::api_key::KEY_PREFIX) {
             return api_key(state, token).await.map(AuthUser);
         }
-        state
+        let claimed = state
             .tokens
             .verify(token)
-            .map(AuthUser)
-            .map_err(|_| ApiError::unauthorized())
+            .map_err(|_| ApiError::unauthorized())?;
+        // The account must still exist, and acts with the role it has now (a token outlives
+        // neither a deleted account nor a withdrawn role).
+        let user = state
+            .users
+            .by_id(claimed.user_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(AuthUser(Principal {
+            user_id: claimed.user_id,
+            role: user.role,
+        }))
     }
 }
 

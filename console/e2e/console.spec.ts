@@ -1,4 +1,4 @@
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test, type Locator, type Page } from "@playwright/test";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ERROR_SENTENCES } from "../src/errors.ts";
@@ -20,6 +20,23 @@ async function signUp(page: Page, who: string) {
   await page.getByLabel("Password").fill("a-long-password-1");
   await page.getByRole("button", { name: "Create account" }).click();
   await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+}
+
+/** Presses Tab until `target` has the focus, as someone on a keyboard reaches it, and checks
+ * the focus can be seen there; fails if Tab never gets there. */
+async function tabTo(page: Page, target: Locator, most = 60) {
+  for (let i = 0; i <= most; i++) {
+    if (i > 0) await page.keyboard.press("Tab");
+    if (await target.evaluate((el) => el === document.activeElement).catch(() => false)) {
+      const visible = await target.evaluate((el) => {
+        const style = getComputedStyle(el);
+        return (style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0) || style.boxShadow !== "none";
+      });
+      expect(visible, "the focus can be seen").toBe(true);
+      return;
+    }
+  }
+  throw new Error(`Tab never reached ${target}`);
 }
 
 test("every error code the API documents has a sentence", () => {
@@ -192,4 +209,70 @@ test("an API key is made in Settings, shown once, works as a token, and stops wh
   // A second page of the same session no longer shows the secret anywhere.
   await page.reload();
   await expect(page.getByText(secret)).toHaveCount(0);
+});
+
+test("the journey works from the keyboard alone: sign up, upload, configure, launch, cancel", async ({ page }) => {
+  await page.goto("/signin");
+  await tabTo(page, page.getByRole("link", { name: "Create an account" }));
+  await page.keyboard.press("Enter");
+  await tabTo(page, page.getByLabel("Name", { exact: true }));
+  await page.keyboard.type("keys");
+  await tabTo(page, page.getByLabel("E-mail"));
+  await page.keyboard.type(`keys-${Date.now()}@example.com`);
+  await tabTo(page, page.getByLabel("Password"));
+  await page.keyboard.type("a-long-password-1");
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+
+  // Upload: the file picker opens from the keyboard.
+  await tabTo(page, page.getByRole("link", { name: "Upload a dataset" }));
+  await page.keyboard.press("Enter");
+  await tabTo(page, page.getByLabel("Dataset file"));
+  const chooser = page.waitForEvent("filechooser");
+  await page.keyboard.press("Space");
+  await (await chooser).setFiles(dataset);
+  await tabTo(page, page.getByRole("button", { name: "Upload and validate" }));
+  await page.keyboard.press("Enter");
+  await expect(page.locator(".badge", { hasText: "ready" })).toBeVisible();
+
+  // Configure: a preset, the GPU count, the launch and its confirmation.
+  await tabTo(page, page.getByRole("button", { name: "Start training" }));
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { name: "Configure a training job" })).toBeVisible();
+  const total = page.locator(".estimate .big");
+  await expect(total).toHaveText(/\$\d/);
+  await tabTo(page, page.getByRole("radio", { name: /conservative/ }));
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("radio", { name: /conservative/ })).toHaveAttribute("aria-checked", "true");
+  // Type-ahead picks the small model, as in a native select.
+  await tabTo(page, page.getByLabel("Base model"));
+  await page.keyboard.type("smollm2-135m");
+  await expect(page.getByLabel("Base model")).toHaveValue("smollm2-135m");
+  // The estimate is asked again a moment after each change.
+  await page.waitForTimeout(500);
+  await page.waitForLoadState("networkidle");
+  const before = await total.textContent();
+  const count = page.getByLabel("GPU count");
+  await tabTo(page, count);
+  await page.keyboard.press((await count.inputValue()) === "8" ? "Home" : "End");
+  await expect(total).not.toHaveText(before ?? "");
+  await tabTo(page, page.getByRole("button", { name: "Launch training" }));
+  await page.keyboard.press("Enter");
+  const dialog = page.getByRole("dialog");
+  await expect(dialog).toContainText("Launch this job?");
+  // The dialog holds the focus; Escape closes it, and it opens again.
+  await page.keyboard.press("Escape");
+  await expect(dialog).toBeHidden();
+  await expect(page.getByRole("button", { name: "Launch training" })).toBeFocused();
+  await page.keyboard.press("Enter");
+  await tabTo(page, dialog.getByRole("button", { name: "Launch" }), 5);
+  await page.keyboard.press("Enter");
+
+  // The monitor: cancel with its confirmation, from the keyboard.
+  await expect(page.getByRole("list", { name: "Stage" })).toBeVisible();
+  page.once("dialog", (d) => d.accept());
+  await tabTo(page, page.getByRole("button", { name: "Cancel job" }));
+  await page.keyboard.press("Enter");
+  await expect(page.locator(".badge", { hasText: "cancelled" }).first()).toBeVisible();
+  await snap(page, "09-keyboard-cancelled");
 });

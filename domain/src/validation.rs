@@ -48,9 +48,30 @@ pub fn text_length(field: &str, value: &str, min: usize, max: usize) -> Result<(
     Ok(())
 }
 
+/// A text that must stay on one line (a file name goes into headers and paths): no control
+/// characters at all, line breaks and tabs included.
+pub fn one_line(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            format!("{field} must be one line without control characters"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_refuses_line_breaks_and_tabs_too() {
+        assert!(one_line("fileName", "support chats (v2).jsonl").is_ok());
+        for bad in ["a\nb", "a\rb", "a\tb", "a\u{7}b"] {
+            let e = one_line("fileName", bad).unwrap_err();
+            assert_eq!(e.field, "fileName", "{bad:?}");
+        }
+    }
 
     #[test]
     fn text_refuses_control_characters_and_counts_its_maximum_as_sent() {

@@ -11,6 +11,7 @@ mod crash;
 mod datasets;
 mod direct_upload;
 mod global_log;
+mod hostile;
 mod job_stream;
 mod jobs;
 mod lifecycle;

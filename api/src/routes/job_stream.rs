@@ -175,12 +175,30 @@ fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
 }
 
 struct Cursor {
+    _open: OpenStream,
     pending: VecDeque<LiveEvent>,
     live: broadcast::Receiver<Arc<Envelope>>,
     last: LogPosition,
     pool: PgPool,
     job: String,
     done: bool,
+}
+
+/// Counts an open stream in `brightrun_sse_streams_open` for as long as it lives (a client
+/// that goes away drops its stream, and the count with it).
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> OpenStream {
+        metrics::gauge!("brightrun_sse_streams_open").increment(1.0);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("brightrun_sse_streams_open").decrement(1.0);
+    }
 }
 
 impl Cursor {
@@ -284,6 +302,7 @@ async fn stream_job(
         }
     };
     let cursor = Cursor {
+        _open: OpenStream::new(),
         pending,
         live,
         last,

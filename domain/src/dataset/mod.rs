@@ -395,6 +395,7 @@ impl Dataset {
         text_length("name", &cmd.name, 1, MAX_NAME_LENGTH)?;
         text_length("description", &cmd.description, 0, MAX_DESCRIPTION_LENGTH)?;
         text_length("fileName", &cmd.file_name, 1, MAX_FILE_NAME_LENGTH)?;
+        crate::validation::one_line("fileName", &cmd.file_name)?;
         if cmd.file_name.contains(['/', '\\']) {
             return Err(FieldError::new("fileName", "fileName must not contain a path").into());
         }

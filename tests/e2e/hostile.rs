@@ -1,0 +1,291 @@
+//! Hostile clients (issue 18): forged tokens, tampered upload URLs, paths in file names,
+//! bodies built to hurt the parser, and streams opened by the thousand and dropped. Each gets
+//! a clear 4xx and changes nothing.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::common::{eventually, send, Isolation, TestApp};
+
+async fn datasets_of(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'dataset'")
+        .fetch_one(app.pool())
+        .await
+        .expect("count")
+}
+
+fn assert_refused(status: u16, body: &Value, expected: u16, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+}
+
+fn registration() -> Value {
+    json!({"name": "x", "format": "brightrun-lora-v4", "fileSize": 10, "fileName": "a.jsonl"})
+}
+
+#[tokio::test]
+async fn tokens_without_an_algorithm_with_another_or_for_a_deleted_user_are_refused() {
+    let app = TestApp::start().await;
+    let (user_id, token) = app.user("eve").await;
+    let secret = app
+        .service
+        .as_ref()
+        .expect("service")
+        .state
+        .config
+        .jwt_secret
+        .clone();
+    let now = chrono::Utc::now().timestamp();
+    // An ordinary user's claims, raised to admin.
+    let claims = json!({"sub": user_id, "role": "admin", "iat": now, "exp": now + 3600});
+    let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"));
+    let unsigned = format!(
+        "{}.{}.",
+        part(&json!({"alg": "none", "typ": "JWT"})),
+        part(&claims)
+    );
+    let other_algorithm = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS512 token");
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    let escalated = format!(
+        "{}.{}.{signature}",
+        part(&json!({"alg": "HS256", "typ": "JWT"})),
+        part(&claims)
+    );
+    for bad in [&unsigned, &other_algorithm, &escalated] {
+        let (status, body) = app.get("/api/admin/audit/costs", Some(bad)).await;
+        assert_refused(status, &body, 401, "UNAUTHORIZED");
+        let (status, body) = app.post("/api/datasets", Some(bad), registration()).await;
+        assert_refused(status, &body, 401, "UNAUTHORIZED");
+    }
+    assert_eq!(datasets_of(&app).await, 0);
+
+    // A token outlives its account only until the account is gone.
+    let (status, _) = app.get("/api/auth/me", Some(&token)).await;
+    assert_eq!(status, 200);
+    sqlx::query("DELETE FROM users WHERE id = $1::uuid")
+        .bind(&user_id)
+        .execute(app.pool())
+        .await
+        .expect("delete user");
+    let (status, body) = app.get("/api/datasets", Some(&token)).await;
+    assert_refused(status, &body, 401, "UNAUTHORIZED");
+    let (status, body) = app
+        .post("/api/datasets", Some(&token), registration())
+        .await;
+    assert_refused(status, &body, 401, "UNAUTHORIZED");
+    assert_eq!(datasets_of(&app).await, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_presigned_upload_url_is_refused_with_its_key_expiry_or_date_changed() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("mallory").await;
+    let (status, body) = app
+        .post("/api/datasets", Some(&token), registration())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["data"]["datasetId"].as_str().expect("id").to_string();
+    let url = body["data"]["uploadUrl"].as_str().expect("url").to_string();
+    let put = |url: String, bytes: &'static [u8]| {
+        let http = app.http.clone();
+        async move {
+            http.put(url)
+                .body(bytes)
+                .send()
+                .await
+                .expect("PUT")
+                .status()
+                .as_u16()
+        }
+    };
+    let other_key = url.replacen(&id, &uuid::Uuid::now_v7().to_string(), 1);
+    assert_ne!(other_key, url);
+    let longer = with_param(&url, "X-Amz-Expires=", "604800");
+    let older = with_param(&url, "X-Amz-Date=", "20200101T000000Z");
+    for tampered in [other_key, longer, older] {
+        let status = put(tampered.clone(), b"0123456789").await;
+        assert_eq!(status, 403, "{tampered}");
+    }
+    // Nothing arrived: the confirm says the file is missing and the dataset waits for it.
+    let (status, body) = app
+        .post(
+            &format!("/api/datasets/{id}/confirm"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    let (_, detail) = app.get(&format!("/api/datasets/{id}"), Some(&token)).await;
+    assert_eq!(detail["data"]["dataset"]["status"], "uploading", "{detail}");
+    // The right URL with a body of another size than declared: its length is signed.
+    let status = put(url.clone(), b"01234567890123456789").await;
+    assert_eq!(status, 403);
+    // And the URL as given still takes the declared file.
+    assert_eq!(put(url, b"0123456789").await, 200);
+    app.finish().await;
+}
+
+/// `url` with the value of query parameter `name=` replaced by `value`.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let Some(start) = url.find(name).map(|i| i + name.len()) else {
+        panic!("{name} not in {url}");
+    };
+    let end = url[start..].find('&').map_or(url.len(), |i| start + i);
+    format!("{}{value}{}", &url[..start], &url[end..])
+}
+
+#[tokio::test]
+async fn file_names_with_paths_or_control_characters_are_refused_by_field() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("mallory").await;
+    for name in [
+        "../../etc/passwd",
+        "..\\..\\boot.ini",
+        "/abs.jsonl",
+        "bell\u{7}.jsonl",
+        "line\nbreak.jsonl",
+        "nul\u{0}.jsonl",
+    ] {
+        let mut body = registration();
+        body["fileName"] = json!(name);
+        let (status, answer) = app.post("/api/datasets", Some(&token), body).await;
+        assert_refused(status, &answer, 400, "VALIDATION_ERROR");
+        assert_eq!(answer["error"]["field"], "fileName", "{name:?}: {answer}");
+    }
+    assert_eq!(datasets_of(&app).await, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bodies_built_to_hurt_the_parser_are_refused_and_the_service_goes_on() {
+    let app = TestApp::start().await;
+    let (_, token) = app.user("mallory").await;
+    let raw = |path: &str, body: Vec<u8>| {
+        app.http
+            .post(app.url(path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    // JSON nested 10,000 deep.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
+    let (status, body) = send(raw("/api/datasets", deep.clone())).await;
+    assert_refused(status, &body, 400, "VALIDATION_ERROR");
+    let (status, body) = send(raw("/v1/fine_tuning/jobs", deep)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    // A field nested deep inside a valid object.
+    let nested = format!(
+        r#"{{"name": "x", "format": "brightrun-lora-v4", "fileSize": 10, "fileName": "a.jsonl", "description": {}1{}}}"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    let (status, body) = send(raw("/api/datasets", nested.into_bytes())).await;
+    assert_refused(status, &body, 400, "VALIDATION_ERROR");
+    // Invalid UTF-8 in a string.
+    let mut invalid = br#"{"name": "caf"#.to_vec();
+    invalid.extend_from_slice(&[0xC3, 0x28, 0xFF]);
+    invalid.extend_from_slice(
+        br#"", "format": "brightrun-lora-v4", "fileSize": 10, "fileName": "a.jsonl"}"#,
+    );
+    let (status, body) = send(raw("/api/datasets", invalid)).await;
+    assert_refused(status, &body, 400, "VALIDATION_ERROR");
+    // 100 MB of JSON: refused once it passes the body limit, without reading the rest.
+    let huge = vec![b' '; 100 * 1024 * 1024];
+    match raw("/api/jobs/estimate", huge).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_refused(status, &body, 413, "PAYLOAD_TOO_LARGE");
+        }
+        // The server may answer and close before the client has sent it all.
+        Err(err) => assert!(err.is_request() || err.is_body(), "{err}"),
+    }
+    assert_eq!(datasets_of(&app).await, 0);
+    let (status, _) = app.get("/api/datasets", Some(&token)).await;
+    assert_eq!(status, 200);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_thousand_streams_opened_and_dropped_leave_nothing_behind() {
+    let app = TestApp::start_with(
+        Isolation::new(),
+        api::Roles::ALL,
+        &[
+            ("RATE_LIMIT_EXPENSIVE_PER_CALLER", "0"),
+            ("RATE_LIMIT_EXPENSIVE_PER_ADDRESS", "0"),
+        ],
+    )
+    .await;
+    let (_, token) = app.user("flood").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let (status, created) = app
+        .post(
+            "/api/jobs",
+            Some(&token),
+            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "smollm2-135m",
+                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let job = created["data"]["jobId"]
+        .as_str()
+        .expect("jobId")
+        .to_string();
+    let open = |app: &TestApp| {
+        let req = app
+            .http
+            .get(app.url(&format!("/api/jobs/{job}/stream")))
+            .bearer_auth(&token);
+        async move { req.send().await.expect("stream") }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..1_000 {
+        let resp = open(&app).await;
+        assert_eq!(resp.status(), 200);
+        streams.push(resp);
+    }
+    let gauge = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("brightrun_sse_streams_open "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    let metrics = || async {
+        let resp = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        resp.text().await.expect("text")
+    };
+    assert_eq!(gauge(&metrics().await), 1_000.0);
+    drop(streams);
+    eventually(
+        "every dropped stream is let go",
+        Duration::from_secs(30),
+        || async { gauge(&metrics().await) == 0.0 },
+    )
+    .await;
+    // The service still answers, streams included.
+    let resp = open(&app).await;
+    assert_eq!(resp.status(), 200);
+    let (status, _) = app.get(&format!("/api/jobs/{job}"), Some(&token)).await;
+    assert_eq!(status, 200);
+    app.finish().await;
+}
