@@ -54,16 +54,9 @@ async fn budget_thresholds_alert_once_each_and_never_again_on_redelivery_or_repl
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
         .await;
-    let (status, created) = app
-        .post(
-            "/api/jobs",
-            Some(&token),
-            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
-                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let job = JobId(Uuid::parse_str(created["data"]["jobId"].as_str().unwrap()).unwrap());
+    let job = JobId(
+        Uuid::parse_str(&app.create_job(&token, &dataset, "llama-3-8b").await).expect("job id"),
+    );
     let jobs = app.service.as_ref().unwrap().state.jobs.clone();
     let ctx = CommandContext {
         user_id: UserId(Uuid::parse_str(&user).unwrap()),

@@ -232,19 +232,7 @@ async fn a_thousand_streams_opened_and_dropped_leave_nothing_behind() {
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
         .await;
-    let (status, created) = app
-        .post(
-            "/api/jobs",
-            Some(&token),
-            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "smollm2-135m",
-                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let job = created["data"]["jobId"]
-        .as_str()
-        .expect("jobId")
-        .to_string();
+    let job = app.create_job(&token, &dataset, "smollm2-135m").await;
     let open = |app: &TestApp| {
         let req = app
             .http

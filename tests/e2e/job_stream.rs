@@ -69,16 +69,7 @@ async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_m
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
         .await;
-    let (status, created) = app
-        .post(
-            "/api/jobs",
-            Some(&token),
-            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "llama-3-8b",
-                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let id = app.create_job(&token, &dataset, "llama-3-8b").await;
     let url = app.url(&format!("/api/jobs/{id}/stream"));
 
     // Owner only; a resume id must be one this stream sends.

@@ -241,6 +241,23 @@ impl TestApp {
         )
     }
 
+    /// Creates a balanced job on one A100 40 GB for `dataset`: answers its id.
+    pub async fn create_job(&self, token: &str, dataset: &str, base_model: &str) -> String {
+        let (status, created) = self
+            .post(
+                "/api/jobs",
+                Some(token),
+                json!({"datasetId": dataset, "presetId": "balanced", "baseModel": base_model,
+                       "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["data"]["jobId"]
+            .as_str()
+            .expect("jobId")
+            .to_string()
+    }
+
     pub async fn register_dataset(&self, token: &str, name: &str, size: u64) -> String {
         let (status, body) = self
             .post(
