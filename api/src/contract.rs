@@ -410,6 +410,19 @@ fn document_common_answers(doc: &mut Value) {
                     error_answer(schema, "`UNAUTHORIZED`: a valid bearer token is required")
                 });
             }
+            if path.starts_with("/api/") || path.starts_with("/v1/") {
+                responses.entry("503").or_insert_with(|| {
+                    let mut answer = error_answer(
+                        schema,
+                        "`NOT_READY`: the database is unavailable at the moment; retry after `Retry-After` seconds",
+                    );
+                    answer["headers"] = json!({"Retry-After": {
+                        "description": "Seconds to wait before retrying",
+                        "schema": {"type": "integer", "minimum": 1}
+                    }});
+                    answer
+                });
+            }
             if limited {
                 responses.entry("429").or_insert_with(|| {
                     let mut answer = error_answer(

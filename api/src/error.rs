@@ -231,6 +231,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// What a client is told to wait when the database is unavailable.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
@@ -272,9 +275,32 @@ impl ApiError {
         e
     }
 
-    /// An internal cause: logged with the request id, never shown to the client.
-    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+    /// The database is unreachable: 503 `NOT_READY` with `Retry-After` (logged, not shown).
+    pub fn unavailable(cause: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(request_id = %request_id::current(), error = %cause, "database unavailable");
+        let mut e = ApiError::new(
+            ErrorCode::NotReady,
+            "the database is unavailable at the moment; retry shortly",
+        );
+        e.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+        e
+    }
+
+    /// An internal cause: logged with the request id, never shown to the client. A cause
+    /// that says the database is unreachable or busy answers 503 `NOT_READY` with
+    /// `Retry-After` instead: nothing is wrong with the request, it can be sent again.
+    pub fn internal<E: std::fmt::Display + 'static>(cause: E) -> ApiError {
         let id = request_id::current();
+        let any = &cause as &dyn std::any::Any;
+        let unavailable = any
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(infrastructure::parking::is_transient_sqlx)
+            || any
+                .downcast_ref::<anyhow::Error>()
+                .is_some_and(infrastructure::parking::is_transient);
+        if unavailable {
+            return ApiError::unavailable(cause);
+        }
         tracing::error!(request_id = %id, error = %cause, "internal error");
         ApiError::new(
             ErrorCode::InternalError,
@@ -314,3 +340,26 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_that_is_down_answers_503_with_retry_after_and_anything_else_500() {
+        for down in [
+            ApiError::internal(sqlx::Error::PoolTimedOut),
+            ApiError::internal(anyhow::Error::new(sqlx::Error::PoolClosed).context("listing jobs")),
+        ] {
+            assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(down.retry_after, Some(UNAVAILABLE_RETRY_AFTER_SECS));
+        }
+        for bug in [
+            ApiError::internal("no such column"),
+            ApiError::internal(sqlx::Error::RowNotFound),
+        ] {
+            assert_eq!(bug.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(bug.retry_after, None);
+        }
+    }
+}

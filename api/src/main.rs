@@ -67,6 +67,14 @@ enum Command {
         #[command(subcommand)]
         what: ParkedWhat,
     },
+    /// Run the embedded S3-protocol object store as a server of its own, over
+    /// `<BRIGHTRUN_DATA_DIR>/objects` with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (or the
+    /// embedded defaults): point `S3_ENDPOINT` of each `serve` at it.
+    ObjectStore {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: std::net::SocketAddr,
+    },
     /// Run the GPU cluster simulator (openapi/cluster.yaml) as a server of its own.
     ClusterSim {
         /// Listen address.
@@ -295,6 +303,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     })
                 }
             };
+        }
+        Command::ObjectStore { addr } => {
+            let store = infrastructure::s3::EmbeddedS3::start(
+                config.data_dir.join("objects"),
+                addr,
+                config
+                    .aws_access_key_id
+                    .as_deref()
+                    .unwrap_or(infrastructure::config::EMBEDDED_S3_ACCESS_KEY),
+                config
+                    .aws_secret_access_key
+                    .as_deref()
+                    .unwrap_or(infrastructure::config::EMBEDDED_S3_SECRET_KEY),
+            )
+            .await?;
+            eprintln!("S3-protocol object store on {}", store.endpoint);
+            let _ = tokio::signal::ctrl_c().await;
         }
         Command::ClusterSim { addr } => {
             let tokenizer = std::sync::Arc::new(infrastructure::tokenizer::O200k::load()?);

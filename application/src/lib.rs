@@ -112,6 +112,9 @@ pub enum AppError<E: std::error::Error> {
     /// Another command changed the aggregate first (optimistic concurrency).
     #[error("the resource was changed by another request; retry")]
     Conflict,
+    /// The event store is unreachable (a lost connection): the command can be sent again.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -121,6 +124,7 @@ impl<E: std::error::Error> From<AggregateError<E>> for AppError<E> {
         match err {
             AggregateError::UserError(e) => AppError::Rejected(e),
             AggregateError::AggregateConflict => AppError::Conflict,
+            AggregateError::DatabaseConnectionError(e) => AppError::Unavailable(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }

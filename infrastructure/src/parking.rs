@@ -28,26 +28,32 @@ pub const DEFAULT_PARK_AFTER: u32 = 5;
 pub fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         if let Some(err) = cause.downcast_ref::<sqlx::Error>() {
-            return match err {
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                    // Connection exceptions, transaction rollbacks (serialization, deadlock),
-                    // insufficient resources, lock not available, operator intervention
-                    // (shutdown), system errors.
-                    ["08", "40", "53", "55", "57", "58"]
-                        .iter()
-                        .any(|class| code.starts_with(class))
-                }),
-                _ => false,
-            };
+            return is_transient_sqlx(err);
         }
         cause.downcast_ref::<std::io::Error>().is_some()
     })
+}
+
+/// Whether a database error says the database is unreachable or busy (not that the
+/// statement or its data is wrong).
+pub fn is_transient_sqlx(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Connection exceptions, transaction rollbacks (serialization, deadlock),
+            // insufficient resources, lock not available, operator intervention (shutdown),
+            // system errors.
+            ["08", "40", "53", "55", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
 }
 
 /// A subscription's parking: how many attempts it gives an event, and which event it last

@@ -10,6 +10,7 @@ mod costs_audit;
 mod crash;
 mod datasets;
 mod direct_upload;
+mod faults;
 mod global_log;
 mod hostile;
 mod job_stream;

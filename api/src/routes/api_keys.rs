@@ -90,6 +90,7 @@ fn key_error(err: AppError<ApiKeyError>) -> ApiError {
             ErrorCode::Conflict,
             "the key was changed by another request; retry",
         ),
+        AppError::Unavailable(e) => ApiError::unavailable(e),
         AppError::Internal(e) => ApiError::internal(e),
     }
 }

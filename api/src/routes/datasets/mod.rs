@@ -142,6 +142,7 @@ pub(crate) fn dataset_error(err: AppError<DatasetError>) -> ApiError {
             ErrorCode::Conflict,
             "the dataset was changed by another request; retry",
         ),
+        AppError::Unavailable(cause) => ApiError::unavailable(cause),
         AppError::Internal(cause) => ApiError::internal(cause),
     }
 }

@@ -59,6 +59,7 @@ fn job_error(err: AppError<JobError>) -> ApiError {
             ErrorCode::Conflict,
             "the job was changed by another request; retry",
         ),
+        AppError::Unavailable(cause) => ApiError::unavailable(cause),
         AppError::Internal(cause) => ApiError::internal(cause),
     }
 }

@@ -88,6 +88,7 @@ pub(crate) fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
             ErrorCode::Conflict,
             "the model was changed by another request; retry",
         ),
+        AppError::Unavailable(e) => ApiError::unavailable(e),
         AppError::Internal(e) => ApiError::internal(e),
     }
 }

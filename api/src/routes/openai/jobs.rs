@@ -359,6 +359,7 @@ fn job_error(err: AppError<JobError>, hyperparameters_at: &str) -> ApiError {
             ErrorCode::Conflict,
             "the job was changed by another request; retry",
         ),
+        AppError::Unavailable(cause) => ApiError::unavailable(cause),
         AppError::Internal(cause) => ApiError::internal(cause),
     }
 }
