@@ -153,6 +153,20 @@ impl Subscriber for SagaFeeder {
     }
 }
 
+/// Records a webhook delivery by its signature; answers whether it is the first (a replay of
+/// the same delivery is not). Deliveries older than any signature may be are forgotten.
+pub async fn record_webhook_delivery(pool: &PgPool, signature: &str) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "WITH forgotten AS (DELETE FROM cluster_webhook_deliveries WHERE received_at < now() - interval '15 minutes') \
+         INSERT INTO cluster_webhook_deliveries (signature) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(signature)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
     /// How often the driver looks for due rows.

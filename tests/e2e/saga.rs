@@ -819,6 +819,11 @@ async fn signed_webhooks_wake_the_saga_and_forgeries_are_refused() {
     let replayed = application::cluster::sign_webhook(&secret, now - 3600, &body);
     assert_eq!(post(Some(replayed)).await.unwrap().status(), 401);
     let genuine = application::cluster::sign_webhook(&secret, now, &body);
-    assert_eq!(post(Some(genuine)).await.unwrap().status(), 204);
+    assert_eq!(post(Some(genuine.clone())).await.unwrap().status(), 204);
+    // The same delivery again, within its five minutes: a replay, refused.
+    let again = post(Some(genuine)).await.unwrap();
+    assert_eq!(again.status(), 409);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["error"]["code"], "CONFLICT", "{again}");
     app.finish().await;
 }

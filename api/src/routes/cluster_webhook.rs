@@ -1,7 +1,8 @@
 //! The GPU cluster's signed webhook (openapi/cluster.yaml): a status change of a cluster job
 //! makes the saga read that job's status now instead of at its next poll. The webhook is only
 //! a wake-up call: the status read stays the source of truth, so a forged or replayed call
-//! could at most cause an early poll, and signatures keep even that out.
+//! could at most cause an early poll; signatures keep forgeries out, and each delivery is
+//! taken once (a replay within the signature's five minutes is refused).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -39,6 +40,7 @@ pub struct WebhookBody {
         (status = 204, description = "Accepted: the job's status is read now"),
         (status = 400, description = "`VALIDATION_ERROR`: not a webhook body", body = ErrorEnvelope),
         (status = 401, description = "`INVALID_SIGNATURE`: missing, wrong or stale signature", body = ErrorEnvelope),
+        (status = 409, description = "`CONFLICT`: this delivery (its signature) was received already", body = ErrorEnvelope),
         (status = 404, description = "`NOT_FOUND`: webhooks are not configured here", body = ErrorEnvelope),
     ))]
 async fn cluster_webhook(
@@ -65,6 +67,15 @@ async fn cluster_webhook(
         .map_err(|e| ApiError::new(ErrorCode::InvalidSignature, e.to_string()))?;
     let event: WebhookEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::validation("body", format!("not a webhook body: {e}")))?;
+    let first = infrastructure::saga::record_webhook_delivery(&state.pool, signature)
+        .await
+        .map_err(ApiError::internal)?;
+    if !first {
+        return Err(ApiError::conflict(
+            ErrorCode::Conflict,
+            "this delivery was received already (a replayed webhook)",
+        ));
+    }
     let woken = infrastructure::saga::wake_cluster_job(&state.pool, &event.cluster_job_id)
         .await
         .map_err(ApiError::internal)?;
