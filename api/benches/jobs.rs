@@ -190,17 +190,6 @@ async fn command_latency(service: &api::Service, user: Uuid, dataset: Uuid) {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// Opens `n` streams of `job`, sends `points` metric points, answers the delivery latencies
 /// (ms) and the server's RSS growth per stream (KiB).
 struct Target<'a> {
@@ -245,7 +234,7 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
     }
     let received: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let before = rss_kib(server_pid);
+    let before = support::rss_kib(server_pid);
     let mut tasks = Vec::new();
     for _ in 0..n {
         let request = http
@@ -290,7 +279,7 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(server_pid);
+    let after = support::rss_kib(server_pid);
     let per_stream = (after.saturating_sub(before)) as f64 / n as f64;
 
     let jobs = &service.state.jobs;

@@ -26,17 +26,6 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// Latencies (ms) per route, and the answers that were not successes.
 #[derive(Default)]
 struct Book {
@@ -383,7 +372,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         rss.push((
             run_started.elapsed().as_secs(),
-            rss_kib(pid),
+            support::rss_kib(pid),
             open.load(Ordering::SeqCst),
         ));
         let (t, kib, o) = rss.last().copied().unwrap_or_default();

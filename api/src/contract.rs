@@ -358,6 +358,16 @@ fn error_answer(schema: &str, description: &str) -> Value {
     })
 }
 
+/// An error answer that carries a `Retry-After` header (seconds).
+fn retry_after_answer(schema: &str, description: &str, header: &str) -> Value {
+    let mut answer = error_answer(schema, description);
+    answer["headers"] = json!({"Retry-After": {
+        "description": header,
+        "schema": {"type": "integer", "minimum": 1}
+    }});
+    answer
+}
+
 /// The answers every operation can give; `/v1` answers them in OpenAI's error shape.
 fn document_common_answers(doc: &mut Value) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
@@ -412,28 +422,20 @@ fn document_common_answers(doc: &mut Value) {
             }
             if path.starts_with("/api/") || path.starts_with("/v1/") {
                 responses.entry("503").or_insert_with(|| {
-                    let mut answer = error_answer(
+                    retry_after_answer(
                         schema,
                         "`NOT_READY`: the database is unavailable at the moment; retry after `Retry-After` seconds",
-                    );
-                    answer["headers"] = json!({"Retry-After": {
-                        "description": "Seconds to wait before retrying",
-                        "schema": {"type": "integer", "minimum": 1}
-                    }});
-                    answer
+                        "Seconds to wait before retrying",
+                    )
                 });
             }
             if limited {
                 responses.entry("429").or_insert_with(|| {
-                    let mut answer = error_answer(
+                    retry_after_answer(
                         schema,
                         "`RATE_LIMITED`: too many such requests from this caller or address in the window (RATE_LIMIT_*); retry after `Retry-After` seconds",
-                    );
-                    answer["headers"] = json!({"Retry-After": {
-                        "description": "Seconds until the window ends",
-                        "schema": {"type": "integer", "minimum": 1}
-                    }});
-                    answer
+                        "Seconds until the window ends",
+                    )
                 });
             }
         }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, Extensions, HeaderMap};
+use axum::http::{Extensions, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeZone, Utc};
@@ -76,11 +76,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
 /// (checked by the handler; a forged one only spreads the caller over keys its address still
 /// counts).
 fn caller_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
+    let token = crate::extract::bearer_token(headers)?;
     if token.starts_with(domain::api_key::KEY_PREFIX) {
         return domain::api_key::key_id_of(token).map(|id| format!("key:{id}"));
     }

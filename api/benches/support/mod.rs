@@ -75,3 +75,17 @@ pub async fn sign_up(http: &reqwest::Client, base: &str) -> (String, Uuid) {
     let user = Uuid::parse_str(signup["data"]["user"]["id"].as_str().expect("id")).expect("uuid");
     (token, user)
 }
+
+/// The resident memory of process `pid`, in KiB (0 if it cannot be read). Not every bench
+/// that includes this module reads it.
+#[allow(dead_code)]
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}

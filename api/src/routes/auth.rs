@@ -186,38 +186,41 @@ async fn login(
         chrono::Duration::from_std(state.config.login_window).map_err(ApiError::internal)?;
     let address = address.map(|a| a.to_string());
     let window_secs = state.config.login_window.as_secs();
+    let throttle = |failures: i64, max_failures: i64, whose: &str| {
+        LoginThrottle {
+            max_failures,
+            window_secs,
+        }
+        .check(failures)
+        .map_err(|retry_after| {
+            ApiError::rate_limited(
+                format!("too many failed logins {whose}; wait before trying again"),
+                retry_after,
+            )
+        })
+    };
     if let Some(address) = &address {
         let failures = state
             .users
             .address_failures_since(address, now - window)
             .await
             .map_err(ApiError::internal)?;
-        let throttle = LoginThrottle {
-            max_failures: state.config.login_max_failures_per_address,
-            window_secs,
-        };
-        throttle.check(failures).map_err(|retry_after| {
-            ApiError::rate_limited(
-                "too many failed logins from this address; wait before trying again",
-                retry_after,
-            )
-        })?;
+        throttle(
+            failures,
+            state.config.login_max_failures_per_address,
+            "from this address",
+        )?;
     }
     let failures = state
         .users
         .failures_since(&email, now - window)
         .await
         .map_err(ApiError::internal)?;
-    let throttle = LoginThrottle {
-        max_failures: state.config.login_max_failures,
-        window_secs,
-    };
-    throttle.check(failures).map_err(|retry_after| {
-        ApiError::rate_limited(
-            "too many failed logins for this account; wait before trying again",
-            retry_after,
-        )
-    })?;
+    throttle(
+        failures,
+        state.config.login_max_failures,
+        "for this account",
+    )?;
     let user = state
         .users
         .by_email(&email)
