@@ -263,7 +263,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => {
-            let pool = db::prepare(&config.database_url, 2).await?;
+            let pool = db::prepare(&config.database_url, 4).await?;
             let filter = infrastructure::audit::AuditFilter { user, from, to };
             let report = infrastructure::audit::audit_costs(&pool, &filter).await?;
             if json {

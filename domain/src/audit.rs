@@ -192,167 +192,180 @@ fn add(map: &mut BTreeMap<String, Decimal>, key: String, amount: Decimal) {
 
 /// Audits `events` (the entries of the period, from the event store) against `ledger` (the
 /// read model's rows of the same period), `jobs` (whole-job figures; pass none when auditing a
-/// part of the history) and the cluster's bills carried on the compute entries.
+/// part of the history) and the cluster's bills carried on the compute entries: the books
+/// grouped by job and folded with [`Audit`].
 pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> AuditReport {
-    let mut report = AuditReport {
-        entries: events.len(),
-        ..AuditReport::default()
-    };
-    let mut rows: BTreeMap<(Uuid, &str), &LedgerRow> = ledger
-        .iter()
-        .map(|r| ((r.job_id, r.entry_key.as_str()), r))
-        .collect();
-    let mut ledger_days: BTreeMap<String, Decimal> = BTreeMap::new();
-    let mut ledger_users: BTreeMap<String, Decimal> = BTreeMap::new();
-    for r in ledger {
-        add(
-            &mut ledger_days,
-            period_label(r.billing_day, GroupBy::Day),
-            r.amount,
-        );
-        add(&mut ledger_users, r.user_id.to_string(), r.amount);
-    }
-    let mut training_sum: BTreeMap<Uuid, Decimal> = BTreeMap::new();
-    let mut compute_sum: BTreeMap<(Uuid, u32), Decimal> = BTreeMap::new();
-    let mut cluster_bill: BTreeMap<(Uuid, u32), Decimal> = BTreeMap::new();
-    let mut event_users: BTreeMap<String, Decimal> = BTreeMap::new();
+    type Books<'a> = (Vec<EventEntry>, Vec<LedgerRow>, Option<&'a JobCosts>);
+    let mut by_job: BTreeMap<Uuid, Books> = BTreeMap::new();
     for e in events {
-        let subject = format!("{}/{}", e.job_id, e.entry_key);
-        let recomputed = micros(e.quantity * e.rate);
-        if recomputed != e.amount {
-            report.drifts.push(drift(
-                DriftScope::Entry,
-                subject.clone(),
-                "amount is not quantity x rate",
-                recomputed,
-                Some(e.amount),
-            ));
+        by_job.entry(e.job_id).or_default().0.push(e.clone());
+    }
+    for r in ledger {
+        by_job.entry(r.job_id).or_default().1.push(r.clone());
+    }
+    for j in jobs {
+        by_job.entry(j.job_id).or_default().2 = Some(j);
+    }
+    let mut audit = Audit::default();
+    for (events, ledger, job) in by_job.values() {
+        audit.job(events, ledger, *job);
+    }
+    audit.finish()
+}
+
+/// The audit as a fold over jobs: the books are read one job at a time, so what it holds is
+/// one job's entries and the report's totals (per job, user, day and month), never the whole
+/// ledger.
+#[derive(Debug, Default)]
+pub struct Audit {
+    report: AuditReport,
+    ledger_days: BTreeMap<String, Decimal>,
+    ledger_users: BTreeMap<String, Decimal>,
+    event_users: BTreeMap<String, Decimal>,
+}
+
+impl Audit {
+    /// One job's books: its cost entries from the events (in log order), its ledger rows and,
+    /// when the whole history is audited, its read-model figures. Every argument is of the
+    /// same job.
+    pub fn job(&mut self, events: &[EventEntry], ledger: &[LedgerRow], job: Option<&JobCosts>) {
+        let report = &mut self.report;
+        report.entries += events.len();
+        let mut rows: BTreeMap<&str, &LedgerRow> =
+            ledger.iter().map(|r| (r.entry_key.as_str(), r)).collect();
+        for r in ledger {
+            add(
+                &mut self.ledger_days,
+                period_label(r.billing_day, GroupBy::Day),
+                r.amount,
+            );
+            add(&mut self.ledger_users, r.user_id.to_string(), r.amount);
         }
-        match rows.remove(&(e.job_id, e.entry_key.as_str())) {
-            None => report.drifts.push(drift(
-                DriftScope::Ledger,
-                subject.clone(),
-                "ledger row missing",
-                e.amount,
-                None,
-            )),
-            Some(row) => {
-                if row.amount != e.amount {
-                    report.drifts.push(drift(
-                        DriftScope::Ledger,
-                        subject.clone(),
-                        "ledger amount differs from the event",
-                        e.amount,
-                        Some(row.amount),
-                    ));
-                }
-                if row.user_id != e.user_id || row.cost_type != e.cost_type {
-                    report.drifts.push(Drift {
-                        scope: DriftScope::Ledger,
-                        subject: subject.clone(),
-                        what: "ledger user or cost type differs from the event".into(),
-                        expected: format!("{} {}", e.user_id, e.cost_type),
-                        found: format!("{} {}", row.user_id, row.cost_type),
-                    });
-                }
-                if row.billing_day != e.accrued_at.date_naive() {
-                    report.drifts.push(Drift {
-                        scope: DriftScope::Ledger,
-                        subject: subject.clone(),
-                        what: "ledger billing day differs from the event".into(),
-                        expected: e.accrued_at.date_naive().to_string(),
-                        found: row.billing_day.to_string(),
-                    });
+        let mut training_sum = Decimal::ZERO;
+        let mut compute_sum: BTreeMap<u32, Decimal> = BTreeMap::new();
+        let mut cluster_bill: BTreeMap<u32, Decimal> = BTreeMap::new();
+        for e in events {
+            let subject = format!("{}/{}", e.job_id, e.entry_key);
+            let recomputed = micros(e.quantity * e.rate);
+            if recomputed != e.amount {
+                report.drifts.push(drift(
+                    DriftScope::Entry,
+                    subject.clone(),
+                    "amount is not quantity x rate",
+                    recomputed,
+                    Some(e.amount),
+                ));
+            }
+            match rows.remove(e.entry_key.as_str()) {
+                None => report.drifts.push(drift(
+                    DriftScope::Ledger,
+                    subject.clone(),
+                    "ledger row missing",
+                    e.amount,
+                    None,
+                )),
+                Some(row) => {
+                    if row.amount != e.amount {
+                        report.drifts.push(drift(
+                            DriftScope::Ledger,
+                            subject.clone(),
+                            "ledger amount differs from the event",
+                            e.amount,
+                            Some(row.amount),
+                        ));
+                    }
+                    if row.user_id != e.user_id || row.cost_type != e.cost_type {
+                        report.drifts.push(Drift {
+                            scope: DriftScope::Ledger,
+                            subject: subject.clone(),
+                            what: "ledger user or cost type differs from the event".into(),
+                            expected: format!("{} {}", e.user_id, e.cost_type),
+                            found: format!("{} {}", row.user_id, row.cost_type),
+                        });
+                    }
+                    if row.billing_day != e.accrued_at.date_naive() {
+                        report.drifts.push(Drift {
+                            scope: DriftScope::Ledger,
+                            subject: subject.clone(),
+                            what: "ledger billing day differs from the event".into(),
+                            expected: e.accrued_at.date_naive().to_string(),
+                            found: row.billing_day.to_string(),
+                        });
+                    }
                 }
             }
+            report.total += e.amount;
+            *report.by_job.entry(e.job_id).or_default() += e.amount;
+            *report.by_user.entry(e.user_id).or_default() += e.amount;
+            add(&mut self.event_users, e.user_id.to_string(), e.amount);
+            let day = e.accrued_at.date_naive();
+            add(
+                &mut report.by_day,
+                period_label(day, GroupBy::Day),
+                e.amount,
+            );
+            add(
+                &mut report.by_month,
+                period_label(day, GroupBy::Month),
+                e.amount,
+            );
+            if e.training {
+                training_sum += e.amount;
+            }
+            if let Some((attempt, billed)) = e.cluster_billed {
+                *compute_sum.entry(attempt).or_default() += e.amount;
+                cluster_bill.insert(attempt, billed);
+            }
         }
-        report.total += e.amount;
-        *report.by_job.entry(e.job_id).or_default() += e.amount;
-        *report.by_user.entry(e.user_id).or_default() += e.amount;
-        add(&mut event_users, e.user_id.to_string(), e.amount);
-        let day = e.accrued_at.date_naive();
-        add(
-            &mut report.by_day,
-            period_label(day, GroupBy::Day),
-            e.amount,
-        );
-        add(
-            &mut report.by_month,
-            period_label(day, GroupBy::Month),
-            e.amount,
-        );
-        if e.training {
-            *training_sum.entry(e.job_id).or_default() += e.amount;
+        for (key, row) in rows {
+            report.drifts.push(Drift {
+                scope: DriftScope::Ledger,
+                subject: format!("{}/{key}", row.job_id),
+                what: "ledger row without a cost event".into(),
+                expected: "(none)".into(),
+                found: row.amount.to_string(),
+            });
         }
-        if let Some((attempt, billed)) = e.cluster_billed {
-            *compute_sum.entry((e.job_id, attempt)).or_default() += e.amount;
-            cluster_bill.insert((e.job_id, attempt), billed);
-        }
-    }
-    for ((job, key), row) in rows {
-        report.drifts.push(Drift {
-            scope: DriftScope::Ledger,
-            subject: format!("{job}/{key}"),
-            what: "ledger row without a cost event".into(),
-            expected: "(none)".into(),
-            found: row.amount.to_string(),
-        });
-    }
-    for (scope, label, recomputed, read) in [
-        (DriftScope::Total, "day", &report.by_day, &ledger_days),
-        (DriftScope::Total, "user", &event_users, &ledger_users),
-    ] {
-        for key in recomputed.keys().chain(read.keys()) {
-            let (a, b) = (recomputed.get(key), read.get(key));
-            if a != b {
+        let job_id = events
+            .first()
+            .map(|e| e.job_id)
+            .or(ledger.first().map(|r| r.job_id))
+            .or(job.map(|j| j.job_id));
+        for (attempt, billed) in &cluster_bill {
+            let ours = compute_sum.get(attempt).copied().unwrap_or_default();
+            // The cluster bills its exact GPU seconds; the ledger rounds each entry to 6
+            // digits: a cent apart is a difference, a rounding is not.
+            if (ours - *billed).abs() >= Decimal::new(1, 2) {
                 report.drifts.push(drift(
-                    scope,
-                    format!("{label} {key}"),
-                    "ledger total differs from the events",
-                    a.copied().unwrap_or_default(),
-                    b.copied(),
+                    DriftScope::Cluster,
+                    format!("{} attempt {attempt}", job_id.unwrap_or_default()),
+                    "compute billed differs from the cluster's own bill",
+                    cents(*billed),
+                    Some(cents(ours)),
                 ));
             }
         }
-    }
-    report.drifts.dedup();
-    for ((job, attempt), billed) in &cluster_bill {
-        let ours = compute_sum
-            .get(&(*job, *attempt))
-            .copied()
-            .unwrap_or_default();
-        // The cluster bills its exact GPU seconds; the ledger rounds each entry to 6 digits:
-        // a cent apart is a difference, a rounding is not.
-        if (ours - *billed).abs() >= Decimal::new(1, 2) {
-            report.drifts.push(drift(
-                DriftScope::Cluster,
-                format!("{job} attempt {attempt}"),
-                "compute billed differs from the cluster's own bill",
-                cents(*billed),
-                Some(cents(ours)),
-            ));
-        }
-    }
-    for job in jobs {
-        let ours = training_sum.get(&job.job_id).copied().unwrap_or_default();
+        let Some(job) = job else {
+            return;
+        };
         if let Some(current) = job.current_cost_read {
-            if current != ours {
+            if current != training_sum {
                 report.drifts.push(drift(
                     DriftScope::Job,
                     job.job_id.to_string(),
                     "currentCost differs from the job's ledger",
-                    ours,
+                    training_sum,
                     Some(current),
                 ));
             }
         }
         if let Some(final_event) = job.final_cost_event {
-            if final_event != cents(ours) {
+            if final_event != cents(training_sum) {
                 report.drifts.push(drift(
                     DriftScope::Job,
                     job.job_id.to_string(),
                     "the final cost recorded differs from the job's ledger",
-                    cents(ours),
+                    cents(training_sum),
                     Some(final_event),
                 ));
             }
@@ -367,7 +380,33 @@ pub fn audit(events: &[EventEntry], ledger: &[LedgerRow], jobs: &[JobCosts]) -> 
             }
         }
     }
-    report
+
+    /// The report, once every job has been folded: the ledger's totals per day and per user
+    /// against the events' come last.
+    pub fn finish(mut self) -> AuditReport {
+        let report = &mut self.report;
+        let mut totals = Vec::new();
+        for (label, recomputed, read) in [
+            ("day", &report.by_day, &self.ledger_days),
+            ("user", &self.event_users, &self.ledger_users),
+        ] {
+            let only_read = read.keys().filter(|k| !recomputed.contains_key(*k));
+            for key in recomputed.keys().chain(only_read) {
+                let (a, b) = (recomputed.get(key), read.get(key));
+                if a != b {
+                    totals.push(drift(
+                        DriftScope::Total,
+                        format!("{label} {key}"),
+                        "ledger total differs from the events",
+                        a.copied().unwrap_or_default(),
+                        b.copied(),
+                    ));
+                }
+            }
+        }
+        report.drifts.extend(totals);
+        self.report
+    }
 }
 
 #[cfg(test)]

@@ -149,18 +149,30 @@ pub async fn read_by_id<'e>(
     row.as_ref().map(decode_row).transpose()
 }
 
-/// Every event of the given types, in log order (the cost audit's read of the whole history).
-pub async fn read_of_types<'e>(
-    executor: impl PgExecutor<'e>,
-    event_types: &[&str],
-) -> sqlx::Result<Vec<StoredEvent>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE event_type = ANY($1) \
-         ORDER BY transaction_id, global_position"
-    );
-    let types: Vec<String> = event_types.iter().map(|t| t.to_string()).collect();
-    let rows = sqlx::query(&sql).bind(types).fetch_all(executor).await?;
-    rows.iter().map(decode_row).collect()
+/// Every event of the given types, grouped by the job it concerns (its aggregate id; a
+/// download bill names its job in its payload), in log order within a job: the cost audit
+/// reads the history one job at a time, as a stream, so nothing but a job's events is held.
+pub fn stream_of_types_by_job<'e>(
+    executor: impl PgExecutor<'e> + 'e,
+    event_types: &'e [String],
+) -> impl futures::Stream<Item = sqlx::Result<(Uuid, StoredEvent)>> + 'e {
+    use futures::StreamExt;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS}, \
+               (CASE event_type WHEN 'ModelDownloadBilled' THEN payload->'ModelDownloadBilled'->>'jobId' \
+                  ELSE aggregate_id END)::uuid AS job_id \
+             FROM events WHERE event_type = ANY($1) \
+             ORDER BY job_id, transaction_id, global_position"
+        )
+    });
+    sqlx::query(&SQL)
+        .bind(event_types)
+        .fetch(executor)
+        .map(|row| {
+            let row = row?;
+            Ok((row.try_get("job_id")?, decode_row(&row)?))
+        })
 }
 
 /// The ledger entry an event carries (`JobCostAccrued`, `ModelDownloadBilled`), if any.
