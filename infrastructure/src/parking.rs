@@ -185,6 +185,20 @@ impl Parking {
 #[async_trait]
 pub trait Fold: Send + Sync {
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
+
+    /// Folds `events` in log order, leaving the tables as `apply` on each in turn would
+    /// (a fold may write runs of them set-based). On an error nothing of it is kept: the
+    /// batch is folded again one event at a time to find the event at fault.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Folds the next `limit` events after the checkpoint in one transaction. On an event that
@@ -206,12 +220,32 @@ pub async fn fold_batch(
         tx.rollback().await?;
         return Ok(0);
     };
+    match fold.apply_all(&mut tx, &events).await {
+        Ok(()) => {
+            save_checkpoint(&mut *tx, name, last.position).await?;
+            tx.commit().await?;
+            parking.succeeded(pool, &events).await?;
+            return Ok(events.len());
+        }
+        Err(err) if is_transient(&err) => {
+            tx.rollback().await?;
+            return Err(err);
+        }
+        Err(_) => tx.rollback().await?,
+    }
+    // One event at a time, to find the one at fault.
+    let mut tx = pool.begin().await?;
+    if load_checkpoint(&mut *tx, name, true).await? != from {
+        tx.rollback().await?;
+        return Ok(0);
+    }
     for (i, event) in events.iter().enumerate() {
         if let Err(err) = fold.apply(&mut tx, event).await {
             tx.rollback().await?;
             return park_or_fail(pool, fold, parking, from, &events[..i], event, err).await;
         }
     }
+    tracing::warn!(subscription = %name, events = events.len(), "a batch failed as a whole but not event by event");
     save_checkpoint(&mut *tx, name, last.position).await?;
     tx.commit().await?;
     parking.succeeded(pool, &events).await?;

@@ -60,6 +60,19 @@ pub trait Projector: Send + Sync + 'static {
     /// Folds one event into the tables. Runs inside the batch's transaction; table names
     /// must be unqualified, so a replay can point them at its own schema.
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
+
+    /// Folds a batch in log order. The tables must end as `apply` on each event in turn
+    /// leaves them, whatever the batch's bounds (a replay's batches are not the live ones).
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Every projector of the service.
@@ -114,6 +127,14 @@ struct Folding<'a>(&'a dyn Projector);
 impl Fold for Folding<'_> {
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
         self.0.apply(conn, event).await
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<()> {
+        self.0.apply_all(conn, events).await
     }
 }
 

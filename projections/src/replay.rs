@@ -186,15 +186,12 @@ async fn apply_batch_until(
     sqlx::query(&format!("SET LOCAL search_path TO {search_path}"))
         .execute(&mut *conn)
         .await?;
-    let events = read_after(&mut *conn, after, BATCH).await?;
-    let mut reached = after;
-    let mut n = 0;
-    for event in events.iter().take_while(|e| e.position <= until) {
-        if !parked.contains(&event.event_id) {
-            projector.apply(conn, event).await?;
-        }
-        reached = event.position;
-        n += 1;
-    }
-    Ok((reached, n))
+    let mut events = read_after(&mut *conn, after, BATCH).await?;
+    events.retain(|e| e.position <= until);
+    let (Some(last), n) = (events.last().map(|e| e.position), events.len() as u64) else {
+        return Ok((after, 0));
+    };
+    events.retain(|e| !parked.contains(&e.event_id));
+    projector.apply_all(conn, &events).await?;
+    Ok((last, n))
 }

@@ -139,3 +139,143 @@ async fn the_replay_command_leaves_the_read_models_unchanged() {
     assert_eq!(snapshot(app.pool()).await, before);
     app.finish().await;
 }
+
+/// Fresh copies of `projector`'s tables in schema `schema`, with every event of `events`
+/// folded in: one at a time when `chunks` is empty, else with `apply_all` over batches of
+/// the sizes of `chunks`, in turn.
+async fn fold_into(
+    pool: &sqlx::PgPool,
+    projector: &dyn projections::Projector,
+    schema: &str,
+    events: &[infrastructure::event_log::StoredEvent],
+    chunks: &[usize],
+) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in projector.tables() {
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    if chunks.is_empty() {
+        for event in events {
+            projector.apply(&mut tx, event).await.unwrap();
+        }
+    } else {
+        let (mut at, mut turn) = (0, 0);
+        while at < events.len() {
+            let end = (at + chunks[turn % chunks.len()]).min(events.len());
+            projector
+                .apply_all(&mut tx, &events[at..end])
+                .await
+                .unwrap();
+            (at, turn) = (end, turn + 1);
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
+/// Rows in one schema's copy of `table` and not the other's, both ways.
+async fn differences(pool: &sqlx::PgPool, table: &str, a: &str, b: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT ALL SELECT * FROM {b}.{table}) x) \
+              + (SELECT count(*) FROM (SELECT * FROM {b}.{table} EXCEPT ALL SELECT * FROM {a}.{table}) y)"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The set-based folds (a run of metric points, log lines, progress and cost accruals in one
+/// statement per table) leave every table as folding the events one at a time does, whatever
+/// the batches' bounds, and as the live projections left them.
+#[tokio::test]
+async fn folding_in_batches_leaves_the_tables_the_one_event_fold_leaves() {
+    use infrastructure::event_log::{head, read_after};
+    use infrastructure::subscription::wait_for;
+
+    let app = crate::saga::start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    let id = crate::saga::launch(&app, &token).await;
+    let job = crate::saga::until(&app, &token, &id, "completion", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    let model = job["artifactId"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .get(&format!("/api/models/{model}/download"), Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    // The history, once every live projection has folded all of it.
+    let events = loop {
+        let end = head(app.pool()).await.unwrap();
+        for projector in projections::all() {
+            let name = projections::subscription_name(projector.name());
+            assert!(
+                wait_for(app.pool(), &name, end, std::time::Duration::from_secs(10)).await,
+                "{name} caught up"
+            );
+        }
+        if head(app.pool()).await.unwrap() == end {
+            let mut events = Vec::new();
+            loop {
+                let from = events
+                    .last()
+                    .map(|e: &infrastructure::event_log::StoredEvent| e.position)
+                    .unwrap_or(application::LogPosition::START);
+                let page = read_after(app.pool(), from, 1000).await.unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                events.extend(page.into_iter().filter(|e| e.position <= end));
+            }
+            break events;
+        }
+    };
+    let telemetry = events
+        .iter()
+        .filter(|e| e.event_type == "MetricPointRecorded")
+        .count();
+    assert!(telemetry >= 10, "a real run: {telemetry} metric points");
+
+    for projector in projections::all() {
+        let name = projector.name();
+        let (one, chunked) = (format!("one_{name}"), format!("chunked_{name}"));
+        fold_into(app.pool(), &*projector, &one, &events, &[]).await;
+        fold_into(
+            app.pool(),
+            &*projector,
+            &chunked,
+            &events,
+            &[1, 7, 2, 50, 3, 500],
+        )
+        .await;
+        for table in projector.tables() {
+            let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {one}.{table}"))
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
+            assert_eq!(
+                differences(app.pool(), table, &one, &chunked).await,
+                0,
+                "{table}: batches vs one at a time ({rows} rows)"
+            );
+            assert_eq!(
+                differences(app.pool(), table, &one, "public").await,
+                0,
+                "{table}: one at a time vs live ({rows} rows)"
+            );
+        }
+    }
+    app.finish().await;
+}

@@ -92,6 +92,17 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// As serialised (and stored in the read model).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogLine {
@@ -179,5 +190,20 @@ impl DomainEvent for TelemetryEvent {
 
     fn event_version(&self) -> String {
         "1".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_level_is_stored_as_it_is_serialised() {
+        for level in [LogLevel::Info, LogLevel::Warning, LogLevel::Error] {
+            assert_eq!(
+                serde_json::to_value(level).ok(),
+                Some(serde_json::Value::from(level.as_str()))
+            );
+        }
     }
 }

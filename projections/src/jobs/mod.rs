@@ -1,11 +1,14 @@
 //! `rm_jobs` and its children (metrics, checkpoints, logs): the jobs read model behind
 //! `GET /api/jobs[/{id}[/metrics]]`, from Job events and the job's telemetry streams.
 
+mod batch;
 pub mod queries;
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
-use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
+use domain::job::telemetry::{
+    Progress, TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM,
+};
 use domain::job::{CostType, Job, JobEvent, JobStage, JobStatus};
 use infrastructure::event_log::StoredEvent;
 use sqlx::types::Json;
@@ -40,6 +43,45 @@ impl Projector for JobsProjector {
             _ => Ok(()),
         }
     }
+
+    /// Runs of telemetry and cost accruals go in set-based (`batch`); any other event ends
+    /// the run and is applied on its own.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<()> {
+        let mut run = batch::Run::default();
+        for event in events {
+            match event.aggregate_type.as_str() {
+                METRICS_STREAM | PROGRESS_STREAM | LOGS_STREAM => match event.decode()? {
+                    TelemetryEvent::MetricPointRecorded(p) => run.metric(p)?,
+                    TelemetryEvent::ProgressReported(p) => run.progress(p),
+                    TelemetryEvent::LogLineRecorded(l) => run.log(l),
+                },
+                t if t == <Job as Aggregate>::TYPE && event.event_type == "JobCostAccrued" => {
+                    match event.decode()? {
+                        JobEvent::JobCostAccrued(e) => run.cost(e),
+                        other => {
+                            run.flush(conn).await?;
+                            job_event(conn, other).await?;
+                        }
+                    }
+                }
+                _ => {
+                    run.flush(conn).await?;
+                    self.apply(conn, event).await?;
+                }
+            }
+        }
+        run.flush(conn).await
+    }
+}
+
+/// When a job is expected to finish, from a progress report.
+fn eta(p: &Progress) -> Option<chrono::DateTime<chrono::Utc>> {
+    p.estimated_time_remaining
+        .map(|s| p.reported_at + chrono::Duration::seconds(s as i64))
 }
 
 async fn set_status(
@@ -269,9 +311,7 @@ async fn telemetry(conn: &mut PgConnection, event: TelemetryEvent) -> anyhow::Re
             .await?;
         }
         TelemetryEvent::ProgressReported(p) => {
-            let eta = p
-                .estimated_time_remaining
-                .map(|s| p.reported_at + chrono::Duration::seconds(s as i64));
+            let eta = eta(&p);
             sqlx::query(
                 "UPDATE rm_jobs SET progress = $2, current_step = $3, current_epoch = $4, \
                    estimated_completion_at = $5, updated_at = GREATEST(updated_at, $6) \
@@ -294,7 +334,7 @@ async fn telemetry(conn: &mut PgConnection, event: TelemetryEvent) -> anyhow::Re
             )
             .bind(l.job_id.0)
             .bind(i64::try_from(l.index)?)
-            .bind(serde_json::to_value(l.level)?.as_str().unwrap_or("info"))
+            .bind(l.level.as_str())
             .bind(&l.message)
             .bind(l.logged_at)
             .execute(&mut *conn)
