@@ -268,10 +268,11 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    // The watched job: more epochs than the run lasts.
+    // The watched job: it must outlive the run (ten epochs of the example last about 450 s
+    // at real time; a hundred, the most a job may have, over an hour).
     let first = &mut people[0];
     let mut body = first.job_body();
-    body["hyperparameters"] = json!({"numEpochs": 10});
+    body["hyperparameters"] = json!({"numEpochs": 100});
     let created = timed(&book, "setup", first.post("/api/jobs", body))
         .await
         .expect("job");
@@ -295,15 +296,17 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let Ok(mut resp) = client.get(&url).bearer_auth(&token).send().await else {
-                    *book
-                        .lock()
-                        .expect("book")
-                        .failures
-                        .entry("SSE connect".into())
-                        .or_default() += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                let mut resp = match client.get(&url).bearer_auth(&token).send().await {
+                    Ok(resp) if resp.status().is_success() => resp,
+                    outcome => {
+                        let what = match outcome {
+                            Ok(resp) => format!("SSE connect {}", resp.status().as_u16()),
+                            Err(_) => "SSE connect (transport)".to_string(),
+                        };
+                        *book.lock().expect("book").failures.entry(what).or_default() += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                 };
                 book.lock()
                     .expect("book")
@@ -320,12 +323,15 @@ async fn main() {
                 }
                 open.fetch_sub(1, Ordering::SeqCst);
                 if Instant::now() < deadline {
+                    // A stream that ends before the run does is a failure; reconnecting at
+                    // once would turn one into a loop that loads the server instead.
                     *book
                         .lock()
                         .expect("book")
                         .failures
                         .entry("SSE dropped".into())
                         .or_default() += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }));

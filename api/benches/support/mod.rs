@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 pub struct Binary {
     child: std::process::Child,
+    #[allow(dead_code)]
     pub pid: u32,
     pub base: String,
 }
@@ -61,6 +62,7 @@ impl Binary {
 }
 
 /// Signs up a fresh user: (token, user id).
+#[allow(dead_code)]
 pub async fn sign_up(http: &reqwest::Client, base: &str) -> (String, Uuid) {
     let signup: Value = http
         .post(format!("{base}/api/auth/signup"))
@@ -80,11 +82,22 @@ pub async fn sign_up(http: &reqwest::Client, base: &str) -> (String, Uuid) {
 /// that includes this module reads it.
 #[allow(dead_code)]
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had so far, in KiB (0 if it cannot be read).
+#[allow(dead_code)]
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+#[allow(dead_code)]
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
