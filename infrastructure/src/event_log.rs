@@ -53,6 +53,9 @@ impl StoredEvent {
     }
 }
 
+/// What a read selects. Its `transaction_id` is a bigint alias of the xid8 column, so an
+/// ORDER BY must name `events.transaction_id`: the bare name sorts by the alias, which no
+/// index has, and every read then sorted the whole rest of the log (a second a batch at 1M).
 const COLUMNS: &str = "event_id, transaction_id::text::bigint AS transaction_id, global_position, \
     aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
 
@@ -67,7 +70,7 @@ pub async fn read_after<'e>(
         "SELECT {COLUMNS} FROM events \
          WHERE (transaction_id, global_position) > (($1::text)::xid8, $2) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position \
+         ORDER BY events.transaction_id, events.global_position \
          LIMIT $3"
     );
     let rows = sqlx::query(&sql)
@@ -93,7 +96,7 @@ pub async fn read_aggregate_after<'e>(
          WHERE aggregate_id = $1 AND aggregate_type = ANY($2) \
            AND (transaction_id, global_position) > (($3::text)::xid8, $4) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position \
+         ORDER BY events.transaction_id, events.global_position \
          LIMIT $5"
     );
     let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
@@ -163,7 +166,7 @@ pub fn stream_of_types_by_job<'e>(
                (CASE event_type WHEN 'ModelDownloadBilled' THEN payload->'ModelDownloadBilled'->>'jobId' \
                   ELSE aggregate_id END)::uuid AS job_id \
              FROM events WHERE event_type = ANY($1) \
-             ORDER BY job_id, transaction_id, global_position"
+             ORDER BY job_id, events.transaction_id, events.global_position"
         )
     });
     sqlx::query(&SQL)
