@@ -147,11 +147,16 @@ pub fn tokenizer(job: &SimJob) -> Vec<u8> {
     serde_json::to_vec_pretty(&config).unwrap_or_default()
 }
 
-/// Every artifact: (name, bytes).
-pub fn all(job: &SimJob) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (ADAPTER_MODEL, adapter_model(job)),
-        (ADAPTER_CONFIG, adapter_config(job)),
-        (TOKENIZER, tokenizer(job)),
-    ]
+/// The names of a finished run's artifacts, in report order.
+pub const NAMES: [&str; 3] = [ADAPTER_MODEL, ADAPTER_CONFIG, TOKENIZER];
+
+/// The bytes of the artifact called `name`, made again each time (they depend on the job
+/// only); none for a name the run does not produce.
+pub fn one(job: &SimJob, name: &str) -> Option<Vec<u8>> {
+    match name {
+        ADAPTER_MODEL => Some(adapter_model(job)),
+        ADAPTER_CONFIG => Some(adapter_config(job)),
+        TOKENIZER => Some(tokenizer(job)),
+        _ => None,
+    }
 }

@@ -41,8 +41,9 @@ struct Entry {
     cancelled_at: Option<f64>,
 }
 
-/// A finished run's files, made once: (name, bytes).
-type Files = Arc<Vec<(&'static str, Vec<u8>)>>;
+/// A finished run's files as reported: (name, size, sha256). Made once; the bytes are made
+/// again when downloaded, so what the simulator keeps per finished run stays small.
+type Files = Arc<Vec<(&'static str, u64, String)>>;
 
 #[derive(Default)]
 struct Jobs {
@@ -484,11 +485,11 @@ async fn status(
         let files = cached_artifacts(&sim, job).await;
         files
             .iter()
-            .map(|(name, bytes)| ClusterArtifact {
+            .map(|(name, size, sha256)| ClusterArtifact {
                 name: name.to_string(),
                 url: format!("{}/v1/jobs/{id}/artifacts/{name}", sim.base_url),
-                size_bytes: bytes.len() as u64,
-                sha256: artifacts::sha256_hex(bytes),
+                size_bytes: *size,
+                sha256: sha256.clone(),
             })
             .collect()
     } else {
@@ -524,9 +525,17 @@ async fn cached_artifacts(sim: &Sim, job: &SimJob) -> Files {
     }
     let owned = job.clone();
     let files = Arc::new(
-        tokio::task::spawn_blocking(move || artifacts::all(&owned))
-            .await
-            .unwrap_or_default(),
+        tokio::task::spawn_blocking(move || {
+            artifacts::NAMES
+                .into_iter()
+                .filter_map(|name| {
+                    let bytes = artifacts::one(&owned, name)?;
+                    Some((name, bytes.len() as u64, artifacts::sha256_hex(&bytes)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default(),
     );
     sim.jobs
         .lock()
@@ -630,12 +639,16 @@ async fn artifact(
             "the job has no artifacts yet",
         );
     }
-    let files = cached_artifacts(&sim, &entry.job).await;
-    match files.iter().find(|(n, _)| *n == name) {
-        Some((_, bytes)) => Response::builder()
+    let (job, wanted) = (entry.job.clone(), name.clone());
+    let made = tokio::task::spawn_blocking(move || artifacts::one(&job, &wanted))
+        .await
+        .ok()
+        .flatten();
+    match made {
+        Some(bytes) => Response::builder()
             .header("content-type", "application/octet-stream")
             .header("content-length", bytes.len())
-            .body(Body::from(bytes.clone()))
+            .body(Body::from(bytes))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
         None => problem(
             StatusCode::NOT_FOUND,

@@ -254,3 +254,22 @@ fn a_paced_job_reports_every_step_and_slows_down_from_its_step() {
     assert_eq!(unpaced.cluster_seconds(10.0, 100.0), 1000.0);
     assert!(unpaced.metric_points(0, 1000).len() < 1000);
 }
+
+#[test]
+fn each_named_artifact_is_made_again_the_same_and_no_other_name_is() {
+    let j = job(Preset::Balanced, 3);
+    for name in artifacts::NAMES {
+        let bytes = artifacts::one(&j, name).expect(name);
+        assert!(!bytes.is_empty(), "{name}");
+        assert_eq!(
+            artifacts::one(&j, name),
+            Some(bytes),
+            "{name} is deterministic"
+        );
+    }
+    assert_eq!(
+        artifacts::one(&j, artifacts::ADAPTER_MODEL),
+        Some(artifacts::adapter_model(&j))
+    );
+    assert_eq!(artifacts::one(&j, "../secrets"), None);
+}
