@@ -232,7 +232,24 @@ async fn a_thousand_streams_opened_and_dropped_leave_nothing_behind() {
     let dataset = app
         .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
         .await;
-    let job = app.create_job(&token, &dataset, "smollm2-135m").await;
+    // A job that outlives the test (100 epochs of one pair a step: minutes even at 60x): a
+    // stream of a job that has ended closes at once, and the default job can end while the
+    // thousand streams are still being opened.
+    let (status, created) = app
+        .post(
+            "/api/jobs",
+            Some(&token),
+            json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "smollm2-135m",
+                   "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1},
+                   "hyperparameters": {"loraRank": 4, "numEpochs": 100, "batchSize": 1,
+                                       "gradientAccumulationSteps": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let job = created["data"]["jobId"]
+        .as_str()
+        .expect("jobId")
+        .to_string();
     let open = |app: &TestApp| {
         let req = app
             .http
