@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::event_log::{ledger_entry, StoredEvent};
+use crate::event_log::{ledger_entry, Interest, StoredEvent, LEDGER_EVENTS};
 use crate::event_store::EventStore;
 use crate::parking::{fold_batch, fold_retry, Fold, Parking};
 use crate::subscription::Subscriber;
@@ -95,6 +95,10 @@ struct Counting;
 impl Fold for Counting {
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
         count(conn, event).await
+    }
+
+    fn interest(&self) -> Interest {
+        LEDGER_EVENTS
     }
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row, ValueRef};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +80,119 @@ pub async fn read_after<'e>(
         .fetch_all(executor)
         .await?;
     rows.iter().map(decode_row).collect()
+}
+
+/// Which events a reader folds. The rest of the log is passed over: read for its position
+/// (so a checkpoint still moves past it), never sent in full nor decoded; a projection of API
+/// keys need not parse a million metric points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    /// None: every aggregate type.
+    pub aggregate_types: Option<&'static [&'static str]>,
+    /// None: every event type (of those aggregates).
+    pub event_types: Option<&'static [&'static str]>,
+}
+
+impl Interest {
+    pub const EVERYTHING: Interest = Interest {
+        aggregate_types: None,
+        event_types: None,
+    };
+
+    /// Every event of these aggregate types.
+    pub const fn aggregates(types: &'static [&'static str]) -> Interest {
+        Interest {
+            aggregate_types: Some(types),
+            event_types: None,
+        }
+    }
+
+    /// The events of these types, of these aggregate types.
+    pub const fn events(
+        aggregate_types: &'static [&'static str],
+        event_types: &'static [&'static str],
+    ) -> Interest {
+        Interest {
+            aggregate_types: Some(aggregate_types),
+            event_types: Some(event_types),
+        }
+    }
+
+    /// The rule `read_page` applies in SQL, for a fold's own check.
+    pub fn wants(&self, aggregate_type: &str, event_type: &str) -> bool {
+        self.aggregate_types
+            .is_none_or(|types| types.contains(&aggregate_type))
+            && self
+                .event_types
+                .is_none_or(|types| types.contains(&event_type))
+    }
+}
+
+/// What one read of the log brought: the events of interest, and where it stopped (the last
+/// event read, of interest or not: a checkpoint may move there).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    pub read: usize,
+    pub last: Option<LogPosition>,
+}
+
+/// The next `limit` events after `after` (up to `until` when given), gated like
+/// `read_after`; those `interest` does not name come back as a position only.
+pub async fn read_page<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    until: Option<LogPosition>,
+    limit: i64,
+    interest: Interest,
+) -> sqlx::Result<Page> {
+    // Only what a passed-over event needs is its position; its payload stays in Postgres.
+    let wanted = "($4::text[] IS NULL OR aggregate_type = ANY($4)) \
+                  AND ($5::text[] IS NULL OR event_type = ANY($5))";
+    let upto = if until.is_some() {
+        "AND (transaction_id, global_position) <= (($6::text)::xid8, $7)"
+    } else {
+        "AND $6::text IS NULL AND $7::bigint IS NULL"
+    };
+    let sql = format!(
+        "SELECT event_id, transaction_id::text::bigint AS transaction_id, global_position, \
+           aggregate_type, aggregate_id, sequence, event_type, event_version, \
+           CASE WHEN {wanted} THEN payload END AS payload, \
+           CASE WHEN {wanted} THEN metadata END AS metadata, recorded_at \
+         FROM events \
+         WHERE (transaction_id, global_position) > (($1::text)::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) {upto} \
+         ORDER BY events.transaction_id, events.global_position \
+         LIMIT $3"
+    );
+    let owned =
+        |types: Option<&[&str]>| types.map(|t| t.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .bind(owned(interest.aggregate_types))
+        .bind(owned(interest.event_types))
+        .bind(until.map(|u| u.transaction_id.to_string()))
+        .bind(until.map(|u| u.global_position))
+        .fetch_all(executor)
+        .await?;
+    let mut page = Page {
+        events: Vec::with_capacity(rows.len()),
+        read: rows.len(),
+        last: None,
+    };
+    for row in &rows {
+        if !row.try_get_raw("payload")?.is_null() {
+            page.events.push(decode_row(row)?);
+        }
+        let transaction_id: i64 = row.try_get("transaction_id")?;
+        page.last = Some(LogPosition {
+            transaction_id: transaction_id as u64,
+            global_position: row.try_get("global_position")?,
+        });
+    }
+    Ok(page)
 }
 
 /// The events of aggregates with id `aggregate_id` (of any of `types`) after `after`, in log
@@ -178,6 +291,15 @@ pub fn stream_of_types_by_job<'e>(
         })
 }
 
+/// The events `ledger_entry` makes an entry of.
+pub const LEDGER_EVENTS: Interest = Interest::events(
+    &[
+        <domain::job::Job as cqrs_es::Aggregate>::TYPE,
+        <domain::model::Model as cqrs_es::Aggregate>::TYPE,
+    ],
+    &["JobCostAccrued", "ModelDownloadBilled"],
+);
+
 /// The ledger entry an event carries (`JobCostAccrued`, `ModelDownloadBilled`), if any.
 pub fn ledger_entry(event: &StoredEvent) -> anyhow::Result<Option<domain::audit::EventEntry>> {
     use cqrs_es::Aggregate;
@@ -262,5 +384,22 @@ impl LogPositions for PgLogPositions {
         .fetch_optional(&self.0)
         .await?;
         Ok(row.map(to_position))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interest_names_aggregates_then_event_types_and_none_means_every() {
+        assert!(Interest::EVERYTHING.wants("job", "JobCreated"));
+        let jobs = Interest::aggregates(&["job", "job_metrics"]);
+        assert!(jobs.wants("job_metrics", "MetricRecorded"));
+        assert!(!jobs.wants("dataset", "DatasetReady"));
+        assert!(LEDGER_EVENTS.wants("job", "JobCostAccrued"));
+        assert!(LEDGER_EVENTS.wants("model", "ModelDownloadBilled"));
+        assert!(!LEDGER_EVENTS.wants("job", "JobCreated"));
+        assert!(!LEDGER_EVENTS.wants("dataset", "JobCostAccrued"));
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::event_log::{read_after, StoredEvent};
+use crate::event_log::{read_page, Interest, StoredEvent};
 use crate::subscription::{load_checkpoint, save_checkpoint};
 
 /// Attempts at an event before it is parked, unless configured (`SUBSCRIPTION_PARK_AFTER`).
@@ -186,6 +186,11 @@ impl Parking {
 pub trait Fold: Send + Sync {
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
 
+    /// The events `apply` may change something for; the others are passed over unread.
+    fn interest(&self) -> Interest {
+        Interest::EVERYTHING
+    }
+
     /// Folds `events` in log order, leaving the tables as `apply` on each in turn would
     /// (a fold may write runs of them set-based). On an error nothing of it is kept: the
     /// batch is folded again one event at a time to find the event at fault.
@@ -215,17 +220,18 @@ pub async fn fold_batch(
     let mut tx = pool.begin().await?;
     // The row lock keeps a replay from swapping tables under this batch.
     let from = load_checkpoint(&mut *tx, name, true).await?;
-    let events = read_after(&mut *tx, from, limit).await?;
-    let Some(last) = events.last() else {
+    let page = read_page(&mut *tx, from, None, limit, fold.interest()).await?;
+    let Some(last) = page.last else {
         tx.rollback().await?;
         return Ok(0);
     };
+    let events = page.events;
     match fold.apply_all(&mut tx, &events).await {
         Ok(()) => {
-            save_checkpoint(&mut *tx, name, last.position).await?;
+            save_checkpoint(&mut *tx, name, last).await?;
             tx.commit().await?;
             parking.succeeded(pool, &events).await?;
-            return Ok(events.len());
+            return Ok(page.read);
         }
         Err(err) if is_transient(&err) => {
             tx.rollback().await?;
@@ -246,10 +252,10 @@ pub async fn fold_batch(
         }
     }
     tracing::warn!(subscription = %name, events = events.len(), "a batch failed as a whole but not event by event");
-    save_checkpoint(&mut *tx, name, last.position).await?;
+    save_checkpoint(&mut *tx, name, last).await?;
     tx.commit().await?;
     parking.succeeded(pool, &events).await?;
-    Ok(events.len())
+    Ok(page.read)
 }
 
 async fn park_or_fail(

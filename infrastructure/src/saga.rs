@@ -25,7 +25,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::event_log::StoredEvent;
+use crate::event_log::{Interest, StoredEvent};
 use crate::event_store::EventStore;
 use crate::parking::{fold_batch, fold_retry, Fold, Parking};
 use crate::subscription::Subscriber;
@@ -54,6 +54,10 @@ impl Fold for SagaFeeder {
             feed(conn, event.decode()?, self.retry_backoff).await?;
         }
         Ok(())
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::aggregates(&[<Job as Aggregate>::TYPE])
     }
 }
 

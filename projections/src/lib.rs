@@ -16,7 +16,7 @@ pub mod replay;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use infrastructure::event_log::StoredEvent;
+use infrastructure::event_log::{Interest, StoredEvent};
 use infrastructure::parking::{fold_batch, fold_retry, Fold, Parking, DEFAULT_PARK_AFTER};
 use infrastructure::subscription::Subscriber;
 use sqlx::{PgConnection, PgPool};
@@ -56,6 +56,12 @@ pub trait Projector: Send + Sync + 'static {
 
     /// The tables this projector owns (rebuilt together by a replay).
     fn tables(&self) -> &'static [&'static str];
+
+    /// The events `apply` may change a row for: a read passes over the rest of the log
+    /// without decoding it (live and in a replay alike, so the two cannot differ by it).
+    fn interest(&self) -> Interest {
+        Interest::EVERYTHING
+    }
 
     /// Folds one event into the tables. Runs inside the batch's transaction; table names
     /// must be unqualified, so a replay can point them at its own schema.
@@ -127,6 +133,10 @@ struct Folding<'a>(&'a dyn Projector);
 impl Fold for Folding<'_> {
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
         self.0.apply(conn, event).await
+    }
+
+    fn interest(&self) -> Interest {
+        self.0.interest()
     }
 
     async fn apply_all(

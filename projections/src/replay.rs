@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use application::LogPosition;
-use infrastructure::event_log::read_after;
+use infrastructure::event_log::read_page;
 use infrastructure::parking;
 use infrastructure::subscription::{ensure_checkpoint, load_checkpoint, save_checkpoint};
 use sqlx::{PgConnection, PgPool};
@@ -106,7 +106,7 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
     }
     while live < cursor {
         let (next, n) =
-            apply_batch_until(&mut tx, &*projector, &parked, "public", live, cursor).await?;
+            apply_batch_until(&mut tx, &*projector, &parked, "public", live, Some(cursor)).await?;
         if n == 0 {
             break;
         }
@@ -159,39 +159,28 @@ async fn apply_batch(
     search_path: &str,
     after: LogPosition,
 ) -> anyhow::Result<(LogPosition, u64)> {
-    apply_batch_until(
-        conn,
-        projector,
-        parked,
-        search_path,
-        after,
-        LogPosition {
-            transaction_id: u64::MAX,
-            global_position: i64::MAX,
-        },
-    )
-    .await
+    apply_batch_until(conn, projector, parked, search_path, after, None).await
 }
 
-/// Applies the events after `after` up to `until` (inclusive) with the given search path,
-/// passing over the parked ones.
+/// Applies the events after `after` up to `until` (inclusive, when given) with the given
+/// search path, passing over the parked ones.
 async fn apply_batch_until(
     conn: &mut PgConnection,
     projector: &dyn Projector,
     parked: &HashSet<Uuid>,
     search_path: &str,
     after: LogPosition,
-    until: LogPosition,
+    until: Option<LogPosition>,
 ) -> anyhow::Result<(LogPosition, u64)> {
     sqlx::query(&format!("SET LOCAL search_path TO {search_path}"))
         .execute(&mut *conn)
         .await?;
-    let mut events = read_after(&mut *conn, after, BATCH).await?;
-    events.retain(|e| e.position <= until);
-    let (Some(last), n) = (events.last().map(|e| e.position), events.len() as u64) else {
+    let page = read_page(&mut *conn, after, until, BATCH, projector.interest()).await?;
+    let Some(last) = page.last else {
         return Ok((after, 0));
     };
+    let mut events = page.events;
     events.retain(|e| !parked.contains(&e.event_id));
     projector.apply_all(conn, &events).await?;
-    Ok((last, n))
+    Ok((last, page.read as u64))
 }

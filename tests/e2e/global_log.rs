@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use application::LogPosition;
 use infrastructure::db;
-use infrastructure::event_log::{head, read_after};
+use infrastructure::event_log::{head, read_after, read_page, Interest};
 use rand::Rng;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -179,6 +179,93 @@ async fn a_tailing_reader_sees_every_committed_event_once_under_concurrent_write
         seen.len(),
         out_of_position_order
     );
+    pool.close().await;
+    iso.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_page_passes_over_the_events_of_no_interest_yet_reads_as_far() {
+    let (iso, pool) = database().await;
+    let kinds = [
+        ("probe", "Kept"),
+        ("other", "Kept"),
+        ("probe", "Dropped"),
+        ("probe", "Kept"),
+        ("other", "Dropped"),
+        ("probe", "Kept"),
+        ("other", "Kept"),
+    ];
+    let mut tx = pool.begin().await.unwrap();
+    for (i, (aggregate_type, event_type)) in kinds.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1, 'page', $2, $3, '1', '{\"n\": 1}', '{}')",
+        )
+        .bind(aggregate_type)
+        .bind(i as i64 + 1)
+        .bind(event_type)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut all = Vec::new();
+    for _ in 0..500 {
+        all = read_after(&pool, LogPosition::START, 100).await.unwrap();
+        if all.len() == kinds.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(all.len(), kinds.len());
+
+    const PROBES: Interest = Interest::aggregates(&["probe"]);
+    const KEPT_PROBES: Interest = Interest::events(&["probe"], &["Kept"]);
+    for interest in [Interest::EVERYTHING, PROBES, KEPT_PROBES] {
+        let expected: Vec<Uuid> = all
+            .iter()
+            .filter(|e| interest.wants(&e.aggregate_type, &e.event_type))
+            .map(|e| e.event_id)
+            .collect();
+        // Whole, and two at a time: every page ends where the plain read's would.
+        let page = read_page(&pool, LogPosition::START, None, 100, interest)
+            .await
+            .unwrap();
+        assert_eq!(page.read, kinds.len());
+        assert_eq!(page.last, all.last().map(|e| e.position), "{interest:?}");
+        let ids: Vec<Uuid> = page.events.iter().map(|e| e.event_id).collect();
+        assert_eq!(ids, expected, "{interest:?}");
+        assert!(page.events.iter().all(|e| e.payload["n"] == 1));
+
+        let (mut cursor, mut paged) = (LogPosition::START, Vec::new());
+        loop {
+            let page = read_page(&pool, cursor, None, 2, interest).await.unwrap();
+            let Some(last) = page.last else { break };
+            let plain = read_after(&pool, cursor, 2).await.unwrap();
+            assert_eq!(Some(last), plain.last().map(|e| e.position));
+            paged.extend(page.events.into_iter().map(|e| e.event_id));
+            cursor = last;
+        }
+        assert_eq!(paged, expected, "{interest:?}");
+    }
+    assert_eq!(KEPT_PROBES.event_types, Some(&["Kept"][..]));
+
+    // Up to a position, inclusive.
+    let until = all[2].position;
+    let page = read_page(
+        &pool,
+        LogPosition::START,
+        Some(until),
+        100,
+        Interest::EVERYTHING,
+    )
+    .await
+    .unwrap();
+    assert_eq!((page.read, page.last), (3, Some(until)));
+    let page = read_page(&pool, until, Some(until), 100, Interest::EVERYTHING)
+        .await
+        .unwrap();
+    assert_eq!((page.read, page.last), (0, None));
     pool.close().await;
     iso.cleanup().await;
 }

@@ -5,7 +5,7 @@ pub mod queries;
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::api_key::{ApiKey, ApiKeyEvent};
-use infrastructure::event_log::StoredEvent;
+use infrastructure::event_log::{Interest, StoredEvent};
 use sqlx::PgConnection;
 
 use crate::Projector;
@@ -16,6 +16,10 @@ pub struct ApiKeysProjector;
 impl Projector for ApiKeysProjector {
     fn name(&self) -> &'static str {
         "api_keys"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::aggregates(&[<ApiKey as Aggregate>::TYPE])
     }
 
     fn tables(&self) -> &'static [&'static str] {

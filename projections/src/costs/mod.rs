@@ -5,7 +5,7 @@ pub mod queries;
 
 use async_trait::async_trait;
 use domain::audit::EventEntry;
-use infrastructure::event_log::{ledger_entry, StoredEvent};
+use infrastructure::event_log::{ledger_entry, Interest, StoredEvent, LEDGER_EVENTS};
 use rust_decimal::Decimal;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -18,6 +18,10 @@ pub struct CostsProjector;
 impl Projector for CostsProjector {
     fn name(&self) -> &'static str {
         "costs"
+    }
+
+    fn interest(&self) -> Interest {
+        LEDGER_EVENTS
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::job::telemetry::{Progress, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
 use domain::job::{Job, JobEvent};
-use infrastructure::event_log::StoredEvent;
+use infrastructure::event_log::{Interest, StoredEvent};
 use sqlx::PgConnection;
 
 use crate::Projector;
@@ -19,6 +19,15 @@ pub struct JobsProjector;
 impl Projector for JobsProjector {
     fn name(&self) -> &'static str {
         "jobs"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::aggregates(&[
+            <Job as Aggregate>::TYPE,
+            METRICS_STREAM,
+            PROGRESS_STREAM,
+            LOGS_STREAM,
+        ])
     }
 
     fn tables(&self) -> &'static [&'static str] {

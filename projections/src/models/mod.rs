@@ -5,7 +5,7 @@ pub mod queries;
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::model::{Model, ModelEvent};
-use infrastructure::event_log::StoredEvent;
+use infrastructure::event_log::{Interest, StoredEvent};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
@@ -17,6 +17,10 @@ pub struct ModelsProjector;
 impl Projector for ModelsProjector {
     fn name(&self) -> &'static str {
         "models"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::aggregates(&[<Model as Aggregate>::TYPE])
     }
 
     fn tables(&self) -> &'static [&'static str] {

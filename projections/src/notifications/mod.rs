@@ -9,7 +9,7 @@ use domain::budget::Budget;
 use domain::dataset::Dataset;
 use domain::job::Job;
 use domain::notifications::{from_budget_event, from_dataset_event, from_job_event, Notification};
-use infrastructure::event_log::StoredEvent;
+use infrastructure::event_log::{Interest, StoredEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -29,6 +29,23 @@ pub fn notification_id(event_id: Uuid) -> Uuid {
 impl Projector for NotificationsProjector {
     fn name(&self) -> &'static str {
         "notifications"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::events(
+            &[
+                <Dataset as Aggregate>::TYPE,
+                <Job as Aggregate>::TYPE,
+                <Budget as Aggregate>::TYPE,
+            ],
+            &[
+                "DatasetReady",
+                "JobCompleted",
+                "JobFailed",
+                "JobRecoveredFromCluster",
+                "BudgetThresholdCrossed",
+            ],
+        )
     }
 
     fn tables(&self) -> &'static [&'static str] {
