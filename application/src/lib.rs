@@ -2,6 +2,7 @@
 //! call adapters, then hand a complete command to the aggregate through cqrs-es.
 
 pub mod api_keys;
+pub mod appended;
 pub mod cluster;
 pub mod datasets;
 pub mod jobs;
@@ -92,14 +93,19 @@ where
     Id: std::fmt::Display,
 {
     let aggregate_id = id.to_string();
-    retry_conflicts(repeatable, || {
+    let (outcome, appended) = appended::capture(retry_conflicts(repeatable, || {
         cqrs.execute_with_metadata(&aggregate_id, command.clone(), ctx.metadata())
-    })
-    .await?;
-    let position = positions
-        .last_position(A::TYPE, &aggregate_id)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    }))
+    .await;
+    outcome?;
+    // A command that appended nothing (a repeat) answers where the aggregate already stood.
+    let position = match appended {
+        Some(position) => Some(position),
+        None => positions
+            .last_position(A::TYPE, &aggregate_id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+    };
     Ok(datasets::Receipt { id, position })
 }
 

@@ -1,12 +1,26 @@
-//! The cqrs-es event store over Postgres (plain event-sourced mode only: its snapshot and
-//! aggregate modes apply events twice, see ARCHITECTURE.md "Known pitfalls").
+//! The cqrs-es event store over Postgres: the `events` table of postgres-es (its columns,
+//! its primary key as the optimistic lock), written by a repository of our own so that a
+//! command costs two round trips, not five.
+//!
+//! postgres-es appends in an explicit transaction, one INSERT per event (BEGIN, INSERT...,
+//! COMMIT), and a command then had to ask where its events landed. Here the events of a
+//! command go in one multi-row INSERT, atomic on its own, that answers their log positions;
+//! the position reaches the command through `application::appended`. Plain event-sourced
+//! mode only: snapshots are refused (cqrs-es's snapshot and aggregate modes apply events
+//! twice, see ARCHITECTURE.md "Known pitfalls").
 
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
+};
 use cqrs_es::{Aggregate, CqrsFramework};
-use postgres_es::PostgresEventRepository;
-use sqlx::PgPool;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 
-pub type EventStore<A> = PersistedEventStore<PostgresEventRepository, A>;
+use application::LogPosition;
+
+pub type EventStore<A> = PersistedEventStore<EventRepository, A>;
 
 /// A framework with no in-process queries: read models are fed from the global log by
 /// durable subscriptions, never by cqrs-es `Query` dispatch (lost on a crash).
@@ -19,6 +33,174 @@ pub fn framework<A: Aggregate>(
 
 /// The event store alone, to load aggregates outside a command.
 pub fn store<A: Aggregate>(pool: PgPool) -> EventStore<A> {
-    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
+    PersistedEventStore::new_event_store(EventRepository { pool })
         .with_upcasters(vec![Box::new(domain::upcast::ChainUpcaster)])
+}
+
+pub struct EventRepository {
+    pool: PgPool,
+}
+
+const SELECT: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+    payload, metadata FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+
+/// One statement for every event of a command: all of them or none, and their positions.
+const APPEND: &str = "INSERT INTO events \
+      (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+      $6::jsonb[], $7::jsonb[]) \
+    RETURNING transaction_id::text::bigint, global_position";
+
+fn failure(err: sqlx::Error) -> PersistenceError {
+    match &err {
+        // The primary key (aggregate, sequence): another command appended first.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            PersistenceError::ConnectionError(Box::new(err))
+        }
+        _ => PersistenceError::UnknownError(Box::new(err)),
+    }
+}
+
+fn serialized(row: &PgRow) -> Result<SerializedEvent, PersistenceError> {
+    let get = || -> sqlx::Result<SerializedEvent> {
+        let sequence: i64 = row.try_get("sequence")?;
+        Ok(SerializedEvent::new(
+            row.try_get("aggregate_id")?,
+            usize::try_from(sequence).unwrap_or_default(),
+            row.try_get("aggregate_type")?,
+            row.try_get("event_type")?,
+            row.try_get("event_version")?,
+            row.try_get::<Value, _>("payload")?,
+            row.try_get::<Value, _>("metadata")?,
+        ))
+    };
+    get().map_err(failure)
+}
+
+impl EventRepository {
+    async fn select<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let sql = format!("{SELECT} AND sequence > $3 ORDER BY sequence");
+        let rows = sqlx::query(&sql)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(after_sequence)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failure)?;
+        rows.iter().map(serialized).collect()
+    }
+
+    /// Appends `events` in one statement and answers the position of the last.
+    pub async fn append(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<Option<LogPosition>, PersistenceError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let column = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+        let sequences = events
+            .iter()
+            .map(|e| i64::try_from(e.sequence))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+        let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND)
+            .bind(column(|e| e.aggregate_type.clone()))
+            .bind(column(|e| e.aggregate_id.clone()))
+            .bind(sequences)
+            .bind(column(|e| e.event_type.clone()))
+            .bind(column(|e| e.event_version.clone()))
+            .bind(payloads)
+            .bind(metadata)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failure)?;
+        Ok(rows
+            .into_iter()
+            .map(|(transaction_id, global_position)| LogPosition {
+                transaction_id: transaction_id as u64,
+                global_position,
+            })
+            .max())
+    }
+}
+
+impl PersistedEventRepository for EventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select::<A>(aggregate_id, -1).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let after = i64::try_from(last_sequence).unwrap_or(i64::MAX);
+        self.select::<A>(aggregate_id, after).await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if snapshot_update.is_some() {
+            return Err(PersistenceError::UnknownError(
+                "snapshots are not used: the store is plain event-sourced".into(),
+            ));
+        }
+        if let Some(position) = self.append(events).await? {
+            application::appended::record(position);
+        }
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        let events = self.select::<A>(aggregate_id, -1).await?;
+        replay_stream(events).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let sql = "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+            payload, metadata FROM events WHERE aggregate_type = $1 ORDER BY sequence";
+        let rows = sqlx::query(sql)
+            .bind(A::TYPE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failure)?;
+        let events = rows.iter().map(serialized).collect::<Result<Vec<_>, _>>()?;
+        replay_stream(events).await
+    }
+}
+
+/// cqrs-es's replay of stored events (not used by the service: read models are fed from the
+/// global log), for the trait's sake.
+async fn replay_stream(events: Vec<SerializedEvent>) -> Result<ReplayStream, PersistenceError> {
+    let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+    for event in events {
+        feed.push(Ok(event)).await?;
+    }
+    Ok(stream)
 }
