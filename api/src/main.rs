@@ -6,6 +6,13 @@ use domain::identity::Role;
 use infrastructure::users::Users;
 use infrastructure::{config, db, Config};
 
+/// jemalloc, not glibc's malloc: in the load run (issue 18) glibc kept the memory of freed
+/// multi-megabyte buffers (the artifact and checkpoint copies of finishing jobs) in its
+/// per-thread arenas, so `serve`'s RSS stepped up as jobs completed and never came back.
+/// jemalloc's background threads hand unused pages back to the system after a few seconds.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn variables_help() -> String {
     let mut text = String::from("Environment variables (default):\n");
     for (name, default, what) in config::VARIABLES {
