@@ -183,18 +183,7 @@ async fn main() {
         ],
     )
     .await;
-    let recorded = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
-        .args(["demo", "--url", &server.base])
-        // The demo keeps the adapter it downloads under data/ of where it runs.
-        .current_dir({
-            std::fs::create_dir_all(&data_dir).expect("data folder");
-            &data_dir
-        })
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("demo");
-    assert!(recorded.success(), "the recorded journey failed");
+    support::record_journey(&server.base, &data_dir);
     server.stop();
 
     let pool = infrastructure::db::connect(&url, 8).await.expect("pool");
@@ -237,18 +226,15 @@ async fn main() {
     for name in ["jobs", "costs"] {
         let projector = projections::by_name(name).expect("projector");
         let schema = format!("one_at_a_time_{name}");
+        let mut tx = pool.begin().await.expect("begin");
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&pool)
+            .execute(&mut *tx)
             .await
             .expect("schema");
-        for table in projector.tables() {
-            sqlx::query(&format!(
-                "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
-            ))
-            .execute(&pool)
+        projections::replay::copy_tables(&mut tx, projector.tables(), &schema)
             .await
-            .expect("table");
-        }
+            .expect("tables");
+        tx.commit().await.expect("commit");
         let shadow = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect_with(

@@ -47,13 +47,7 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut *tx)
         .await?;
-    for table in projector.tables() {
-        sqlx::query(&format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut *tx)
-        .await?;
-    }
+    copy_tables(&mut tx, projector.tables(), &schema).await?;
     tx.commit().await?;
 
     // Events the live projection parked stay out of the copy too (until a retry handles them).
@@ -150,6 +144,50 @@ pub async fn replay(pool: &PgPool, projector: Arc<dyn Projector>) -> anyhow::Res
         differences,
         position: cursor,
     })
+}
+
+/// Empty copies of the live `tables` in `schema` (which must exist), as a fold writes them:
+/// columns, defaults, constraints, indexes and triggers. LIKE copies no triggers, so each
+/// copy gets the live table's own (a count kept by one, say) written against the copy; with
+/// only pg_catalog on the path every name in a definition comes out qualified, so the live
+/// table's name is found exactly.
+pub async fn copy_tables(
+    conn: &mut PgConnection,
+    tables: &[&str],
+    schema: &str,
+) -> anyhow::Result<()> {
+    for table in tables {
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("SET LOCAL search_path TO pg_catalog")
+        .execute(&mut *conn)
+        .await?;
+    for table in tables {
+        let definitions: Vec<String> = sqlx::query_scalar(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger \
+             WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname",
+        )
+        .bind(format!("public.{table}"))
+        .fetch_all(&mut *conn)
+        .await?;
+        let live = format!(" ON public.{table} ");
+        for definition in definitions {
+            anyhow::ensure!(
+                definition.contains(&live),
+                "cannot copy a trigger of {table}: {definition}"
+            );
+            let copy = definition.replacen(&live, &format!(" ON {schema}.{table} "), 1);
+            sqlx::query(&copy).execute(&mut *conn).await?;
+        }
+    }
+    sqlx::query("SET LOCAL search_path TO public")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn apply_batch(

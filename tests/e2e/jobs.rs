@@ -508,6 +508,24 @@ async fn lists_filter_by_status_sort_and_hide_other_users_jobs() {
     let (_, cancelled) = app.get("/api/jobs?status=cancelled", Some(&token)).await;
     assert_eq!(cancelled["meta"]["pagination"]["total"], 1);
     assert_eq!(cancelled["data"]["jobs"][0]["id"], first.as_str());
+    let (_, queued) = app.get("/api/jobs?status=queued", Some(&token)).await;
+    assert_eq!(
+        queued["meta"]["pagination"]["total"], 1,
+        "the cancel left the queue's count"
+    );
+    assert_eq!(queued["data"]["jobs"][0]["id"], second.as_str());
+    // The totals come from counts the triggers keep: they are the rows, grouped.
+    let kept: Vec<(uuid::Uuid, String, i64)> =
+        sqlx::query_as("SELECT user_id, status, n FROM rm_job_counts ORDER BY 1, 2")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    let grouped: Vec<(uuid::Uuid, String, i64)> =
+        sqlx::query_as("SELECT user_id, status, count(*) FROM rm_jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(kept, grouped);
     let (status, bad) = app.get("/api/jobs?status=sleeping", Some(&token)).await;
     assert_eq!(status, 400);
     assert_eq!(bad["error"]["field"], "status");

@@ -155,14 +155,9 @@ async fn fold_into(
         .execute(&mut *tx)
         .await
         .unwrap();
-    for table in projector.tables() {
-        sqlx::query(&format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut *tx)
+    projections::replay::copy_tables(&mut tx, projector.tables(), schema)
         .await
         .unwrap();
-    }
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
         .execute(&mut *tx)
         .await

@@ -61,6 +61,21 @@ impl Binary {
     }
 }
 
+/// Records one real journey against `base` with `brightrun demo` (sign up, upload, train on
+/// the simulator, download the adapter), run in `data_dir`, where it keeps what it downloads.
+#[allow(dead_code)]
+pub fn record_journey(base: &str, data_dir: &std::path::Path) {
+    std::fs::create_dir_all(data_dir).expect("data folder");
+    let recorded = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
+        .args(["demo", "--url", base])
+        .current_dir(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("demo");
+    assert!(recorded.success(), "the recorded journey failed");
+}
+
 /// Signs up a fresh user: (token, user id).
 #[allow(dead_code)]
 pub async fn sign_up(http: &reqwest::Client, base: &str) -> (String, Uuid) {

@@ -36,6 +36,8 @@ impl Projector for JobsProjector {
             "rm_job_metrics",
             "rm_job_checkpoints",
             "rm_job_logs",
+            // Kept by triggers on rm_jobs (migration 0022), rebuilt with it.
+            "rm_job_counts",
         ]
     }
 
