@@ -190,8 +190,9 @@ pub async fn start(
     }
     let (objects, embedded_s3) = object_store(&config).await?;
     let clock = Arc::new(SystemClock);
+    let wakeup = event_store::Wakeup::start(pool.clone());
     let datasets = Arc::new(DatasetCommands::new(
-        event_store::framework(pool.clone(), ()),
+        event_store::framework(pool.clone(), &wakeup, ()),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
         Arc::new(projections::jobs::queries::ActiveJobsUsage(pool.clone())),
@@ -199,17 +200,17 @@ pub async fn start(
         config.upload_limit_bytes,
     ));
     let jobs = Arc::new(JobCommands::new(
-        event_store::framework(pool.clone(), ()),
-        event_store::store(pool.clone()),
+        event_store::framework(pool.clone(), &wakeup, ()),
+        event_store::store(pool.clone(), &wakeup),
         Arc::new(PgDatasetLookup(pool.clone())),
-        Arc::new(PgTelemetryStore(pool.clone())),
+        Arc::new(PgTelemetryStore(pool.clone(), wakeup.clone())),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
         config.rates.clone(),
     ));
     let models = Arc::new(ModelCommands::new(
-        event_store::framework(pool.clone(), ()),
-        event_store::store(pool.clone()),
+        event_store::framework(pool.clone(), &wakeup, ()),
+        event_store::store(pool.clone(), &wakeup),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
         Arc::new(SimulatedDeployer {
@@ -217,8 +218,8 @@ pub async fn start(
         }),
     ));
     let api_keys = Arc::new(ApiKeyCommands::new(
-        event_store::framework(pool.clone(), ()),
-        event_store::store(pool.clone()),
+        event_store::framework(pool.clone(), &wakeup, ()),
+        event_store::store(pool.clone(), &wakeup),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
     ));
@@ -283,7 +284,7 @@ pub async fn start(
             config.subscription_park_after,
         )));
         subscribers.push(Arc::new(BudgetWatcher::new(
-            event_store::framework(pool.clone(), ()),
+            event_store::framework(pool.clone(), &wakeup, ()),
             clock.clone(),
             config.subscription_park_after,
         )));

@@ -63,7 +63,8 @@ impl<ES: EventStore<ApiKey>> ApiKeyCommands<ES> {
             expires_at,
             at: self.clock.now(),
         });
-        let receipt = self.execute(ctx, key_id, command).await?;
+        let id = key_id.to_string();
+        let receipt = crate::appended::on_fresh(&id, self.execute(ctx, key_id, command)).await?;
         Ok(NewApiKey {
             key_id,
             key,

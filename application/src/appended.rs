@@ -1,8 +1,10 @@
-//! Where a command's events landed, from the append itself.
-//!
-//! cqrs-es answers nothing from `execute`, so the event repository records the position its
-//! append answered here, in a slot that lives for the command's future only (a task-local):
-//! a command learns its position without a second read, and no other command can see it.
+//! What a command and the event repository tell each other past cqrs-es, in slots that live
+//! for the command's future only (task-locals, so no other command sees them):
+//! - where its events landed: the repository records the position its append answered, so a
+//!   command learns it without a second read;
+//! - that its aggregate is new: a command on an id the service has just made (UUID v7) skips
+//!   the read of a history that cannot exist. Nothing is lost if one did: the append of the
+//!   first event collides with it on the primary key and the command fails as a conflict.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -11,6 +13,17 @@ use crate::LogPosition;
 
 tokio::task_local! {
     static APPENDED: Cell<Option<LogPosition>>;
+    static FRESH: String;
+}
+
+/// Runs `work`, a command creating the aggregate `aggregate_id` the service has just made.
+pub async fn on_fresh<T>(aggregate_id: &str, work: impl Future<Output = T>) -> T {
+    FRESH.scope(aggregate_id.to_string(), work).await
+}
+
+/// Whether the command running now creates `aggregate_id` (so it has no history to read).
+pub fn is_fresh(aggregate_id: &str) -> bool {
+    FRESH.try_with(|id| id == aggregate_id).unwrap_or(false)
 }
 
 /// Called by the event repository after an append: the position of its last event. Outside
@@ -61,5 +74,16 @@ mod tests {
             capture(async { record(at(20)) })
         );
         assert_eq!((a.1, b.1), (Some(at(10)), Some(at(20))));
+    }
+
+    #[tokio::test]
+    async fn only_the_aggregate_a_command_creates_is_fresh_and_only_inside_it() {
+        assert!(!is_fresh("a"));
+        on_fresh("a", async {
+            assert!(is_fresh("a"));
+            assert!(!is_fresh("b"));
+        })
+        .await;
+        assert!(!is_fresh("a"));
     }
 }

@@ -79,7 +79,8 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
             upload_limit: self.upload_limit,
             registered_at: self.clock.now(),
         });
-        self.execute(ctx, dataset_id, command).await
+        let id = dataset_id.to_string();
+        crate::appended::on_fresh(&id, self.execute(ctx, dataset_id, command)).await
     }
 
     /// PATCH: name and/or description. `is_admin` lets an admin act on any dataset.

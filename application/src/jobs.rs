@@ -134,7 +134,8 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
             labels: new.labels,
             created_at: self.clock.now(),
         }));
-        self.execute(ctx, job_id, command).await
+        let id = job_id.to_string();
+        crate::appended::on_fresh(&id, self.execute(ctx, job_id, command)).await
     }
 
     pub async fn cancel(

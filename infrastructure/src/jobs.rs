@@ -78,7 +78,7 @@ impl DatasetLookup for PgDatasetLookup {
 }
 
 #[derive(Clone)]
-pub struct PgTelemetryStore(pub PgPool);
+pub struct PgTelemetryStore(pub PgPool, pub crate::event_store::Wakeup);
 
 #[async_trait]
 impl TelemetryStore for PgTelemetryStore {
@@ -99,6 +99,9 @@ impl TelemetryStore for PgTelemetryStore {
         .execute(&self.0)
         .await?
         .rows_affected();
+        if inserted > 0 {
+            self.1.appended();
+        }
         Ok(inserted == 1)
     }
 
@@ -144,6 +147,9 @@ impl TelemetryStore for PgTelemetryStore {
             .execute(&self.0)
             .await?
             .rows_affected();
+        }
+        if inserted > 0 {
+            self.1.appended();
         }
         Ok(inserted)
     }
