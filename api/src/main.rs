@@ -175,9 +175,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 vec![projections::by_name(&projection)
                     .ok_or_else(|| anyhow::anyhow!("unknown projection '{projection}'"))?]
             };
+            // Two at a time (each rebuilds its own tables under its own checkpoint, so they
+            // are independent): one keeps Postgres busy while the other decodes its events.
+            use futures::StreamExt;
+            let mut reports = futures::stream::iter(selected)
+                .map(|projector| projections::replay::replay(&pool, projector))
+                .buffered(2);
             let mut differences = 0;
-            for projector in selected {
-                let report = projections::replay::replay(&pool, projector).await?;
+            while let Some(report) = reports.next().await {
+                let report = report?;
                 println!(
                     "{}: replayed {} events up to position {}; {} rows differed from the live tables",
                     report.projection, report.events, report.position.global_position, report.differences
