@@ -41,12 +41,14 @@ async fn copy_jobs(pool: &PgPool, template: Uuid, owner: Uuid, n: u64) -> Vec<Uu
     while done < n {
         let take = CHUNK.min(n - done);
         sqlx::query(
+            // LATERAL: `(f(row)).*` in a select list would call f once per column.
             "INSERT INTO rm_jobs \
-             SELECT (jsonb_populate_record(NULL::rm_jobs, to_jsonb(j) || jsonb_build_object( \
+             SELECT r.* FROM rm_jobs j, generate_series(1, $4::bigint) g, \
+               LATERAL jsonb_populate_record(NULL::rm_jobs, to_jsonb(j) || jsonb_build_object( \
                  'id', gen_random_uuid(), 'user_id', $2::uuid, \
                  'created_at', now() - (($3 + g) * interval '1 second'), \
-                 'updated_at', now() - (($3 + g) * interval '1 second')))).* \
-             FROM rm_jobs j, generate_series(1, $4::bigint) g WHERE j.id = $1",
+                 'updated_at', now() - (($3 + g) * interval '1 second'))) r \
+             WHERE j.id = $1",
         )
         .bind(template)
         .bind(owner)
