@@ -66,20 +66,11 @@ pub async fn read_after<'e>(
     after: LogPosition,
     limit: i64,
 ) -> sqlx::Result<Vec<StoredEvent>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events \
-         WHERE (transaction_id, global_position) > (($1::text)::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY events.transaction_id, events.global_position \
-         LIMIT $3"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(after.transaction_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .fetch_all(executor)
-        .await?;
-    rows.iter().map(decode_row).collect()
+    Ok(
+        read_page(executor, after, None, limit, Interest::EVERYTHING)
+            .await?
+            .events,
+    )
 }
 
 /// Which events a reader folds. The rest of the log is passed over: read for its position
