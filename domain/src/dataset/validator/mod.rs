@@ -34,9 +34,9 @@ pub use report::{
     TopicCount, ValidationReport,
 };
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use seen::{LengthCounts, SeenSet};
+use seen::{LengthCounts, SeenSet, TokenSet};
 
 use serde_json::Value;
 
@@ -199,7 +199,7 @@ struct Parsed {
     errors: Vec<Issue>,
     warnings: Vec<Issue>,
     conversations: Vec<(u64, Conversation, Vec<u64>)>,
-    vocabulary: HashSet<u32>,
+    vocabulary: TokenSet,
 }
 
 struct ReportBuilder {
@@ -214,7 +214,7 @@ struct ReportBuilder {
     total_tokens: u64,
     training_pairs: u64,
     validation_pairs: u64,
-    vocabulary: HashSet<u32>,
+    vocabulary: TokenSet,
     speakers: SeenSet,
     topics: BTreeMap<String, u64>,
     lengths: LengthCounts,
@@ -386,7 +386,7 @@ impl<'t> Validator<'t> {
             let r = &mut self.report;
             push_issue(&mut r.warnings, &mut r.warning_count, max, issue);
         }
-        self.report.vocabulary.extend(part.vocabulary);
+        self.report.vocabulary.union(part.vocabulary);
     }
 
     fn line(&mut self, line: Line) {
@@ -627,7 +627,7 @@ impl ReportBuilder {
             total_tokens: 0,
             training_pairs: 0,
             validation_pairs: 0,
-            vocabulary: HashSet::new(),
+            vocabulary: TokenSet::default(),
             speakers: SeenSet::new(exact_id_limit),
             topics: BTreeMap::new(),
             lengths: LengthCounts::default(),
@@ -690,7 +690,7 @@ impl ReportBuilder {
                 tokenizer: tokenizer.to_string(),
             },
             full_statistics: FullStatistics {
-                vocabulary_size: self.vocabulary.len() as u64,
+                vocabulary_size: self.vocabulary.len(),
                 unique_speakers: self.speakers.distinct(),
                 topic_distribution: topics,
                 length_distribution: self.lengths.distribution(),

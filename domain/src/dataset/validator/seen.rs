@@ -100,6 +100,59 @@ fn bloom_insert(bits: &mut [u64], h1: u64, h2: u64) -> bool {
     all_set
 }
 
+/// Ids below this are kept as bits (a real BPE vocabulary has a few hundred thousand: 128
+/// KiB at most); any above, in a hash set.
+const DENSE_TOKEN_IDS: u32 = 1 << 20;
+
+/// The distinct token ids seen: a bitset grown to the largest id below `DENSE_TOKEN_IDS`, so
+/// recording a token is a shift and an or, not a hash (the validator records every token).
+#[derive(Default)]
+pub(super) struct TokenSet {
+    dense: Vec<u64>,
+    dense_count: u64,
+    sparse: HashSet<u32>,
+}
+
+impl TokenSet {
+    pub(super) fn insert(&mut self, id: u32) {
+        if id >= DENSE_TOKEN_IDS {
+            self.sparse.insert(id);
+            return;
+        }
+        let (word, mask) = ((id / 64) as usize, 1u64 << (id % 64));
+        if word >= self.dense.len() {
+            self.dense.resize(word + 1, 0);
+        }
+        let bits = &mut self.dense[word];
+        if *bits & mask == 0 {
+            *bits |= mask;
+            self.dense_count += 1;
+        }
+    }
+
+    pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = u32>) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+
+    /// Adds every id of `other`.
+    pub(super) fn union(&mut self, other: TokenSet) {
+        if other.dense.len() > self.dense.len() {
+            self.dense.resize(other.dense.len(), 0);
+        }
+        for (mine, theirs) in self.dense.iter_mut().zip(&other.dense) {
+            *mine |= theirs;
+        }
+        self.dense_count = self.dense.iter().map(|w| u64::from(w.count_ones())).sum();
+        self.sparse.extend(other.sparse);
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        self.dense_count + self.sparse.len() as u64
+    }
+}
+
 /// Tokens per conversation, as counts per distinct value.
 #[derive(Default)]
 pub(super) struct LengthCounts {
@@ -172,6 +225,31 @@ mod tests {
             assert!(seen.seen_before(&format!("id-{i}")), "id-{i} was seen");
         }
         assert_eq!(seen.distinct(), 1000);
+    }
+
+    #[test]
+    fn token_set_counts_distinct_ids_dense_or_not() {
+        let mut a = TokenSet::default();
+        a.extend([3, 3, 64, 199_997, DENSE_TOKEN_IDS, u32::MAX, u32::MAX]);
+        assert_eq!(a.len(), 5);
+        let mut b = TokenSet::default();
+        b.extend([3, 5, 1 << 19, u32::MAX - 1]);
+        a.union(b);
+        let expected: HashSet<u32> = [
+            3,
+            64,
+            199_997,
+            DENSE_TOKEN_IDS,
+            u32::MAX,
+            5,
+            1 << 19,
+            u32::MAX - 1,
+        ]
+        .into();
+        assert_eq!(a.len(), expected.len() as u64);
+        let mut empty = TokenSet::default();
+        empty.union(TokenSet::default());
+        assert_eq!(empty.len(), 0);
     }
 
     #[test]
