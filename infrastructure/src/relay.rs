@@ -13,8 +13,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::OnceCell;
+use tokio::sync::{mpsc, OnceCell};
 use uuid::Uuid;
+
+use application::LogPosition;
 
 use crate::event_log::{read_after, StoredEvent};
 use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
@@ -147,45 +149,85 @@ impl Subscriber for Relay {
         SUBSCRIPTION
     }
 
-    /// Up to `ROUNDS` batches: each is published, and while JetStream acknowledges it the
-    /// next is read from the log; the checkpoint moves once a batch is all acknowledged, so
-    /// a crash at any point republishes (deduplicated by event id) and skips nothing.
+    /// Up to `ROUNDS` batches through three stages that run at once: the log is read a
+    /// batch ahead, each batch is sent while JetStream still acknowledges the ones before,
+    /// and a batch is settled (the checkpoint moved past it) once it and every batch before
+    /// it are all acknowledged. A crash at any point republishes (deduplicated by event id)
+    /// and skips nothing; a failing stage stops the others, and what was settled stays.
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
         let from = load_checkpoint(pool, SUBSCRIPTION, false).await?;
-        let mut events = read_after(pool, from, self.batch_size).await?;
-        if events.is_empty() {
+        let first = read_after(pool, from, self.batch_size).await?;
+        if first.is_empty() {
             return Ok(0);
         }
         self.ensure_stream().await?;
-        let mut published = 0;
-        for round in 1..=ROUNDS {
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            let acks = self.publish(&events).await?;
-            let more = round < ROUNDS && events.len() as i64 == self.batch_size;
-            let (acked, next) = tokio::join!(acknowledged(acks), async {
-                if more {
-                    read_after(pool, last, self.batch_size).await.map(Some)
-                } else {
-                    Ok(None)
+        let (batches, mut to_publish) = mpsc::channel::<Vec<StoredEvent>>(1);
+        let (sent, mut to_settle) = mpsc::channel::<Sent>(1);
+        let batch_size = self.batch_size;
+        let read_ahead = async move {
+            let mut next = first;
+            for round in 1..=ROUNDS {
+                let Some(last) = next.last().map(|e| e.position) else {
+                    break;
+                };
+                let full = next.len() as i64 == batch_size;
+                if batches.send(next).await.is_err() || !full || round == ROUNDS {
+                    break;
                 }
-            });
-            acked?;
-            save_checkpoint(pool, SUBSCRIPTION, last).await?;
-            published += events.len();
-            metrics::counter!("brightrun_relay_published_total").increment(events.len() as u64);
-            match next? {
-                Some(next) if !next.is_empty() => events = next,
-                _ => break,
+                next = read_after(pool, last, batch_size).await?;
             }
-        }
-        Ok(published)
+            Ok::<_, anyhow::Error>(())
+        };
+        let publish = async move {
+            while let Some(events) = to_publish.recv().await {
+                let Some(last) = events.last().map(|e| e.position) else {
+                    continue;
+                };
+                let acks = self.publish(&events).await?;
+                let batch = Sent {
+                    acks,
+                    last,
+                    count: events.len(),
+                };
+                if sent.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let settle_in_order = async move {
+            let mut settled = 0;
+            while let Some(batch) = to_settle.recv().await {
+                settled += settle(pool, batch).await?;
+            }
+            Ok::<_, anyhow::Error>(settled)
+        };
+        let (read, published, settled) = tokio::join!(read_ahead, publish, settle_in_order);
+        let settled = settled?;
+        published?;
+        read?;
+        Ok(settled)
     }
 }
 
+/// A batch sent to JetStream whose acknowledgements may still be on their way.
+struct Sent {
+    acks: Vec<PublishAckFuture>,
+    last: LogPosition,
+    count: usize,
+}
+
+/// Waits for every acknowledgement of `batch`, then moves the checkpoint past it; answers
+/// how many events it settled.
+async fn settle(pool: &PgPool, batch: Sent) -> anyhow::Result<usize> {
+    acknowledged(batch.acks).await?;
+    save_checkpoint(pool, SUBSCRIPTION, batch.last).await?;
+    metrics::counter!("brightrun_relay_published_total").increment(batch.count as u64);
+    Ok(batch.count)
+}
+
 /// Batches one `run_batch` publishes at most before it returns to the runner.
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 16;
 
 impl Relay {
     /// Sends every event of `events`, in order, answering the acknowledgements to await.
