@@ -7,7 +7,8 @@
 //!    latency from a committed metric point to each client (p50/p99) with 1,000 concurrent
 //!    streams, against 1 stream; the server's resident memory per open stream.
 //!
-//! Run: `cargo bench -p api --bench jobs` (env BENCH_STREAMS, default 1000). It uses a
+//! Run: `cargo bench -p api --bench jobs` (env BENCH_STREAMS, default 1000; BENCH_PART=2 for
+//! the fan-out alone). It uses a
 //! database and stream of its own and removes them at the end.
 
 use std::sync::{Arc, Mutex};
@@ -400,7 +401,9 @@ async fn main() {
     .expect("service");
     let user = Uuid::now_v7();
     let dataset = ready_dataset(&service.state.pool, user).await;
-    command_latency(&service, user, dataset).await;
+    if std::env::var("BENCH_PART").map_or(true, |part| part == "1") {
+        command_latency(&service, user, dataset).await;
+    }
     let data_dir = std::env::temp_dir().join(format!("brightrun-bench-{tag}"));
     sse_fan_out(&config, &service, &data_dir).await;
 

@@ -2,17 +2,24 @@
 //!
 //! One NATS subscription per job watched in this process (`<prefix>.*.<jobId>.*`: the job's
 //! own events and its telemetry streams), fanned out to every open stream of that job through
-//! a broadcast channel. A thousand streams on one job cost one subscription and one channel;
-//! nothing polls the database. The subscription ends when its last stream has gone.
+//! a broadcast channel of events already rendered for SSE. A thousand streams on one job cost
+//! one subscription, one channel and one rendering per event; nothing polls the database. The subscription ends when its last stream has gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use application::LogPosition;
 use domain::ids::JobId;
+use domain::job::telemetry::TelemetryEvent;
+use domain::job::{Job, JobEvent};
 use futures::StreamExt;
+use infrastructure::event_log::StoredEvent;
 use infrastructure::relay::Envelope;
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, Mutex};
+
+use crate::envelope::money;
 
 /// Events buffered per job for slow streams; a stream that falls further behind catches up
 /// from the event log.
@@ -20,10 +27,120 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// How often an idle forwarder checks whether anyone still listens.
 const IDLE_CHECK: Duration = Duration::from_secs(15);
 
+/// One SSE event: name, JSON data (written once, however many streams send it), its log
+/// position (`None` for the opening snapshot).
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub name: &'static str,
+    pub data: String,
+    pub position: Option<LogPosition>,
+    pub terminal: bool,
+}
+
+pub fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
+    Some(LiveEvent {
+        name,
+        data: data.to_string(),
+        position: None,
+        terminal: matches!(name, "complete" | "cancelled"),
+    })
+}
+
+/// What a stored event shows on the stream, if anything.
+fn live_event(
+    aggregate_type: &str,
+    event_type: &str,
+    payload: &Value,
+    position: LogPosition,
+) -> Option<LiveEvent> {
+    let tagged = json!({ event_type: payload });
+    let mut live = if aggregate_type == <Job as cqrs_es::Aggregate>::TYPE {
+        match serde_json::from_value::<JobEvent>(tagged).ok()? {
+            JobEvent::JobCreated(_) | JobEvent::JobMetadataUpdated(_) => None,
+            JobEvent::JobRecoveredFromCluster(e) => event(
+                "stage",
+                json!({"stage": "training", "message": format!("Recovered: the GPU cluster still has job {} ({})", e.cluster_job_id, e.cluster_status)}),
+            ),
+            JobEvent::JobSubmissionStarted(e) => event(
+                "stage",
+                json!({"stage": "initializing", "message": format!("Submitting to the GPU cluster (attempt {})", e.attempt)}),
+            ),
+            JobEvent::JobSubmitted(e) => event(
+                "stage",
+                json!({"stage": "initializing", "message": format!("Accepted by the GPU cluster as {}", e.cluster_job_id)}),
+            ),
+            JobEvent::JobStageChanged(e) => event(
+                "stage",
+                json!({"stage": e.stage.as_str(), "message": e.message}),
+            ),
+            JobEvent::JobCheckpointSaved(e) => event(
+                "checkpoint",
+                json!({"checkpointId": e.checkpoint_id, "step": e.step, "epoch": e.epoch, "loss": e.loss}),
+            ),
+            JobEvent::JobCostAccrued(e) => event(
+                "cost",
+                json!({"currentCost": money(e.job_total), "estimatedTotal": money(e.estimated_total)}),
+            ),
+            JobEvent::JobRetryScheduled(e) => event(
+                "error",
+                json!({"error": e.message, "code": e.code, "canRetry": true, "retryCount": e.retry_count}),
+            ),
+            JobEvent::JobFailed(e) => event(
+                "error",
+                json!({"error": e.message, "code": e.code, "canRetry": false, "retryCount": e.retry_count}),
+            )
+            .map(|mut l| {
+                l.terminal = true;
+                l
+            }),
+            JobEvent::JobCompleted(e) => event(
+                "complete",
+                json!({"jobId": e.job_id, "artifactId": e.model_id, "finalCost": money(e.final_cost)}),
+            ),
+            JobEvent::JobCancelled(e) => event(
+                "cancelled",
+                json!({"jobId": e.job_id, "costSoFar": money(e.cost_so_far), "refundAmount": money(e.refund_amount)}),
+            ),
+        }
+    } else {
+        match serde_json::from_value::<TelemetryEvent>(tagged).ok()? {
+            TelemetryEvent::ProgressReported(p) => event(
+                "progress",
+                json!({"progress": p.progress, "currentEpoch": p.epoch, "currentStep": p.step,
+                       "totalSteps": p.total_steps, "estimatedTimeRemaining": p.estimated_time_remaining}),
+            ),
+            TelemetryEvent::MetricPointRecorded(p) => event(
+                "metrics",
+                json!({"step": p.step, "epoch": p.epoch, "trainingLoss": p.training_loss,
+                       "validationLoss": p.validation_loss, "learningRate": p.learning_rate,
+                       "throughput": p.throughput, "gpuUtilization": p.gpu_utilization}),
+            ),
+            TelemetryEvent::LogLineRecorded(l) => event(
+                "log",
+                json!({"timestamp": l.logged_at, "level": l.level, "message": l.message}),
+            ),
+        }
+    }?;
+    live.position = Some(position);
+    Some(live)
+}
+
+pub fn from_envelope(e: &Envelope) -> Option<LiveEvent> {
+    let position = LogPosition {
+        transaction_id: e.transaction_id,
+        global_position: e.global_position,
+    };
+    live_event(&e.aggregate_type, &e.event_type, &e.payload, position)
+}
+
+pub fn from_stored(e: &StoredEvent) -> Option<LiveEvent> {
+    live_event(&e.aggregate_type, &e.event_type, e.data(), e.position)
+}
+
 pub struct JobFeeds {
     nats: async_nats::Client,
     prefix: String,
-    feeds: Mutex<HashMap<JobId, broadcast::Sender<Arc<Envelope>>>>,
+    feeds: Mutex<HashMap<JobId, broadcast::Sender<Arc<LiveEvent>>>>,
 }
 
 impl JobFeeds {
@@ -40,7 +157,7 @@ impl JobFeeds {
     pub async fn watch(
         self: &Arc<Self>,
         job: JobId,
-    ) -> anyhow::Result<broadcast::Receiver<Arc<Envelope>>> {
+    ) -> anyhow::Result<broadcast::Receiver<Arc<LiveEvent>>> {
         let mut feeds = self.feeds.lock().await;
         if let Some(sender) = feeds.get(&job) {
             return Ok(sender.subscribe());
@@ -58,8 +175,12 @@ impl JobFeeds {
                     message = subscription.next() => {
                         let Some(message) = message else { break };
                         match serde_json::from_slice::<Envelope>(&message.payload) {
+                            // Rendered here once for every stream; what a stream never shows
+                            // wakes none of them.
                             Ok(envelope) => {
-                                let _ = sender.send(Arc::new(envelope));
+                                if let Some(live) = from_envelope(&envelope) {
+                                    let _ = sender.send(Arc::new(live));
+                                }
                             }
                             Err(err) => tracing::warn!(%job, error = %err, "unreadable event on NATS"),
                         }

@@ -14,10 +14,8 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use domain::job::telemetry::{TelemetryEvent, LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
-use domain::job::{Job, JobEvent};
-use infrastructure::event_log::{read_aggregate_after, StoredEvent};
-use infrastructure::relay::Envelope;
+use domain::job::telemetry::{LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
+use infrastructure::event_log::read_aggregate_after;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
@@ -26,6 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::envelope::money;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::AuthUser;
+use crate::live::{event, from_stored, LiveEvent};
 use crate::routes::jobs::{find_visible, parse_job_id};
 use crate::state::AppState;
 
@@ -37,122 +36,17 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_job))
 }
 
-/// One SSE event: name, JSON data, its log position (`None` for the opening snapshot).
-#[derive(Debug, Clone)]
-struct LiveEvent {
-    name: &'static str,
-    data: Value,
-    position: Option<LogPosition>,
-    terminal: bool,
-}
-
-fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
-    Some(LiveEvent {
-        name,
-        data,
-        position: None,
-        terminal: matches!(name, "complete" | "cancelled"),
-    })
-}
-
-/// What a stored event shows on the stream, if anything.
-fn live_event(
-    aggregate_type: &str,
-    event_type: &str,
-    payload: &Value,
-    position: LogPosition,
-) -> Option<LiveEvent> {
-    let tagged = json!({ event_type: payload });
-    let mut live = if aggregate_type == <Job as cqrs_es::Aggregate>::TYPE {
-        match serde_json::from_value::<JobEvent>(tagged).ok()? {
-            JobEvent::JobCreated(_) | JobEvent::JobMetadataUpdated(_) => None,
-            JobEvent::JobRecoveredFromCluster(e) => event(
-                "stage",
-                json!({"stage": "training", "message": format!("Recovered: the GPU cluster still has job {} ({})", e.cluster_job_id, e.cluster_status)}),
-            ),
-            JobEvent::JobSubmissionStarted(e) => event(
-                "stage",
-                json!({"stage": "initializing", "message": format!("Submitting to the GPU cluster (attempt {})", e.attempt)}),
-            ),
-            JobEvent::JobSubmitted(e) => event(
-                "stage",
-                json!({"stage": "initializing", "message": format!("Accepted by the GPU cluster as {}", e.cluster_job_id)}),
-            ),
-            JobEvent::JobStageChanged(e) => event(
-                "stage",
-                json!({"stage": e.stage.as_str(), "message": e.message}),
-            ),
-            JobEvent::JobCheckpointSaved(e) => event(
-                "checkpoint",
-                json!({"checkpointId": e.checkpoint_id, "step": e.step, "epoch": e.epoch, "loss": e.loss}),
-            ),
-            JobEvent::JobCostAccrued(e) => event(
-                "cost",
-                json!({"currentCost": money(e.job_total), "estimatedTotal": money(e.estimated_total)}),
-            ),
-            JobEvent::JobRetryScheduled(e) => event(
-                "error",
-                json!({"error": e.message, "code": e.code, "canRetry": true, "retryCount": e.retry_count}),
-            ),
-            JobEvent::JobFailed(e) => event(
-                "error",
-                json!({"error": e.message, "code": e.code, "canRetry": false, "retryCount": e.retry_count}),
-            )
-            .map(|mut l| {
-                l.terminal = true;
-                l
-            }),
-            JobEvent::JobCompleted(e) => event(
-                "complete",
-                json!({"jobId": e.job_id, "artifactId": e.model_id, "finalCost": money(e.final_cost)}),
-            ),
-            JobEvent::JobCancelled(e) => event(
-                "cancelled",
-                json!({"jobId": e.job_id, "costSoFar": money(e.cost_so_far), "refundAmount": money(e.refund_amount)}),
-            ),
-        }
-    } else {
-        match serde_json::from_value::<TelemetryEvent>(tagged).ok()? {
-            TelemetryEvent::ProgressReported(p) => event(
-                "progress",
-                json!({"progress": p.progress, "currentEpoch": p.epoch, "currentStep": p.step,
-                       "totalSteps": p.total_steps, "estimatedTimeRemaining": p.estimated_time_remaining}),
-            ),
-            TelemetryEvent::MetricPointRecorded(p) => event(
-                "metrics",
-                json!({"step": p.step, "epoch": p.epoch, "trainingLoss": p.training_loss,
-                       "validationLoss": p.validation_loss, "learningRate": p.learning_rate,
-                       "throughput": p.throughput, "gpuUtilization": p.gpu_utilization}),
-            ),
-            TelemetryEvent::LogLineRecorded(l) => event(
-                "log",
-                json!({"timestamp": l.logged_at, "level": l.level, "message": l.message}),
-            ),
-        }
-    }?;
-    live.position = Some(position);
-    Some(live)
-}
-
-fn from_envelope(e: &Envelope) -> Option<LiveEvent> {
-    let position = LogPosition {
-        transaction_id: e.transaction_id,
-        global_position: e.global_position,
-    };
-    live_event(&e.aggregate_type, &e.event_type, &e.payload, position)
-}
-
-fn from_stored(e: &StoredEvent) -> Option<LiveEvent> {
-    live_event(&e.aggregate_type, &e.event_type, e.data(), e.position)
-}
-
 const STREAMS: [&str; 4] = ["job", METRICS_STREAM, PROGRESS_STREAM, LOGS_STREAM];
 
-async fn replay(pool: &PgPool, job: &str, after: LogPosition) -> ApiResult<Vec<LiveEvent>> {
+async fn replay(pool: &PgPool, job: &str, after: LogPosition) -> ApiResult<Vec<Arc<LiveEvent>>> {
     let events = read_aggregate_after(pool, job, &STREAMS, after, REPLAY_LIMIT)
         .await
         .map_err(ApiError::internal)?;
-    Ok(events.iter().filter_map(from_stored).collect())
+    Ok(events
+        .iter()
+        .filter_map(from_stored)
+        .map(Arc::new)
+        .collect())
 }
 
 fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
@@ -176,8 +70,8 @@ fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
 
 struct Cursor {
     _open: OpenStream,
-    pending: VecDeque<LiveEvent>,
-    live: broadcast::Receiver<Arc<Envelope>>,
+    pending: VecDeque<Arc<LiveEvent>>,
+    live: broadcast::Receiver<Arc<LiveEvent>>,
     last: LogPosition,
     pool: PgPool,
     job: String,
@@ -203,7 +97,7 @@ impl Drop for OpenStream {
 
 impl Cursor {
     /// The next event to send, or `None` when the stream ends.
-    async fn next(&mut self) -> Option<LiveEvent> {
+    async fn next(&mut self) -> Option<Arc<LiveEvent>> {
         loop {
             if self.done {
                 return None;
@@ -219,15 +113,12 @@ impl Cursor {
                 return Some(event);
             }
             match self.live.recv().await {
-                Ok(envelope) => {
-                    if let Some(event) = from_envelope(&envelope) {
-                        self.pending.push_back(event);
-                    }
-                }
+                Ok(event) => self.pending.push_back(event),
                 // Too slow for the live buffer: catch up from the log.
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::info!(job = %self.job, missed, "stream lagged; catching up from the log");
-                    match replay(&self.pool, &self.job, self.last).await {
+                    // Boxed: the read is rare, and a stream must not carry its state while it waits.
+                    match Box::pin(replay(&self.pool, &self.job, self.last)).await {
                         Ok(events) => self.pending.extend(events),
                         Err(_) => return None,
                     }
@@ -238,10 +129,8 @@ impl Cursor {
     }
 }
 
-fn to_sse(event: LiveEvent) -> Event {
-    let sse = Event::default()
-        .event(event.name)
-        .data(event.data.to_string());
+fn to_sse(event: &LiveEvent) -> Event {
+    let sse = Event::default().event(event.name).data(&event.data);
     match event.position {
         Some(p) => sse.id(format!("{}.{}", p.transaction_id, p.global_position)),
         None => sse,
@@ -294,7 +183,8 @@ async fn stream_job(
             .await
             .map_err(ApiError::internal)?;
             let row = find_visible(&state, principal, job_id).await?;
-            let mut pending: VecDeque<LiveEvent> = opening(&row).into();
+            let mut pending: VecDeque<Arc<LiveEvent>> =
+                opening(&row).into_iter().map(Arc::new).collect();
             if !pending.back().is_some_and(|e| e.terminal) {
                 pending.extend(replay(&state.pool, &job, projected).await?);
             }
@@ -313,7 +203,7 @@ async fn stream_job(
     metrics::counter!("brightrun_sse_streams_opened_total").increment(1);
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
         let event = cursor.next().await?;
-        Some((Ok::<_, Infallible>(to_sse(event)), cursor))
+        Some((Ok::<_, Infallible>(to_sse(&event)), cursor))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
