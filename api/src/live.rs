@@ -2,14 +2,16 @@
 //!
 //! One NATS subscription per job watched in this process (`<prefix>.*.<jobId>.*`: the job's
 //! own events and its telemetry streams), fanned out to every open stream of that job through
-//! a broadcast channel of events already rendered for SSE. A thousand streams on one job cost
-//! one subscription, one channel and one rendering per event; nothing polls the database. The subscription ends when its last stream has gone.
+//! a broadcast channel of events already rendered as SSE bytes. A thousand streams on one job
+//! cost one subscription, one channel and one rendering per event (each stream sends the same
+//! bytes); nothing polls the database. The subscription ends when its last stream has gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use application::LogPosition;
+use axum::body::Bytes;
 use domain::ids::JobId;
 use domain::job::telemetry::TelemetryEvent;
 use domain::job::{Job, JobEvent};
@@ -35,6 +37,31 @@ pub struct LiveEvent {
     pub data: String,
     pub position: Option<LogPosition>,
     pub terminal: bool,
+}
+
+/// An event as a stream sends it: its SSE text (`event`, `data`, and `id` when it has a
+/// position), written once and shared by every stream that sends it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub bytes: Bytes,
+    pub position: Option<LogPosition>,
+    pub terminal: bool,
+}
+
+impl From<LiveEvent> for Frame {
+    fn from(event: LiveEvent) -> Frame {
+        // JSON text holds no raw line break, so `data` is one line.
+        let mut text = format!("event: {}\ndata: {}\n", event.name, event.data);
+        if let Some(p) = event.position {
+            text.push_str(&format!("id: {}.{}\n", p.transaction_id, p.global_position));
+        }
+        text.push('\n');
+        Frame {
+            bytes: Bytes::from(text),
+            position: event.position,
+            terminal: event.terminal,
+        }
+    }
 }
 
 pub fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
@@ -140,7 +167,7 @@ pub fn from_stored(e: &StoredEvent) -> Option<LiveEvent> {
 pub struct JobFeeds {
     nats: async_nats::Client,
     prefix: String,
-    feeds: Mutex<HashMap<JobId, broadcast::Sender<Arc<LiveEvent>>>>,
+    feeds: Mutex<HashMap<JobId, broadcast::Sender<Arc<Frame>>>>,
 }
 
 impl JobFeeds {
@@ -157,7 +184,7 @@ impl JobFeeds {
     pub async fn watch(
         self: &Arc<Self>,
         job: JobId,
-    ) -> anyhow::Result<broadcast::Receiver<Arc<LiveEvent>>> {
+    ) -> anyhow::Result<broadcast::Receiver<Arc<Frame>>> {
         let mut feeds = self.feeds.lock().await;
         if let Some(sender) = feeds.get(&job) {
             return Ok(sender.subscribe());
@@ -179,7 +206,7 @@ impl JobFeeds {
                             // wakes none of them.
                             Ok(envelope) => {
                                 if let Some(live) = from_envelope(&envelope) {
-                                    let _ = sender.send(Arc::new(live));
+                                    let _ = sender.send(Arc::new(Frame::from(live)));
                                 }
                             }
                             Err(err) => tracing::warn!(%job, error = %err, "unreadable event on NATS"),
@@ -210,5 +237,34 @@ impl JobFeeds {
             Some(_) => false,
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_the_sse_text_of_its_event_with_the_log_position_as_id() {
+        let mut metrics =
+            event("metrics", json!({"step": 7, "trainingLoss": 1.5})).expect("an event");
+        metrics.position = Some(LogPosition {
+            transaction_id: 812,
+            global_position: 40,
+        });
+        let frame = Frame::from(metrics);
+        assert_eq!(
+            &frame.bytes[..],
+            b"event: metrics\ndata: {\"step\":7,\"trainingLoss\":1.5}\nid: 812.40\n\n"
+        );
+        assert_eq!(frame.position.map(|p| p.global_position), Some(40));
+        assert!(!frame.terminal);
+
+        let opening = Frame::from(event("complete", json!({"jobId": "j"})).expect("an event"));
+        assert_eq!(
+            &opening.bytes[..],
+            b"event: complete\ndata: {\"jobId\":\"j\"}\n\n"
+        );
+        assert!(opening.terminal && opening.position.is_none());
     }
 }

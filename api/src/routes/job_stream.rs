@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application::LogPosition;
+use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use domain::job::telemetry::{LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
 use infrastructure::event_log::read_aggregate_after;
@@ -24,13 +25,15 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::envelope::money;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::AuthUser;
-use crate::live::{event, from_stored, LiveEvent};
+use crate::live::{event, from_stored, Frame, LiveEvent};
 use crate::routes::jobs::{find_visible, parse_job_id};
 use crate::state::AppState;
 
 /// Events a reconnect may replay from the log before it must reconnect again.
 const REPLAY_LIMIT: i64 = 10_000;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// An SSE comment line: keeps proxies and clients from timing an idle stream out.
+const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_job))
@@ -38,14 +41,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const STREAMS: [&str; 4] = ["job", METRICS_STREAM, PROGRESS_STREAM, LOGS_STREAM];
 
-async fn replay(pool: &PgPool, job: &str, after: LogPosition) -> ApiResult<Vec<Arc<LiveEvent>>> {
+async fn replay(pool: &PgPool, job: &str, after: LogPosition) -> ApiResult<Vec<Arc<Frame>>> {
     let events = read_aggregate_after(pool, job, &STREAMS, after, REPLAY_LIMIT)
         .await
         .map_err(ApiError::internal)?;
     Ok(events
         .iter()
         .filter_map(from_stored)
-        .map(Arc::new)
+        .map(|e| Arc::new(Frame::from(e)))
         .collect())
 }
 
@@ -70,8 +73,9 @@ fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
 
 struct Cursor {
     _open: OpenStream,
-    pending: VecDeque<Arc<LiveEvent>>,
-    live: broadcast::Receiver<Arc<LiveEvent>>,
+    pending: VecDeque<Arc<Frame>>,
+    live: broadcast::Receiver<Arc<Frame>>,
+    keep_alive: tokio::time::Interval,
     last: LogPosition,
     pool: PgPool,
     job: String,
@@ -96,8 +100,9 @@ impl Drop for OpenStream {
 }
 
 impl Cursor {
-    /// The next event to send, or `None` when the stream ends.
-    async fn next(&mut self) -> Option<Arc<LiveEvent>> {
+    /// The bytes to send next (an event, or a keep-alive comment every `KEEP_ALIVE`), or
+    /// `None` when the stream ends.
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
             if self.done {
                 return None;
@@ -110,9 +115,16 @@ impl Cursor {
                     self.last = position;
                 }
                 self.done = event.terminal;
-                return Some(event);
+                return Some(event.bytes.clone());
             }
-            match self.live.recv().await {
+            // The keep-alive ticks on its own interval, never reset by events (a stream of
+            // ten thousand would otherwise re-arm a timer per event); a broadcast receive
+            // loses nothing when the tick wins.
+            let received = tokio::select! {
+                received = self.live.recv() => received,
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(KEEP_ALIVE_COMMENT)),
+            };
+            match received {
                 Ok(event) => self.pending.push_back(event),
                 // Too slow for the live buffer: catch up from the log.
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -126,14 +138,6 @@ impl Cursor {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-    }
-}
-
-fn to_sse(event: &LiveEvent) -> Event {
-    let sse = Event::default().event(event.name).data(&event.data);
-    match event.position {
-        Some(p) => sse.id(format!("{}.{}", p.transaction_id, p.global_position)),
-        None => sse,
     }
 }
 
@@ -183,8 +187,10 @@ async fn stream_job(
             .await
             .map_err(ApiError::internal)?;
             let row = find_visible(&state, principal, job_id).await?;
-            let mut pending: VecDeque<Arc<LiveEvent>> =
-                opening(&row).into_iter().map(Arc::new).collect();
+            let mut pending: VecDeque<Arc<Frame>> = opening(&row)
+                .into_iter()
+                .map(|e| Arc::new(Frame::from(e)))
+                .collect();
             if !pending.back().is_some_and(|e| e.terminal) {
                 pending.extend(replay(&state.pool, &job, projected).await?);
             }
@@ -195,18 +201,30 @@ async fn stream_job(
         _open: OpenStream::new(),
         pending,
         live,
+        keep_alive: {
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        },
         last,
         pool: state.pool.clone(),
         job,
         done: false,
     };
     metrics::counter!("brightrun_sse_streams_opened_total").increment(1);
+    // Each stream sends the frames its job's feed rendered once (no per-stream encoding).
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
-        let event = cursor.next().await?;
-        Some((Ok::<_, Infallible>(to_sse(&event)), cursor))
+        let bytes = cursor.next().await?;
+        Some((Ok::<_, Infallible>(bytes), cursor))
     });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
         .into_response())
 }
 
