@@ -23,7 +23,7 @@ use domain::job::{CostType, JobCommand, JobStage};
 use infrastructure::subscription::RunnerOptions;
 use infrastructure::Config;
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -191,6 +191,22 @@ async fn command_latency(service: &api::Service, user: Uuid, dataset: Uuid) {
     }
 }
 
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `"step":N` of a metrics event's data.
+fn step_of(block: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"step\":";
+    let at = find(block, KEY)? + KEY.len();
+    let digits: Vec<u8> = block[at..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// Opens `n` streams of `job`, sends `points` metric points, answers the delivery latencies
 /// (ms) and the server's RSS growth per stream (KiB).
 struct Target<'a> {
@@ -248,28 +264,25 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
                 return;
             };
             opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut buffer = String::new();
+            // Lean on purpose: the client shares the machine's two cores with the server, so
+            // it finds each metrics event's step without building a JSON value.
+            let mut buffer: Vec<u8> = Vec::new();
             let mut seen = 0;
             while let Ok(Some(chunk)) = response.chunk().await {
                 let now = Instant::now();
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    // axum writes `event:metrics` and `data:{...}` (no space).
-                    let name = block
-                        .lines()
-                        .find_map(|l| l.strip_prefix("event:"))
-                        .map(str::trim);
-                    if name == Some("metrics") {
-                        if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
-                            let value: Value = serde_json::from_str(data).unwrap_or_default();
-                            if let Some(step) = value["step"].as_u64() {
-                                received.lock().expect("lock").push((step, now));
-                                seen += 1;
-                            }
+                buffer.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(end) = find(&buffer[start..], b"\n\n") {
+                    let block = &buffer[start..start + end];
+                    start += end + 2;
+                    if block.starts_with(b"event: metrics\n") {
+                        if let Some(step) = step_of(block) {
+                            received.lock().expect("lock").push((step, now));
+                            seen += 1;
                         }
                     }
                 }
+                buffer.drain(..start);
                 if seen as u64 >= points {
                     return;
                 }
@@ -279,7 +292,9 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
     while opened.load(std::sync::atomic::Ordering::SeqCst) < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // What the opening burst allocated and freed goes back to the system after the
+    // allocator's decay time (jemalloc: 10 s); what stays is what the open streams hold.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let after = support::rss_kib(server_pid);
     let per_stream = (after.saturating_sub(before)) as f64 / n as f64;
 
