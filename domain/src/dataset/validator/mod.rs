@@ -331,36 +331,37 @@ impl<'t> Validator<'t> {
             workers: 1,
             ..self.options
         };
+        let work = move |share: Vec<Line>| {
+            let mut worker = Validator::new(format, tokenizer, options);
+            let mut conversations = Vec::new();
+            for line in share {
+                if let Some((number, conversation)) = worker.parse_line(line) {
+                    let tokens = worker.tokenize(&conversation);
+                    conversations.push((number, conversation, tokens));
+                }
+            }
+            let report = worker.report;
+            Parsed {
+                errors: report.errors,
+                warnings: report.warnings,
+                conversations,
+                vocabulary: report.vocabulary,
+            }
+        };
+        // The first share is done on this thread, which would otherwise only wait (and is
+        // the one a tokenizer's per-thread state may already belong to).
+        let mut shares = shares.into_iter();
+        let first = shares.next().unwrap_or_default();
         let parsed: Vec<Parsed> = std::thread::scope(|scope| {
             let handles: Vec<_> = shares
-                .into_iter()
-                .map(|share| {
-                    scope.spawn(move || {
-                        let mut worker = Validator::new(format, tokenizer, options);
-                        let mut conversations = Vec::new();
-                        for line in share {
-                            if let Some((number, conversation)) = worker.parse_line(line) {
-                                let tokens = worker.tokenize(&conversation);
-                                conversations.push((number, conversation, tokens));
-                            }
-                        }
-                        let report = worker.report;
-                        Parsed {
-                            errors: report.errors,
-                            warnings: report.warnings,
-                            conversations,
-                            vocabulary: report.vocabulary,
-                        }
-                    })
-                })
+                .map(|share| scope.spawn(move || work(share)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
+            let mut parsed = vec![work(first)];
+            parsed.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }));
+            parsed
         });
         for part in parsed {
             self.merge(part);
