@@ -23,6 +23,29 @@ pub fn install_metrics() {
     });
 }
 
+/// What the process's allocator reports about the heap.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapFigures {
+    pub allocated: u64,
+    pub resident: u64,
+}
+
+static HEAP_PROBE: OnceLock<fn() -> Option<HeapFigures>> = OnceLock::new();
+
+/// Sets how `/metrics` reads the heap (the binary knows its allocator; a library user,
+/// such as a test, has none to report).
+pub fn set_heap_probe(probe: fn() -> Option<HeapFigures>) {
+    let _ = HEAP_PROBE.set(probe);
+}
+
+/// `brightrun_heap_allocated_bytes` and `brightrun_heap_resident_bytes`, read now.
+pub fn record_heap_gauges() {
+    if let Some(figures) = HEAP_PROBE.get().and_then(|probe| probe()) {
+        metrics::gauge!("brightrun_heap_allocated_bytes").set(figures.allocated as f64);
+        metrics::gauge!("brightrun_heap_resident_bytes").set(figures.resident as f64);
+    }
+}
+
 pub fn render() -> String {
     PROMETHEUS
         .get()
@@ -78,4 +101,35 @@ pub fn init_logging(default_level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heap_figures_the_binary_reports_are_in_the_exposition() {
+        install_metrics();
+        record_heap_gauges();
+        assert!(
+            !render().contains("brightrun_heap_allocated_bytes"),
+            "no probe, no figure"
+        );
+        set_heap_probe(|| {
+            Some(HeapFigures {
+                allocated: 5 << 20,
+                resident: 9 << 20,
+            })
+        });
+        record_heap_gauges();
+        let text = render();
+        assert!(
+            text.contains("brightrun_heap_allocated_bytes 5242880"),
+            "{text}"
+        );
+        assert!(
+            text.contains("brightrun_heap_resident_bytes 9437184"),
+            "{text}"
+        );
+    }
 }

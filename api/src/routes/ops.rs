@@ -64,11 +64,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text format: HTTP latency histograms, relay and projection lag, leadership.
+/// Prometheus text format: HTTP latency histograms, relay and projection lag, leadership,
+/// heap bytes allocated and resident (the `brightrun` binary's allocator).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus exposition", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     telemetry::record_subscription_gauges(&state).await;
+    telemetry::record_heap_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         telemetry::render(),
