@@ -191,18 +191,6 @@ async fn command_latency(service: &api::Service, user: Uuid, dataset: Uuid) {
     }
 }
 
-/// `brightrun_heap_allocated_bytes` of the server's `/metrics` (0 when it reports none).
-async fn heap_allocated(http: &reqwest::Client, base: &str) -> u64 {
-    let text = match http.get(format!("{base}/metrics")).send().await {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("brightrun_heap_allocated_bytes "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -264,7 +252,7 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
     let received: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let before = support::rss_kib(server_pid);
-    let heap_before = heap_allocated(&http, base).await;
+    let heap_before = support::heap_bytes(&http, base, "allocated").await;
     let mut tasks = Vec::new();
     for _ in 0..n {
         let request = http
@@ -310,7 +298,7 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = support::rss_kib(server_pid);
     let per_stream = (after.saturating_sub(before)) as f64 / n as f64;
-    let heap_after = heap_allocated(&http, base).await;
+    let heap_after = support::heap_bytes(&http, base, "allocated").await;
     println!(
         "   {n:>5} streams: heap allocated +{:.1} KiB per stream (the allocator's figure; RSS below)",
         heap_after.saturating_sub(heap_before) as f64 / 1024.0 / n as f64

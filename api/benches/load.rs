@@ -371,9 +371,11 @@ async fn main() {
             }
         }));
     }
-    // Memory, every 10 s.
+    // Memory, every 10 s: RSS, and what the allocator says is allocated and resident (RSS
+    // counts what the allocator keeps; allocated is what the program holds).
     let mut rss = Vec::new();
     let run_started = Instant::now();
+    let metrics_client = reqwest::Client::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(10)).await;
         rss.push((
@@ -382,9 +384,14 @@ async fn main() {
             open.load(Ordering::SeqCst),
         ));
         let (t, kib, o) = rss.last().copied().unwrap_or_default();
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let allocated = support::heap_bytes(&metrics_client, &base, "allocated").await;
+        let resident = support::heap_bytes(&metrics_client, &base, "resident").await;
         println!(
-            "  t={t:>4} s  serve RSS {:>7.1} MiB  open streams {o}",
-            kib as f64 / 1024.0
+            "  t={t:>4} s  serve RSS {:>7.1} MiB  heap allocated {:>7.1} MiB, resident {:>7.1} MiB  open streams {o}",
+            kib as f64 / 1024.0,
+            mib(allocated),
+            mib(resident),
         );
     }
     for task in tasks {

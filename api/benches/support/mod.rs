@@ -100,6 +100,21 @@ pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
 }
 
+/// `brightrun_heap_<name>_bytes` (`allocated` or `resident`) from the server's `/metrics`,
+/// the allocator's own figures (0 when it reports none).
+#[allow(dead_code)]
+pub async fn heap_bytes(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let prefix = format!("brightrun_heap_{name}_bytes ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// The most resident memory process `pid` has had so far, in KiB (0 if it cannot be read).
 #[allow(dead_code)]
 pub fn peak_rss_kib(pid: u32) -> u64 {
