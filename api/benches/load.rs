@@ -438,7 +438,14 @@ async fn main() {
         .find(|(t, _, _)| *t >= seconds / 5)
         .map(|r| r.1)
         .unwrap_or(0);
-    let last = rss.last().map(|r| r.1).unwrap_or(0);
+    // The end is the last sample while the streams were still open: a sample taken after
+    // the clients hung up measures a server with nothing to hold.
+    let last = rss
+        .iter()
+        .rev()
+        .find(|(_, _, open)| *open > 0)
+        .map(|r| r.1)
+        .unwrap_or(0);
     println!(
         "serve RSS after warm-up {:.1} MiB, at the end {:.1} MiB: {:+.1} % (budget < 10 %)",
         warm as f64 / 1024.0,
