@@ -184,11 +184,7 @@ impl Subscriber for Relay {
                     continue;
                 };
                 let acks = self.publish(&events).await?;
-                let batch = Sent {
-                    acks,
-                    last,
-                    count: events.len(),
-                };
+                let batch = Sent { acks, last };
                 if sent.send(batch).await.is_err() {
                     break;
                 }
@@ -212,18 +208,19 @@ impl Subscriber for Relay {
 
 /// A batch sent to JetStream whose acknowledgements may still be on their way.
 struct Sent {
+    /// One per event of the batch.
     acks: Vec<PublishAckFuture>,
     last: LogPosition,
-    count: usize,
 }
 
 /// Waits for every acknowledgement of `batch`, then moves the checkpoint past it; answers
 /// how many events it settled.
 async fn settle(pool: &PgPool, batch: Sent) -> anyhow::Result<usize> {
+    let count = batch.acks.len();
     acknowledged(batch.acks).await?;
     save_checkpoint(pool, SUBSCRIPTION, batch.last).await?;
-    metrics::counter!("brightrun_relay_published_total").increment(batch.count as u64);
-    Ok(batch.count)
+    metrics::counter!("brightrun_relay_published_total").increment(count as u64);
+    Ok(count)
 }
 
 /// Batches one `run_batch` publishes at most before it returns to the runner.

@@ -109,7 +109,6 @@ const DENSE_TOKEN_IDS: u32 = 1 << 20;
 #[derive(Default)]
 pub(super) struct TokenSet {
     dense: Vec<u64>,
-    dense_count: u64,
     sparse: HashSet<u32>,
 }
 
@@ -123,11 +122,7 @@ impl TokenSet {
         if word >= self.dense.len() {
             self.dense.resize(word + 1, 0);
         }
-        let bits = &mut self.dense[word];
-        if *bits & mask == 0 {
-            *bits |= mask;
-            self.dense_count += 1;
-        }
+        self.dense[word] |= mask;
     }
 
     pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = u32>) {
@@ -144,12 +139,12 @@ impl TokenSet {
         for (mine, theirs) in self.dense.iter_mut().zip(&other.dense) {
             *mine |= theirs;
         }
-        self.dense_count = self.dense.iter().map(|w| u64::from(w.count_ones())).sum();
         self.sparse.extend(other.sparse);
     }
 
     pub(super) fn len(&self) -> u64 {
-        self.dense_count + self.sparse.len() as u64
+        let dense: u64 = self.dense.iter().map(|w| u64::from(w.count_ones())).sum();
+        dense + self.sparse.len() as u64
     }
 }
 
