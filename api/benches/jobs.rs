@@ -252,7 +252,7 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
     let received: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let before = support::rss_kib(server_pid);
-    let heap_before = support::heap_bytes(&http, base, "allocated").await;
+    let heap_before = support::heap_bytes(&http, base).await.0;
     let mut tasks = Vec::new();
     for _ in 0..n {
         let request = http
@@ -298,7 +298,7 @@ async fn fan_out(t: &Target<'_>, job_id: JobId, n: usize, points: u64) -> (Vec<f
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = support::rss_kib(server_pid);
     let per_stream = (after.saturating_sub(before)) as f64 / n as f64;
-    let heap_after = support::heap_bytes(&http, base, "allocated").await;
+    let heap_after = support::heap_bytes(&http, base).await.0;
     println!(
         "   {n:>5} streams: heap allocated +{:.1} KiB per stream (the allocator's figure; RSS below)",
         heap_after.saturating_sub(heap_before) as f64 / 1024.0 / n as f64

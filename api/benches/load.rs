@@ -385,8 +385,7 @@ async fn main() {
         ));
         let (t, kib, o) = rss.last().copied().unwrap_or_default();
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-        let allocated = support::heap_bytes(&metrics_client, &base, "allocated").await;
-        let resident = support::heap_bytes(&metrics_client, &base, "resident").await;
+        let (allocated, resident) = support::heap_bytes(&metrics_client, &base).await;
         println!(
             "  t={t:>4} s  serve RSS {:>7.1} MiB  heap allocated {:>7.1} MiB, resident {:>7.1} MiB  open streams {o}",
             kib as f64 / 1024.0,

@@ -100,19 +100,22 @@ pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
 }
 
-/// `brightrun_heap_<name>_bytes` (`allocated` or `resident`) from the server's `/metrics`,
-/// the allocator's own figures (0 when it reports none).
+/// The server's heap as its allocator reports it in `/metrics`, one scrape: (allocated,
+/// resident) bytes, 0 for a figure it does not report.
 #[allow(dead_code)]
-pub async fn heap_bytes(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+pub async fn heap_bytes(http: &reqwest::Client, base: &str) -> (u64, u64) {
     let text = match http.get(format!("{base}/metrics")).send().await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let prefix = format!("brightrun_heap_{name}_bytes ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    let figure = |name: &str| {
+        let prefix = format!("brightrun_heap_{name}_bytes ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    (figure("allocated"), figure("resident"))
 }
 
 /// The most resident memory process `pid` has had so far, in KiB (0 if it cannot be read).
