@@ -29,8 +29,8 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// How often an idle forwarder checks whether anyone still listens.
 const IDLE_CHECK: Duration = Duration::from_secs(15);
 
-/// One SSE event: name, JSON data (written once, however many streams send it), its log
-/// position (`None` for the opening snapshot).
+/// One SSE event before it is rendered (`Frame`): name, JSON data, its log position (`None`
+/// for the opening snapshot).
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
     pub name: &'static str,

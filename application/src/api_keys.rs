@@ -63,8 +63,7 @@ impl<ES: EventStore<ApiKey>> ApiKeyCommands<ES> {
             expires_at,
             at: self.clock.now(),
         });
-        let id = key_id.to_string();
-        let receipt = crate::appended::on_fresh(&id, self.execute(ctx, key_id, command)).await?;
+        let receipt = crate::appended::on_fresh(key_id, self.execute(ctx, key_id, command)).await?;
         Ok(NewApiKey {
             key_id,
             key,

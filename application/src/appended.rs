@@ -17,7 +17,7 @@ tokio::task_local! {
 }
 
 /// Runs `work`, a command creating the aggregate `aggregate_id` the service has just made.
-pub async fn on_fresh<T>(aggregate_id: &str, work: impl Future<Output = T>) -> T {
+pub async fn on_fresh<T>(aggregate_id: impl ToString, work: impl Future<Output = T>) -> T {
     FRESH.scope(aggregate_id.to_string(), work).await
 }
 

@@ -79,8 +79,7 @@ impl<ES: EventStore<Dataset>> DatasetCommands<ES> {
             upload_limit: self.upload_limit,
             registered_at: self.clock.now(),
         });
-        let id = dataset_id.to_string();
-        crate::appended::on_fresh(&id, self.execute(ctx, dataset_id, command)).await
+        crate::appended::on_fresh(dataset_id, self.execute(ctx, dataset_id, command)).await
     }
 
     /// PATCH: name and/or description. `is_admin` lets an admin act on any dataset.

@@ -134,8 +134,7 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
             labels: new.labels,
             created_at: self.clock.now(),
         }));
-        let id = job_id.to_string();
-        crate::appended::on_fresh(&id, self.execute(ctx, job_id, command)).await
+        crate::appended::on_fresh(job_id, self.execute(ctx, job_id, command)).await
     }
 
     pub async fn cancel(

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application::LogPosition;
-use axum::body::Body;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
