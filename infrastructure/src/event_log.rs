@@ -73,6 +73,65 @@ pub async fn read_after<'e>(
     )
 }
 
+/// An event as the relay publishes it: payload and metadata are the JSON text the log holds
+/// (`json` columns, so exactly as written), never decoded into values.
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub event_id: Uuid,
+    pub position: LogPosition,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `read_after`, with the payload and metadata left as text.
+pub async fn read_raw_after<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    limit: i64,
+) -> sqlx::Result<Vec<RawEvent>> {
+    let rows = sqlx::query(
+        "SELECT event_id, transaction_id::text::bigint AS transaction_id, global_position, \
+           aggregate_type, aggregate_id, sequence, event_type, event_version, \
+           payload::text AS payload, metadata::text AS metadata, recorded_at \
+         FROM events \
+         WHERE (transaction_id, global_position) > (($1::text)::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.transaction_id, events.global_position \
+         LIMIT $3",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let transaction_id: i64 = row.try_get("transaction_id")?;
+            Ok(RawEvent {
+                event_id: row.try_get("event_id")?,
+                position: LogPosition {
+                    transaction_id: transaction_id as u64,
+                    global_position: row.try_get("global_position")?,
+                },
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: row.try_get("payload")?,
+                metadata: row.try_get("metadata")?,
+                recorded_at: row.try_get("recorded_at")?,
+            })
+        })
+        .collect()
+}
+
 /// Which events a reader folds. The rest of the log is passed over: read for its position
 /// (so a checkpoint still moves past it), never sent in full nor decoded; a projection of API
 /// keys need not parse a million metric points.

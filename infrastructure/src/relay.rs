@@ -4,6 +4,8 @@
 //! is dropped by the stream's duplicate window; the checkpoint moves only after every ack of
 //! a batch arrived. NATS down: batches fail and are retried; nothing is skipped.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,14 +13,17 @@ use async_nats::jetstream::context::{Context as JetStream, PublishAckFuture};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_trait::async_trait;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, OnceCell};
 use uuid::Uuid;
 
 use application::LogPosition;
+use cqrs_es::persist::EventUpcaster;
+use domain::upcast::{upcast_payload, ChainUpcaster};
 
-use crate::event_log::{read_after, StoredEvent};
+use crate::event_log::{read_raw_after, RawEvent, StoredEvent};
 use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
 
 pub const SUBSCRIPTION: &str = "relay";
@@ -46,11 +51,11 @@ pub struct Envelope {
     pub payload: Value,
 }
 
-/// `Envelope`'s fields borrowed from the stored event: what the relay serialises (the
-/// payload and metadata are written from where they are, never copied first).
+/// `Envelope`'s fields borrowed from the event: what the relay serialises (the payload and
+/// metadata are written from where they are, never copied first).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EnvelopeOf<'e> {
+struct EnvelopeOf<'e, V: Serialize + ?Sized> {
     event_id: Uuid,
     global_position: i64,
     transaction_id: u64,
@@ -60,8 +65,8 @@ struct EnvelopeOf<'e> {
     event_type: &'e str,
     event_version: &'e str,
     occurred_at: chrono::DateTime<chrono::Utc>,
-    metadata: &'e Value,
-    payload: &'e Value,
+    metadata: &'e V,
+    payload: &'e V,
 }
 
 impl Envelope {
@@ -81,14 +86,71 @@ impl Envelope {
             payload: event.data(),
         })
     }
+
+    /// The same JSON from the event's text: the payload and metadata are spliced in as
+    /// they are (checked to be JSON, not decoded), unless the event is of a version an
+    /// upcaster rewrites, which goes the decoded way.
+    pub fn json_of_raw(event: &RawEvent) -> anyhow::Result<Vec<u8>> {
+        if ChainUpcaster.can_upcast(&event.event_type, &event.event_version) {
+            let (event_version, payload) = upcast_payload(
+                &event.event_type,
+                &event.event_version,
+                serde_json::from_str(&event.payload)?,
+            );
+            return Ok(Envelope::json_of(&StoredEvent {
+                event_id: event.event_id,
+                position: event.position,
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence,
+                event_type: event.event_type.clone(),
+                event_version,
+                payload,
+                metadata: serde_json::from_str(&event.metadata)?,
+                recorded_at: event.recorded_at,
+            })?);
+        }
+        let payload = untagged(&event.payload, &event.event_type)?;
+        let metadata: &RawValue = serde_json::from_str(&event.metadata)?;
+        Ok(serde_json::to_vec(&EnvelopeOf {
+            event_id: event.event_id,
+            global_position: event.position.global_position,
+            transaction_id: event.position.transaction_id,
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            sequence: event.sequence,
+            event_type: &event.event_type,
+            event_version: &event.event_version,
+            occurred_at: event.recorded_at,
+            metadata,
+            payload,
+        })?)
+    }
+}
+
+/// As `StoredEvent::data`: the fields inside `{"<eventType>": {...}}`, or the payload as it
+/// is when it is not tagged so; an error when it is not JSON.
+fn untagged<'p>(payload: &'p str, event_type: &str) -> serde_json::Result<&'p RawValue> {
+    if let Ok(map) = serde_json::from_str::<BTreeMap<Cow<'p, str>, &'p RawValue>>(payload) {
+        if let (1, Some(inner)) = (map.len(), map.get(event_type)) {
+            return Ok(*inner);
+        }
+    }
+    serde_json::from_str(payload)
 }
 
 /// `<prefix>.<aggregate>.<aggregateId>.<eventType>`
 pub fn subject(prefix: &str, event: &StoredEvent) -> String {
-    format!(
-        "{prefix}.{}.{}.{}",
-        event.aggregate_type, event.aggregate_id, event.event_type
+    subject_of(
+        prefix,
+        &event.aggregate_type,
+        &event.aggregate_id,
+        &event.event_type,
     )
+}
+
+fn subject_of(prefix: &str, aggregate_type: &str, aggregate_id: &str, event_type: &str) -> String {
+    format!("{prefix}.{aggregate_type}.{aggregate_id}.{event_type}")
 }
 
 /// Connects without waiting for the server: the client keeps reconnecting in the background,
@@ -156,12 +218,12 @@ impl Subscriber for Relay {
     /// and skips nothing; a failing stage stops the others, and what was settled stays.
     async fn run_batch(&self, pool: &PgPool) -> anyhow::Result<usize> {
         let from = load_checkpoint(pool, SUBSCRIPTION, false).await?;
-        let first = read_after(pool, from, self.batch_size).await?;
+        let first = read_raw_after(pool, from, self.batch_size).await?;
         if first.is_empty() {
             return Ok(0);
         }
         self.ensure_stream().await?;
-        let (batches, mut to_publish) = mpsc::channel::<Vec<StoredEvent>>(1);
+        let (batches, mut to_publish) = mpsc::channel::<Vec<RawEvent>>(1);
         let (sent, mut to_settle) = mpsc::channel::<Sent>(1);
         let batch_size = self.batch_size;
         let read_ahead = async move {
@@ -174,7 +236,7 @@ impl Subscriber for Relay {
                 if batches.send(next).await.is_err() || !full || round == ROUNDS {
                     break;
                 }
-                next = read_after(pool, last, batch_size).await?;
+                next = read_raw_after(pool, last, batch_size).await?;
             }
             Ok::<_, anyhow::Error>(())
         };
@@ -228,16 +290,24 @@ const ROUNDS: usize = 16;
 
 impl Relay {
     /// Sends every event of `events`, in order, answering the acknowledgements to await.
-    async fn publish(&self, events: &[StoredEvent]) -> anyhow::Result<Vec<PublishAckFuture>> {
+    async fn publish(&self, events: &[RawEvent]) -> anyhow::Result<Vec<PublishAckFuture>> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
-            let body = Envelope::json_of(event)?;
+            let body = Envelope::json_of_raw(event)?;
             let message = PublishMessage::build()
                 .message_id(event.event_id.to_string())
                 .payload(body.into());
             let ack = self
                 .jetstream
-                .send_publish(subject(&self.prefix, event), message)
+                .send_publish(
+                    subject_of(
+                        &self.prefix,
+                        &event.aggregate_type,
+                        &event.aggregate_id,
+                        &event.event_type,
+                    ),
+                    message,
+                )
                 .await
                 .with_context(|| format!("cannot publish event {}", event.event_id))?;
             acks.push(ack);
@@ -253,4 +323,76 @@ async fn acknowledged(acks: Vec<PublishAckFuture>) -> anyhow::Result<()> {
         ack.context("JetStream did not acknowledge a publication")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(payload: &str, metadata: &str) -> RawEvent {
+        RawEvent {
+            event_id: Uuid::now_v7(),
+            position: LogPosition {
+                transaction_id: 7,
+                global_position: 42,
+            },
+            aggregate_type: "dataset".into(),
+            aggregate_id: Uuid::now_v7().to_string(),
+            sequence: 3,
+            event_type: "DatasetRegistered".into(),
+            event_version: "1".into(),
+            payload: payload.into(),
+            metadata: metadata.into(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn decoded(raw: &RawEvent) -> StoredEvent {
+        StoredEvent {
+            event_id: raw.event_id,
+            position: raw.position,
+            aggregate_type: raw.aggregate_type.clone(),
+            aggregate_id: raw.aggregate_id.clone(),
+            sequence: raw.sequence,
+            event_type: raw.event_type.clone(),
+            event_version: raw.event_version.clone(),
+            payload: serde_json::from_str(&raw.payload).unwrap(),
+            metadata: serde_json::from_str(&raw.metadata).unwrap(),
+            recorded_at: raw.recorded_at,
+        }
+    }
+
+    #[test]
+    fn the_envelope_from_text_is_the_envelope_from_values() {
+        for (payload, metadata) in [
+            (
+                r#"{"DatasetRegistered":{"name":"a \"quoted\" name \u00e9 ✓","size":12,"ratio":0.25,"tags":["x",null,true],"nested":{"k":[]}}}"#,
+                r#"{"userId":"u1","requestId":"r"}"#,
+            ),
+            // Not tagged with its type: published as it is.
+            (r#"{"Other":{"a":1}}"#, "{}"),
+            (r#"{"DatasetRegistered":{"a":1},"extra":2}"#, "{}"),
+            (r#""DatasetRegistered""#, "{}"),
+            (
+                r#"{ "DatasetRegistered" : { "spaced" : [ 1 , 2 ] } }"#,
+                r#"{ "a" : 1 }"#,
+            ),
+            (r#"{"Dataset\u0052egistered":{"escaped key":1}}"#, "{}"),
+        ] {
+            let raw = event(payload, metadata);
+            let from_text: Value =
+                serde_json::from_slice(&Envelope::json_of_raw(&raw).unwrap()).unwrap();
+            let from_values: Value =
+                serde_json::from_slice(&Envelope::json_of(&decoded(&raw)).unwrap()).unwrap();
+            assert_eq!(from_text, from_values, "{payload}");
+            let envelope: Envelope = serde_json::from_value(from_text).unwrap();
+            assert_eq!(envelope.global_position, 42);
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_an_error_not_a_publication() {
+        assert!(Envelope::json_of_raw(&event("{\"DatasetRegistered\":", "{}")).is_err());
+        assert!(Envelope::json_of_raw(&event("{}", "nope")).is_err());
+    }
 }
