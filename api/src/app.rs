@@ -445,14 +445,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.api {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "listening");
-        axum::serve(
-            listener,
-            service
-                .router()
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        crate::http_server::run(listener, service.router(), shutdown_signal()).await?;
     } else {
         shutdown_signal().await;
     }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod http_server;
 pub mod live;
 pub mod openapi;
 pub mod parked;

@@ -156,11 +156,7 @@ impl TestApp {
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let router = service.router();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
+            let _ = api::http_server::run(listener, router, std::future::pending()).await;
         });
         TestApp {
             iso,
