@@ -378,14 +378,14 @@ async fn main() {
     let metrics_client = reqwest::Client::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(10)).await;
-        rss.push((
+        let (t, kib, o) = (
             run_started.elapsed().as_secs(),
             support::rss_kib(pid),
             open.load(Ordering::SeqCst),
-        ));
-        let (t, kib, o) = rss.last().copied().unwrap_or_default();
+        );
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         let (allocated, resident) = support::heap_bytes(&metrics_client, &base).await;
+        rss.push((t, kib, o, allocated / 1024));
         println!(
             "  t={t:>4} s  serve RSS {:>7.1} MiB  heap allocated {:>7.1} MiB, resident {:>7.1} MiB  open streams {o}",
             kib as f64 / 1024.0,
@@ -432,24 +432,48 @@ async fn main() {
     for (what, n) in &book.failures {
         println!("  {what}: {n}");
     }
-    let warm = rss
+    // After warm-up (the first fifth of the run) up to the last sample with the streams
+    // still open: a sample taken after the clients hung up measures a server with nothing
+    // to hold.
+    let span: Vec<_> = rss
         .iter()
-        .find(|(t, _, _)| *t >= seconds / 5)
-        .map(|r| r.1)
-        .unwrap_or(0);
-    // The end is the last sample while the streams were still open: a sample taken after
-    // the clients hung up measures a server with nothing to hold.
-    let last = rss
-        .iter()
-        .rev()
-        .find(|(_, _, open)| *open > 0)
-        .map(|r| r.1)
-        .unwrap_or(0);
+        .filter(|(t, _, open, _)| *t >= seconds / 5 && *open > 0)
+        .copied()
+        .collect();
+    let of = |pick: fn(&(u64, u64, usize, u64)) -> u64, samples: &[(u64, u64, usize, u64)]| {
+        samples.iter().map(pick).collect::<Vec<_>>()
+    };
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64 / 1024.0
+    };
+    let growth = |from: f64, to: f64| (to / from.max(0.001) - 1.0) * 100.0;
+    let (first, last) = (
+        span.first().copied().unwrap_or_default(),
+        span.last().copied().unwrap_or_default(),
+    );
     println!(
         "serve RSS after warm-up {:.1} MiB, at the end {:.1} MiB: {:+.1} % (budget < 10 %)",
-        warm as f64 / 1024.0,
-        last as f64 / 1024.0,
-        (last as f64 / warm.max(1) as f64 - 1.0) * 100.0
+        first.1 as f64 / 1024.0,
+        last.1 as f64 / 1024.0,
+        growth(first.1 as f64, last.1 as f64)
+    );
+    // One sample can land on a moment when the allocator has not yet handed back what a
+    // file copy just freed; a minute's median cannot.
+    let minute = (60 / 10).min(span.len());
+    let (early, late) = (&span[..minute], &span[span.len() - minute..]);
+    let (rss_early, rss_late) = (median(of(|s| s.1, early)), median(of(|s| s.1, late)));
+    let (heap_early, heap_late) = (median(of(|s| s.3, early)), median(of(|s| s.3, late)));
+    println!(
+        "serve RSS, median of a minute: {rss_early:.1} MiB after warm-up, {rss_late:.1} MiB at the end: {:+.1} % (samples {:.1}-{:.1} MiB over the last {} s)",
+        growth(rss_early, rss_late),
+        of(|s| s.1, &span).into_iter().min().unwrap_or(0) as f64 / 1024.0,
+        of(|s| s.1, &span).into_iter().max().unwrap_or(0) as f64 / 1024.0,
+        last.0.saturating_sub(first.0),
+    );
+    println!(
+        "heap allocated, median of a minute: {heap_early:.1} MiB after warm-up, {heap_late:.1} MiB at the end: {:+.1} %",
+        growth(heap_early, heap_late)
     );
     server.stop();
     let _ = std::fs::remove_dir_all(&data_dir);

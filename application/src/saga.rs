@@ -158,7 +158,14 @@ pub struct TrainingSaga<JES: EventStore<Job>, MES: EventStore<Model>> {
     objects: Arc<dyn ObjectStore>,
     rates: Rates,
     options: SagaOptions,
+    /// Files copied from the cluster at once: each is held whole in memory while it is
+    /// checked and stored (megabytes), so with many jobs at a checkpoint together `serve`'s
+    /// memory rose and fell by tens of MiB (issue 18's load run).
+    copies: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many cluster files `copy_checked` holds at once.
+const COPIES_AT_ONCE: usize = 2;
 
 impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
     pub fn new(
@@ -176,6 +183,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             objects,
             rates,
             options,
+            copies: Arc::new(tokio::sync::Semaphore::new(COPIES_AT_ONCE)),
         }
     }
 
@@ -739,6 +747,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
     /// Downloads a file the cluster offers, checks it against the size and sha256 the cluster
     /// gave, and stores it at `key` (the same key again overwrites it with the same bytes).
     async fn copy_checked(&self, a: &ClusterArtifact, key: String) -> anyhow::Result<StoredFile> {
+        let _turn = self.copies.acquire().await?;
         let bytes = self.cluster.download(&a.url).await?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if bytes.len() as u64 != a.size_bytes || sha != a.sha256 {

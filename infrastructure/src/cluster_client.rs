@@ -28,9 +28,20 @@ impl Default for ClientOptions {
     }
 }
 
+/// The most memory a download reserves up front for the size the cluster declares.
+const PREALLOCATE: u64 = 256 * 1024 * 1024;
+
+/// Connections to the cluster kept open between calls.
+const IDLE_CONNECTIONS: usize = 16;
+
 #[derive(Clone)]
 pub struct HttpCluster {
     http: reqwest::Client,
+    /// Artifacts and checkpoints (megabytes): a connection of their own each time, because
+    /// hyper keeps a connection's read buffer at the size a large body grew it to (up to
+    /// 400 KiB) while the pool keeps the connection; one kept per running job made `serve`'s
+    /// memory grow with the jobs in the load run.
+    downloads: reqwest::Client,
     base: String,
     api_key: Option<String>,
     options: ClientOptions,
@@ -41,6 +52,12 @@ impl HttpCluster {
         HttpCluster {
             http: reqwest::Client::builder()
                 .timeout(options.timeout)
+                .pool_max_idle_per_host(IDLE_CONNECTIONS)
+                .build()
+                .unwrap_or_default(),
+            downloads: reqwest::Client::builder()
+                .timeout(options.timeout)
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap_or_default(),
             base: base.trim_end_matches('/').to_string(),
@@ -68,10 +85,19 @@ impl HttpCluster {
         job: Option<&str>,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClusterCallError> {
+        self.send_with(&self.http, job, build).await
+    }
+
+    async fn send_with(
+        &self,
+        http: &reqwest::Client,
+        job: Option<&str>,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClusterCallError> {
         let mut backoff = self.options.first_backoff;
         let mut last = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
-            let mut request = build(&self.http);
+            let mut request = build(http);
             if let Some(key) = &self.api_key {
                 request = request.bearer_auth(key);
             }
@@ -131,12 +157,19 @@ impl GpuCluster for HttpCluster {
     }
 
     async fn download(&self, url: &str) -> Result<Vec<u8>, ClusterCallError> {
-        let response = self.send(None, |http| http.get(url)).await?;
-        response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| ClusterCallError::Unavailable(format!("download interrupted: {e}")))
+        let mut response = self
+            .send_with(&self.downloads, None, |http| http.get(url))
+            .await?;
+        // The declared size at once (at most PREALLOCATE): collected chunk by chunk, a body
+        // held its chunks and their copy together, twice the file.
+        let declared = response.content_length().unwrap_or(0).min(PREALLOCATE);
+        let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+        let interrupted =
+            |e: reqwest::Error| ClusterCallError::Unavailable(format!("download interrupted: {e}"));
+        while let Some(chunk) = response.chunk().await.map_err(interrupted)? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     async fn cancel(&self, cluster_job_id: &str) -> Result<(), ClusterCallError> {
