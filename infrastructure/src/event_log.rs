@@ -112,13 +112,9 @@ pub async fn read_raw_after<'e>(
     .await?;
     rows.iter()
         .map(|row| {
-            let transaction_id: i64 = row.try_get("transaction_id")?;
             Ok(RawEvent {
                 event_id: row.try_get("event_id")?,
-                position: LogPosition {
-                    transaction_id: transaction_id as u64,
-                    global_position: row.try_get("global_position")?,
-                },
+                position: position_of(row)?,
                 aggregate_type: row.try_get("aggregate_type")?,
                 aggregate_id: row.try_get("aggregate_id")?,
                 sequence: row.try_get("sequence")?,
@@ -236,11 +232,7 @@ pub async fn read_page<'e>(
         if !row.try_get_raw("payload")?.is_null() {
             page.events.push(decode_row(row)?);
         }
-        let transaction_id: i64 = row.try_get("transaction_id")?;
-        page.last = Some(LogPosition {
-            transaction_id: transaction_id as u64,
-            global_position: row.try_get("global_position")?,
-        });
+        page.last = Some(position_of(row)?);
     }
     Ok(page)
 }
@@ -373,18 +365,23 @@ pub fn ledger_entry(event: &StoredEvent) -> anyhow::Result<Option<domain::audit:
     )
 }
 
+/// A row's place in the log (its `transaction_id` selected as a bigint).
+fn position_of(row: &sqlx::postgres::PgRow) -> sqlx::Result<LogPosition> {
+    let transaction_id: i64 = row.try_get("transaction_id")?;
+    Ok(LogPosition {
+        transaction_id: transaction_id as u64,
+        global_position: row.try_get("global_position")?,
+    })
+}
+
 fn decode_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<StoredEvent> {
     let event_type: String = row.try_get("event_type")?;
     let version: String = row.try_get("event_version")?;
     let (event_version, payload) =
         domain::upcast::upcast_payload(&event_type, &version, row.try_get("payload")?);
-    let transaction_id: i64 = row.try_get("transaction_id")?;
     Ok(StoredEvent {
         event_id: row.try_get("event_id")?,
-        position: LogPosition {
-            transaction_id: transaction_id as u64,
-            global_position: row.try_get("global_position")?,
-        },
+        position: position_of(row)?,
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
