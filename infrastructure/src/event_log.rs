@@ -14,8 +14,10 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, Row, ValueRef};
 use uuid::Uuid;
 
+/// An event read from the log; its payload and metadata decoded (`Value`, the default) or
+/// as the JSON text the log holds (`RawEvent`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
+pub struct StoredEvent<D = Value> {
     pub event_id: Uuid,
     pub position: LogPosition,
     pub aggregate_type: String,
@@ -23,21 +25,30 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    /// As stored by cqrs-es (externally tagged: `{"<eventType>": {...}}`), upcast to current.
-    pub payload: Value,
-    pub metadata: Value,
+    /// As stored by cqrs-es (externally tagged: `{"<eventType>": {...}}`); decoded, upcast
+    /// to current.
+    pub payload: D,
+    pub metadata: D,
     pub recorded_at: DateTime<Utc>,
 }
+
+/// The fields inside a payload tagged with its type (`{"<eventType>": {...}}`), or the
+/// payload as it is when it is not tagged so.
+pub fn data_of<'p>(payload: &'p Value, event_type: &str) -> &'p Value {
+    match payload {
+        Value::Object(map) if map.len() == 1 && map.contains_key(event_type) => &map[event_type],
+        other => other,
+    }
+}
+
+/// An event as the relay publishes it: payload and metadata are the JSON text the log holds
+/// (`json` columns, so exactly as written), never decoded into values nor upcast.
+pub type RawEvent = StoredEvent<String>;
 
 impl StoredEvent {
     /// The event's own fields, without the type tag.
     pub fn data(&self) -> &Value {
-        match &self.payload {
-            Value::Object(map) if map.len() == 1 && map.contains_key(&self.event_type) => {
-                &map[&self.event_type]
-            }
-            other => other,
-        }
+        data_of(&self.payload, &self.event_type)
     }
 
     /// Decodes the payload as an aggregate's event enum.
@@ -73,22 +84,6 @@ pub async fn read_after<'e>(
     )
 }
 
-/// An event as the relay publishes it: payload and metadata are the JSON text the log holds
-/// (`json` columns, so exactly as written), never decoded into values.
-#[derive(Debug, Clone)]
-pub struct RawEvent {
-    pub event_id: Uuid,
-    pub position: LogPosition,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: String,
-    pub metadata: String,
-    pub recorded_at: DateTime<Utc>,
-}
-
 /// `read_after`, with the payload and metadata left as text.
 pub async fn read_raw_after<'e>(
     executor: impl PgExecutor<'e>,
@@ -112,18 +107,14 @@ pub async fn read_raw_after<'e>(
     .await?;
     rows.iter()
         .map(|row| {
-            Ok(RawEvent {
-                event_id: row.try_get("event_id")?,
-                position: position_of(row)?,
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                payload: row.try_get("payload")?,
-                metadata: row.try_get("metadata")?,
-                recorded_at: row.try_get("recorded_at")?,
-            })
+            let (event_type, version) = (row.try_get("event_type")?, row.try_get("event_version")?);
+            event_of(
+                row,
+                event_type,
+                version,
+                row.try_get("payload")?,
+                row.try_get("metadata")?,
+            )
         })
         .collect()
 }
@@ -379,6 +370,23 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<StoredEvent> {
     let version: String = row.try_get("event_version")?;
     let (event_version, payload) =
         domain::upcast::upcast_payload(&event_type, &version, row.try_get("payload")?);
+    event_of(
+        row,
+        event_type,
+        event_version,
+        payload,
+        row.try_get("metadata")?,
+    )
+}
+
+/// A row's event, with the type, version, payload and metadata its reader made of them.
+fn event_of<D>(
+    row: &sqlx::postgres::PgRow,
+    event_type: String,
+    event_version: String,
+    payload: D,
+    metadata: D,
+) -> sqlx::Result<StoredEvent<D>> {
     Ok(StoredEvent {
         event_id: row.try_get("event_id")?,
         position: position_of(row)?,
@@ -388,7 +396,7 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<StoredEvent> {
         event_type,
         event_version,
         payload,
-        metadata: row.try_get("metadata")?,
+        metadata,
         recorded_at: row.try_get("recorded_at")?,
     })
 }

@@ -23,7 +23,7 @@ use application::LogPosition;
 use cqrs_es::persist::EventUpcaster;
 use domain::upcast::{upcast_payload, ChainUpcaster};
 
-use crate::event_log::{read_raw_after, RawEvent, StoredEvent};
+use crate::event_log::{data_of, read_raw_after, RawEvent, StoredEvent};
 use crate::subscription::{load_checkpoint, save_checkpoint, Subscriber};
 
 pub const SUBSCRIPTION: &str = "relay";
@@ -69,62 +69,46 @@ struct EnvelopeOf<'e, V: Serialize + ?Sized> {
     payload: &'e V,
 }
 
-impl Envelope {
-    /// The JSON of the envelope of `event`, as published.
-    pub fn json_of(event: &StoredEvent) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&EnvelopeOf {
-            event_id: event.event_id,
-            global_position: event.position.global_position,
-            transaction_id: event.position.transaction_id,
-            aggregate_type: &event.aggregate_type,
-            aggregate_id: &event.aggregate_id,
-            sequence: event.sequence,
-            event_type: &event.event_type,
-            event_version: &event.event_version,
-            occurred_at: event.recorded_at,
-            metadata: &event.metadata,
-            payload: event.data(),
-        })
+/// The envelope of `event`, with the metadata and payload written as given.
+fn envelope<'e, D, V: Serialize + ?Sized>(
+    event: &'e StoredEvent<D>,
+    metadata: &'e V,
+    payload: &'e V,
+) -> EnvelopeOf<'e, V> {
+    EnvelopeOf {
+        event_id: event.event_id,
+        global_position: event.position.global_position,
+        transaction_id: event.position.transaction_id,
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        event_type: &event.event_type,
+        event_version: &event.event_version,
+        occurred_at: event.recorded_at,
+        metadata,
+        payload,
     }
+}
 
-    /// The same JSON from the event's text: the payload and metadata are spliced in as
-    /// they are (checked to be JSON, not decoded), unless the event is of a version an
-    /// upcaster rewrites, which goes the decoded way.
-    pub fn json_of_raw(event: &RawEvent) -> anyhow::Result<Vec<u8>> {
+impl Envelope {
+    /// The JSON of the envelope of `event`, as published: the payload and metadata are
+    /// spliced in as they are (checked to be JSON, not decoded), unless the event is of a
+    /// version an upcaster rewrites, which goes the decoded way.
+    pub fn json_of(event: &RawEvent) -> anyhow::Result<Vec<u8>> {
         if ChainUpcaster.can_upcast(&event.event_type, &event.event_version) {
             let (event_version, payload) = upcast_payload(
                 &event.event_type,
                 &event.event_version,
                 serde_json::from_str(&event.payload)?,
             );
-            return Ok(Envelope::json_of(&StoredEvent {
-                event_id: event.event_id,
-                position: event.position,
-                aggregate_type: event.aggregate_type.clone(),
-                aggregate_id: event.aggregate_id.clone(),
-                sequence: event.sequence,
-                event_type: event.event_type.clone(),
-                event_version,
-                payload,
-                metadata: serde_json::from_str(&event.metadata)?,
-                recorded_at: event.recorded_at,
-            })?);
+            let metadata: Value = serde_json::from_str(&event.metadata)?;
+            let mut upcast = envelope(event, &metadata, data_of(&payload, &event.event_type));
+            upcast.event_version = &event_version;
+            return Ok(serde_json::to_vec(&upcast)?);
         }
         let payload = untagged(&event.payload, &event.event_type)?;
         let metadata: &RawValue = serde_json::from_str(&event.metadata)?;
-        Ok(serde_json::to_vec(&EnvelopeOf {
-            event_id: event.event_id,
-            global_position: event.position.global_position,
-            transaction_id: event.position.transaction_id,
-            aggregate_type: &event.aggregate_type,
-            aggregate_id: &event.aggregate_id,
-            sequence: event.sequence,
-            event_type: &event.event_type,
-            event_version: &event.event_version,
-            occurred_at: event.recorded_at,
-            metadata,
-            payload,
-        })?)
+        Ok(serde_json::to_vec(&envelope(event, metadata, payload))?)
     }
 }
 
@@ -140,17 +124,11 @@ fn untagged<'p>(payload: &'p str, event_type: &str) -> serde_json::Result<&'p Ra
 }
 
 /// `<prefix>.<aggregate>.<aggregateId>.<eventType>`
-pub fn subject(prefix: &str, event: &StoredEvent) -> String {
-    subject_of(
-        prefix,
-        &event.aggregate_type,
-        &event.aggregate_id,
-        &event.event_type,
+pub fn subject<D>(prefix: &str, event: &StoredEvent<D>) -> String {
+    format!(
+        "{prefix}.{}.{}.{}",
+        event.aggregate_type, event.aggregate_id, event.event_type
     )
-}
-
-fn subject_of(prefix: &str, aggregate_type: &str, aggregate_id: &str, event_type: &str) -> String {
-    format!("{prefix}.{aggregate_type}.{aggregate_id}.{event_type}")
 }
 
 /// Connects without waiting for the server: the client keeps reconnecting in the background,
@@ -293,21 +271,13 @@ impl Relay {
     async fn publish(&self, events: &[RawEvent]) -> anyhow::Result<Vec<PublishAckFuture>> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
-            let body = Envelope::json_of_raw(event)?;
+            let body = Envelope::json_of(event)?;
             let message = PublishMessage::build()
                 .message_id(event.event_id.to_string())
                 .payload(body.into());
             let ack = self
                 .jetstream
-                .send_publish(
-                    subject_of(
-                        &self.prefix,
-                        &event.aggregate_type,
-                        &event.aggregate_id,
-                        &event.event_type,
-                    ),
-                    message,
-                )
+                .send_publish(subject(&self.prefix, event), message)
                 .await
                 .with_context(|| format!("cannot publish event {}", event.event_id))?;
             acks.push(ack);
@@ -347,6 +317,11 @@ mod tests {
         }
     }
 
+    /// The envelope written from decoded values: what the text's must equal.
+    fn json_from_values(event: &StoredEvent) -> Vec<u8> {
+        serde_json::to_vec(&envelope(event, &event.metadata, event.data())).unwrap()
+    }
+
     fn decoded(raw: &RawEvent) -> StoredEvent {
         StoredEvent {
             event_id: raw.event_id,
@@ -381,9 +356,9 @@ mod tests {
         ] {
             let raw = event(payload, metadata);
             let from_text: Value =
-                serde_json::from_slice(&Envelope::json_of_raw(&raw).unwrap()).unwrap();
+                serde_json::from_slice(&Envelope::json_of(&raw).unwrap()).unwrap();
             let from_values: Value =
-                serde_json::from_slice(&Envelope::json_of(&decoded(&raw)).unwrap()).unwrap();
+                serde_json::from_slice(&json_from_values(&decoded(&raw))).unwrap();
             assert_eq!(from_text, from_values, "{payload}");
             let envelope: Envelope = serde_json::from_value(from_text).unwrap();
             assert_eq!(envelope.global_position, 42);
@@ -392,7 +367,7 @@ mod tests {
 
     #[test]
     fn text_that_is_not_json_is_an_error_not_a_publication() {
-        assert!(Envelope::json_of_raw(&event("{\"DatasetRegistered\":", "{}")).is_err());
-        assert!(Envelope::json_of_raw(&event("{}", "nope")).is_err());
+        assert!(Envelope::json_of(&event("{\"DatasetRegistered\":", "{}")).is_err());
+        assert!(Envelope::json_of(&event("{}", "nope")).is_err());
     }
 }
