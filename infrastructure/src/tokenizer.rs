@@ -143,18 +143,9 @@ impl Tokenizer for O200k {
 
     fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
-        CACHE.with(|cell| {
-            // A re-entrant call (none today) gets a cache of its own.
-            match cell.try_borrow_mut() {
-                Ok(mut slot) => {
-                    let cache = slot.get_or_insert_with(|| self.vocabulary.split.create_cache());
-                    self.vocabulary.encode(text, cache, &mut out);
-                }
-                Err(_) => {
-                    let mut cache = self.vocabulary.split.create_cache();
-                    self.vocabulary.encode(text, &mut cache, &mut out);
-                }
-            }
+        CACHE.with_borrow_mut(|slot| {
+            let cache = slot.get_or_insert_with(|| self.vocabulary.split.create_cache());
+            self.vocabulary.encode(text, cache, &mut out);
         });
         out
     }
