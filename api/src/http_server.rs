@@ -39,8 +39,6 @@ const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 /// A new connection that sends no complete request head in this long is closed.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// The most hyper buffers of what it reads on one HTTP/1 connection.
-const MAX_READ_BUFFER: usize = 64 * 1024;
 /// How long a shutdown waits for the requests in progress.
 const GRACE: Duration = Duration::from_secs(10);
 /// What a request for an event stream starts with.
@@ -340,10 +338,9 @@ async fn hyper_connection(io: Rewind, peer: SocketAddr, router: Router, stop: Ca
         router.clone().oneshot(request)
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // hyper grows a connection's read buffer while it reads a large body (to 400 KiB by
-    // default) and keeps it while the connection lives: in the load run, memory crept up
-    // with each upload on a kept-alive connection. 64 KiB reads keep uploads as fast.
-    builder.http1().max_buf_size(MAX_READ_BUFFER);
+    builder
+        .http1()
+        .max_buf_size(infrastructure::HTTP1_MAX_READ_BUFFER);
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);

@@ -545,9 +545,6 @@ impl S3Store {
     }
 }
 
-/// The most an HTTP/1 connection of the embedded server buffers of what it reads.
-pub const MAX_READ_BUFFER: usize = 64 * 1024;
-
 /// The embedded S3-protocol server: s3s-fs over `root`, SigV4 with the given credentials.
 pub struct EmbeddedS3 {
     pub endpoint: String,
@@ -592,10 +589,7 @@ impl EmbeddedS3 {
         let local = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let mut http = ConnBuilder::new(TokioExecutor::new());
-            // hyper grows a connection's read buffer while it reads a large body (up to
-            // 400 KiB by default) and keeps it for the connection's life: with clients that
-            // keep connections alive, memory crept up with every upload (issue 18's load run).
-            http.http1().max_buf_size(MAX_READ_BUFFER);
+            http.http1().max_buf_size(crate::HTTP1_MAX_READ_BUFFER);
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
