@@ -73,7 +73,12 @@ pub async fn prepare(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     Ok(pool)
 }
 
-/// Whether Postgres answers a query now.
+/// How long a readiness check waits for Postgres: a probe wants its answer in about a
+/// second, not after the pool's acquire timeout (10 s) when the server is gone.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether Postgres answers a query within `PING_TIMEOUT`.
 pub async fn ping(pool: &PgPool) -> bool {
-    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+    let query = sqlx::query("SELECT 1").execute(pool);
+    matches!(tokio::time::timeout(PING_TIMEOUT, query).await, Ok(Ok(_)))
 }

@@ -464,41 +464,37 @@ impl World {
         }
     }
 
-    /// Requests every 100 ms through both instances, recorded by route and status, until the
-    /// answer's handle is dropped.
+    /// Requests every 250 ms through both instances, recorded by route and status, until the
+    /// answer's handle is aborted. Each route on each instance is probed on its own, so a
+    /// route that waits out the pool's acquire timeout in an outage does not stop the others
+    /// from being asked (`/readyz` in particular).
     fn probe(&self) -> tokio::task::JoinHandle<()> {
-        let (http, token, probe) = (self.http.clone(), self.token.clone(), self.probe.clone());
-        let bases: Vec<String> = (0..self.serves.len()).map(|i| self.base(i)).collect();
         let job = self.jobs.first().cloned().unwrap_or_default();
-        tokio::spawn(async move {
-            let routes = [
-                "/healthz".to_string(),
-                "/readyz".to_string(),
-                "/api/jobs".to_string(),
-                format!("/api/jobs/{job}"),
-                "/api/dashboard/stats".to_string(),
-            ];
-            loop {
-                for base in &bases {
-                    for route in &routes {
-                        if let Ok(resp) = http
-                            .get(format!("{base}{route}"))
-                            .bearer_auth(&token)
-                            .send()
-                            .await
-                        {
-                            let class = if route.starts_with("/api/jobs/") {
-                                "/api/jobs/{id}"
-                            } else {
-                                route.as_str()
-                            };
+        let routes = [
+            ("/healthz".to_string(), "/healthz"),
+            ("/readyz".to_string(), "/readyz"),
+            ("/api/jobs".to_string(), "/api/jobs"),
+            (format!("/api/jobs/{job}"), "/api/jobs/{id}"),
+            ("/api/dashboard/stats".to_string(), "/api/dashboard/stats"),
+        ];
+        let mut probes = tokio::task::JoinSet::new();
+        for base in (0..self.serves.len()).map(|i| self.base(i)) {
+            for (route, class) in &routes {
+                let (http, token, probe) =
+                    (self.http.clone(), self.token.clone(), self.probe.clone());
+                let (url, class) = (format!("{base}{route}"), *class);
+                probes.spawn(async move {
+                    loop {
+                        if let Ok(resp) = http.get(&url).bearer_auth(&token).send().await {
                             probe.record(class, resp.status().as_u16());
                         }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                });
             }
-        })
+        }
+        // Aborting this task drops the set, which aborts every probe in it.
+        tokio::spawn(async move { while probes.join_next().await.is_some() {} })
     }
 
     async fn brightrun(&self, args: &[&str]) -> (bool, String) {
