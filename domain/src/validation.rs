@@ -22,6 +22,17 @@ pub fn is_refused_control(c: char) -> bool {
     c.is_control() && !matches!(c, '\n' | '\r' | '\t')
 }
 
+/// Text we did not write (a dataset's, the cluster's) as an event may carry it: NUL, which a
+/// JSON string may hold but no Postgres text or `jsonb` value (so no event or read model),
+/// becomes U+FFFD; everything else is kept as it came.
+pub fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
 /// Checks a text's length in characters (not bytes) and refuses control characters: at least `min` once trimmed, at most
 /// `max` as sent.
 pub fn text_length(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {

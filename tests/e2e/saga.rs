@@ -226,6 +226,34 @@ async fn out_of_memory_is_retried_three_times_then_the_job_fails() {
 }
 
 #[tokio::test]
+async fn a_cluster_printing_nul_and_escape_codes_still_ends_the_job_with_its_words() {
+    // NUL is valid in a JSON string but in no Postgres text or jsonb value: stored as it
+    // came, a log line or failure message holding one failed every status read, and the job
+    // never ended.
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    inject_faults(&app, json!({"oomAtStep": 3, "controlCharacters": true})).await;
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "the end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    })
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["errorCode"], "OUT_OF_MEMORY");
+    assert_eq!(
+        job["errorMessage"], "CUDA out of memory at step 3\u{FFFD}\u{1b}[0m\u{7}",
+        "the cluster's words, NUL aside"
+    );
+    let logs = job["logs"].as_array().expect("logs");
+    assert!(!logs.is_empty(), "{job}");
+    for line in logs {
+        let message = line["message"].as_str().expect("message");
+        assert!(message.ends_with("\u{FFFD}\u{1b}[0m\u{7}"), "{message:?}");
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
     // A long job, so the cancel always finds it running: 100 epochs of one pair per step are
     // about 1,600 s of training, 20 s at 80x, where the cancel reaches the cluster within a

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Actor, DatasetFormat, DatasetStatus};
 use crate::ids::{DatasetId, JobId, ModelId, UserId};
+use crate::validation::storable;
 use crate::FieldError;
 use config::JobRequest;
 use estimate::{cents, micros, DatasetFigures, Rates};
@@ -510,6 +511,8 @@ impl Job {
                 retryable,
                 at,
             } => (!status.is_terminal()).then(|| {
+                // The cluster's words, as it sent them (NUL aside).
+                let (code, message) = (storable(code), storable(message));
                 if retryable && self.retry_count < MAX_RETRIES {
                     JobEvent::JobRetryScheduled(JobRetryScheduled {
                         job_id,

@@ -8,6 +8,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
+use crate::validation::storable;
 use crate::FieldError;
 
 /// Aggregate types of the telemetry streams (aggregate id = the job id).
@@ -172,6 +173,8 @@ impl TelemetryEvent {
                 if let Some((end, _)) = l.message.char_indices().nth(MAX_LOG_MESSAGE) {
                     l.message.truncate(end);
                 }
+                // A trainer's output is whatever it printed: kept, NUL aside.
+                l.message = storable(l.message);
                 Ok(TelemetryEvent::LogLineRecorded(l))
             }
         }
@@ -196,6 +199,21 @@ impl DomainEvent for TelemetryEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_keeps_what_the_trainer_printed_but_nul() {
+        let line = |message: &str| {
+            TelemetryEvent::LogLineRecorded(LogLine {
+                job_id: JobId(uuid::Uuid::nil()),
+                index: 0,
+                level: LogLevel::Info,
+                message: message.to_string(),
+                logged_at: DateTime::<Utc>::MIN_UTC,
+            })
+        };
+        let checked = line("loss\u{0} 0.5 \u{1b}[0m\r\u{7}").check();
+        assert_eq!(checked, Ok(line("loss\u{FFFD} 0.5 \u{1b}[0m\r\u{7}")));
+    }
 
     #[test]
     fn a_log_level_is_stored_as_it_is_serialised() {

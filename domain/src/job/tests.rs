@@ -664,6 +664,27 @@ fn a_cost_accrual_records_quantity_times_rate_to_six_digits() {
 }
 
 #[test]
+fn a_failure_keeps_the_clusters_words_but_nul() {
+    JobTest::with(())
+        .given(vec![created(), started(1), training()])
+        .when(JobCommand::Fail {
+            code: "OOM\u{0}".into(),
+            message: "CUDA out of memory\u{0}\u{1b}[0m".into(),
+            retryable: false,
+            at: at(),
+        })
+        .then_expect_events(vec![JobEvent::JobFailed(JobFailed {
+            job_id: job_id(),
+            user_id: owner(),
+            code: "OOM\u{FFFD}".into(),
+            message: "CUDA out of memory\u{FFFD}\u{1b}[0m".into(),
+            retry_count: 0,
+            final_cost: d("0"),
+            failed_at: at(),
+        })]);
+}
+
+#[test]
 fn retryable_failures_are_retried_three_times_then_the_job_fails() {
     let retry = |n: u32| {
         JobEvent::JobRetryScheduled(JobRetryScheduled {

@@ -41,6 +41,10 @@ pub struct Faults {
     /// Metric points every this many steps (1: every step) instead of about 500 a run.
     #[serde(default)]
     pub report_every: Option<u64>,
+    /// Every log line and error message carries NUL, ESC and BEL (a trainer printing raw
+    /// terminal output): what the cluster says is not ours to trust as text.
+    #[serde(default)]
+    pub control_characters: bool,
     /// From a step on, the job's clock runs at another speed: a long history made quickly,
     /// then a run to watch live (the console's benchmark).
     #[serde(default)]
@@ -133,6 +137,15 @@ impl SimJob {
         INITIALISATION_SECONDS as f64 + self.training_seconds() + SAVING_SECONDS as f64
     }
 
+    /// A message as the faults have the cluster say it.
+    fn said(&self, message: String) -> String {
+        if self.faults.control_characters {
+            format!("{message}\u{0}\u{1b}[0m\u{7}")
+        } else {
+            message
+        }
+    }
+
     /// The step a failure fault stops the job at, with its error.
     fn failure(&self) -> Option<(u64, ClusterError)> {
         let oom = self.faults.oom_at_step.map(|s| {
@@ -140,7 +153,7 @@ impl SimJob {
                 s,
                 ClusterError {
                     code: "OUT_OF_MEMORY".into(),
-                    message: format!("CUDA out of memory at step {s}"),
+                    message: self.said(format!("CUDA out of memory at step {s}")),
                     retryable: true,
                 },
             )
@@ -154,7 +167,7 @@ impl SimJob {
                     s,
                     ClusterError {
                         code: "PREEMPTED".into(),
-                        message: format!("the node was preempted at step {s}"),
+                        message: self.said(format!("the node was preempted at step {s}")),
                         retryable: true,
                     },
                 )
@@ -441,7 +454,7 @@ impl SimJob {
             .map(|(index, (at, level, message))| ClusterLogLine {
                 index: index as u64,
                 level: level.to_string(),
-                message,
+                message: self.said(message),
                 at_seconds: at,
             })
             .collect();

@@ -41,6 +41,7 @@ use seen::{LengthCounts, SeenSet, TokenSet};
 use serde_json::Value;
 
 use super::DatasetFormat;
+use crate::validation::storable;
 
 /// The preview (`POST /api/datasets/validate`) takes the first 100 KB of a file.
 pub const PREVIEW_LIMIT_BYTES: usize = 100 * 1024;
@@ -698,16 +699,6 @@ impl ReportBuilder {
             },
             sample_conversations: sample,
         }
-    }
-}
-
-/// Text from the file as the report may carry it: NUL (which a JSON string may hold, but no
-/// Postgres text or `jsonb` value, so no event or read model) becomes U+FFFD.
-fn storable(text: String) -> String {
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
-    } else {
-        text
     }
 }
 
