@@ -280,6 +280,37 @@ async fn main() {
     first.jobs.push(watched.clone());
     let token = first.token.clone();
 
+    // The baseline of the streams' opening: as many connections asking /healthz at once, each
+    // new, from a client of its own (what the streams' opening costs beyond the burst of
+    // connections itself).
+    let burst_client = reqwest::Client::builder().build().expect("client");
+    let burst: Vec<_> = (0..streams)
+        .map(|_| {
+            let (client, url, book) = (
+                burst_client.clone(),
+                format!("{base}/healthz"),
+                book.clone(),
+            );
+            tokio::spawn(async move {
+                let started = Instant::now();
+                if let Ok(resp) = client.get(&url).send().await {
+                    if resp.status().is_success() && resp.bytes().await.is_ok() {
+                        book.lock()
+                            .expect("book")
+                            .latencies
+                            .entry("GET /healthz (burst baseline)")
+                            .or_default()
+                            .push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in burst {
+        let _ = task.await;
+    }
+    drop(burst_client);
+
     // The streams, reopened if one drops (counted as a failure).
     let open = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -427,6 +458,19 @@ async fn main() {
             p95 / baseline.0.max(0.001)
         );
     }
+    let p95_of = |route: &str| {
+        let mut v = book.latencies.get(route).cloned().unwrap_or_default();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.95)
+    };
+    let (opening, burst) = (
+        p95_of("GET /api/jobs/{id}/stream (open)"),
+        p95_of("GET /healthz (burst baseline)"),
+    );
+    println!(
+        "{streams} streams opened at once: p95 {opening:.1} ms, {:.2}x the same burst of /healthz ({burst:.1} ms)",
+        opening / burst.max(0.001)
+    );
     let failures: u64 = book.failures.values().sum();
     println!("\nanswers that were not a success: {failures}");
     for (what, n) in &book.failures {

@@ -443,7 +443,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let addr = config.addr;
     let service = start(config, roles, RunnerOptions::default()).await?;
     if roles.api {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = crate::http_server::listen(addr)?;
         tracing::info!(%addr, "listening");
         crate::http_server::run(listener, service.router(), shutdown_signal()).await?;
     } else {

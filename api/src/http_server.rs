@@ -44,6 +44,25 @@ const GRACE: Duration = Duration::from_secs(10);
 /// What a request for an event stream starts with.
 const STREAM_PREFIX: &[u8] = b"GET /api/jobs/";
 
+/// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1,024: a thousand viewers opening their streams at
+/// once overflowed it, and each dropped SYN cost its client a one-second retransmission.
+const ACCEPT_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with a deep accept queue (`ACCEPT_BACKLOG`).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server may reuse a port in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; then stops accepting, ends the
 /// event streams (their clients reconnect with `Last-Event-ID`, to another instance if this
 /// one is gone), lets hyper finish the requests in progress, and waits for them at most

@@ -286,8 +286,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                     let addr = config.addr;
                     let service = api::start(config, api::Roles::ALL, Default::default()).await?;
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
+                    let listener = api::http_server::listen(addr)
                         .with_context(|| format!("cannot listen on {addr} (set BRIGHTRUN_ADDR, or pass --url to use a running service)"))?;
                     let base = format!("http://{}", listener.local_addr()?);
                     let router = service.router();
