@@ -164,20 +164,18 @@ async fn stream_job(
 ) -> ApiResult<Response> {
     let job_id = parse_job_id(&id)?;
     let resume = parse_last_event_id(&headers)?;
-    find_visible(&state, principal, job_id).await?;
-    // Watch first, then read: anything committed meanwhile arrives live, deduplicated by position.
-    let live = state
-        .feeds
-        .watch(job_id)
-        .await
-        .map_err(ApiError::internal)?;
     let job = job_id.to_string();
-    let (pending, last) = match resume {
-        Some(after) => (replay(&state.pool, &job, after).await?.into(), after),
+    // Whatever comes first, the log is read after the watch begins: what commits before the
+    // watch is in that read, what commits after it arrives live (deduplicated by position).
+    let (opening, last) = match resume {
+        Some(after) => {
+            find_visible(&state, principal, job_id).await?;
+            (VecDeque::new(), after)
+        }
         None => {
             // The row shows at least what the jobs projection had processed before it was
-            // read; what committed after that (and reached NATS before the watch began) is
-            // replayed from the log, so nothing falls between the snapshot and the live feed.
+            // read; what committed after that is read from the log once the watch is on, so
+            // nothing falls between the snapshot and the live feed.
             let projected = infrastructure::subscription::load_checkpoint(
                 &state.pool,
                 &projections::subscription_name("jobs"),
@@ -186,16 +184,22 @@ async fn stream_job(
             .await
             .map_err(ApiError::internal)?;
             let row = find_visible(&state, principal, job_id).await?;
-            let mut pending: VecDeque<Arc<Frame>> = opening(&row)
+            let opening: VecDeque<Arc<Frame>> = opening(&row)
                 .into_iter()
                 .map(|e| Arc::new(Frame::from(e)))
                 .collect();
-            if !pending.back().is_some_and(|e| e.terminal) {
-                pending.extend(replay(&state.pool, &job, projected).await?);
-            }
-            (pending, projected)
+            (opening, projected)
         }
     };
+    let live = state
+        .feeds
+        .watch(job_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut pending = opening;
+    if !pending.back().is_some_and(|e| e.terminal) {
+        pending.extend(replay(&state.pool, &job, last).await?);
+    }
     let cursor = Cursor {
         _open: OpenStream::new(),
         pending,
