@@ -99,7 +99,7 @@ const APPEND: &str = "INSERT INTO events \
 
 /// The JSON text of an event's document, refused (as `jsonb` did) when it holds a NUL
 /// character, which no text column downstream could take.
-fn json_text(value: &Value) -> Result<String, PersistenceError> {
+pub(crate) fn json_text(value: &impl serde::Serialize) -> Result<String, PersistenceError> {
     let text =
         serde_json::to_string(value).map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
     if escapes_nul(&text) {

@@ -14,6 +14,8 @@ use domain::job::{DatasetForJob, ParentForJob};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::event_store::json_text;
+
 #[derive(Clone)]
 pub struct PgDatasetLookup(pub PgPool);
 
@@ -83,36 +85,19 @@ pub struct PgTelemetryStore(pub PgPool, pub crate::event_store::Wakeup);
 #[async_trait]
 impl TelemetryStore for PgTelemetryStore {
     async fn append(&self, event: &TelemetryEvent, ctx: &CommandContext) -> anyhow::Result<bool> {
-        let (stream, key) = event.key();
-        let sequence = i64::try_from(key)?;
-        let inserted = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(stream)
-        .bind(event.job_id().to_string())
-        .bind(sequence)
-        .bind(event.event_type())
-        .bind(event.event_version())
-        .bind(sqlx::types::Json(event))
-        .bind(sqlx::types::Json(ctx.metadata()))
-        .execute(&self.0)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
-            self.1.appended();
-        }
-        Ok(inserted == 1)
+        Ok(self.append_all(std::slice::from_ref(event), ctx).await? == 1)
     }
 
     /// One INSERT of many rows (in chunks): a report of thousands of points costs a few
-    /// round trips instead of thousands.
+    /// round trips instead of thousands. As the commands' append does, the documents go as
+    /// JSON text into the `json` columns and the event ids are made here (the column's
+    /// default is a PL/pgSQL function, called once a row).
     async fn append_all(
         &self,
         events: &[TelemetryEvent],
         ctx: &CommandContext,
     ) -> anyhow::Result<u64> {
-        let metadata = serde_json::to_value(ctx.metadata())?;
+        let metadata = json_text(&ctx.metadata())?;
         let mut inserted = 0;
         for chunk in events.chunks(TELEMETRY_CHUNK) {
             let mut streams = Vec::with_capacity(chunk.len());
@@ -121,6 +106,7 @@ impl TelemetryStore for PgTelemetryStore {
             let mut types = Vec::with_capacity(chunk.len());
             let mut versions = Vec::with_capacity(chunk.len());
             let mut payloads = Vec::with_capacity(chunk.len());
+            let mut event_ids = Vec::with_capacity(chunk.len());
             for event in chunk {
                 let (stream, key) = event.key();
                 streams.push(stream.to_string());
@@ -128,13 +114,14 @@ impl TelemetryStore for PgTelemetryStore {
                 sequences.push(i64::try_from(key)?);
                 types.push(event.event_type());
                 versions.push(event.event_version());
-                payloads.push(serde_json::to_value(event)?);
+                payloads.push(json_text(event)?);
+                event_ids.push(Uuid::now_v7());
             }
             inserted += sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 SELECT t.stream, t.id, t.sequence, t.type, t.version, t.payload, $7 \
-                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
-                   AS t(stream, id, sequence, type, version, payload) \
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id) \
+                 SELECT t.stream, t.id, t.sequence, t.type, t.version, t.payload::json, $7::text::json, t.event_id \
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $8::uuid[]) \
+                   AS t(stream, id, sequence, type, version, payload, event_id) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(&streams)
@@ -144,6 +131,7 @@ impl TelemetryStore for PgTelemetryStore {
             .bind(&versions)
             .bind(&payloads)
             .bind(&metadata)
+            .bind(&event_ids)
             .execute(&self.0)
             .await?
             .rows_affected();
