@@ -245,3 +245,113 @@ async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_m
     assert_eq!(late.last().unwrap().name, "complete");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn streams_opened_together_while_the_job_moves_each_get_every_later_event_once() {
+    // A fresh stream reads the job's row and the log around its watch: whatever commits
+    // between its snapshot and its live feed must still reach it, once.
+    let app = TestApp::start_without_saga().await;
+    let (user, token) = app.user("ada").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let id = app.create_job(&token, &dataset, "llama-3-8b").await;
+    let url = app.url(&format!("/api/jobs/{id}/stream"));
+    let job_id = JobId(Uuid::parse_str(&id).unwrap());
+    let jobs = app.service.as_ref().unwrap().state.jobs.clone();
+    let ctx = CommandContext {
+        user_id: UserId(Uuid::parse_str(&user).unwrap()),
+        request_id: Uuid::now_v7().to_string(),
+        correlation_id: "streams-together".into(),
+        causation_id: None,
+    };
+    let now = Utc::now();
+    jobs.execute(
+        &ctx,
+        job_id,
+        JobCommand::StartSubmission {
+            attempt: 1,
+            idempotency_key: format!("{id}-1"),
+            at: now,
+        },
+    )
+    .await
+    .unwrap();
+
+    // Points are recorded one after another while streams open in waves of ten.
+    const STEPS: u64 = 120;
+    let writer = {
+        let (jobs, ctx) = (jobs.clone(), ctx.clone());
+        tokio::spawn(async move {
+            for step in 1..=STEPS {
+                jobs.record_telemetry(
+                    &ctx,
+                    TelemetryEvent::MetricPointRecorded(MetricPoint {
+                        job_id,
+                        step,
+                        epoch: 1,
+                        training_loss: 1.0,
+                        validation_loss: None,
+                        learning_rate: 2e-4,
+                        gradient_norm: None,
+                        throughput: None,
+                        gpu_utilization: None,
+                        recorded_at: now,
+                    }),
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let mut watchers = Vec::new();
+    for _ in 0..6 {
+        for _ in 0..10 {
+            let (http, url, token) = (app.http.clone(), url.clone(), token.clone());
+            watchers.push(tokio::spawn(async move {
+                let response = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                read_events(response, Duration::from_secs(60)).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    writer.await.unwrap();
+    jobs.execute(
+        &ctx,
+        job_id,
+        JobCommand::Complete {
+            final_training_loss: Some(1.0),
+            final_validation_loss: None,
+            model_id: None,
+            at: now,
+        },
+    )
+    .await
+    .unwrap();
+
+    for watcher in watchers {
+        let (events, ended) = watcher.await.unwrap();
+        assert!(ended, "the stream ends after complete: {events:?}");
+        assert_eq!(events.last().unwrap().name, "complete");
+        let steps: Vec<u64> = events
+            .iter()
+            .filter(|e| e.name == "metrics")
+            .map(|e| e.data["step"].as_u64().unwrap())
+            .collect();
+        // What a stream gets past its opening is the rest of the log: the last steps, each
+        // once, with none missing between them.
+        let first = steps.first().copied().unwrap_or(STEPS + 1);
+        assert_eq!(
+            steps,
+            (first..=STEPS).collect::<Vec<_>>(),
+            "a suffix of the points"
+        );
+        let ids: Vec<(u64, i64)> = events
+            .iter()
+            .filter_map(|e| e.id.as_deref().map(position))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+    app.finish().await;
+}
