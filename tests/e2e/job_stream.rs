@@ -61,15 +61,44 @@ fn position(id: &str) -> (u64, i64) {
     (tx.parse().unwrap(), gp.parse().unwrap())
 }
 
+/// A metric point of the first epoch, as a trainer reports it.
+fn point(job_id: JobId, step: u64, loss: f64) -> TelemetryEvent {
+    TelemetryEvent::MetricPointRecorded(MetricPoint {
+        job_id,
+        step,
+        epoch: 1,
+        training_loss: loss,
+        validation_loss: None,
+        learning_rate: 2e-4,
+        gradient_norm: None,
+        throughput: Some(2400.0),
+        gpu_utilization: None,
+        recorded_at: Utc::now(),
+    })
+}
+
+/// A job of `user`'s on the example dataset, and the context to drive it as the saga does.
+async fn job_to_drive(app: &TestApp, user: &str, token: &str) -> (String, JobId, CommandContext) {
+    let dataset = app
+        .validated_dataset(token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let id = app.create_job(token, &dataset, "llama-3-8b").await;
+    let job_id = JobId(Uuid::parse_str(&id).unwrap());
+    let ctx = CommandContext {
+        user_id: UserId(Uuid::parse_str(user).unwrap()),
+        request_id: Uuid::now_v7().to_string(),
+        correlation_id: "stream-test".into(),
+        causation_id: None,
+    };
+    (id, job_id, ctx)
+}
+
 #[tokio::test]
 async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_missed() {
     let app = TestApp::start_without_saga().await;
     let (user, token) = app.user("ada").await;
     let (_, stranger) = app.user("stranger").await;
-    let dataset = app
-        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
-        .await;
-    let id = app.create_job(&token, &dataset, "llama-3-8b").await;
+    let (id, job_id, ctx) = job_to_drive(&app, &user, &token).await;
     let url = app.url(&format!("/api/jobs/{id}/stream"));
 
     // Owner only; a resume id must be one this stream sends.
@@ -100,14 +129,7 @@ async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_m
     let watcher = tokio::spawn(read_events(response, Duration::from_secs(30)));
 
     // Drive the job as the saga will.
-    let job_id = JobId(Uuid::parse_str(&id).unwrap());
     let jobs = app.service.as_ref().unwrap().state.jobs.clone();
-    let ctx = CommandContext {
-        user_id: UserId(Uuid::parse_str(&user).unwrap()),
-        request_id: Uuid::now_v7().to_string(),
-        correlation_id: "stream-test".into(),
-        causation_id: None,
-    };
     let now = Utc::now();
     let run = |command: JobCommand| {
         let (jobs, ctx) = (jobs.clone(), ctx.clone());
@@ -126,23 +148,9 @@ async fn a_watcher_sees_the_job_move_live_and_a_reconnect_gets_exactly_what_it_m
     })
     .await;
     for (step, loss) in [(5u64, 1.5), (10, 1.1), (15, 0.8)] {
-        jobs.record_telemetry(
-            &ctx,
-            TelemetryEvent::MetricPointRecorded(MetricPoint {
-                job_id,
-                step,
-                epoch: 1,
-                training_loss: loss,
-                validation_loss: None,
-                learning_rate: 2e-4,
-                gradient_norm: None,
-                throughput: Some(2400.0),
-                gpu_utilization: None,
-                recorded_at: now,
-            }),
-        )
-        .await
-        .unwrap();
+        jobs.record_telemetry(&ctx, point(job_id, step, loss))
+            .await
+            .unwrap();
     }
     jobs.record_telemetry(
         &ctx,
@@ -252,19 +260,9 @@ async fn streams_opened_together_while_the_job_moves_each_get_every_later_event_
     // between its snapshot and its live feed must still reach it, once.
     let app = TestApp::start_without_saga().await;
     let (user, token) = app.user("ada").await;
-    let dataset = app
-        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
-        .await;
-    let id = app.create_job(&token, &dataset, "llama-3-8b").await;
+    let (id, job_id, ctx) = job_to_drive(&app, &user, &token).await;
     let url = app.url(&format!("/api/jobs/{id}/stream"));
-    let job_id = JobId(Uuid::parse_str(&id).unwrap());
     let jobs = app.service.as_ref().unwrap().state.jobs.clone();
-    let ctx = CommandContext {
-        user_id: UserId(Uuid::parse_str(&user).unwrap()),
-        request_id: Uuid::now_v7().to_string(),
-        correlation_id: "streams-together".into(),
-        causation_id: None,
-    };
     let now = Utc::now();
     jobs.execute(
         &ctx,
@@ -284,23 +282,9 @@ async fn streams_opened_together_while_the_job_moves_each_get_every_later_event_
         let (jobs, ctx) = (jobs.clone(), ctx.clone());
         tokio::spawn(async move {
             for step in 1..=STEPS {
-                jobs.record_telemetry(
-                    &ctx,
-                    TelemetryEvent::MetricPointRecorded(MetricPoint {
-                        job_id,
-                        step,
-                        epoch: 1,
-                        training_loss: 1.0,
-                        validation_loss: None,
-                        learning_rate: 2e-4,
-                        gradient_norm: None,
-                        throughput: None,
-                        gpu_utilization: None,
-                        recorded_at: now,
-                    }),
-                )
-                .await
-                .unwrap();
+                jobs.record_telemetry(&ctx, point(job_id, step, 1.0))
+                    .await
+                    .unwrap();
             }
         })
     };
