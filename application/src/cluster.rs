@@ -283,6 +283,30 @@ pub struct StatusReport {
     pub evaluation: Option<Evaluation>,
 }
 
+impl StatusReport {
+    /// The first file name the report gives (a checkpoint's id, its adapter's name, an
+    /// artifact's name) that cannot be one segment of our object keys: those names go into
+    /// the keys we copy the files to, and must not reach outside them.
+    pub fn unusable_name(&self) -> Option<domain::FieldError> {
+        use domain::validation::one_segment;
+        for (i, c) in self.checkpoints.iter().enumerate() {
+            if let Err(e) = one_segment(&format!("checkpoints[{i}].id"), &c.id) {
+                return Some(e);
+            }
+            if let Some(adapter) = &c.adapter {
+                let field = format!("checkpoints[{i}].adapter.name");
+                if let Err(e) = one_segment(&field, &adapter.name) {
+                    return Some(e);
+                }
+            }
+        }
+        self.artifacts
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| one_segment(&format!("artifacts[{i}].name"), &a.name).err())
+    }
+}
+
 /// What a call to the cluster can fail with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClusterCallError {

@@ -356,6 +356,25 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             }
             Err(e) => return Err(e.into()),
         };
+        // A report naming a file as a path is refused whole, before anything of it is kept:
+        // the job fails, and the cluster job is stopped (best effort) so it bills no more.
+        if let Some(bad) = report.unusable_name() {
+            tracing::error!(job_id = %entry.job_id, %cluster_job, error = %bad, "the cluster's report names a file unusably");
+            if let Err(err) = self.cluster.cancel(cluster_job).await {
+                tracing::debug!(job_id = %entry.job_id, %cluster_job, error = %err, "cluster job not cancelled");
+            }
+            self.command(
+                entry,
+                JobCommand::Fail {
+                    code: "CLUSTER_INVALID_REPORT".into(),
+                    message: format!("the cluster's status report was refused: {bad}"),
+                    retryable: false,
+                    at: self.jobs.clock().now(),
+                },
+            )
+            .await?;
+            return Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)));
+        }
         self.record(entry, job, &report).await?;
         let mut next = Next {
             phase: Phase::Poll,

@@ -71,9 +71,50 @@ pub fn one_line(field: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// A name that becomes one segment of an object key (a file the cluster names): not empty,
+/// at most 255 bytes, no path separator, not `.` or `..`, no control characters. A name the
+/// cluster gives must not reach outside the place we put it.
+pub fn one_segment(field: &str, value: &str) -> Result<(), FieldError> {
+    let refused = value.is_empty()
+        || value.len() > 255
+        || value == "."
+        || value == ".."
+        || value.contains(['/', '\\'])
+        || value.chars().any(char::is_control);
+    if refused {
+        return Err(FieldError::new(
+            field,
+            format!("{field} must be one name of at most 255 bytes, without a path or control characters (was {value:?})"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_segment_is_a_name_and_never_a_path() {
+        for good in ["adapter_model.safetensors", "ckpt-001", "a..b", ".hidden"] {
+            assert!(one_segment("name", good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a\u{0}b",
+            "a\nb",
+            long.as_str(),
+        ] {
+            let e = one_segment("artifacts[0].name", bad).unwrap_err();
+            assert_eq!(e.field, "artifacts[0].name", "{bad:?}");
+        }
+    }
 
     #[test]
     fn one_line_refuses_line_breaks_and_tabs_too() {

@@ -254,6 +254,34 @@ async fn a_cluster_printing_nul_and_escape_codes_still_ends_the_job_with_its_wor
 }
 
 #[tokio::test]
+async fn a_cluster_naming_an_artifact_as_a_path_fails_the_job_and_writes_nothing_there() {
+    // The names a cluster gives its files go into our object keys, and the embedded store
+    // resolves `..` inside its root: without the check this job completed and wrote its
+    // files over another model's (`models/someone-else/...`).
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    let target = "../someone-else/adapter_model.safetensors";
+    inject_faults(&app, json!({"artifactName": target})).await;
+    let id = launch(&app, &token).await;
+    let job = until(&app, &token, &id, "the end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    })
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["errorCode"], "CLUSTER_INVALID_REPORT");
+    let message = job["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.contains("artifacts[0].name"), "{message}");
+    assert!(job["artifactId"].is_null(), "no model registered: {job}");
+    let objects = app.service.as_ref().unwrap().state.objects.clone();
+    let written = objects
+        .size_of("models/someone-else/adapter_model.safetensors")
+        .await
+        .expect("the store answers");
+    assert_eq!(written, None, "nothing written where the path pointed");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn a_cancel_mid_run_stops_the_cluster_job_and_closes_the_cost() {
     // A long job, so the cancel always finds it running: 100 epochs of one pair per step are
     // about 1,600 s of training, 20 s at 80x, where the cancel reaches the cluster within a

@@ -45,6 +45,10 @@ pub struct Faults {
     /// terminal output): what the cluster says is not ours to trust as text.
     #[serde(default)]
     pub control_characters: bool,
+    /// The completed report names its artifacts this (a cluster naming its files as it
+    /// likes, a path even); where they are downloaded from does not change.
+    #[serde(default)]
+    pub artifact_name: Option<String>,
     /// From a step on, the job's clock runs at another speed: a long history made quickly,
     /// then a run to watch live (the console's benchmark).
     #[serde(default)]

@@ -486,7 +486,10 @@ async fn status(
         files
             .iter()
             .map(|(name, size, sha256)| ClusterArtifact {
-                name: name.to_string(),
+                name: faults
+                    .artifact_name
+                    .clone()
+                    .unwrap_or_else(|| name.to_string()),
                 url: format!("{}/v1/jobs/{id}/artifacts/{name}", sim.base_url),
                 size_bytes: *size,
                 sha256: sha256.clone(),
