@@ -72,6 +72,14 @@ pub(crate) async fn until(
 
 /// Injects `faults` into every job of this test's simulator (job ids are UUID v7, so every
 /// idempotency key starts with 0) and answers the simulator's URL.
+/// The job once it has ended, completed or failed.
+async fn the_end(app: &TestApp, token: &str, id: &str) -> Value {
+    until(app, token, id, "the end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    })
+    .await
+}
+
 async fn inject_faults(app: &TestApp, faults: Value) -> String {
     let sim = app
         .service
@@ -201,10 +209,7 @@ async fn out_of_memory_is_retried_three_times_then_the_job_fails() {
     // Every job of this test's simulator (job ids are UUID v7: they start with 0).
     inject_faults(&app, json!({"oomAtStep": 3})).await;
     let id = launch(&app, &token).await;
-    let job = until(&app, &token, &id, "the end", |j| {
-        j["status"] == "failed" || j["status"] == "completed"
-    })
-    .await;
+    let job = the_end(&app, &token, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["errorCode"], "OUT_OF_MEMORY");
     assert_eq!(job["retryCount"], 3);
@@ -234,10 +239,7 @@ async fn a_cluster_printing_nul_and_escape_codes_still_ends_the_job_with_its_wor
     let (_, token) = app.user("ada").await;
     inject_faults(&app, json!({"oomAtStep": 3, "controlCharacters": true})).await;
     let id = launch(&app, &token).await;
-    let job = until(&app, &token, &id, "the end", |j| {
-        j["status"] == "failed" || j["status"] == "completed"
-    })
-    .await;
+    let job = the_end(&app, &token, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["errorCode"], "OUT_OF_MEMORY");
     assert_eq!(
@@ -263,10 +265,7 @@ async fn a_cluster_naming_an_artifact_as_a_path_fails_the_job_and_writes_nothing
     let target = "../someone-else/adapter_model.safetensors";
     inject_faults(&app, json!({"artifactName": target})).await;
     let id = launch(&app, &token).await;
-    let job = until(&app, &token, &id, "the end", |j| {
-        j["status"] == "failed" || j["status"] == "completed"
-    })
-    .await;
+    let job = the_end(&app, &token, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["errorCode"], "CLUSTER_INVALID_REPORT");
     let message = job["errorMessage"].as_str().expect("errorMessage");
@@ -448,10 +447,7 @@ async fn cluster_errors_and_slow_answers_are_absorbed() {
     let (_, token) = app.user("ada").await;
     inject_faults(&app, json!({"http500s": 3, "slowMs": 150})).await;
     let id = launch(&app, &token).await;
-    let job = until(&app, &token, &id, "the end", |j| {
-        j["status"] == "failed" || j["status"] == "completed"
-    })
-    .await;
+    let job = the_end(&app, &token, &id).await;
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["retryCount"], 0, "no resubmission was needed");
     app.finish().await;
@@ -703,10 +699,7 @@ async fn a_job_the_cluster_loses_is_resubmitted() {
     let (_, token) = app.user("ada").await;
     inject_faults(&app, json!({"disappearAtStep": 2})).await;
     let id = launch(&app, &token).await;
-    let job = until(&app, &token, &id, "the end", |j| {
-        j["status"] == "failed" || j["status"] == "completed"
-    })
-    .await;
+    let job = the_end(&app, &token, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["errorCode"], "CLUSTER_LOST_JOB");
     assert_eq!(job["retryCount"], 3);
