@@ -209,6 +209,34 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
         }
     }
 
+    /// Fails the job (the domain schedules a retry when `retryable` and retries are left)
+    /// and waits for what comes of it.
+    async fn fail(
+        &self,
+        entry: &SagaEntry,
+        code: &str,
+        message: String,
+        retryable: bool,
+    ) -> anyhow::Result<Next> {
+        let at = self.jobs.clock().now();
+        let code = code.to_string();
+        let failure = JobCommand::Fail {
+            code,
+            message,
+            retryable,
+            at,
+        };
+        self.command(entry, failure).await?;
+        Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)))
+    }
+
+    /// Asks the cluster to stop `cluster_job`; a refusal or an unreachable cluster is only logged.
+    async fn cancel_quietly(&self, entry: &SagaEntry, cluster_job: &str) {
+        if let Err(err) = self.cluster.cancel(cluster_job).await {
+            tracing::debug!(job_id = %entry.job_id, %cluster_job, error = %err, "cluster job not cancelled");
+        }
+    }
+
     async fn command(&self, entry: &SagaEntry, command: JobCommand) -> anyhow::Result<()> {
         match self
             .jobs
@@ -303,17 +331,8 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                 Ok(self.next(Phase::Submit, entry, self.options.unavailable_backoff))
             }
             Err(e) => {
-                self.command(
-                    entry,
-                    JobCommand::Fail {
-                        code: "CLUSTER_REJECTED".into(),
-                        message: e.to_string(),
-                        retryable: false,
-                        at: self.jobs.clock().now(),
-                    },
-                )
-                .await?;
-                Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)))
+                self.fail(entry, "CLUSTER_REJECTED", e.to_string(), false)
+                    .await
             }
         }
     }
@@ -338,21 +357,10 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             // attempt is left for the reconciliation pass to find.
             Err(ClusterCallError::UnknownJob(_)) => {
                 if job.retry_count() < domain::job::MAX_RETRIES {
-                    if let Err(err) = self.cluster.cancel(cluster_job).await {
-                        tracing::debug!(job_id = %entry.job_id, %cluster_job, error = %err, "lost job not cancelled");
-                    }
+                    self.cancel_quietly(entry, cluster_job).await;
                 }
-                self.command(
-                    entry,
-                    JobCommand::Fail {
-                        code: "CLUSTER_LOST_JOB".into(),
-                        message: format!("the cluster no longer knows job {cluster_job}"),
-                        retryable: true,
-                        at: self.jobs.clock().now(),
-                    },
-                )
-                .await?;
-                return Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)));
+                let message = format!("the cluster no longer knows job {cluster_job}");
+                return self.fail(entry, "CLUSTER_LOST_JOB", message, true).await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -360,20 +368,11 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
         // the job fails, and the cluster job is stopped (best effort) so it bills no more.
         if let Some(bad) = report.unusable_name() {
             tracing::error!(job_id = %entry.job_id, %cluster_job, error = %bad, "the cluster's report names a file unusably");
-            if let Err(err) = self.cluster.cancel(cluster_job).await {
-                tracing::debug!(job_id = %entry.job_id, %cluster_job, error = %err, "cluster job not cancelled");
-            }
-            self.command(
-                entry,
-                JobCommand::Fail {
-                    code: "CLUSTER_INVALID_REPORT".into(),
-                    message: format!("the cluster's status report was refused: {bad}"),
-                    retryable: false,
-                    at: self.jobs.clock().now(),
-                },
-            )
-            .await?;
-            return Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)));
+            self.cancel_quietly(entry, cluster_job).await;
+            let message = format!("the cluster's status report was refused: {bad}");
+            return self
+                .fail(entry, "CLUSTER_INVALID_REPORT", message, false)
+                .await;
         }
         self.record(entry, job, &report).await?;
         let mut next = Next {

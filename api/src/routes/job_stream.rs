@@ -167,7 +167,7 @@ async fn stream_job(
     let job = job_id.to_string();
     // Whatever comes first, the log is read after the watch begins: what commits before the
     // watch is in that read, what commits after it arrives live (deduplicated by position).
-    let (opening, last) = match resume {
+    let (mut pending, last) = match resume {
         Some(after) => {
             find_visible(&state, principal, job_id).await?;
             (VecDeque::new(), after)
@@ -184,11 +184,11 @@ async fn stream_job(
             .await
             .map_err(ApiError::internal)?;
             let row = find_visible(&state, principal, job_id).await?;
-            let opening: VecDeque<Arc<Frame>> = opening(&row)
+            let snapshot: VecDeque<Arc<Frame>> = opening(&row)
                 .into_iter()
                 .map(|e| Arc::new(Frame::from(e)))
                 .collect();
-            (opening, projected)
+            (snapshot, projected)
         }
     };
     let live = state
@@ -196,7 +196,6 @@ async fn stream_job(
         .watch(job_id)
         .await
         .map_err(ApiError::internal)?;
-    let mut pending = opening;
     if !pending.back().is_some_and(|e| e.terminal) {
         pending.extend(replay(&state.pool, &job, last).await?);
     }
