@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod http_server;
 pub mod live;
+pub mod multipart;
 pub mod openapi;
 pub mod parked;
 pub mod rate_limit;

@@ -102,3 +102,101 @@ async fn v1_errors_have_openais_shape_wherever_they_arise() {
     assert_eq!(body["success"], false);
     app.finish().await;
 }
+
+/// A form's fields beside the file are bounded: a text field past 4 KiB answers 413 naming
+/// it, more than 16 fields or a second file 400, in OpenAI's shape, and nothing is stored.
+#[tokio::test]
+async fn v1_file_forms_are_bounded_field_by_field_and_in_their_number() {
+    use reqwest::multipart::{Form, Part};
+    let app = TestApp::start().await;
+    let (_, token) = app.user("ada").await;
+    let file = || {
+        Part::bytes(
+            std::fs::read(format!(
+                "{}/../examples/support-chats-openai.jsonl",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("example"),
+        )
+        .file_name("chats.jsonl")
+    };
+    let upload = |form: Form| {
+        send(
+            app.http
+                .post(app.url("/v1/files"))
+                .bearer_auth(&token)
+                .multipart(form),
+        )
+    };
+    let big = "x".repeat(api::multipart::MAX_TEXT_FIELD_BYTES + 1);
+
+    let (status, body) = upload(
+        Form::new()
+            .text("purpose", big.clone())
+            .part("file", file()),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_openai_error(&body, "invalid_request_error", Some("purpose"));
+
+    let (status, body) = upload(
+        Form::new()
+            .text("purpose", "fine-tune")
+            .part("file", file())
+            .text("note", big.clone()),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_openai_error(&body, "invalid_request_error", Some("note"));
+
+    let mut many = Form::new().text("purpose", "fine-tune");
+    for i in 0..api::multipart::MAX_FIELDS {
+        many = many.text(format!("extra{i}"), "x");
+    }
+    let (status, body) = upload(many.part("file", file())).await;
+    assert_eq!(status, 400, "{body}");
+    assert_openai_error(&body, "invalid_request_error", Some("file"));
+
+    let (status, body) = upload(
+        Form::new()
+            .text("purpose", "fine-tune")
+            .part("file", file())
+            .part("file", file()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_openai_error(&body, "invalid_request_error", Some("file"));
+
+    let (status, body) = app.get("/v1/files", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([]), "nothing was stored");
+
+    // Within the bounds, the same form is taken.
+    let (status, body) = upload(
+        Form::new()
+            .text("purpose", "fine-tune")
+            .text("note", "a short note")
+            .part("file", file()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id"].as_str().unwrap().starts_with("file-"), "{body}");
+
+    // The API's own upload form is bounded the same way.
+    let dataset = app.register_dataset(&token, "form", 10).await;
+    let (status, body) = send(
+        app.http
+            .post(app.url(&format!("/api/datasets/{dataset}/upload")))
+            .bearer_auth(&token)
+            .multipart(
+                Form::new()
+                    .text("comment", big)
+                    .part("file", Part::bytes(vec![b'x'; 10])),
+            ),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(body["error"]["field"], "comment");
+    app.finish().await;
+}

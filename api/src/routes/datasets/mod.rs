@@ -415,27 +415,31 @@ async fn upload_file(
         let mut form = axum::extract::Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::validation("file", format!("not a multipart form: {e}")))?;
+        let broken = |e: axum::extract::multipart::MultipartError| {
+            ApiError::validation("file", format!("not a multipart form: {e}"))
+        };
+        let mut fields = crate::multipart::FieldCount::default();
         loop {
-            let field = form
-                .next_field()
-                .await
-                .map_err(|e| ApiError::validation("file", format!("not a multipart form: {e}")))?
-                .ok_or_else(|| {
-                    ApiError::validation("file", "the form has no `file` field with the JSONL file")
-                })?;
-            if field.name() == Some("file") {
-                let chunks = futures::stream::unfold(field, |mut field| async move {
-                    match field.chunk().await {
-                        Ok(Some(bytes)) => Some((Ok(bytes), field)),
-                        Ok(None) => None,
-                        Err(e) => Some((Err(std::io::Error::other(e)), field)),
-                    }
-                });
-                break state
-                    .objects
-                    .put_stream(&key, Box::pin(chunks), expected)
-                    .await;
+            let field = form.next_field().await.map_err(broken)?.ok_or_else(|| {
+                ApiError::validation("file", "the form has no `file` field with the JSONL file")
+            })?;
+            fields.one_more("file")?;
+            if field.name() != Some("file") {
+                // Another field before the file: read within its bound and set aside.
+                crate::multipart::text(field, broken).await?;
+                continue;
             }
+            let chunks = futures::stream::unfold(field, |mut field| async move {
+                match field.chunk().await {
+                    Ok(Some(bytes)) => Some((Ok(bytes), field)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(std::io::Error::other(e)), field)),
+                }
+            });
+            break state
+                .objects
+                .put_stream(&key, Box::pin(chunks), expected)
+                .await;
         }
     } else {
         let chunks = request

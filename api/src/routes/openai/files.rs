@@ -21,6 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{cursor, limit_of, parse_prefixed, unix, with_param, OpenAiErrorBody, OpenAiList};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{viewer, ApiQuery, AuthUser};
+use crate::multipart;
 use crate::routes::datasets::{confirm, context, dataset_error, put_error, wait_for_projection};
 use crate::state::AppState;
 
@@ -212,7 +213,7 @@ fn printable(name: &str, max: usize) -> String {
         (status = 200, description = "Stored; `status` `uploaded` while it is validated", body = FileObject),
         (status = 400, description = "`param` `purpose` (not `fine-tune`) or `file` (none, empty, or in no format BrightRun reads)", body = OpenAiErrorBody),
         (status = 401, description = "No valid API key or token", body = OpenAiErrorBody),
-        (status = 413, description = "The file passed the upload limit", body = OpenAiErrorBody),
+        (status = 413, description = "The file passed the upload limit, or another field passed 4 KiB (`param` names it)", body = OpenAiErrorBody),
     ))]
 async fn upload_file(
     State(state): State<AppState>,
@@ -224,14 +225,25 @@ async fn upload_file(
         .map_err(form_error)?;
     let mut purpose = None;
     let mut file = None;
+    let mut fields = multipart::FieldCount::default();
     while let Some(field) = form.next_field().await.map_err(form_error)? {
+        fields.one_more("file")?;
         match field.name() {
-            Some("purpose") => purpose = Some(field.text().await.map_err(form_error)?),
+            Some("file") if file.is_some() => {
+                return Err(ApiError::validation(
+                    "file",
+                    "send one `file` field: one file per request",
+                ))
+            }
             Some("file") => {
                 let name = field.file_name().unwrap_or("upload.jsonl").to_string();
                 file = Some((name, spool(&state, field).await?));
             }
-            _ => {}
+            Some("purpose") => purpose = Some(multipart::text(field, form_error).await?),
+            // Read (within the same bound) and set aside: OpenAI's clients send no others.
+            _ => {
+                multipart::text(field, form_error).await?;
+            }
         }
     }
     match purpose.as_deref() {
