@@ -220,6 +220,12 @@ fn constrain_schemas(doc: &mut Value) {
         set_property(schemas, schema, "name", text(1, 100));
         set_property(schemas, schema, "description", text(0, 2000));
     }
+    set_property(
+        schemas,
+        "JobRequestBody",
+        "name",
+        text(1, domain::job::MAX_NAME_CHARS),
+    );
     set_property(schemas, "UpdateJobRequest", "notes", text(0, 2000));
     set_property(
         schemas,

@@ -50,6 +50,8 @@ pub struct NewJob {
     pub dataset_id: DatasetId,
     pub request: JobRequest,
     pub parent_model_id: Option<ModelId>,
+    /// The job's name; `None`: named after its dataset.
+    pub name: Option<String>,
     pub labels: domain::job::labels::JobLabels,
 }
 
@@ -131,6 +133,7 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
             rates: self.rates.clone(),
             parent_model_id: new.parent_model_id,
             parent,
+            name: new.name,
             labels: new.labels,
             created_at: self.clock.now(),
         }));

@@ -81,6 +81,9 @@ export interface Bound {
   min?: number | null;
   max?: number | null;
   minExclusive?: boolean;
+  /** The range fine-tuning usually takes: a value outside it is allowed but flagged. */
+  typicalMin?: number | null;
+  typicalMax?: number | null;
   values?: string[] | null;
 }
 

@@ -93,6 +93,29 @@ async fn the_catalogue_lists_presets_bounds_models_and_gpus() {
         .unwrap()
         .iter()
         .any(|b| b["field"] == "hyperparameters.loraRank" && b["max"] == 256.0));
+    // Every numeric bound names its typical range, and each preset's values lie inside it
+    // (the console warns only outside it).
+    let bounds = data["bounds"].as_array().unwrap();
+    for preset in data["presets"].as_array().unwrap() {
+        for (field, value) in preset["hyperparameters"].as_object().unwrap() {
+            let Some(value) = value.as_f64() else {
+                continue;
+            };
+            let b = bounds
+                .iter()
+                .find(|b| b["field"] == format!("hyperparameters.{field}"))
+                .unwrap_or_else(|| panic!("no bound for {field}"));
+            let (lo, hi) = (
+                b["typicalMin"].as_f64().unwrap(),
+                b["typicalMax"].as_f64().unwrap(),
+            );
+            assert!(
+                (lo..=hi).contains(&value),
+                "{}: {field} = {value} outside {lo}..{hi}",
+                preset["id"]
+            );
+        }
+    }
     app.finish().await;
 }
 
@@ -686,6 +709,59 @@ async fn job_metadata_changes_show_in_detail_and_list_and_the_configuration_stay
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "JOB_NOT_FOUND");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn every_job_has_a_name_from_its_creation_given_or_after_its_dataset() {
+    let app = TestApp::start_without_saga().await;
+    let (_, token) = app.user("ada").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", V4)
+        .await;
+    let unnamed = create(&app, &token, &dataset).await;
+    let mut named_body = body(&dataset);
+    named_body["name"] = json!("  Support bot v2 ");
+    let (status, created) = app.post("/api/jobs", Some(&token), named_body).await;
+    assert_eq!(status, 201, "{created}");
+    let named = created["data"]["jobId"].as_str().unwrap().to_string();
+
+    let (_, detail) = app.get(&format!("/api/jobs/{unnamed}"), Some(&token)).await;
+    assert_eq!(
+        detail["data"]["job"]["name"],
+        "Training on support-chats-v4.jsonl"
+    );
+    let (_, detail) = app.get(&format!("/api/jobs/{named}"), Some(&token)).await;
+    assert_eq!(detail["data"]["job"]["name"], "Support bot v2");
+    // The list (the Training page and the dashboard read it) names each job.
+    let (_, list) = app.get("/api/jobs", Some(&token)).await;
+    let names: Vec<&str> = list["data"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().expect("every listed job has a name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["Support bot v2", "Training on support-chats-v4.jsonl"]
+    );
+
+    // A bad name is refused by its field and creates nothing.
+    for bad in [
+        json!(""),
+        json!("   "),
+        json!("n".repeat(101)),
+        json!("a\u{0}b"),
+    ] {
+        let mut b = body(&dataset);
+        b["name"] = bad.clone();
+        let (status, refused) = app.post("/api/jobs", Some(&token), b).await;
+        assert_eq!(status, 400, "{bad}: {refused}");
+        assert_eq!(refused["error"]["code"], "VALIDATION_ERROR");
+        assert_eq!(refused["error"]["field"], "name", "{bad}");
+    }
+    let (_, list) = app.get("/api/jobs", Some(&token)).await;
+    assert_eq!(list["meta"]["pagination"]["total"], 2);
     app.finish().await;
 }
 

@@ -8,17 +8,15 @@ import type { Bound, Catalogue, Dataset, Estimate, Hyperparameters } from "../ty
 
 const OPTION_FIELDS = ["checkpointInterval", "validationSplitRatio", "earlyStoppingPatience"];
 
-/** Values near a bound of the API's own catalogue deserve a second look. */
+/** A value outside the range the catalogue calls typical for its field deserves a second
+ * look (every preset lies inside it); the API's own bounds refuse what is not allowed. */
 function warningFor(bound: Bound | undefined, value: unknown): string | null {
-  if (!bound || typeof value !== "number" || bound.min == null || bound.max == null) return null;
-  const log = bound.field.endsWith("learningRate");
-  const f = (v: number) => (log ? Math.log10(Math.max(v, 1e-12)) : v);
-  const span = f(bound.max) - f(bound.min);
-  if (span <= 0) return null;
-  const at = (f(value) - f(bound.min)) / span;
-  if (at >= 0.9) return `Very high for ${bound.field.replace("hyperparameters.", "")} (allowed up to ${bound.max}): training may diverge or cost more.`;
-  if (at <= 0.05 && !bound.minExclusive && value === bound.min) return null;
-  if (at <= 0.05) return `Very low for ${bound.field.replace("hyperparameters.", "")} (allowed from ${bound.min}): training may barely learn.`;
+  if (!bound || typeof value !== "number" || !Number.isFinite(value)) return null;
+  const name = bound.field.replace("hyperparameters.", "");
+  if (bound.typicalMax != null && value > bound.typicalMax)
+    return `High for ${name} (usually at most ${bound.typicalMax}): training may diverge or cost more.`;
+  if (bound.typicalMin != null && value < bound.typicalMin)
+    return `Low for ${name} (usually at least ${bound.typicalMin}): training may barely learn.`;
   return null;
 }
 
@@ -32,6 +30,7 @@ export function Configurator() {
   const [values, setValues] = useState<Hyperparameters>({});
   const [options, setOptions] = useState<Record<string, number | "">>({});
   const [baseModel, setBaseModel] = useState("");
+  const [jobName, setJobName] = useState("");
   const [gpu, setGpu] = useState({ instanceType: "", numGPUs: 1 });
   const [estimate, setEstimate] = useState<Estimate | null>(null);
   const [estimateError, setEstimateError] = useState<unknown>(null);
@@ -71,6 +70,8 @@ export function Configurator() {
     for (const [k, v] of Object.entries(options)) if (v !== "") b[k] = v;
     return b;
   }, [datasetId, presetId, baseModel, gpu, overrides, options]);
+  // The name only matters to the launch: the estimate is not asked again for it.
+  const launchBody = useMemo(() => (jobName.trim() ? { ...body, name: jobName } : body), [body, jobName]);
 
   // The estimate follows the form: asked again a moment after each change.
   useEffect(() => {
@@ -100,13 +101,13 @@ export function Configurator() {
   const dataset = ready.data?.datasets.find((d) => d.id === datasetId);
   // Hyperparameter bounds are named `hyperparameters.<field>`, options by their own name.
   const bound = (f: string) => cat.bounds.find((b) => b.field === f || b.field === `hyperparameters.${f}`);
-  const warnings = Object.entries(values)
+  const warnings = [...Object.entries(values), ...Object.entries(options)]
     .map(([k, v]) => warningFor(bound(k), v))
     .filter((w): w is string => w !== null);
   const launch = async () => {
     setLaunchError(null);
     try {
-      const { data } = await api<{ jobId: string }>("/api/jobs", { method: "POST", body });
+      const { data } = await api<{ jobId: string }>("/api/jobs", { method: "POST", body: launchBody });
       navigate(`/jobs/${data.jobId}`);
     } catch (e) {
       setConfirming(false);
@@ -194,6 +195,18 @@ export function Configurator() {
                 {num(dataset.totalConversations)} conversations · {num(dataset.totalTrainingPairs)} training pairs · {num(dataset.totalTokens)} tokens
               </p>
             ) : null}
+            <Field label="Job name" hint="Optional: named after the dataset when left empty." error={fieldError(launchError, "name")}>
+              {(id, d) => (
+                <input
+                  id={id}
+                  aria-describedby={d}
+                  maxLength={100}
+                  placeholder={dataset ? `Training on ${dataset.name}` : ""}
+                  value={jobName}
+                  onChange={(e) => setJobName(e.target.value)}
+                />
+              )}
+            </Field>
           </div>
           <div className="card">
             <h2>Preset</h2>

@@ -1,9 +1,9 @@
 import { fetchEventSource } from "@microsoft/fetch-event-source";
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { Link, useParams } from "react-router";
 import { api, token, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
-import { Badge, ErrorText, Loading, Pager, Progress } from "../components/ui";
+import { Badge, ErrorText, Field, fieldError, Loading, Pager, Progress } from "../components/ui";
 import { duration, num, usd, when } from "../format";
 import { useLiveCurve } from "../curve";
 import { useApi, useInterval, useListParams } from "../hooks";
@@ -93,6 +93,9 @@ export function JobMonitor() {
   const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
   const [connected, setConnected] = useState(false);
   const [cancelError, setCancelError] = useState<unknown>(null);
+  const [renaming, setRenaming] = useState(false);
+  const [newName, setNewName] = useState("");
+  const [renameError, setRenameError] = useState<unknown>(null);
   const job = detail.data?.job;
   const { reload } = detail;
 
@@ -193,6 +196,18 @@ export function JobMonitor() {
     }
   }, [id, reload]);
 
+  const rename = async (e: FormEvent) => {
+    e.preventDefault();
+    setRenameError(null);
+    try {
+      await api(`/api/jobs/${id}`, { method: "PATCH", body: { name: newName } });
+      setRenaming(false);
+      reload();
+    } catch (err) {
+      setRenameError(err);
+    }
+  };
+
   if (detail.error) return <ErrorText error={detail.error} />;
   if (!job) return <Loading />;
   const view: Job = ACTIVE.includes(job.status) ? ({ ...job, ...live } as Job) : job;
@@ -204,10 +219,32 @@ export function JobMonitor() {
         <Link to="/jobs">← Training</Link>
       </p>
       <div className="title-row">
-        <h1 id="job-title">{job.name || `Job on ${job.datasetName ?? job.datasetId}`}</h1>
+        <h1 id="job-title">{job.name}</h1>
         <Badge status={view.status} />
         {active ? <span className={`live ${connected ? "on" : "off"}`}>{connected ? "live" : "reconnecting…"}</span> : null}
+        <button
+          onClick={() => {
+            setNewName(job.name);
+            setRenameError(null);
+            setRenaming((x) => !x);
+          }}
+          aria-expanded={renaming}
+        >
+          Rename
+        </button>
       </div>
+      <p className="muted">
+        On {job.datasetName ?? job.datasetId} · {job.presetId} preset · {job.baseModel}
+      </p>
+      {renaming ? (
+        <form className="card" onSubmit={rename} aria-label="Rename job">
+          <Field label="Job name" error={fieldError(renameError, "name")}>
+            {(fid, db) => <input id={fid} aria-describedby={db} maxLength={100} value={newName} onChange={(e) => setNewName(e.target.value)} />}
+          </Field>
+          <button className="primary">Save name</button>
+        </form>
+      ) : null}
+      {renameError && !fieldError(renameError, "name") ? <ErrorText error={renameError} /> : null}
       <ol className="stages" aria-label="Stage">
         {STAGES.map((s) => (
           <li key={s} className={s === stage ? "current" : STAGES.indexOf(s) < STAGES.indexOf(stage) ? "done" : ""} aria-current={s === stage ? "step" : undefined}>

@@ -362,15 +362,26 @@ pub struct NumericBound {
     pub min: f64,
     pub max: f64,
     pub min_exclusive: bool,
+    /// The range LoRA fine-tuning usually takes, inside the allowed one: a value outside it
+    /// is accepted, and a form shows a warning next to it. Every preset lies inside it.
+    pub typical_min: f64,
+    pub typical_max: f64,
 }
 
 impl NumericBound {
-    const fn new(field: &'static str, min: f64, max: f64, min_exclusive: bool) -> Self {
+    const fn new(
+        field: &'static str,
+        (min, max): (f64, f64),
+        min_exclusive: bool,
+        (typical_min, typical_max): (f64, f64),
+    ) -> Self {
         NumericBound {
             field,
             min,
             max,
             min_exclusive,
+            typical_min,
+            typical_max,
         }
     }
 
@@ -402,42 +413,80 @@ impl NumericBound {
     pub fn check_u64(&self, value: u64) -> Result<u64, FieldError> {
         self.check(value as f64).map(|_| value)
     }
+
+    /// Whether an allowed `value` lies in the typical range (no warning).
+    pub fn is_typical(&self, value: f64) -> bool {
+        (self.typical_min..=self.typical_max).contains(&value)
+    }
 }
 
-/// Every numeric bound of a job request.
+/// Every numeric bound of a job request: what is allowed, and inside it what is typical.
 pub mod bounds {
     use super::NumericBound;
 
-    pub const LEARNING_RATE: NumericBound =
-        NumericBound::new("hyperparameters.learningRate", 0.0, 0.01, true);
-    pub const BATCH_SIZE: NumericBound =
-        NumericBound::new("hyperparameters.batchSize", 1.0, 512.0, false);
-    pub const NUM_EPOCHS: NumericBound =
-        NumericBound::new("hyperparameters.numEpochs", 1.0, 100.0, false);
-    pub const WARMUP_STEPS: NumericBound =
-        NumericBound::new("hyperparameters.warmupSteps", 0.0, 100_000.0, false);
-    pub const LORA_RANK: NumericBound =
-        NumericBound::new("hyperparameters.loraRank", 1.0, 256.0, false);
-    pub const LORA_ALPHA: NumericBound =
-        NumericBound::new("hyperparameters.loraAlpha", 1.0, 1024.0, false);
+    pub const LEARNING_RATE: NumericBound = NumericBound::new(
+        "hyperparameters.learningRate",
+        (0.0, 0.01),
+        true,
+        // Small models train well at up to a few 1e-3 (smollm2-135m's presets use 2e-3).
+        (1e-5, 3e-3),
+    );
+    pub const BATCH_SIZE: NumericBound = NumericBound::new(
+        "hyperparameters.batchSize",
+        (1.0, 512.0),
+        false,
+        (1.0, 128.0),
+    );
+    pub const NUM_EPOCHS: NumericBound = NumericBound::new(
+        "hyperparameters.numEpochs",
+        (1.0, 100.0),
+        false,
+        (1.0, 20.0),
+    );
+    pub const WARMUP_STEPS: NumericBound = NumericBound::new(
+        "hyperparameters.warmupSteps",
+        (0.0, 100_000.0),
+        false,
+        (0.0, 2_000.0),
+    );
+    pub const LORA_RANK: NumericBound = NumericBound::new(
+        "hyperparameters.loraRank",
+        (1.0, 256.0),
+        false,
+        (4.0, 128.0),
+    );
+    pub const LORA_ALPHA: NumericBound = NumericBound::new(
+        "hyperparameters.loraAlpha",
+        (1.0, 1024.0),
+        false,
+        (4.0, 256.0),
+    );
     pub const LORA_DROPOUT: NumericBound =
-        NumericBound::new("hyperparameters.loraDropout", 0.0, 0.5, false);
+        NumericBound::new("hyperparameters.loraDropout", (0.0, 0.5), false, (0.0, 0.3));
     pub const WEIGHT_DECAY: NumericBound =
-        NumericBound::new("hyperparameters.weightDecay", 0.0, 1.0, false);
+        NumericBound::new("hyperparameters.weightDecay", (0.0, 1.0), false, (0.0, 0.1));
     pub const GRADIENT_ACCUMULATION_STEPS: NumericBound = NumericBound::new(
         "hyperparameters.gradientAccumulationSteps",
-        1.0,
-        128.0,
+        (1.0, 128.0),
         false,
+        (1.0, 64.0),
     );
-    pub const MAX_GRAD_NORM: NumericBound =
-        NumericBound::new("hyperparameters.maxGradNorm", 0.0, 100.0, true);
+    pub const MAX_GRAD_NORM: NumericBound = NumericBound::new(
+        "hyperparameters.maxGradNorm",
+        (0.0, 100.0),
+        true,
+        (0.1, 10.0),
+    );
     pub const VALIDATION_SPLIT_RATIO: NumericBound =
-        NumericBound::new("validationSplitRatio", 0.0, 0.5, true);
+        NumericBound::new("validationSplitRatio", (0.0, 0.5), true, (0.02, 0.3));
     pub const EARLY_STOPPING_PATIENCE: NumericBound =
-        NumericBound::new("earlyStoppingPatience", 1.0, 100.0, false);
-    pub const CHECKPOINT_INTERVAL: NumericBound =
-        NumericBound::new("checkpointInterval", 1.0, 1_000_000.0, false);
+        NumericBound::new("earlyStoppingPatience", (1.0, 100.0), false, (1.0, 20.0));
+    pub const CHECKPOINT_INTERVAL: NumericBound = NumericBound::new(
+        "checkpointInterval",
+        (1.0, 1_000_000.0),
+        false,
+        (1.0, 1_000_000.0),
+    );
 
     pub const ALL: [NumericBound; 13] = [
         LEARNING_RATE,

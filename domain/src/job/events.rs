@@ -61,6 +61,9 @@ pub struct JobCreated {
     pub job_id: JobId,
     pub user_id: UserId,
     pub dataset_id: DatasetId,
+    /// The job's name (absent in events recorded before every job had one: see `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub dataset_name: String,
     /// How the trainer reads the file (absent in events recorded before formats were named).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +81,16 @@ pub struct JobCreated {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metadata: std::collections::BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl JobCreated {
+    /// The job's name: the one it was created with, or (for jobs created before every job
+    /// had one) the name it would be given now.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| super::default_name(&self.dataset_name))
+    }
 }
 
 /// The saga is about to submit attempt `attempt` under `idempotencyKey` (status initializing).

@@ -227,6 +227,24 @@ pub enum JobCommand {
     },
 }
 
+/// The longest job name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// A job's name when its creator gave none: what it trains on, cut to `MAX_NAME_CHARS`.
+pub fn default_name(dataset_name: &str) -> String {
+    format!("Training on {}", dataset_name.trim())
+        .chars()
+        .take(MAX_NAME_CHARS)
+        .collect()
+}
+
+/// A name the user gave a job: 1 to `MAX_NAME_CHARS` characters, no control characters;
+/// answered trimmed.
+pub fn check_name(name: &str) -> Result<String, FieldError> {
+    crate::validation::text_length("name", name, 1, MAX_NAME_CHARS)?;
+    Ok(name.trim().to_string())
+}
+
 /// Checks and normalises a job's tags: trimmed, repeats dropped, order kept.
 pub fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
     let mut out: Vec<String> = Vec::new();
@@ -272,6 +290,8 @@ pub struct CreateJob {
     pub parent_model_id: Option<ModelId>,
     /// The parent model when `parent_model_id` names one the read model knows (not deleted).
     pub parent: Option<ParentForJob>,
+    /// The user's name for the job; `None`: named after its dataset (`default_name`).
+    pub name: Option<String>,
     pub labels: labels::JobLabels,
     pub created_at: DateTime<Utc>,
 }
@@ -557,14 +577,11 @@ impl Job {
                 if owner != actor.user_id && !actor.is_admin {
                     return Err(JobError::NotFound);
                 }
-                if let Some(name) = &name {
-                    crate::validation::text_length("name", name, 1, 100)?;
-                }
+                let name = name.as_deref().map(check_name).transpose()?;
                 if let Some(description) = &description {
                     crate::validation::text_length("description", description, 0, 2000)?;
                 }
                 let tags = tags.map(check_tags).transpose()?;
-                let name = name.map(|n| n.trim().to_string());
                 let description = description.map(|d| d.trim().to_string());
                 (name.is_some() || description.is_some() || tags.is_some()).then_some(
                     JobEvent::JobMetadataUpdated(JobMetadataUpdated {
@@ -602,6 +619,7 @@ impl Job {
             return Err(JobError::AlreadyCreated(id));
         }
         let labels = cmd.labels.check()?;
+        let name = cmd.name.as_deref().map(check_name).transpose()?;
         let plan = plan(
             cmd.user_id,
             cmd.dataset_id,
@@ -631,6 +649,7 @@ impl Job {
             job_id: cmd.job_id,
             user_id: cmd.user_id,
             dataset_id: dataset.id,
+            name: Some(name.unwrap_or_else(|| default_name(&dataset.name))),
             dataset_name: dataset.name,
             dataset_format: Some(dataset.format),
             configuration: plan.configuration,

@@ -340,6 +340,7 @@ fn create_with(dataset: Option<DatasetForJob>) -> JobCommand {
         rates: Rates::default(),
         parent_model_id: None,
         parent: None,
+        name: None,
         labels: Default::default(),
         created_at: at(),
     }))
@@ -353,6 +354,7 @@ fn created() -> JobEvent {
         job_id: job_id(),
         user_id: owner(),
         dataset_id: dataset_id(),
+        name: Some("Training on Support chats".into()),
         dataset_name: "Support chats".into(),
         dataset_format: Some(DatasetFormat::Sharegpt),
         estimate: estimate(&config, figures(), &Rates::default()),
@@ -426,6 +428,45 @@ fn a_job_is_created_on_an_owned_ready_training_ready_dataset_with_its_estimate()
         .given_no_previous_events()
         .when(create_with(Some(ready_dataset())))
         .then_expect_events(vec![created()]);
+}
+
+#[test]
+fn a_job_without_a_name_is_named_after_its_dataset_and_a_given_name_is_kept_trimmed() {
+    let named = |name: Option<&str>| {
+        let JobCommand::Create(mut create) = create_with(Some(ready_dataset())) else {
+            unreachable!()
+        };
+        create.name = name.map(str::to_string);
+        let events = JobTest::with(())
+            .given_no_previous_events()
+            .when(JobCommand::Create(create))
+            .inspect_result();
+        match events.as_deref() {
+            Ok([JobEvent::JobCreated(job)]) => Ok(job.name()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.clone()),
+        }
+    };
+    assert_eq!(named(None).unwrap(), "Training on Support chats");
+    assert_eq!(named(Some("  Support bot v2 ")).unwrap(), "Support bot v2");
+    for bad in ["", "   ", "tab\u{0}null", &"n".repeat(101)] {
+        match named(Some(bad)) {
+            Err(JobError::Invalid(e)) => assert_eq!(e.field, "name", "{bad:?}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_default_name_fits_the_name_bound_and_old_events_get_one_too() {
+    let long = "d".repeat(300);
+    assert_eq!(default_name(&long).chars().count(), MAX_NAME_CHARS);
+    assert!(check_name(&default_name(&long)).is_ok());
+    let JobEvent::JobCreated(mut old) = created() else {
+        unreachable!()
+    };
+    old.name = None;
+    assert_eq!(old.name(), "Training on Support chats");
 }
 
 #[test]
@@ -1253,6 +1294,44 @@ fn each_bound_of_the_table_refuses_the_values_outside_it_by_its_field() {
             assert!(b.check(b.min - 1.0).is_err());
         }
     }
+}
+
+#[test]
+fn every_typical_range_lies_inside_its_allowed_one_and_holds_every_preset() {
+    for b in bounds::ALL {
+        assert!(b.typical_min <= b.typical_max, "{}", b.field);
+        assert!(b.check(b.typical_max).is_ok(), "{}", b.field);
+        assert!(
+            b.typical_min > b.min || (!b.min_exclusive && b.typical_min == b.min),
+            "{}",
+            b.field
+        );
+    }
+    for preset in Preset::ALL {
+        let h = preset.hyperparameters();
+        let values = [
+            (bounds::LEARNING_RATE, h.learning_rate),
+            (bounds::BATCH_SIZE, h.batch_size.into()),
+            (bounds::NUM_EPOCHS, h.num_epochs.into()),
+            (bounds::WARMUP_STEPS, h.warmup_steps.into()),
+            (bounds::LORA_RANK, h.lora_rank.into()),
+            (bounds::LORA_ALPHA, h.lora_alpha.into()),
+            (bounds::LORA_DROPOUT, h.lora_dropout),
+            (bounds::WEIGHT_DECAY, h.weight_decay),
+            (
+                bounds::GRADIENT_ACCUMULATION_STEPS,
+                h.gradient_accumulation_steps.into(),
+            ),
+            (bounds::MAX_GRAD_NORM, h.max_grad_norm),
+        ];
+        for (b, v) in values {
+            assert!(b.is_typical(v), "{preset:?}: {} = {v}", b.field);
+        }
+    }
+    // An extreme value, allowed, is not typical.
+    assert!(bounds::BATCH_SIZE.check(512u32).is_ok());
+    assert!(!bounds::BATCH_SIZE.is_typical(512.0));
+    assert!(!bounds::LEARNING_RATE.is_typical(0.009));
 }
 
 #[test]

@@ -358,16 +358,16 @@ async fn insert_jobs(conn: &mut PgConnection, created: &[JobCreated]) -> anyhow:
     sqlx::query(
         "INSERT INTO rm_jobs (id, user_id, dataset_id, dataset_name, status, current_stage, \
            preset_id, base_model, hyperparameters, gpu_config, options, estimate, total_epochs, \
-           total_steps, estimated_total_cost, parent_model_id, suffix, metadata, created_at, updated_at) \
+           total_steps, estimated_total_cost, parent_model_id, suffix, metadata, created_at, updated_at, name) \
          SELECT id, user_id, dataset_id, dataset_name, 'queued', 'queued', preset_id, base_model, \
            hyperparameters, gpu_config, options, estimate, total_epochs, total_steps, \
-           estimated_total_cost, parent_model_id, suffix, metadata, created_at, created_at \
+           estimated_total_cost, parent_model_id, suffix, metadata, created_at, created_at, name \
          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
            $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int[], $12::bigint[], \
-           $13::numeric[], $14::uuid[], $15::text[], $16::jsonb[], $17::timestamptz[]) \
+           $13::numeric[], $14::uuid[], $15::text[], $16::jsonb[], $17::timestamptz[], $18::text[]) \
            AS c(id, user_id, dataset_id, dataset_name, preset_id, base_model, hyperparameters, \
                 gpu_config, options, estimate, total_epochs, total_steps, estimated_total_cost, \
-                parent_model_id, suffix, metadata, created_at) \
+                parent_model_id, suffix, metadata, created_at, name) \
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(col(created, |e| e.job_id.0))
@@ -387,6 +387,7 @@ async fn insert_jobs(conn: &mut PgConnection, created: &[JobCreated]) -> anyhow:
     .bind(col(created, |e| e.suffix.clone()))
     .bind(col(created, |e| Json(&e.metadata)))
     .bind(col(created, |e| e.created_at))
+    .bind(col(created, JobCreated::name))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use domain::job::config::{
-    GpuConfig, GpuType, Preset, TargetModule, BASE_MODELS, DEFAULT_BASE_MODEL, GPU_COUNTS,
+    GpuConfig, GpuType, NumericBound, Preset, TargetModule, BASE_MODELS, DEFAULT_BASE_MODEL,
+    GPU_COUNTS,
 };
 use domain::job::estimate::default_gpu_config;
 use rust_decimal::prelude::ToPrimitive;
@@ -45,6 +46,12 @@ pub struct Bound {
     pub max: Option<f64>,
     /// True when `min` itself is not allowed (learning rate > 0).
     pub min_exclusive: bool,
+    /// The range fine-tuning usually takes, inside `min`..`max` (numeric fields): a value
+    /// outside it is accepted, and deserves a second look. Every preset lies inside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typical_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typical_max: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<String>>,
 }
@@ -86,12 +93,14 @@ pub struct Catalogue {
     pub data_transfer_rate_per_gb: f64,
 }
 
-fn bound(field: &str, min: f64, max: f64, min_exclusive: bool) -> Bound {
+fn bound(b: &NumericBound) -> Bound {
     Bound {
-        field: field.to_string(),
-        min: Some(min),
-        max: Some(max),
-        min_exclusive,
+        field: b.field.to_string(),
+        min: Some(b.min),
+        max: Some(b.max),
+        min_exclusive: b.min_exclusive,
+        typical_min: Some(b.typical_min),
+        typical_max: Some(b.typical_max),
         values: None,
     }
 }
@@ -102,6 +111,8 @@ fn choice<S: ToString>(field: &str, values: Vec<S>) -> Bound {
         min: None,
         max: None,
         min_exclusive: false,
+        typical_min: None,
+        typical_max: None,
         values: Some(values.iter().map(ToString::to_string).collect()),
     }
 }
@@ -127,7 +138,7 @@ async fn presets(State(state): State<AppState>, _caller: AuthUser) -> ApiResult<
             .collect(),
         bounds: domain::job::config::bounds::ALL
             .iter()
-            .map(|b| bound(b.field, b.min, b.max, b.min_exclusive))
+            .map(bound)
             .chain([
                 choice(
                     &format!("{h}targetModules"),

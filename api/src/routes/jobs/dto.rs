@@ -57,6 +57,10 @@ pub struct GpuConfigInput {
 #[serde(rename_all = "camelCase")]
 pub struct JobRequestBody {
     pub dataset_id: Uuid,
+    /// The job's name, 1 to 100 characters (default "Training on <dataset name>"); rename
+    /// it later with `PATCH /api/jobs/{id}`. The estimate ignores it.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `conservative` | `balanced` | `aggressive` | `custom`
     #[schema(value_type = String, example = "balanced")]
     pub preset_id: Preset,
@@ -259,8 +263,9 @@ pub struct JobView {
     pub user_id: Uuid,
     pub dataset_id: Uuid,
     pub dataset_name: String,
-    /// The user's name for the job (`PATCH /api/jobs/{id}`); absent until given.
-    pub name: Option<String>,
+    /// The job's name: given at creation or by `PATCH /api/jobs/{id}`, else "Training on
+    /// <dataset name>".
+    pub name: String,
     pub description: String,
     /// The user's labels, in the order given.
     pub tags: Vec<String>,
@@ -318,8 +323,11 @@ impl From<JobRow> for JobView {
             id: r.id,
             user_id: r.user_id,
             dataset_id: r.dataset_id,
+            // Rows projected before every job was named at creation.
+            name: r
+                .name
+                .unwrap_or_else(|| domain::job::default_name(&r.dataset_name)),
             dataset_name: r.dataset_name,
-            name: r.name,
             description: r.description,
             tags: serde_json::from_value(r.tags).unwrap_or_default(),
             status: r.status,

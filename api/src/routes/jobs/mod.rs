@@ -130,6 +130,7 @@ async fn create_job(
                 dataset_id: DatasetId(body.dataset_id),
                 request: body.request(),
                 parent_model_id: body.parent_model_id.map(ModelId),
+                name: body.name,
                 labels: Default::default(),
             },
         )

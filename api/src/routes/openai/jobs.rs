@@ -570,6 +570,7 @@ async fn create_job(
                 dataset_id: t.dataset_id,
                 request: t.request,
                 parent_model_id: t.parent_model_id,
+                name: None,
                 labels: t.labels,
             },
         )
