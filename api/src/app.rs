@@ -368,6 +368,7 @@ async fn object_store(
                 config.s3_embedded_addr,
                 &access_key,
                 &secret_key,
+                config.http_header_read_timeout,
             )
             .await?;
             (server.endpoint.clone(), Some(server))
@@ -441,11 +442,18 @@ async fn forget_rate_limit_windows(
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     tracing::info!(config = ?config, ?roles, "starting");
     let addr = config.addr;
+    let header_read_timeout = config.http_header_read_timeout;
     let service = start(config, roles, RunnerOptions::default()).await?;
     if roles.api {
         let listener = crate::http_server::listen(addr)?;
         tracing::info!(%addr, "listening");
-        crate::http_server::run(listener, service.router(), shutdown_signal()).await?;
+        crate::http_server::run(
+            listener,
+            service.router(),
+            header_read_timeout,
+            shutdown_signal(),
+        )
+        .await?;
     } else {
         shutdown_signal().await;
     }

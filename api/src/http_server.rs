@@ -26,7 +26,7 @@ use axum::Router;
 use bytes::{Buf, Bytes};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,8 +37,6 @@ use tower::ServiceExt;
 /// The longest first request head read before deciding; a longer one goes to hyper.
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
-/// A new connection that sends no complete request head in this long is closed.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a shutdown waits for the requests in progress.
 const GRACE: Duration = Duration::from_secs(10);
 /// What a request for an event stream starts with.
@@ -66,10 +64,13 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Serves `router` on `listener` until `shutdown` completes; then stops accepting, ends the
 /// event streams (their clients reconnect with `Last-Event-ID`, to another instance if this
 /// one is gone), lets hyper finish the requests in progress, and waits for them at most
-/// `GRACE`. Each request sees its client's address as `ConnectInfo<SocketAddr>`.
+/// `GRACE`. Each request sees its client's address as `ConnectInfo<SocketAddr>`. A
+/// connection that sends no whole request head within `header_read_timeout`, or idles that
+/// long between requests, is closed (`infrastructure::http_connections`).
 pub async fn run(
     listener: TcpListener,
     router: Router,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let stop = CancellationToken::new();
@@ -90,7 +91,13 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        connections.spawn(connection(socket, peer, router.clone(), stop.clone()));
+        connections.spawn(connection(
+            socket,
+            peer,
+            router.clone(),
+            header_read_timeout,
+            stop.clone(),
+        ));
     }
     drop(listener);
     stop.cancel();
@@ -120,11 +127,12 @@ async fn connection(
     mut socket: TcpStream,
     peer: SocketAddr,
     router: Router,
+    header_read_timeout: Duration,
     stop: CancellationToken,
 ) {
     let mut head = Vec::with_capacity(1024);
     let complete = tokio::select! {
-        read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket, &mut head)) => match read {
+        read = tokio::time::timeout(header_read_timeout, read_head(&mut socket, &mut head)) => match read {
             Ok(Ok(complete)) => complete,
             Ok(Err(_)) | Err(_) => return,
         },
@@ -153,6 +161,7 @@ async fn connection(
         Rewind::new(unread, socket),
         peer,
         router,
+        header_read_timeout,
         stop,
     ))
     .await;
@@ -351,15 +360,18 @@ fn encoded(data: Bytes, chunked: bool) -> Vec<u8> {
     out
 }
 
-async fn hyper_connection(io: Rewind, peer: SocketAddr, router: Router, stop: CancellationToken) {
+async fn hyper_connection(
+    io: Rewind,
+    peer: SocketAddr,
+    router: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) {
     let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(request)
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(infrastructure::HTTP1_MAX_READ_BUFFER);
+    let builder = infrastructure::http_connections(header_read_timeout);
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
@@ -541,9 +553,11 @@ mod tests {
         let stop = CancellationToken::new();
         let until = stop.clone();
         let task = tokio::spawn(async move {
-            run(listener, router, async move { until.cancelled().await })
-                .await
-                .unwrap();
+            run(listener, router, Duration::from_secs(30), async move {
+                until.cancelled().await
+            })
+            .await
+            .unwrap();
         });
         (addr, stop, task)
     }

@@ -50,6 +50,9 @@ pub struct Config {
     pub slurm: Option<crate::slurm::SlurmSettings>,
     pub upload_limit_bytes: u64,
     pub max_body_bytes: usize,
+    /// The API's and the embedded object store's connections: a request head must arrive
+    /// within it, and an idle connection is closed after it (`infrastructure::http_connections`).
+    pub http_header_read_timeout: Duration,
     pub login_max_failures: i64,
     /// Failed logins from one client address (any e-mail) within the window.
     pub login_max_failures_per_address: i64,
@@ -186,6 +189,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest dataset file accepted",
     ),
     ("MAX_BODY_BYTES", "1048576", "largest JSON request body"),
+    (
+        "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        "30",
+        "a connection (API, embedded object store) must send a whole request head within it; an idle one is closed after it",
+    ),
     (
         "LOGIN_MAX_FAILURES",
         "5",
@@ -402,6 +410,16 @@ impl Config {
             cluster_api_key: lookup("CLUSTER_API_KEY"),
             upload_limit_bytes: parse(&lookup, "UPLOAD_LIMIT_BYTES", DEFAULT_UPLOAD_LIMIT_BYTES)?,
             max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
+            http_header_read_timeout: match parse(&lookup, "HTTP_HEADER_READ_TIMEOUT_SECONDS", 30)?
+            {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        name: "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+                        message: "must be at least 1".into(),
+                    })
+                }
+                seconds => Duration::from_secs(seconds),
+            },
             login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5)?,
             login_max_failures_per_address: parse(&lookup, "LOGIN_MAX_FAILURES_PER_ADDRESS", 50)?,
             rate_limits: RateLimits {

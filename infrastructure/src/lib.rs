@@ -7,6 +7,32 @@
 /// 64 KiB reads keep uploads as fast.
 pub const HTTP1_MAX_READ_BUFFER: usize = 64 * 1024;
 
+/// How an HTTP server of ours (the API, the embedded S3 store) serves a connection: HTTP/1
+/// and HTTP/2, read buffers capped at `HTTP1_MAX_READ_BUFFER`, and a timer on every
+/// connection, so a slow or silent client cannot hold a socket for ever:
+/// - HTTP/1: a request head must arrive whole within `header_read_timeout`, counted from
+///   when the server starts waiting for it: for a new connection and for each next request
+///   of a kept-alive one, so an idle connection is closed after the same time.
+/// - HTTP/2: a ping every `header_read_timeout`; a peer that does not answer within it is
+///   dropped.
+pub fn http_connections(
+    header_read_timeout: std::time::Duration,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(HTTP1_MAX_READ_BUFFER)
+        .header_read_timeout(header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_read_timeout)
+        .keep_alive_timeout(header_read_timeout);
+    builder
+}
+
 pub mod audit;
 pub mod auth;
 pub mod budget;

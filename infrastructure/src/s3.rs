@@ -14,8 +14,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
@@ -557,6 +556,7 @@ impl EmbeddedS3 {
         addr: SocketAddr,
         access_key: &str,
         secret_key: &str,
+        header_read_timeout: std::time::Duration,
     ) -> anyhow::Result<EmbeddedS3> {
         tokio::fs::create_dir_all(&root)
             .await
@@ -588,8 +588,7 @@ impl EmbeddedS3 {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         let task = tokio::spawn(async move {
-            let mut http = ConnBuilder::new(TokioExecutor::new());
-            http.http1().max_buf_size(crate::HTTP1_MAX_READ_BUFFER);
+            let http = crate::http_connections(header_read_timeout);
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;

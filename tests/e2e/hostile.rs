@@ -283,3 +283,72 @@ async fn a_thousand_streams_opened_and_dropped_leave_nothing_behind() {
     assert_eq!(status, 200);
     app.finish().await;
 }
+
+/// Whether the server closes `socket` within `within` (it reads the end of the stream, or a
+/// reset), reading and dropping whatever it answers first.
+async fn closed_within(socket: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Slow clients cannot hold sockets: on the API and on the embedded object store, a
+/// connection that sends half a request line, or idles after a request, is closed after
+/// `HTTP_HEADER_READ_TIMEOUT_SECONDS`.
+#[tokio::test]
+async fn a_client_that_sends_half_a_request_or_idles_is_disconnected_by_the_api_and_the_store() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::start_with(
+        Isolation::new(),
+        api::Roles::ALL,
+        &[("HTTP_HEADER_READ_TIMEOUT_SECONDS", "1")],
+    )
+    .await;
+    let (_, token) = app.user("ada").await;
+    let (_, registered) = app
+        .post("/api/datasets", Some(&token), registration())
+        .await;
+    let upload = reqwest::Url::parse(registered["data"]["uploadUrl"].as_str().unwrap()).unwrap();
+    let api_addr = app.base.trim_start_matches("http://").to_string();
+    let store_addr = format!(
+        "{}:{}",
+        upload.host_str().unwrap(),
+        upload.port_or_known_default().unwrap()
+    );
+    for (server, addr) in [("api", &api_addr), ("object store", &store_addr)] {
+        for half in [
+            &b"GET /api/da"[..],
+            b"GET /api/jobs/0193",
+            b"PUT /bucket/key HTTP/1.1\r\nhost: x\r\n",
+        ] {
+            let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+            socket.write_all(half).await.unwrap();
+            assert!(
+                closed_within(&mut socket, Duration::from_secs(10)).await,
+                "{server} kept a connection that sent {:?}",
+                String::from_utf8_lossy(half)
+            );
+        }
+        // A whole request is answered; the kept-alive connection then idles and is closed.
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut socket, Duration::from_secs(10)).await,
+            "{server} kept an idle connection"
+        );
+    }
+    // The service goes on.
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, 200);
+    app.finish().await;
+}

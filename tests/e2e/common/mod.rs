@@ -155,8 +155,15 @@ impl TestApp {
             .expect("service starts");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let router = service.router();
+        let header_read_timeout = service.state.config.http_header_read_timeout;
         let server = tokio::spawn(async move {
-            let _ = api::http_server::run(listener, router, std::future::pending()).await;
+            let _ = api::http_server::run(
+                listener,
+                router,
+                header_read_timeout,
+                std::future::pending(),
+            )
+            .await;
         });
         TestApp {
             iso,
