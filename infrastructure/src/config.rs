@@ -201,8 +201,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "LOGIN_MAX_FAILURES_PER_ADDRESS",
-        "50",
-        "failed logins from one client address (any e-mail) before RATE_LIMITED",
+        "20",
+        "failed logins from one client address (any e-mail, attempts in flight included) before RATE_LIMITED",
     ),
     (
         "RATE_LIMIT_WINDOW_SECONDS",
@@ -421,7 +421,7 @@ impl Config {
                 seconds => Duration::from_secs(seconds),
             },
             login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5)?,
-            login_max_failures_per_address: parse(&lookup, "LOGIN_MAX_FAILURES_PER_ADDRESS", 50)?,
+            login_max_failures_per_address: parse(&lookup, "LOGIN_MAX_FAILURES_PER_ADDRESS", 20)?,
             rate_limits: RateLimits {
                 window_secs: parse(&lookup, "RATE_LIMIT_WINDOW_SECONDS", 60)?,
                 writes_per_caller: parse(&lookup, "RATE_LIMIT_WRITES_PER_CALLER", 600)?,

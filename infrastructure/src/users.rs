@@ -152,57 +152,71 @@ impl Users {
         Ok(())
     }
 
-    pub async fn failures_since(&self, email: &str, since: DateTime<Utc>) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM login_failures WHERE email = $1 AND failed_at > $2",
-        )
-        .bind(email)
-        .bind(since)
-        .fetch_one(&self.0)
-        .await
-    }
-
-    /// Failed logins from `address` (any e-mail) after `since`.
-    pub async fn address_failures_since(
-        &self,
-        address: &str,
-        since: DateTime<Utc>,
-    ) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM login_failures WHERE address = $1 AND failed_at > $2",
-        )
-        .bind(address)
-        .bind(since)
-        .fetch_one(&self.0)
-        .await
-    }
-
-    /// Records a failure (from `address`, when known) and forgets those older than
-    /// `forget_before` for this e-mail and this address.
-    pub async fn record_failure(
+    /// Records a login attempt before its password is checked, and answers it with the
+    /// attempts inside the window (after `since`, this one included) for `email` and from
+    /// `address`. Recorded first, then counted: attempts sent at the same moment each see
+    /// the others, so a burst cannot slip past the limits while none of it has failed yet.
+    /// The caller forgets the attempt when it is refused or succeeds; a failure stays.
+    pub async fn begin_attempt(
         &self,
         email: &str,
         address: Option<&str>,
         at: DateTime<Utc>,
-        forget_before: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<LoginAttempt> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (email, address, failed_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(email)
+        .bind(address)
+        .bind(at)
+        .fetch_one(&self.0)
+        .await?;
+        let (for_email, from_address): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE email = $1), count(*) FILTER (WHERE address = $2) \
+             FROM login_failures WHERE (email = $1 OR address = $2) AND failed_at > $3",
+        )
+        .bind(email)
+        .bind(address)
+        .bind(since)
+        .fetch_one(&self.0)
+        .await?;
+        Ok(LoginAttempt {
+            id,
+            for_email,
+            from_address,
+        })
+    }
+
+    /// Forgets an attempt that was refused before its password was checked.
+    pub async fn forget_attempt(&self, id: i64) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE id = $1")
+            .bind(id)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the failures that left the window (at or before `before`) for this e-mail and
+    /// this address.
+    pub async fn forget_old_failures(
+        &self,
+        email: &str,
+        address: Option<&str>,
+        before: DateTime<Utc>,
     ) -> sqlx::Result<()> {
         sqlx::query(
             "DELETE FROM login_failures WHERE (email = $1 OR address = $2) AND failed_at <= $3",
         )
         .bind(email)
         .bind(address)
-        .bind(forget_before)
+        .bind(before)
         .execute(&self.0)
         .await?;
-        sqlx::query("INSERT INTO login_failures (email, address, failed_at) VALUES ($1, $2, $3)")
-            .bind(email)
-            .bind(address)
-            .bind(at)
-            .execute(&self.0)
-            .await?;
         Ok(())
     }
 
+    /// Forgets every failure for `email` (a successful login), this attempt's included.
     pub async fn clear_failures(&self, email: &str) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM login_failures WHERE email = $1")
             .bind(email)
@@ -210,4 +224,12 @@ impl Users {
             .await?;
         Ok(())
     }
+}
+
+/// A login attempt as recorded, with the attempts it counts against (itself included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginAttempt {
+    pub id: i64,
+    pub for_email: i64,
+    pub from_address: i64,
 }

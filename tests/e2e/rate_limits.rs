@@ -214,3 +214,73 @@ async fn failed_logins_are_throttled_per_address_as_well_as_per_email() {
     assert_eq!(status, 200, "{body}");
     app.finish().await;
 }
+
+/// A burst of failed logins over many e-mails, all sent at once from one address with the
+/// default settings: attempts count each other while in flight, so no more than the limit
+/// are answered 401 and the rest 429 with Retry-After, even before any of them has failed;
+/// once the limit is reached even the right password from that address waits.
+#[tokio::test]
+async fn a_burst_of_failed_logins_over_many_e_mails_from_one_address_is_throttled() {
+    let app = TestApp::start().await;
+    let limit = app
+        .service
+        .as_ref()
+        .unwrap()
+        .state
+        .config
+        .login_max_failures_per_address;
+    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
+    let (status, body) = app
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"email": email, "password": "correct horse", "name": "Real"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let burst = (0..limit + 10).map(|i| {
+        let request = app
+            .http
+            .post(app.url("/api/auth/login"))
+            .json(&json!({"email": format!("victim{i}@example.com"), "password": "winter2026"}));
+        async move {
+            let resp = request.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().contains_key("retry-after");
+            (status, retry_after)
+        }
+    });
+    let answers = futures::future::join_all(burst).await;
+    let refused = answers.iter().filter(|(s, _)| *s == 401).count() as i64;
+    let limited = answers.iter().filter(|(s, r)| *s == 429 && *r).count() as i64;
+    assert!(
+        refused <= limit,
+        "{refused} failures answered 401: {answers:?}"
+    );
+    assert_eq!(refused + limited, limit + 10, "{answers:?}");
+    assert!(limited >= 10, "{answers:?}");
+    // Those refused before their password was checked did not count: failures one after
+    // another take the address exactly to the limit, and no further.
+    for i in refused..limit {
+        let (status, body) = app
+            .post(
+                "/api/auth/login",
+                None,
+                json!({"email": format!("later{i}@example.com"), "password": "winter2026"}),
+            )
+            .await;
+        assert_eq!(status, 401, "failure {} of {limit}: {body}", i + 1);
+    }
+    let resp = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"email": email, "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap();
+    let headers = resp.headers().clone();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_limited(status, &headers, &body, "this address");
+    app.finish().await;
+}

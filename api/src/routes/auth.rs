@@ -199,28 +199,35 @@ async fn login(
             )
         })
     };
-    if let Some(address) = &address {
-        let failures = state
-            .users
-            .address_failures_since(address, now - window)
-            .await
-            .map_err(ApiError::internal)?;
-        throttle(
-            failures,
-            state.config.login_max_failures_per_address,
-            "from this address",
-        )?;
-    }
-    let failures = state
+    let attempt = state
         .users
-        .failures_since(&email, now - window)
+        .begin_attempt(&email, address.as_deref(), now, now - window)
         .await
         .map_err(ApiError::internal)?;
-    throttle(
-        failures,
-        state.config.login_max_failures,
-        "for this account",
-    )?;
+    // The attempts before this one, from this address (any e-mail) and for this e-mail.
+    let throttled = match &address {
+        Some(_) => throttle(
+            attempt.from_address - 1,
+            state.config.login_max_failures_per_address,
+            "from this address",
+        ),
+        None => Ok(()),
+    }
+    .and_then(|()| {
+        throttle(
+            attempt.for_email - 1,
+            state.config.login_max_failures,
+            "for this account",
+        )
+    });
+    if let Err(refused) = throttled {
+        state
+            .users
+            .forget_attempt(attempt.id)
+            .await
+            .map_err(ApiError::internal)?;
+        return Err(refused);
+    }
     let user = state
         .users
         .by_email(&email)
@@ -242,9 +249,10 @@ async fn login(
             Ok(envelope::ok(session(&state, &user)?))
         }
         _ => {
+            // The attempt stays recorded as a failure.
             state
                 .users
-                .record_failure(&email, address.as_deref(), now, now - window)
+                .forget_old_failures(&email, address.as_deref(), now - window)
                 .await
                 .map_err(ApiError::internal)?;
             Err(invalid_credentials())
