@@ -548,6 +548,8 @@ async fn visible(
 // --- Handlers --------------------------------------------------------------------------------
 
 /// Create a fine-tuning job on a `processed` file: `POST /api/jobs` with OpenAI's parameters.
+/// A file still being validated (one uploaded just before, as OpenAI's guide does it) is
+/// waited for, at most 120 s; a file that fails validation is refused (`training_file`).
 #[utoipa::path(post, path = "/v1/fine_tuning/jobs", tag = "openai", security(("bearer" = [])),
     request_body(content = CreateFineTuningJob, example = json!({"model": "smollm2-135m", "training_file": "file-0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}}}, "suffix": "support-bot", "metadata": {"gpu_type": "a100-80gb", "gpu_count": "1"}})),
     responses(
@@ -561,6 +563,7 @@ async fn create_job(
     ApiJson(body): ApiJson<CreateFineTuningJob>,
 ) -> ApiResult<Response> {
     let t = translate(&state, principal, body).await?;
+    file_settled(&state, principal, t.dataset_id).await?;
     let at = t.hyperparameters_at;
     let receipt = state
         .jobs
@@ -590,6 +593,45 @@ async fn create_job(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal("the jobs read model did not catch up"))?;
     Ok(axum::Json(view(row)?).into_response())
+}
+
+/// How long a create waits for its training file's validation to end.
+const FILE_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until the training file is no longer being validated: OpenAI's guide creates the
+/// job right after uploading its file, and a job is created on a validated file only. A
+/// missing file is left for the create to refuse; one still validating after
+/// `FILE_SETTLE_WAIT` is refused (400 `training_file`), so the request never hangs.
+async fn file_settled(
+    state: &AppState,
+    principal: infrastructure::auth::Principal,
+    dataset: DatasetId,
+) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + FILE_SETTLE_WAIT;
+    loop {
+        let row = projections::datasets::queries::find(&state.pool, viewer(principal), dataset.0)
+            .await
+            .map_err(ApiError::internal)?;
+        let validating = row.is_some_and(|r| {
+            domain::dataset::DatasetStatus::parse(&r.status)
+                == domain::dataset::DatasetStatus::Validating
+        });
+        if !validating {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::validation(
+                "training_file",
+                format!(
+                    "{} is still being validated after {} s; create the job once GET /v1/files/{} says processed",
+                    file_id(dataset.0),
+                    FILE_SETTLE_WAIT.as_secs(),
+                    file_id(dataset.0)
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// The `metadata[key]=value` pairs of a job list's query, as the JSON object the jobs must hold.
