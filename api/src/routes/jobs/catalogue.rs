@@ -31,7 +31,9 @@ pub struct PresetInfo {
     /// `conservative` | `balanced` | `aggressive` | `custom`
     pub id: String,
     pub description: String,
-    /// Every hyperparameter the preset sets (custom: the defaults overrides start from).
+    /// Every hyperparameter the preset sets (custom: the defaults overrides start from), for
+    /// a 7-70B model: a base model's `presetHyperparameters` has them for that model. A run
+    /// shorter than ten times `warmupSteps` warms up for a tenth of its steps.
     #[schema(value_type = domain::job::config::Hyperparameters)]
     pub hyperparameters: Value,
 }
@@ -69,6 +71,11 @@ pub struct BaseModelInfo {
     /// per trained token at the service's rates.
     #[schema(value_type = Option<domain::job::config::GpuConfig>)]
     pub default_gpu_config: Option<GpuConfig>,
+    /// Each preset's hyperparameters on this model (by preset id): the presets' own, with
+    /// the learning rate scaled for the model (small models need a higher rate to learn in a
+    /// few steps). What a job on the model trains with unless a field is given.
+    #[schema(value_type = BTreeMap<String, domain::job::config::Hyperparameters>)]
+    pub preset_hyperparameters: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -168,6 +175,13 @@ async fn presets(State(state): State<AppState>, _caller: AuthUser) -> ApiResult<
                     .filter_map(|(g, t)| t.map(|t| (g.as_str().to_string(), t)))
                     .collect(),
                 default_gpu_config: default_gpu_config(m, rates),
+                preset_hyperparameters: Preset::ALL
+                    .iter()
+                    .map(|p| {
+                        let h = serde_json::to_value(p.hyperparameters_for(m)).unwrap_or_default();
+                        (p.as_str().to_string(), h)
+                    })
+                    .collect(),
             })
             .collect(),
         default_base_model: DEFAULT_BASE_MODEL.to_string(),

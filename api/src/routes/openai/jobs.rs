@@ -271,7 +271,7 @@ async fn translate(
         learning_rate: hyperparameters
             .learning_rate_multiplier
             .and_then(AutoOr::value)
-            .map(|m| m * preset.hyperparameters().learning_rate),
+            .map(|m| m * preset.hyperparameters_for(base).learning_rate),
         batch_size: hyperparameters.batch_size.and_then(AutoOr::value),
         num_epochs: hyperparameters.n_epochs.and_then(AutoOr::value),
         lora_rank: metadata_number(&metadata, "lora_rank")?,
@@ -468,7 +468,10 @@ fn view(row: JobRow) -> ApiResult<FineTuningJob> {
     let preset = Preset::parse(&row.preset_id).ok_or_else(|| {
         ApiError::internal(format!("job {} has preset {}", row.id, row.preset_id))
     })?;
-    let preset_rate = preset.hyperparameters().learning_rate;
+    let preset_rate = match BaseModel::find(&row.base_model) {
+        Some(model) => preset.hyperparameters_for(model).learning_rate,
+        None => preset.hyperparameters().learning_rate,
+    };
     let hyperparameters = || HyperparametersView {
         n_epochs: h.num_epochs,
         batch_size: h.batch_size,
