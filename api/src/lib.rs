@@ -49,4 +49,46 @@ mod tests {
         );
         assert!(found.is_empty(), "SQL in the api crate: {found:?}");
     }
+
+    /// The repository holds sources, not built or downloaded things: no packages or binaries
+    /// (wheels, archives, libraries), and no file over 1 MiB but the generated OpenAPI
+    /// document. (A setuptools wheel nothing used was once checked in.)
+    #[test]
+    fn the_repository_holds_no_packages_or_large_files() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let Ok(listed) = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["ls-files", "-z"])
+            .output()
+        else {
+            return; // not a git checkout: nothing to say
+        };
+        let packaged = [
+            ".whl",
+            ".tar.gz",
+            ".tgz",
+            ".zip",
+            ".so",
+            ".dylib",
+            ".dll",
+            ".exe",
+            ".jar",
+            ".gguf",
+            ".safetensors",
+            ".bin",
+            ".pt",
+        ];
+        let mut found = Vec::new();
+        for path in listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+            let path = String::from_utf8_lossy(path).to_string();
+            let size = std::fs::metadata(root.join(&path)).map_or(0, |m| m.len());
+            if packaged.iter().any(|ext| path.ends_with(ext))
+                || (size > 1024 * 1024 && path != "openapi/openapi.json")
+            {
+                found.push(format!("{path} ({size} bytes)"));
+            }
+        }
+        assert!(found.is_empty(), "packages or large files: {found:?}");
+    }
 }
