@@ -33,6 +33,8 @@ fn strings(values: impl IntoIterator<Item = &'static str>) -> Value {
 
 /// Characters no text may hold (`domain::validation::is_refused_control`), as a regex class.
 const CONTROL: &str = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f";
+/// Every control character, line breaks and tabs included, as a regex class.
+const ANY_CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
 
 /// Text of at most `max` characters, without control characters, with at least `min` of them
 /// from the first to the last that is not white space (the domain trims, then counts).
@@ -199,7 +201,8 @@ fn constrain_schemas(doc: &mut Value) {
         schemas,
         "RegisterDatasetRequest",
         "fileName",
-        json!({"type": "string", "minLength": 1, "maxLength": MAX_FILE_NAME_LENGTH, "pattern": format!(r"^[^/\\{CONTROL}]*[^/\\\s{CONTROL}][^/\\{CONTROL}]*$")}),
+        // One line: no control character at all (`domain::validation::one_line`).
+        json!({"type": "string", "minLength": 1, "maxLength": MAX_FILE_NAME_LENGTH, "pattern": format!(r"^[^/\\{ANY_CONTROL}]*[^/\\\s{ANY_CONTROL}][^/\\{ANY_CONTROL}]*$")}),
     );
     set_property(
         schemas,
@@ -286,6 +289,24 @@ fn constrain_schemas(doc: &mut Value) {
             }
         }
     }
+    constrain_openai_create(schemas);
+    set_property(schemas, "CreateApiKeyRequest", "name", text(1, 100));
+    // Left out, a key never expires; null is refused (not a time).
+    replace_property(
+        schemas,
+        "CreateApiKeyRequest",
+        "expiresAt",
+        json!({"type": "string", "format": "date-time"}),
+    );
+    // The multipart forms take their named fields only (others are read and set aside, but
+    // none is documented), and `/v1/files` takes one purpose.
+    set_schema(schemas, "FileUpload", "additionalProperties", json!(false));
+    set_property(
+        schemas,
+        "FileUpload",
+        "purpose",
+        json!({"type": "string", "enum": ["fine-tune"]}),
+    );
     // The error codes, each with its status.
     set_property(
         schemas,
@@ -306,6 +327,159 @@ fn constrain_schemas(doc: &mut Value) {
     );
 }
 
+/// Puts `schema` in place of a property's whole schema (where merging would keep a
+/// contradicting `type`).
+fn replace_property(
+    schemas: &mut Map<String, Value>,
+    schema: &str,
+    property: &str,
+    schema_of: Value,
+) {
+    if let Some(target) = schemas
+        .get_mut(schema)
+        .and_then(|s| s.get_mut("properties"))
+        .and_then(|p| p.get_mut(property))
+    {
+        let description = target.get("description").cloned();
+        *target = schema_of;
+        if let Some(d) = description {
+            target["description"] = d;
+        }
+    }
+}
+
+/// `"auto"`, `null` or a value of `schema`.
+fn auto_or(schema: Value) -> Value {
+    json!({"oneOf": [{"type": "string", "enum": ["auto"]}, schema, {"type": "null"}]})
+}
+
+/// `POST /v1/fine_tuning/jobs`: the bounds the translation and the domain hold it to.
+fn constrain_openai_create(schemas: &mut Map<String, Value>) {
+    let h = "SupervisedHyperparameters";
+    replace_property(
+        schemas,
+        h,
+        "n_epochs",
+        auto_or(bound(&bounds::NUM_EPOCHS, true)),
+    );
+    replace_property(
+        schemas,
+        h,
+        "batch_size",
+        auto_or(bound(&bounds::BATCH_SIZE, true)),
+    );
+    // The rate is the multiplier times the preset's rate on the model, within the domain's
+    // bound: this range is within it for every model and preset (at most 3e-3 each).
+    let highest_rate = Preset::ALL
+        .iter()
+        .flat_map(|p| {
+            BASE_MODELS
+                .iter()
+                .map(|m| p.hyperparameters_for(m).learning_rate)
+        })
+        .fold(0.0_f64, f64::max);
+    replace_property(
+        schemas,
+        h,
+        "learning_rate_multiplier",
+        auto_or(json!({"type": "number", "minimum": 0.000001,
+                       "maximum": (bounds::LEARNING_RATE.max / highest_rate).floor()})),
+    );
+    if let Some(Value::Object(method)) = schemas.get_mut("Method") {
+        let description = method.get("description").cloned();
+        *method = json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["supervised"]},
+                "supervised": {"oneOf": [{"$ref": "#/components/schemas/SupervisedMethod"}, {"type": "null"}]},
+            },
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        if let Some(d) = description {
+            method.insert("description".into(), d);
+        }
+    }
+    let c = "CreateFineTuningJob";
+    set_property(
+        schemas,
+        c,
+        "model",
+        json!({"type": "string", "minLength": 1}),
+    );
+    set_property(
+        schemas,
+        c,
+        "training_file",
+        json!({"type": "string", "pattern": format!("^file-{UUID}$")}),
+    );
+    replace_property(schemas, c, "validation_file", json!({"type": "null"}));
+    replace_property(
+        schemas,
+        c,
+        "integrations",
+        json!({"type": ["array", "null"], "maxItems": 0}),
+    );
+    set_property(
+        schemas,
+        c,
+        "suffix",
+        json!({"type": "string", "pattern": format!("^[A-Za-z0-9_-]{{1,{}}}$", domain::job::labels::MAX_SUFFIX_CHARS)}),
+    );
+    set_property(
+        schemas,
+        c,
+        "seed",
+        json!({"type": "integer", "minimum": 0, "maximum": domain::job::config::MAX_SEED}),
+    );
+    let value = format!(
+        "^[^{CONTROL}]{{0,{}}}$",
+        domain::job::labels::MAX_METADATA_VALUE_CHARS
+    );
+    replace_property(
+        schemas,
+        c,
+        "metadata",
+        json!({
+            "type": ["object", "null"],
+            "maxProperties": domain::job::labels::MAX_METADATA_PAIRS,
+            "propertyNames": {"type": "string", "pattern": format!("^[^{CONTROL}]{{1,{}}}$", domain::job::labels::MAX_METADATA_KEY_CHARS)},
+            "additionalProperties": {"type": "string", "pattern": value},
+            "properties": {
+                "preset": {"type": "string", "enum": ["conservative", "balanced", "aggressive"]},
+                "gpu_type": {"type": "string", "enum": strings(GpuType::ALL.iter().map(|g| g.as_str()))},
+                "gpu_count": {"type": "string", "enum": GPU_COUNTS.iter().map(|n| n.to_string()).collect::<Vec<_>>()},
+                "lora_rank": {"type": "string", "pattern": "^([1-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-6])$"},
+            },
+        }),
+    );
+    // The hyperparameters once: top-level (deprecated) or under the method, not both.
+    set_schema(
+        schemas,
+        c,
+        "not",
+        json!({
+            "type": "object",
+            "required": ["hyperparameters", "method"],
+            "properties": {
+                "hyperparameters": {"type": "object"},
+                "method": {
+                    "type": "object",
+                    "required": ["supervised"],
+                    "properties": {"supervised": {
+                        "type": "object",
+                        "required": ["hyperparameters"],
+                        "properties": {"hyperparameters": {"type": "object"}},
+                    }},
+                },
+            },
+        }),
+    );
+}
+
 /// Every operation of the document.
 pub(crate) fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
     doc.get_mut("paths")
@@ -316,8 +490,21 @@ pub(crate) fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
         .flat_map(|item| item.values_mut())
 }
 
+/// An id behind its `/v1` prefix (`file-`, `ftjob-`, `ftevent-`).
+const UUID: &str = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+
 fn constrain_parameters(doc: &mut Value) {
-    for op in operations(doc) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let ops = paths.iter_mut().flat_map(|(path, item)| {
+        let path = path.clone();
+        item.as_object_mut()
+            .into_iter()
+            .flat_map(|item| item.values_mut())
+            .map(move |op| (path.clone(), op))
+    });
+    for (path, op) in ops {
         let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
             continue;
         };
@@ -345,6 +532,23 @@ fn constrain_parameters(doc: &mut Value) {
                 }
                 (Some("search"), Some("query")) => {
                     json!({"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"})
+                }
+                // `/v1` cursors: the id of the last item of the previous page.
+                (Some("after"), Some("query")) => {
+                    let pattern = if path.ends_with("/events") {
+                        format!("^ftevent-{UUID}$")
+                    } else if path.ends_with("/checkpoints") {
+                        // The job's id, then the cluster's name of the checkpoint.
+                        format!("^ftckpt-{UUID}-[^{CONTROL}]+$")
+                    } else if path.starts_with("/v1/files") {
+                        format!("^file-{UUID}$")
+                    } else {
+                        format!("^ftjob-{UUID}$")
+                    };
+                    json!({"type": "string", "pattern": pattern})
+                }
+                (Some("checkpointId"), Some("query")) => {
+                    json!({"type": "string", "minLength": 1})
                 }
                 (Some("Last-Event-ID"), Some("header")) => {
                     // An id this stream sent; an empty header is no id at all.
@@ -478,6 +682,7 @@ fn describe_upload(doc: &mut Value) {
         content["multipart/form-data"]["schema"] = json!({
             "type": "object",
             "required": ["file"],
+            "additionalProperties": false,
             "properties": {"file": {"type": "string", "format": "binary"}}
         });
     }

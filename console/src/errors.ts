@@ -24,7 +24,7 @@ export const ERROR_SENTENCES: Record<string, string> = {
   DATASET_NOT_UPLOADING: "The dataset is no longer waiting for its file.",
   DATASET_IN_USE: "A training job still uses this dataset.",
   UPLOAD_NOT_FOUND: "Storage holds no file for this dataset yet. Upload it first.",
-  UPLOAD_SIZE_MISMATCH: "The stored file's size differs from the size declared.",
+  UPLOAD_SIZE_MISMATCH: "The file's size differs from the size declared for it.",
   JOB_NOT_CANCELLABLE: "This job has already ended and cannot be cancelled.",
   MODEL_DEPLOYED: "The model is deployed; undeploy it first.",
   MODEL_ARCHIVED: "The model is archived; restore it first.",

@@ -1,7 +1,7 @@
 """Gives the contract test real resources to follow links to: a ready dataset, a completed
 job with its model, and the notifications they raised (standard library only).
 
-    python3 tests/contract/seed.py BASE_URL TOKEN
+    python3 tests/contract/seed.py BASE_URL TOKEN      # prints the dataset's /v1 file id
 """
 
 import json
@@ -67,3 +67,5 @@ wait(
     lambda s: s in ("completed", "failed", "cancelled"),
 )
 print(f"seed: dataset {dataset}, job {job} ready", file=sys.stderr)
+# The training file /v1's job creation is tried on (schemathesis.toml reads it).
+print(f"file-{dataset}")

@@ -114,13 +114,13 @@ async fn an_oversized_upload_is_refused_mid_stream_and_leaves_nothing() {
     let (_, token) = app.user("ada").await;
     let objects = app.service.as_ref().unwrap().state.objects.clone();
 
-    // Declared 10 MiB (past one 8 MiB part), sent 64 MiB: 413 once 10 MiB have passed.
+    // Declared 10 MiB (past one 8 MiB part), sent 64 MiB: refused once 10 MiB have passed.
     let declared = 10 * 1024 * 1024;
     let (id, key) = register(&app, &token, declared).await;
     match upload(&app, &token, &id, generated(64 * 1024 * 1024)).await {
         Ok((status, body)) => {
-            assert_eq!(status, 413, "{body}");
-            assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+            assert_eq!(status, 409, "{body}");
+            assert_eq!(body["error"]["code"], "UPLOAD_SIZE_MISMATCH");
             assert_eq!(body["error"]["field"], "fileSize");
         }
         // The server may close the connection before the client reads the answer.
@@ -184,7 +184,7 @@ async fn with_signed_payloads_a_file_goes_in_parts_and_a_refused_one_leaves_noth
     let declared = 20 * 1024 * 1024;
     let (id, key) = register(&app, &token, declared).await;
     match upload(&app, &token, &id, generated(64 * 1024 * 1024)).await {
-        Ok((status, body)) => assert_eq!(status, 413, "{body}"),
+        Ok((status, body)) => assert_eq!(status, 409, "{body}"),
         Err(err) => eprintln!("the client saw the refusal as: {err}"),
     }
     assert_eq!(objects.size_of(&key).await.unwrap(), None, "nothing stored");

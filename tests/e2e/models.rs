@@ -181,14 +181,20 @@ async fn a_model_through_its_whole_api() {
     if checkpoints.len() > 1 {
         assert_eq!(seen.len(), 2, "each checkpoint has its own weights");
     }
+    // Without a checkpointId: the newest checkpoint.
     let (status, body) = app
         .get(
             &format!("{base}/download?artifact=checkpoint"),
             Some(&token),
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["field"], "checkpointId");
+    assert_eq!(status, 200, "{body}");
+    billed += 1;
+    assert_eq!(
+        body["data"]["sha256"],
+        checkpoints.last().unwrap()["checksum"],
+        "{body}"
+    );
     let (status, body) = app
         .get(
             &format!("{base}/download?artifact=checkpoint&checkpointId=nope"),

@@ -47,9 +47,11 @@ def test_bad_requests_name_their_parameter_and_create_nothing(account):
         body = {"model": "llama-3-8b", "training_file": file.id} | overrides
         return lambda: client.fine_tuning.jobs.create(**body)
 
+    # A file that does not exist, or is another user's, is not found (as in /api).
+    for missing in ("file-00000000-0000-0000-0000-000000000000", bobs.id):
+        error = refused(create(training_file=missing), openai.NotFoundError)
+        assert error.param == "training_file", error.body
     cases = [
-        (create(training_file="file-00000000-0000-0000-0000-000000000000"), "training_file"),
-        (create(training_file=bobs.id), "training_file"),
         (create(training_file=invalid.id), "training_file"),
         (create(training_file=pending), "training_file"),
         (create(model="gpt-4o-mini"), "model"),

@@ -366,8 +366,8 @@ pub(crate) async fn confirm(
 /// that cannot reach object storage: the body is either the raw file
 /// (`curl --data-binary @chats.jsonl`) or `multipart/form-data` with a `file` field
 /// (`curl -F file=@chats.jsonl`). It streams to storage (multipart above 8 MiB) without being
-/// held in memory; passing the declared `fileSize` stops it at once with 413 and leaves nothing
-/// stored. On success the upload is confirmed as by `POST /api/datasets/{id}/confirm`.
+/// held in memory; passing the declared `fileSize` stops it at once with 409
+/// `UPLOAD_SIZE_MISMATCH` (as a shorter body answers) and leaves nothing stored. On success the upload is confirmed as by `POST /api/datasets/{id}/confirm`.
 #[utoipa::path(post, path = "/api/datasets/{id}/upload", tag = "datasets", security(("bearer" = [])),
     params(("id" = String, Path, description = "Dataset id (UUID)")),
     request_body(description = "The JSONL file: the raw bytes, or multipart/form-data with a `file` field",
@@ -381,8 +381,8 @@ pub(crate) async fn confirm(
         (status = 400, description = "`VALIDATION_ERROR` (field `file`: no file in the form) or `UPLOAD_INTERRUPTED` (the body broke off)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
         (status = 404, description = "`DATASET_NOT_FOUND` (also for another user's dataset)", body = ErrorEnvelope),
-        (status = 409, description = "`DATASET_NOT_UPLOADING`: the file was already received; `UPLOAD_SIZE_MISMATCH` (field `fileSize`): the body was shorter than the declared `fileSize`", body = ErrorEnvelope),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE` (field `fileSize`): the body passed the declared `fileSize`; nothing was stored", body = ErrorEnvelope),
+        (status = 409, description = "`DATASET_NOT_UPLOADING`: the file was already received; `UPLOAD_SIZE_MISMATCH` (field `fileSize`): the body was shorter or longer than the declared `fileSize` (a longer one is cut off as it passes it); nothing was stored", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: a form field other than the file passed 4 KiB", body = ErrorEnvelope),
     ))]
 async fn upload_file(
     State(state): State<AppState>,
@@ -461,9 +461,11 @@ async fn upload_file(
 /// What a failed streamed upload answers; nothing was stored in any case.
 pub(crate) fn put_error(err: PutStreamError) -> ApiError {
     match err {
+        // Longer or shorter, the body does not match what the dataset declared: the same
+        // answer both ways (the longer one is cut off the moment it passes the size).
         PutStreamError::TooLarge { limit } => {
-            let mut e = ApiError::new(
-                ErrorCode::PayloadTooLarge,
+            let mut e = ApiError::conflict(
+                ErrorCode::UploadSizeMismatch,
                 format!(
                     "the upload passed the declared fileSize of {limit} bytes; nothing was stored"
                 ),

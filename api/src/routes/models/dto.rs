@@ -22,7 +22,7 @@ pub enum ArtifactChoice {
     AdapterConfig,
     #[serde(rename = "tokenizer")]
     Tokenizer,
-    /// The adapter saved at the checkpoint `checkpointId`.
+    /// The adapter saved at the checkpoint `checkpointId` (the newest without one).
     #[serde(rename = "checkpoint")]
     Checkpoint,
 }
@@ -32,10 +32,11 @@ pub enum ArtifactChoice {
 pub struct DownloadParams {
     /// `adapter-model` (default) | `adapter-config` | `tokenizer` | `all` (one ZIP archive of
     /// the model's files, built on first request and stored) | `checkpoint` (the adapter
-    /// saved at `checkpointId`, one of `artifacts.checkpoints[].id`)
+    /// saved at `checkpointId`, one of `artifacts.checkpoints[].id`; the newest without one)
     #[param(inline)]
     pub artifact: Option<ArtifactChoice>,
-    /// With `artifact=checkpoint`: which checkpoint.
+    /// With `artifact=checkpoint`: which checkpoint (default the newest); other artifacts
+    /// ignore it.
     #[serde(rename = "checkpointId")]
     #[param(rename = "checkpointId")]
     pub checkpoint_id: Option<String>,

@@ -177,25 +177,23 @@ async fn archive(
     Ok(archive)
 }
 
-/// The stored adapter of one of the model's checkpoints.
+/// The stored adapter of one of the model's checkpoints: `checkpoint_id`'s, or the newest
+/// (the last of the job's) when none is named.
 async fn checkpoint_file(
     state: &AppState,
     row: &ModelRow,
     checkpoint_id: Option<String>,
 ) -> ApiResult<ModelArtifact> {
-    let Some(wanted) = checkpoint_id.filter(|id| !id.is_empty()) else {
-        return Err(ApiError::validation(
-            "checkpointId",
-            "artifact=checkpoint names the checkpoint: one of artifacts.checkpoints[].id",
-        ));
-    };
     let checkpoints = projections::jobs::queries::stored_checkpoints(&state.pool, &[row.job_id])
         .await
         .map_err(ApiError::internal)?;
-    checkpoints
-        .iter()
-        .filter_map(CheckpointArtifact::of)
-        .find(|c| c.id == wanted)
+    let mut stored = checkpoints.iter().filter_map(CheckpointArtifact::of);
+    let wanted = checkpoint_id;
+    let found = match &wanted {
+        Some(wanted) => stored.find(|c| &c.id == wanted),
+        None => stored.next_back(),
+    };
+    found
         .map(|c| ModelArtifact {
             name: c.file_name,
             s3_key: c.s3_key,
@@ -203,9 +201,10 @@ async fn checkpoint_file(
             sha256: c.checksum,
         })
         .ok_or_else(|| {
+            let which = wanted.map_or_else(String::new, |w| format!(" {w:?}"));
             ApiError::not_found(
                 ErrorCode::ArtifactNotFound,
-                format!("model {} has no stored checkpoint {wanted:?}", row.id),
+                format!("model {} has no stored checkpoint{which}", row.id),
             )
         })
 }
@@ -249,6 +248,12 @@ async fn download_model(
     ApiQuery(params): ApiQuery<DownloadParams>,
 ) -> ApiResult<Response> {
     let model_id = parse_model_id(&id)?;
+    if params.checkpoint_id.as_deref() == Some("") {
+        return Err(ApiError::validation(
+            "checkpointId",
+            "checkpointId names one of artifacts.checkpoints[].id (leave it out for the newest)",
+        ));
+    }
     let row = find(&state, principal, model_id)
         .await?
         .ok_or_else(|| model_not_found(&id))?;

@@ -557,8 +557,9 @@ async fn visible(
     request_body(content = CreateFineTuningJob, example = json!({"model": "smollm2-135m", "training_file": "file-0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10", "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}}}, "suffix": "support-bot", "metadata": {"gpu_type": "a100-80gb", "gpu_count": "1"}})),
     responses(
         (status = 200, description = "Created, `queued`", body = FineTuningJob),
-        (status = 400, description = "`param` names the parameter: `model`, `training_file` (unknown, another user's, not processed or not training-ready), `hyperparameters.n_epochs` (or under `method.supervised.hyperparameters`), `suffix`, `seed`, `metadata.gpu_type`, ...", body = OpenAiErrorBody),
+        (status = 400, description = "`param` names the parameter: `model`, `training_file` (not processed or not training-ready), `hyperparameters.n_epochs` (or under `method.supervised.hyperparameters`), `suffix`, `seed`, `metadata.gpu_type`, ...", body = OpenAiErrorBody),
         (status = 401, description = "No valid API key or token", body = OpenAiErrorBody),
+        (status = 404, description = "`param` `training_file`: no such file (also another user's)", body = OpenAiErrorBody),
     ))]
 async fn create_job(
     State(state): State<AppState>,
@@ -583,8 +584,9 @@ async fn create_job(
         .await
         .map_err(|e| {
             let mut err = job_error(e, at);
-            // A file that is missing or not ready is a bad parameter here, not a conflict.
-            if err.body.field.as_deref() == Some("training_file") {
+            // A file that is not ready is a bad parameter here, not a conflict; a file that
+            // does not exist (or is another user's) is not found, as in /api.
+            if err.body.code == ErrorCode::DatasetNotReady.as_str() {
                 err.status = axum::http::StatusCode::BAD_REQUEST;
             }
             err
@@ -912,7 +914,7 @@ pub struct FineTuningCheckpoint {
         (status = 200, description = "A page of checkpoints", body = OpenAiList<FineTuningCheckpoint>),
         (status = 400, description = "`param` `after` or `limit`", body = OpenAiErrorBody),
         (status = 401, description = "No valid API key or token", body = OpenAiErrorBody),
-        (status = 404, description = "No such job (also another user's)", body = OpenAiErrorBody),
+        (status = 404, description = "No such job (also another user's), or `param` `after` names no checkpoint of it", body = OpenAiErrorBody),
     ))]
 async fn job_checkpoints(
     State(state): State<AppState>,
@@ -932,7 +934,13 @@ async fn job_checkpoints(
             .iter()
             .position(|c| checkpoint_id(&c.checkpoint_id) == *after)
             .ok_or_else(|| {
-                ApiError::validation("after", format!("{after} is not a checkpoint of this job"))
+                with_param(
+                    ApiError::not_found(
+                        ErrorCode::NotFound,
+                        format!("{after} is not a checkpoint of this job"),
+                    ),
+                    "after",
+                )
             })?;
         checkpoints.drain(..=at);
     }
