@@ -551,8 +551,9 @@ fn constrain_parameters(doc: &mut Value) {
                     json!({"type": "string", "minLength": 1})
                 }
                 (Some("Last-Event-ID"), Some("header")) => {
-                    // An id this stream sent; an empty header is no id at all.
-                    json!({"type": "string", "pattern": r"^([0-9]+\.[0-9]+)?$"})
+                    // An id this stream sent, two 64-bit signed numbers (18 digits always
+                    // fit); an empty header is no id at all.
+                    json!({"type": "string", "pattern": r"^([0-9]{1,18}\.[0-9]{1,18})?$"})
                 }
                 _ => continue,
             };
