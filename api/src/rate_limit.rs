@@ -119,14 +119,48 @@ fn address_of(
 ) -> Option<IpAddr> {
     let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     if trust_forwarded_for {
+        // The right-most entry is the one the trusted proxy appended (the address it saw);
+        // anything left of it is whatever the client chose to send.
         let forwarded = headers
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;
         }
     }
     peer.map(|p| p.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_forwarded(values: &[&str]) -> (HeaderMap, Extensions) {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", v.parse().unwrap());
+        }
+        let mut extensions = Extensions::new();
+        extensions.insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 443))));
+        (headers, extensions)
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_address_it_appended_counts_not_the_clients_first_entry() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (h, e) = with_forwarded(&["6.6.6.6, 203.0.113.50"]);
+        assert_eq!(address_of(&h, &e, true), Some(ip("203.0.113.50")));
+        // A header the client sent, then the proxy's own.
+        let (h, e) = with_forwarded(&["6.6.6.6", "198.51.100.7"]);
+        assert_eq!(address_of(&h, &e, true), Some(ip("198.51.100.7")));
+        // Not trusted, or nothing usable: the connection's peer.
+        let (h, e) = with_forwarded(&["6.6.6.6, 203.0.113.50"]);
+        assert_eq!(address_of(&h, &e, false), Some(ip("10.0.0.1")));
+        let (h, e) = with_forwarded(&["not an address"]);
+        assert_eq!(address_of(&h, &e, true), Some(ip("10.0.0.1")));
+    }
 }

@@ -58,8 +58,8 @@ pub struct Config {
     pub login_max_failures_per_address: i64,
     pub login_window: Duration,
     pub rate_limits: RateLimits,
-    /// Take the client's address from the first `X-Forwarded-For` entry (behind a proxy that
-    /// sets it); otherwise the connection's peer address.
+    /// Take the client's address from the right-most `X-Forwarded-For` entry (the one a
+    /// trusted proxy appended); otherwise the connection's peer address.
     pub trust_forwarded_for: bool,
     pub purge_after: Duration,
     pub purge_interval: Duration,
@@ -93,6 +93,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
     #[error("BRIGHTRUN_ENV=production requires JWT_SECRET (at least 32 characters, not the development default)")]
     DevelopmentSecretInProduction,
+    #[error("BRIGHTRUN_ADDR={addr} is reachable from other machines: set JWT_SECRET (at least 32 characters, not the development default), or listen on 127.0.0.1")]
+    DevelopmentSecretOffLoopback { addr: SocketAddr },
 }
 
 /// Every variable, its default and what it does: printed by `brightrun --help`.
@@ -232,7 +234,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "TRUST_FORWARDED_FOR",
         "false",
-        "true behind a proxy that sets X-Forwarded-For: limits count its first address",
+        "true behind one proxy that appends to X-Forwarded-For: limits count its last (right-most) address, the one the proxy saw",
     ),
     (
         "LOGIN_WINDOW_SECONDS",
@@ -363,6 +365,16 @@ impl Config {
             }
             (None, Environment::Development) => DEVELOPMENT_JWT_SECRET.to_string(),
         };
+        let addr = parse(
+            &lookup,
+            "BRIGHTRUN_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
+        // The development secret is published: whoever can reach the server can mint its
+        // tokens. Off this machine it needs a secret of its own, whatever the environment.
+        if jwt_secret == DEVELOPMENT_JWT_SECRET && !addr.ip().is_loopback() {
+            return Err(ConfigError::DevelopmentSecretOffLoopback { addr });
+        }
         let data_dir = PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data"));
         let rates = rates(&lookup)?;
         let slurm = match lookup("CLUSTER_BACKEND").as_deref() {
@@ -386,11 +398,7 @@ impl Config {
             nats_url: text("NATS_URL", "nats://127.0.0.1:4222"),
             nats_stream: text("NATS_STREAM", "BRIGHTRUN_EVENTS"),
             nats_subject_prefix: text("NATS_SUBJECT_PREFIX", "brightrun"),
-            addr: parse(
-                &lookup,
-                "BRIGHTRUN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
-            )?,
+            addr,
             data_dir,
             environment,
             jwt_secret,
@@ -683,6 +691,26 @@ mod tests {
             })
         ));
         assert!(with(&[("RATE_A100_40GB_GPU_HOUR", "cheap")]).is_err());
+    }
+
+    #[test]
+    fn the_development_secret_is_refused_on_an_address_other_machines_reach() {
+        for addr in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
+            assert!(
+                matches!(
+                    with(&[("BRIGHTRUN_ADDR", addr)]),
+                    Err(ConfigError::DevelopmentSecretOffLoopback { .. })
+                ),
+                "{addr}"
+            );
+            assert!(
+                with(&[("BRIGHTRUN_ADDR", addr), ("JWT_SECRET", &"s".repeat(32))]).is_ok(),
+                "{addr} with a secret of its own"
+            );
+        }
+        for addr in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert!(with(&[("BRIGHTRUN_ADDR", addr)]).is_ok(), "{addr}");
+        }
     }
 
     #[test]

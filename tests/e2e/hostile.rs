@@ -352,3 +352,24 @@ async fn a_client_that_sends_half_a_request_or_idles_is_disconnected_by_the_api_
     assert_eq!(status, 200);
     app.finish().await;
 }
+
+/// The development JWT secret is published: `serve` refuses it on an address other machines
+/// reach, and says what to do.
+#[tokio::test]
+async fn serve_refuses_the_development_secret_on_an_address_other_machines_reach() {
+    let iso = Isolation::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brightrun"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", iso.database_url())
+        .env("BRIGHTRUN_DATA_DIR", iso.data_dir())
+        .env("BRIGHTRUN_ADDR", "0.0.0.0:0")
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("JWT_SECRET"), "{said}");
+    assert!(said.contains("0.0.0.0"), "{said}");
+    iso.cleanup().await;
+}

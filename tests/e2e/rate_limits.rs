@@ -284,3 +284,29 @@ async fn a_burst_of_failed_logins_over_many_e_mails_from_one_address_is_throttle
     assert_limited(status, &headers, &body, "this address");
     app.finish().await;
 }
+
+/// Behind the trusted proxy, a client that makes up the first `X-Forwarded-For` entries of
+/// each request is still counted as the address the proxy appended.
+#[tokio::test]
+async fn made_up_forwarded_addresses_do_not_escape_the_per_address_throttle() {
+    let vars = [
+        ("TRUST_FORWARDED_FOR", "true"),
+        ("LOGIN_MAX_FAILURES_PER_ADDRESS", "3"),
+    ];
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        let (status, _, body) = post_from(
+            &app,
+            "/api/auth/login",
+            None,
+            &format!("192.0.2.{i}, 203.0.113.70"),
+            json!({"email": format!("victim{i}@example.com"), "password": "winter2026"}),
+        )
+        .await;
+        answers.push((status, body));
+    }
+    assert!(answers[..3].iter().all(|(s, _)| *s == 401), "{answers:?}");
+    assert_eq!(answers[3].0, 429, "{answers:?}");
+    app.finish().await;
+}
