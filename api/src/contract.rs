@@ -174,6 +174,12 @@ fn constrain_schemas(doc: &mut Value) {
         json!({"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH}),
     );
     set_property(schemas, "SignupRequest", "name", text(2, 100));
+    set_property(
+        schemas,
+        "LoginRequest",
+        "password",
+        json!({"type": "string", "maxLength": MAX_PASSWORD_LENGTH}),
+    );
     set_property(schemas, "SignupRequest", "organization", text(0, 200));
     set_property(
         schemas,

@@ -32,14 +32,41 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
             counted.push((format!("{}:address:{address}", class.as_str()), per_address));
         }
     }
-    if counted.is_empty() {
-        return next.run(req).await;
+    if let Some(refused) = count(&state, &counted, class.as_str()).await {
+        return refused.into_response();
     }
+    next.run(req).await
+}
+
+/// Counts a login against its e-mail and its client address, whatever its outcome (each
+/// costs a password hash): one too many is 429 before anything is checked.
+pub async fn count_login(
+    state: &AppState,
+    email: &str,
+    address: Option<IpAddr>,
+) -> Result<(), ApiError> {
+    let (per_email, per_address) = state.config.rate_limits.logins();
+    let mut counted = Vec::with_capacity(2);
+    if per_email.limit > 0 {
+        counted.push((format!("login:email:{email}"), per_email));
+    }
+    if let (Some(address), true) = (address, per_address.limit > 0) {
+        counted.push((format!("login:address:{address}"), per_address));
+    }
+    match count(state, &counted, "login").await {
+        Some(refused) => Err(refused),
+        None => Ok(()),
+    }
+}
+
+/// Counts one request against each key in the current window: the refusal of the first
+/// key past its limit, if any. Unreachable counters refuse nothing (the request answers for
+/// itself if the database is down) rather than failing for want of a count.
+async fn count(state: &AppState, counted: &[(String, RateLimit)], what: &str) -> Option<ApiError> {
+    let first = counted.first()?;
     let now = state.clock.now().timestamp();
-    let (start, _) = counted[0].1.window(now);
-    let Some(window_start) = Utc.timestamp_opt(start, 0).single() else {
-        return next.run(req).await;
-    };
+    let (start, _) = first.1.window(now);
+    let window_start = Utc.timestamp_opt(start, 0).single()?;
     let keys: Vec<String> = counted.iter().map(|(k, _)| k.clone()).collect();
     match infrastructure::rate_limits::hit(&state.pool, &keys, window_start).await {
         Ok(hits) => {
@@ -47,29 +74,27 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
                 if let Err(retry_after) = rule.check(hits, now) {
                     let whom = if key.contains(":address:") {
                         "this address"
+                    } else if key.contains(":email:") {
+                        "this e-mail"
                     } else {
                         "this caller"
                     };
-                    return ApiError::rate_limited(
+                    return Some(ApiError::rate_limited(
                         format!(
-                            "too many {} requests from {whom}: at most {} per {} s; retry after {retry_after} s",
-                            class.as_str(),
-                            rule.limit,
-                            rule.window_secs
+                            "too many {what} requests from {whom}: at most {} per {} s; retry after {retry_after} s",
+                            rule.limit, rule.window_secs
                         ),
                         retry_after,
-                    )
-                    .into_response();
+                    ));
                 }
             }
+            None
         }
-        // The counters are unreachable: the request goes on (it answers for itself if the
-        // database is down) rather than failing for want of a count.
         Err(err) => {
-            tracing::warn!(error = %err, "cannot count the request against its rate limits")
+            tracing::warn!(error = %err, "cannot count the request against its rate limits");
+            None
         }
     }
-    next.run(req).await
 }
 
 /// Who is calling, for counting only: the user of a valid token, or the id an API key names
@@ -87,7 +112,7 @@ fn caller_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
         .map(|p| format!("user:{}", p.user_id.0))
 }
 
-/// The client's address: the connection's peer, or behind a trusted proxy the first
+/// The client's address: the connection's peer, or behind a trusted proxy the right-most
 /// `X-Forwarded-For` entry.
 pub fn client_address(req: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
     address_of(req.headers(), req.extensions(), trust_forwarded_for)

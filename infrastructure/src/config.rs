@@ -232,6 +232,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "the same, per client address per window",
     ),
     (
+        "RATE_LIMIT_LOGINS_PER_EMAIL",
+        "10",
+        "logins per e-mail per window, whatever their outcome (each costs a password hash)",
+    ),
+    (
+        "RATE_LIMIT_LOGINS_PER_ADDRESS",
+        "60",
+        "the same, per client address per window",
+    ),
+    (
         "TRUST_FORWARDED_FOR",
         "false",
         "true behind one proxy that appends to X-Forwarded-For: limits count its last (right-most) address, the one the proxy saw",
@@ -318,6 +328,9 @@ pub struct RateLimits {
     pub writes_per_address: u32,
     pub expensive_per_caller: u32,
     pub expensive_per_address: u32,
+    /// Logins (any outcome: each costs a password hash) per e-mail and per client address.
+    pub logins_per_email: u32,
+    pub logins_per_address: u32,
 }
 
 impl RateLimits {
@@ -333,6 +346,15 @@ impl RateLimits {
             window_secs: self.window_secs,
         };
         (rule(caller), rule(address))
+    }
+
+    /// The limits on logins: (per e-mail, per address).
+    pub fn logins(&self) -> (RateLimit, RateLimit) {
+        let rule = |limit| RateLimit {
+            limit,
+            window_secs: self.window_secs,
+        };
+        (rule(self.logins_per_email), rule(self.logins_per_address))
     }
 }
 
@@ -436,6 +458,8 @@ impl Config {
                 writes_per_address: parse(&lookup, "RATE_LIMIT_WRITES_PER_ADDRESS", 3000)?,
                 expensive_per_caller: parse(&lookup, "RATE_LIMIT_EXPENSIVE_PER_CALLER", 120)?,
                 expensive_per_address: parse(&lookup, "RATE_LIMIT_EXPENSIVE_PER_ADDRESS", 600)?,
+                logins_per_email: parse(&lookup, "RATE_LIMIT_LOGINS_PER_EMAIL", 10)?,
+                logins_per_address: parse(&lookup, "RATE_LIMIT_LOGINS_PER_ADDRESS", 60)?,
             },
             trust_forwarded_for: parse(&lookup, "TRUST_FORWARDED_FOR", false)?,
             login_window: Duration::from_secs(parse(&lookup, "LOGIN_WINDOW_SECONDS", 900)?),

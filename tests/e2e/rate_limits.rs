@@ -310,3 +310,65 @@ async fn made_up_forwarded_addresses_do_not_escape_the_per_address_throttle() {
     assert_eq!(answers[3].0, 429, "{answers:?}");
     app.finish().await;
 }
+
+/// Every login costs a password hash, so logins are counted whatever their outcome: per
+/// e-mail and per address in the rate-limit window. A password longer than sign-up allows is
+/// refused before it is hashed.
+#[tokio::test]
+async fn logins_are_limited_whatever_their_outcome_and_an_overlong_password_is_refused() {
+    let vars = [
+        WINDOW,
+        ("TRUST_FORWARDED_FOR", "true"),
+        ("RATE_LIMIT_LOGINS_PER_EMAIL", "3"),
+        ("RATE_LIMIT_LOGINS_PER_ADDRESS", "4"),
+    ];
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
+    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
+    let (status, body) = app
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"email": email, "password": "correct horse", "name": "Real"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let login = |address: &'static str, email: String| {
+        let app = &app;
+        async move {
+            post_from(
+                app,
+                "/api/auth/login",
+                None,
+                address,
+                json!({"email": email, "password": "correct horse"}),
+            )
+            .await
+        }
+    };
+    // Three good logins for the e-mail, each from its own address: the fourth waits.
+    for address in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let (status, _, body) = login(address, email.clone()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, headers, body) = login("198.51.100.4", email.clone()).await;
+    assert_limited(status, &headers, &body, "this e-mail");
+    // Four logins from one address, over other e-mails: the fifth waits.
+    for i in 0..4 {
+        let (status, _, body) = login("198.51.100.9", format!("other{i}@example.com")).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, headers, body) = login("198.51.100.9", "other9@example.com".into()).await;
+    assert_limited(status, &headers, &body, "this address");
+
+    let (status, _, body) = post_from(
+        &app,
+        "/api/auth/login",
+        None,
+        "198.51.100.20",
+        json!({"email": "x@example.com", "password": "p".repeat(257)}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "password");
+    app.finish().await;
+}
