@@ -142,6 +142,21 @@ impl Service {
         router(self.state.clone())
     }
 
+    /// Serves this service's router on `listener` until `shutdown`, each connection with the
+    /// configured timer (`http_server::run`). Owns what it needs, so it can be spawned.
+    pub fn serve_http(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+        crate::http_server::run(
+            listener,
+            self.router(),
+            self.state.config.http_header_read_timeout,
+            shutdown,
+        )
+    }
+
     /// Stops the background roles and waits for them (their locks are released).
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -442,18 +457,11 @@ async fn forget_rate_limit_windows(
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     tracing::info!(config = ?config, ?roles, "starting");
     let addr = config.addr;
-    let header_read_timeout = config.http_header_read_timeout;
     let service = start(config, roles, RunnerOptions::default()).await?;
     if roles.api {
         let listener = crate::http_server::listen(addr)?;
         tracing::info!(%addr, "listening");
-        crate::http_server::run(
-            listener,
-            service.router(),
-            header_read_timeout,
-            shutdown_signal(),
-        )
-        .await?;
+        service.serve_http(listener, shutdown_signal()).await?;
     } else {
         shutdown_signal().await;
     }

@@ -285,20 +285,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         config.saga_poll_interval = std::time::Duration::from_millis(250);
                     }
                     let addr = config.addr;
-                    let header_read_timeout = config.http_header_read_timeout;
                     let service = api::start(config, api::Roles::ALL, Default::default()).await?;
                     let listener = api::http_server::listen(addr)
                         .with_context(|| format!("cannot listen on {addr} (set BRIGHTRUN_ADDR, or pass --url to use a running service)"))?;
                     let base = format!("http://{}", listener.local_addr()?);
-                    let router = service.router();
+                    let server = service.serve_http(listener, std::future::pending());
                     tokio::spawn(async move {
-                        let _ = api::http_server::run(
-                            listener,
-                            router,
-                            header_read_timeout,
-                            std::future::pending(),
-                        )
-                        .await;
+                        let _ = server.await;
                     });
                     println!("BrightRun is up at {base} (API docs at {base}/api/docs)");
                     let started = std::time::Instant::now();

@@ -154,16 +154,9 @@ impl TestApp {
             .await
             .expect("service starts");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let router = service.router();
-        let header_read_timeout = service.state.config.http_header_read_timeout;
+        let serving = service.serve_http(listener, std::future::pending());
         let server = tokio::spawn(async move {
-            let _ = api::http_server::run(
-                listener,
-                router,
-                header_read_timeout,
-                std::future::pending(),
-            )
-            .await;
+            let _ = serving.await;
         });
         TestApp {
             iso,
