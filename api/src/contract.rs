@@ -455,7 +455,8 @@ fn constrain_openai_create(schemas: &mut Map<String, Value>) {
             "propertyNames": {"type": "string", "pattern": format!("^[^{CONTROL}]{{1,{}}}$", domain::job::labels::MAX_METADATA_KEY_CHARS)},
             "additionalProperties": {"type": "string", "pattern": value},
             "properties": {
-                "preset": {"type": "string", "enum": ["conservative", "balanced", "aggressive"]},
+                // /v1 offers the named presets, not `custom`.
+                "preset": {"type": "string", "enum": strings(Preset::ALL.iter().filter(|p| **p != Preset::Custom).map(|p| p.as_str()))},
                 "gpu_type": {"type": "string", "enum": strings(GpuType::ALL.iter().map(|g| g.as_str()))},
                 "gpu_count": {"type": "string", "enum": GPU_COUNTS.iter().map(|n| n.to_string()).collect::<Vec<_>>()},
                 "lora_rank": {"type": "string", "pattern": "^([1-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-6])$"},

@@ -50,7 +50,7 @@ pub async fn count_login(
     if per_email.limit > 0 {
         counted.push((format!("login:email:{email}"), per_email));
     }
-    if let (Some(address), true) = (address, per_address.limit > 0) {
+    if let Some(address) = address.filter(|_| per_address.limit > 0) {
         counted.push((format!("login:address:{address}"), per_address));
     }
     match count(state, &counted, "login").await {

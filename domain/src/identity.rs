@@ -80,6 +80,18 @@ pub struct ValidSignup {
     pub organization: Option<String>,
 }
 
+/// No password is longer than `MAX_PASSWORD_LENGTH` characters: sign-up refuses one, and
+/// a login refuses one before hashing it (a longer one could only cost a longer hash).
+pub fn check_password_length(password: &str) -> Result<(), FieldError> {
+    if password.chars().count() > MAX_PASSWORD_LENGTH {
+        return Err(FieldError::new(
+            "password",
+            format!("password must be at most {MAX_PASSWORD_LENGTH} characters"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_signup(
     email: &str,
     password: &str,
@@ -100,12 +112,7 @@ pub fn validate_signup(
             format!("password must be at least {MIN_PASSWORD_LENGTH} characters"),
         ));
     }
-    if password_len > MAX_PASSWORD_LENGTH {
-        return Err(FieldError::new(
-            "password",
-            format!("password must be at most {MAX_PASSWORD_LENGTH} characters"),
-        ));
-    }
+    check_password_length(password)?;
     text_length("name", name, 2, 100)?;
     let organization = organization.map(str::trim).filter(|o| !o.is_empty());
     if let Some(org) = organization {

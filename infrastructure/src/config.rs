@@ -341,20 +341,22 @@ impl RateLimits {
             Write => (self.writes_per_caller, self.writes_per_address),
             Expensive => (self.expensive_per_caller, self.expensive_per_address),
         };
-        let rule = |limit| RateLimit {
-            limit,
-            window_secs: self.window_secs,
-        };
-        (rule(caller), rule(address))
+        (self.rule(caller), self.rule(address))
     }
 
     /// The limits on logins: (per e-mail, per address).
     pub fn logins(&self) -> (RateLimit, RateLimit) {
-        let rule = |limit| RateLimit {
+        (
+            self.rule(self.logins_per_email),
+            self.rule(self.logins_per_address),
+        )
+    }
+
+    fn rule(&self, limit: u32) -> RateLimit {
+        RateLimit {
             limit,
             window_secs: self.window_secs,
-        };
-        (rule(self.logins_per_email), rule(self.logins_per_address))
+        }
     }
 }
 

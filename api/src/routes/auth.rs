@@ -170,7 +170,7 @@ async fn signup(
         (status = 200, description = "Logged in", body = Envelope<Session>),
         (status = 401, description = "`INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 400, description = "`VALIDATION_ERROR`: a password longer than sign-up allows (256 characters)", body = ErrorEnvelope),
-        (status = 429, description = "`RATE_LIMITED`: too many logins (10 a minute per e-mail, 60 per address, whatever their outcome), or too many failed ones (5 per e-mail, 20 per address in 15 minutes); see Retry-After", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`: too many logins (by default 10 a minute per e-mail, 60 per address, whatever their outcome), or too many failed ones (by default 5 per e-mail, 20 per address in 15 minutes); see Retry-After", body = ErrorEnvelope),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -182,16 +182,7 @@ async fn login(
         // No account can have it (and no text column can hold it).
         return Err(invalid_credentials());
     }
-    // No password is longer than sign-up allows: one that is would only cost a long hash.
-    if req.password.chars().count() > domain::identity::MAX_PASSWORD_LENGTH {
-        return Err(ApiError::validation(
-            "password",
-            format!(
-                "password must be at most {} characters",
-                domain::identity::MAX_PASSWORD_LENGTH
-            ),
-        ));
-    }
+    domain::identity::check_password_length(&req.password)?;
     crate::rate_limit::count_login(&state, &email, address).await?;
     let now = state.clock.now();
     let window =

@@ -412,12 +412,13 @@ async fn upload_file(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let stored = if multipart {
-        let mut form = axum::extract::Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::validation("file", format!("not a multipart form: {e}")))?;
-        let broken = |e: axum::extract::multipart::MultipartError| {
+        let broken = |e: &dyn std::fmt::Display| {
             ApiError::validation("file", format!("not a multipart form: {e}"))
         };
+        let mut form = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| broken(&e))?;
+        let broken = |e: axum::extract::multipart::MultipartError| broken(&e);
         let mut fields = crate::multipart::FieldCount::default();
         loop {
             let field = form.next_field().await.map_err(broken)?.ok_or_else(|| {
