@@ -22,6 +22,20 @@ fn assert_limited(status: u16, headers: &reqwest::header::HeaderMap, body: &Valu
     assert!((1..=86_400).contains(&retry_after), "{retry_after}");
 }
 
+/// Signs up an account whose password is "correct horse": answers its e-mail.
+async fn real_account(app: &TestApp) -> String {
+    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
+    let (status, body) = app
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"email": email, "password": "correct horse", "name": "Real"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    email
+}
+
 async fn post_from(
     app: &TestApp,
     path: &str,
@@ -172,15 +186,7 @@ async fn failed_logins_are_throttled_per_address_as_well_as_per_email() {
         ("LOGIN_MAX_FAILURES_PER_ADDRESS", "3"),
     ];
     let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
-    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
-    let (status, body) = app
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"email": email, "password": "correct horse", "name": "Real"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let email = real_account(&app).await;
     // A sprayer tries one password on many accounts: each e-mail stays under its own limit.
     for i in 0..3 {
         let (status, _, body) = post_from(
@@ -229,15 +235,7 @@ async fn a_burst_of_failed_logins_over_many_e_mails_from_one_address_is_throttle
         .state
         .config
         .login_max_failures_per_address;
-    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
-    let (status, body) = app
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"email": email, "password": "correct horse", "name": "Real"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let email = real_account(&app).await;
     let burst = (0..limit + 10).map(|i| {
         let request = app
             .http
@@ -323,15 +321,7 @@ async fn logins_are_limited_whatever_their_outcome_and_an_overlong_password_is_r
         ("RATE_LIMIT_LOGINS_PER_ADDRESS", "4"),
     ];
     let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
-    let email = format!("real-{}@example.com", uuid::Uuid::now_v7().simple());
-    let (status, body) = app
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"email": email, "password": "correct horse", "name": "Real"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let email = real_account(&app).await;
     let login = |address: &'static str, email: String| {
         let app = &app;
         async move {
