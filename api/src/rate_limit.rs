@@ -38,8 +38,9 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     next.run(req).await
 }
 
-/// Counts a login against its e-mail and its client address, whatever its outcome (each
-/// costs a password hash): one too many is 429 before anything is checked.
+/// Counts a login against its e-mail from its client address, and against the address,
+/// whatever its outcome (each costs a password hash): one too many is 429 before anything is
+/// checked. The e-mail is counted per address, so no stranger's logins hold its owner back.
 pub async fn count_login(
     state: &AppState,
     email: &str,
@@ -48,7 +49,8 @@ pub async fn count_login(
     let (per_email, per_address) = state.config.rate_limits.logins();
     let mut counted = Vec::with_capacity(2);
     if per_email.limit > 0 {
-        counted.push((format!("login:email:{email}"), per_email));
+        let from = address.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        counted.push((format!("login:email:{email}:from:{from}"), per_email));
     }
     if let Some(address) = address.filter(|_| per_address.limit > 0) {
         counted.push((format!("login:address:{address}"), per_address));
@@ -75,7 +77,7 @@ async fn count(state: &AppState, counted: &[(String, RateLimit)], what: &str) ->
                     let whom = if key.contains(":address:") {
                         "this address"
                     } else if key.contains(":email:") {
-                        "this e-mail"
+                        "this e-mail from this address"
                     } else {
                         "this caller"
                     };

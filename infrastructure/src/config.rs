@@ -53,6 +53,7 @@ pub struct Config {
     /// The API's and the embedded object store's connections: a request head must arrive
     /// within it, and an idle connection is closed after it (`infrastructure::http_connections`).
     pub http_header_read_timeout: Duration,
+    /// Failed logins for one e-mail from one client address within the window.
     pub login_max_failures: i64,
     /// Failed logins from one client address (any e-mail) within the window.
     pub login_max_failures_per_address: i64,
@@ -199,7 +200,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "LOGIN_MAX_FAILURES",
         "5",
-        "failed logins per e-mail before RATE_LIMITED",
+        "failed logins for one e-mail from one client address before RATE_LIMITED (a stranger elsewhere locks only itself out)",
     ),
     (
         "LOGIN_MAX_FAILURES_PER_ADDRESS",
@@ -234,7 +235,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "RATE_LIMIT_LOGINS_PER_EMAIL",
         "10",
-        "logins per e-mail per window, whatever their outcome (each costs a password hash)",
+        "logins for one e-mail from one client address per window, whatever their outcome (each costs a password hash)",
     ),
     (
         "RATE_LIMIT_LOGINS_PER_ADDRESS",
@@ -328,7 +329,8 @@ pub struct RateLimits {
     pub writes_per_address: u32,
     pub expensive_per_caller: u32,
     pub expensive_per_address: u32,
-    /// Logins (any outcome: each costs a password hash) per e-mail and per client address.
+    /// Logins (any outcome: each costs a password hash) per e-mail from one client address,
+    /// and per client address.
     pub logins_per_email: u32,
     pub logins_per_address: u32,
 }
@@ -344,7 +346,7 @@ impl RateLimits {
         (self.rule(caller), self.rule(address))
     }
 
-    /// The limits on logins: (per e-mail, per address).
+    /// The limits on logins: (per e-mail from one address, per address).
     pub fn logins(&self) -> (RateLimit, RateLimit) {
         (
             self.rule(self.logins_per_email),

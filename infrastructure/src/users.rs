@@ -153,10 +153,11 @@ impl Users {
     }
 
     /// Records a login attempt before its password is checked, and answers it with the
-    /// attempts inside the window (after `since`, this one included) for `email` and from
-    /// `address`. Recorded first, then counted: attempts sent at the same moment each see
-    /// the others, so a burst cannot slip past the limits while none of it has failed yet.
-    /// The caller forgets the attempt when it is refused or succeeds; a failure stays.
+    /// attempts inside the window (after `since`, this one included) for `email` from
+    /// `address`, and from `address` whatever the e-mail. Recorded first, then counted:
+    /// attempts sent at the same moment each see the others, so a burst cannot slip past
+    /// the limits while none of it has failed yet. The caller forgets the attempt when it is
+    /// refused or succeeds; a failure stays.
     pub async fn begin_attempt(
         &self,
         email: &str,
@@ -172,8 +173,9 @@ impl Users {
         .bind(at)
         .fetch_one(&self.0)
         .await?;
-        let (for_email, from_address): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE email = $1), count(*) FILTER (WHERE address = $2) \
+        let (for_email_from_address, from_address): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE email = $1 AND address IS NOT DISTINCT FROM $2), \
+                    count(*) FILTER (WHERE address = $2) \
              FROM login_failures WHERE (email = $1 OR address = $2) AND failed_at > $3",
         )
         .bind(email)
@@ -183,7 +185,7 @@ impl Users {
         .await?;
         Ok(LoginAttempt {
             id,
-            for_email,
+            for_email_from_address,
             from_address,
         })
     }
@@ -216,12 +218,17 @@ impl Users {
         Ok(())
     }
 
-    /// Forgets every failure for `email` (a successful login), this attempt's included.
-    pub async fn clear_failures(&self, email: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM login_failures WHERE email = $1")
-            .bind(email)
-            .execute(&self.0)
-            .await?;
+    /// Forgets the failures for `email` from `address` (a successful login there), this
+    /// attempt's included. Failures from elsewhere stay: the owner's login does not give an
+    /// attacker at another address its guesses back.
+    pub async fn clear_failures(&self, email: &str, address: Option<&str>) -> sqlx::Result<()> {
+        sqlx::query(
+            "DELETE FROM login_failures WHERE email = $1 AND address IS NOT DISTINCT FROM $2",
+        )
+        .bind(email)
+        .bind(address)
+        .execute(&self.0)
+        .await?;
         Ok(())
     }
 }
@@ -230,6 +237,7 @@ impl Users {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginAttempt {
     pub id: i64,
-    pub for_email: i64,
+    /// For this e-mail from this address: what locks the pair, and no one else.
+    pub for_email_from_address: i64,
     pub from_address: i64,
 }

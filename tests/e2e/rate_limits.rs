@@ -1,6 +1,7 @@
 //! Rate limits: writes and expensive requests counted per caller and per client address, in
 //! windows every instance shares; one too many answers 429 `RATE_LIMITED` with Retry-After
-//! and changes nothing. Failed logins are throttled per address as well as per e-mail.
+//! and changes nothing. Failed logins are throttled per address as well as per e-mail from
+//! that address.
 
 use serde_json::{json, Value};
 
@@ -221,6 +222,51 @@ async fn failed_logins_are_throttled_per_address_as_well_as_per_email() {
     app.finish().await;
 }
 
+/// An attacker who fails five times for someone else's e-mail locks only itself out: the
+/// owner logs in from their own address, and the owner's success does not give the attacker
+/// its guesses back.
+#[tokio::test]
+async fn wrong_passwords_from_a_stranger_lock_only_the_stranger_out() {
+    let vars = [("TRUST_FORWARDED_FOR", "true")];
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
+    let email = real_account(&app).await;
+    let login = |address: &'static str, password: &'static str| {
+        let app = &app;
+        let email = email.clone();
+        async move {
+            post_from(
+                app,
+                "/api/auth/login",
+                None,
+                address,
+                json!({"email": email, "password": password}),
+            )
+            .await
+        }
+    };
+    for _ in 0..5 {
+        let (status, _, body) = login("203.0.113.66", "winter2026").await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, headers, body) = login("203.0.113.66", "correct horse").await;
+    assert_limited(
+        status,
+        &headers,
+        &body,
+        "for this account from this address",
+    );
+    let (status, _, body) = login("198.51.100.77", "correct horse").await;
+    assert_eq!(status, 200, "the owner is locked out by a stranger: {body}");
+    let (status, headers, body) = login("203.0.113.66", "correct horse").await;
+    assert_limited(
+        status,
+        &headers,
+        &body,
+        "for this account from this address",
+    );
+    app.finish().await;
+}
+
 /// A burst of failed logins over many e-mails, all sent at once from one address with the
 /// default settings: attempts count each other while in flight, so no more than the limit
 /// are answered 401 and the rest 429 with Retry-After, even before any of them has failed;
@@ -310,7 +356,7 @@ async fn made_up_forwarded_addresses_do_not_escape_the_per_address_throttle() {
 }
 
 /// Every login costs a password hash, so logins are counted whatever their outcome: per
-/// e-mail and per address in the rate-limit window. A password longer than sign-up allows is
+/// e-mail from one address and per address in the rate-limit window. A password longer than sign-up allows is
 /// refused before it is hashed.
 #[tokio::test]
 async fn logins_are_limited_whatever_their_outcome_and_an_overlong_password_is_refused() {
@@ -335,13 +381,16 @@ async fn logins_are_limited_whatever_their_outcome_and_an_overlong_password_is_r
             .await
         }
     };
-    // Three good logins for the e-mail, each from its own address: the fourth waits.
-    for address in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
-        let (status, _, body) = login(address, email.clone()).await;
+    // Three good logins for the e-mail from one address: the fourth from there waits, while
+    // the same e-mail from another address is not held back by them.
+    for _ in 0..3 {
+        let (status, _, body) = login("198.51.100.1", email.clone()).await;
         assert_eq!(status, 200, "{body}");
     }
-    let (status, headers, body) = login("198.51.100.4", email.clone()).await;
-    assert_limited(status, &headers, &body, "this e-mail");
+    let (status, headers, body) = login("198.51.100.1", email.clone()).await;
+    assert_limited(status, &headers, &body, "this e-mail from this address");
+    let (status, _, body) = login("198.51.100.2", email.clone()).await;
+    assert_eq!(status, 200, "{body}");
     // Four logins from one address, over other e-mails: the fifth waits.
     for i in 0..4 {
         let (status, _, body) = login("198.51.100.9", format!("other{i}@example.com")).await;

@@ -207,7 +207,8 @@ async fn login(
         .begin_attempt(&email, address.as_deref(), now, now - window)
         .await
         .map_err(ApiError::internal)?;
-    // The attempts before this one, from this address (any e-mail) and for this e-mail.
+    // The attempts before this one, from this address (any e-mail) and for this e-mail
+    // from this address: a stranger's failures lock only the stranger out.
     let throttled = match &address {
         Some(_) => throttle(
             attempt.from_address - 1,
@@ -218,9 +219,9 @@ async fn login(
     }
     .and_then(|()| {
         throttle(
-            attempt.for_email - 1,
+            attempt.for_email_from_address - 1,
             state.config.login_max_failures,
-            "for this account",
+            "for this account from this address",
         )
     });
     if let Err(refused) = throttled {
@@ -246,7 +247,7 @@ async fn login(
         Some(user) if verified => {
             state
                 .users
-                .clear_failures(&email)
+                .clear_failures(&email, address.as_deref())
                 .await
                 .map_err(ApiError::internal)?;
             Ok(envelope::ok(session(&state, &user)?))
