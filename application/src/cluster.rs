@@ -330,6 +330,7 @@ pub trait GpuCluster: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<StatusReport, ClusterCallError>;
     async fn cancel(&self, cluster_job_id: &str) -> Result<(), ClusterCallError>;
-    /// Downloads an artifact from the `url` a status report gave.
-    async fn download(&self, url: &str) -> Result<Vec<u8>, ClusterCallError>;
+    /// Downloads an artifact from the `url` a status report gave, refusing a body longer than
+    /// `size_bytes` (the size the report declared) and a URL that is not the cluster's own.
+    async fn download(&self, url: &str, size_bytes: u64) -> Result<Vec<u8>, ClusterCallError>;
 }

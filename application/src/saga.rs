@@ -766,7 +766,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
     /// gave, and stores it at `key` (the same key again overwrites it with the same bytes).
     async fn copy_checked(&self, a: &ClusterArtifact, key: String) -> anyhow::Result<StoredFile> {
         let _turn = self.copies.acquire().await?;
-        let bytes = self.cluster.download(&a.url).await?;
+        let bytes = self.cluster.download(&a.url, a.size_bytes).await?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if bytes.len() as u64 != a.size_bytes || sha != a.sha256 {
             anyhow::bail!(

@@ -1,6 +1,9 @@
 //! The HTTP client of the GPU cluster contract (`openapi/cluster.yaml`), behind the
 //! application's `GpuCluster` port: a timeout per call, retries with exponential backoff on
-//! 5xx, timeouts and connection errors, and a clear error on 4xx (never retried).
+//! 5xx, timeouts and connection errors, and a clear error on 4xx (never retried). The API
+//! key goes to the cluster's own origin only: a report naming a file elsewhere is refused
+//! before anything is sent. Every answer is read to a cap (a report to
+//! `MAX_ANSWER_BYTES`, a file to the size its report declared), never whole on trust.
 
 use std::time::Duration;
 
@@ -31,6 +34,9 @@ impl Default for ClientOptions {
 /// The most memory a download reserves up front for the size the cluster declares.
 const PREALLOCATE: u64 = 256 * 1024 * 1024;
 
+/// The largest JSON answer (a status report with its logs) read from the cluster.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// Connections to the cluster kept open between calls.
 const IDLE_CONNECTIONS: usize = 16;
 
@@ -43,6 +49,8 @@ pub struct HttpCluster {
     /// memory grow with the jobs in the load run.
     downloads: reqwest::Client,
     base: String,
+    /// Where `base` lies: the only origin the API key is sent to.
+    origin: Option<reqwest::Url>,
     api_key: Option<String>,
     options: ClientOptions,
 }
@@ -61,6 +69,7 @@ impl HttpCluster {
                 .build()
                 .unwrap_or_default(),
             base: base.trim_end_matches('/').to_string(),
+            origin: reqwest::Url::parse(base).ok(),
             api_key,
             options,
         }
@@ -73,11 +82,23 @@ impl HttpCluster {
         job: Option<&str>,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<T, ClusterCallError> {
-        self.send(job, build)
+        let response = self.send(job, build).await?;
+        let status = response.status().as_u16();
+        let body = read_capped(response, MAX_ANSWER_BYTES as u64)
             .await?
-            .json::<T>()
-            .await
+            .map_err(|()| ClusterCallError::Rejected {
+                status,
+                message: format!("an answer longer than {MAX_ANSWER_BYTES} bytes"),
+            })?;
+        serde_json::from_slice(&body)
             .map_err(|e| ClusterCallError::Unavailable(format!("unreadable answer: {e}")))
+    }
+
+    /// Whether `url` lies on the cluster's own origin (scheme, host and port).
+    fn is_own(&self, url: &reqwest::Url) -> bool {
+        self.origin
+            .as_ref()
+            .is_some_and(|own| own.origin() == url.origin())
     }
 
     async fn send(
@@ -156,20 +177,28 @@ impl GpuCluster for HttpCluster {
         .await
     }
 
-    async fn download(&self, url: &str) -> Result<Vec<u8>, ClusterCallError> {
-        let mut response = self
-            .send_with(&self.downloads, None, |http| http.get(url))
-            .await?;
-        // The declared size at once (at most PREALLOCATE): collected chunk by chunk, a body
-        // held its chunks and their copy together, twice the file.
-        let declared = response.content_length().unwrap_or(0).min(PREALLOCATE);
-        let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
-        let interrupted =
-            |e: reqwest::Error| ClusterCallError::Unavailable(format!("download interrupted: {e}"));
-        while let Some(chunk) = response.chunk().await.map_err(interrupted)? {
-            bytes.extend_from_slice(&chunk);
+    async fn download(&self, url: &str, size_bytes: u64) -> Result<Vec<u8>, ClusterCallError> {
+        let refused = |message: String| ClusterCallError::Rejected {
+            status: 400,
+            message,
+        };
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| refused(format!("the cluster named an unusable URL {url:?}: {e}")))?;
+        if !self.is_own(&parsed) {
+            return Err(refused(format!(
+                "the cluster named a file at {}, not on the cluster ({}): not fetched, and its key not sent",
+                parsed.origin().ascii_serialization(),
+                self.base
+            )));
         }
-        Ok(bytes)
+        let response = self
+            .send_with(&self.downloads, None, |http| http.get(parsed.clone()))
+            .await?;
+        read_capped(response, size_bytes).await?.map_err(|()| {
+            refused(format!(
+                "{url} is longer than the {size_bytes} bytes reported"
+            ))
+        })
     }
 
     async fn cancel(&self, cluster_job_id: &str) -> Result<(), ClusterCallError> {
@@ -178,4 +207,28 @@ impl GpuCluster for HttpCluster {
             .await
             .map(|_| ())
     }
+}
+
+/// The body of `response`, or `Err(())` once it proves longer than `cap` (by its declared
+/// length, before anything is read, or as it arrives). The declared length is reserved at
+/// once (at most `PREALLOCATE`): collected chunk by chunk, a body held its chunks and their
+/// copy together, twice the file.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: u64,
+) -> Result<Result<Vec<u8>, ()>, ClusterCallError> {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > cap {
+        return Ok(Err(()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(declared.min(PREALLOCATE)).unwrap_or(0));
+    let interrupted =
+        |e: reqwest::Error| ClusterCallError::Unavailable(format!("download interrupted: {e}"));
+    while let Some(chunk) = response.chunk().await.map_err(interrupted)? {
+        if (bytes.len() + chunk.len()) as u64 > cap {
+            return Ok(Err(()));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Ok(bytes))
 }

@@ -182,8 +182,90 @@ async fn a_submitted_run_reports_incrementally_and_ends_with_verifiable_artifact
             let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             assert_eq!(tensors.len(), 32 * 2 * 2);
         }
+        // The client reads a file to the size its report declared, and no further.
+        let fetched = cluster
+            .download(&artifact.url, artifact.size_bytes)
+            .await
+            .unwrap();
+        assert_eq!(fetched, bytes.to_vec(), "{}", artifact.name);
+        let short = cluster
+            .download(&artifact.url, artifact.size_bytes - 1)
+            .await;
+        assert!(
+            matches!(&short, Err(ClusterCallError::Rejected { message, .. }) if message.contains("longer than")),
+            "{short:?}"
+        );
     }
     app.finish().await;
+}
+
+/// A server that answers every request with `body` and counts what it was sent (and with
+/// which `Authorization`): a host that is not the cluster, or a cluster that talks too much.
+async fn recording_server(body: Vec<u8>) -> (String, Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        let body = body.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            record.lock().expect("lock").push(auth);
+            ([("content-type", "application/json")], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// The cluster's API key goes to the cluster's own origin only: a report naming a file on
+/// any other host (or another port of it) is refused before anything is sent there. And the
+/// client reads a status report to a cap, not whatever length the cluster sends.
+#[tokio::test]
+async fn the_cluster_s_key_goes_only_to_the_cluster_and_its_answers_are_capped() {
+    let (stranger, seen) = recording_server(b"stolen".to_vec()).await;
+    let (cluster_url, _) = recording_server(b"{}".to_vec()).await;
+    let cluster = HttpCluster::new(
+        &cluster_url,
+        Some("sim-key".into()),
+        ClientOptions::default(),
+    );
+    for url in [
+        format!("{stranger}/v1/jobs/cj-1/artifacts/adapter_config.json"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        format!(
+            "{}/v1/jobs/cj-1/artifacts/adapter_config.json",
+            cluster_url.replace("http:", "https:")
+        ),
+        "not a url".to_string(),
+    ] {
+        let answer = cluster.download(&url, 6).await;
+        assert!(
+            matches!(&answer, Err(ClusterCallError::Rejected { status: 400, .. })),
+            "{url}: {answer:?}"
+        );
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the stranger was sent {:?}",
+        seen.lock().unwrap()
+    );
+
+    let huge = format!(
+        "{{\"logs\": \"{}\"}}",
+        "x".repeat(infrastructure::cluster_client::MAX_ANSWER_BYTES)
+    );
+    let (talkative, _) = recording_server(huge.into_bytes()).await;
+    let cluster = HttpCluster::new(&talkative, Some("sim-key".into()), ClientOptions::default());
+    let answer = cluster.status("cj-1", None).await;
+    assert!(
+        matches!(&answer, Err(ClusterCallError::Rejected { message, .. }) if message.contains("longer than")),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]

@@ -352,7 +352,7 @@ impl GpuCluster for SlurmCluster {
         self.rest.cancel(id).await
     }
 
-    async fn download(&self, url: &str) -> Result<Vec<u8>, ClusterCallError> {
+    async fn download(&self, url: &str, size_bytes: u64) -> Result<Vec<u8>, ClusterCallError> {
         let refused = |message: String| ClusterCallError::Rejected {
             status: 400,
             message,
@@ -365,6 +365,12 @@ impl GpuCluster for SlurmCluster {
             .map_err(|e| ClusterCallError::UnknownJob(format!("{url}: {e}")))?;
         if !path.starts_with(&runs) {
             return Err(refused(format!("{url} is outside the runs folder")));
+        }
+        let length = tokio::fs::metadata(&path).await.map_err(unavailable)?.len();
+        if length > size_bytes {
+            return Err(refused(format!(
+                "{url} holds {length} bytes, more than the {size_bytes} reported"
+            )));
         }
         tokio::fs::read(&path).await.map_err(unavailable)
     }
