@@ -83,7 +83,7 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     metrics::histogram!(
         "brightrun_http_request_duration_seconds",
-        "method" => method.to_string(),
+        "method" => method_label(&method),
         "route" => route,
         "status" => status.as_u16().to_string(),
     )
@@ -99,6 +99,23 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, value);
     }
     response
+}
+
+/// The method as a metric label: the ones HTTP defines, and "other" for anything a client
+/// makes up (each made-up method would otherwise be a series of its own, for ever).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Our handlers answer JSON envelopes; anything else with an error status came from the

@@ -373,3 +373,38 @@ async fn serve_refuses_the_development_secret_on_an_address_other_machines_reach
     assert!(said.contains("0.0.0.0"), "{said}");
     iso.cleanup().await;
 }
+
+/// A method a client makes up is counted under "other": no new metric series per made-up
+/// method (a client could otherwise grow `/metrics` without bound).
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let app = TestApp::start().await;
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).expect("method");
+        let resp = app
+            .http
+            .request(method, app.url("/api/datasets"))
+            .send()
+            .await
+            .expect("request");
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(!text.contains("BREW"), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("brightrun_http_request_duration_seconds_count")
+                && l.contains("method=\"other\"")
+        ),
+        "{text}"
+    );
+    app.finish().await;
+}

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::common::{send, TestApp};
+use crate::saga::{launch, start, until};
 
 fn assert_openai_error(body: &Value, kind: &str, param: Option<&str>) {
     let error = &body["error"];
@@ -198,5 +199,48 @@ async fn v1_file_forms_are_bounded_field_by_field_and_in_their_number() {
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
     assert_eq!(body["error"]["field"], "comment");
+    app.finish().await;
+}
+
+/// A job's events over `/v1` say what happened, never where its files lie in our bucket nor
+/// the saga's and the ledger's own keys.
+#[tokio::test]
+async fn v1_job_events_name_no_object_keys() {
+    let app = start(&[]).await;
+    let (_, token) = app.user("ada").await;
+    let job = launch(&app, &token).await;
+    until(&app, &token, &job, "completion", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    let (status, body) = app
+        .get(
+            &format!("/v1/fine_tuning/jobs/ftjob-{job}/events?limit=100"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = body["data"].as_array().expect("events");
+    let saved = events
+        .iter()
+        .find(|e| e["data"].get("JobCheckpointSaved").is_some())
+        .expect("a checkpoint event");
+    assert!(
+        saved["data"]["JobCheckpointSaved"]["step"].is_u64(),
+        "{saved}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["data"].get("JobCostAccrued").is_some()));
+    let text = body.to_string();
+    for internal in [
+        "s3Key",
+        "idempotencyKey",
+        "entryKey",
+        "checkpoints/",
+        "models/",
+    ] {
+        assert!(!text.contains(internal), "{internal} in {text}");
+    }
     app.finish().await;
 }

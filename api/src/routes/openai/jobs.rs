@@ -774,7 +774,8 @@ pub struct FineTuningEvent {
     /// Always `message`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// The event as BrightRun recorded it (`{"<EventType>": {...}}`).
+    /// The event as BrightRun recorded it (`{"<EventType>": {...}}`), less what is internal
+    /// (where files lie in storage, bookkeeping keys).
     #[schema(value_type = Object)]
     pub data: Value,
 }
@@ -840,6 +841,23 @@ fn describe(event: &StoredEvent) -> (&'static str, String) {
     }
 }
 
+/// Fields of a recorded job event that are ours, not the client's: where a file lies in our
+/// bucket, and the saga's and the ledger's bookkeeping keys.
+const INTERNAL_FIELDS: [&str; 3] = ["s3Key", "idempotencyKey", "entryKey"];
+
+/// A recorded event (`{"<EventType>": {...}}`) as a client may see it: without
+/// `INTERNAL_FIELDS`.
+fn public_data(mut payload: Value) -> Value {
+    if let Value::Object(events) = &mut payload {
+        for fields in events.values_mut().filter_map(Value::as_object_mut) {
+            for internal in INTERNAL_FIELDS {
+                fields.remove(internal);
+            }
+        }
+    }
+    payload
+}
+
 /// The job's events from the event store, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", tag = "openai", security(("bearer" = [])),
     params(("fine_tuning_job_id" = String, Path, description = "`ftjob-<uuid>` (or the job's UUID)"), CursorParams),
@@ -878,7 +896,7 @@ async fn job_events(
                 level,
                 message,
                 kind: "message",
-                data: event.payload,
+                data: public_data(event.payload),
             }
         })
         .collect();
