@@ -18,7 +18,6 @@ use infrastructure::auth::TokenKeys;
 use infrastructure::budget::BudgetWatcher;
 use infrastructure::cluster_client::{ClientOptions, HttpCluster};
 use infrastructure::cluster_sim::server::{ClusterSim, SimSettings};
-use infrastructure::config::{EMBEDDED_S3_ACCESS_KEY, EMBEDDED_S3_SECRET_KEY};
 use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
 use infrastructure::event_log::PgLogPositions;
 use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
@@ -121,6 +120,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::rate_limit::middleware,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::security_headers::middleware,
         ))
         .layer(middleware::from_fn(crate::request_id::middleware))
         .with_state(state)
@@ -339,7 +342,13 @@ pub async fn start(
         )
     }));
     let feeds = crate::live::JobFeeds::new(nats.clone(), &config.nats_subject_prefix);
+    let console_policy = crate::security_headers::policy_for_console(
+        object_store_origin(&*objects, application::Clock::now(&*clock))
+            .await
+            .as_deref(),
+    );
     let state = AppState {
+        console_policy,
         tokens: TokenKeys::new(&config.jwt_secret, config.jwt_ttl),
         users: Users(pool.clone()),
         config: Arc::new(config),
@@ -363,18 +372,38 @@ pub async fn start(
     })
 }
 
+/// The origin the store's presigned URLs point to (where a browser uploads): presigned once
+/// for a key nobody writes, as the store itself would answer.
+async fn object_store_origin(
+    objects: &dyn ObjectStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let probe = objects
+        .presign_put("console-policy/probe", 1, Duration::from_secs(60), now)
+        .await
+        .ok()?;
+    let url = reqwest::Url::parse(&probe.url).ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
 /// The configured S3 endpoint, or the embedded server over `<data dir>/objects`.
 async fn object_store(
     config: &Config,
 ) -> anyhow::Result<(Arc<dyn ObjectStore>, Option<EmbeddedS3>)> {
-    let access_key = config
-        .aws_access_key_id
-        .clone()
-        .unwrap_or_else(|| EMBEDDED_S3_ACCESS_KEY.to_string());
-    let secret_key = config
-        .aws_secret_access_key
-        .clone()
-        .unwrap_or_else(|| EMBEDDED_S3_SECRET_KEY.to_string());
+    let configured = (
+        config.aws_access_key_id.as_deref(),
+        config.aws_secret_access_key.as_deref(),
+    );
+    let (access_key, secret_key) = match (&config.s3_endpoint, configured) {
+        (Some(_), (Some(access), Some(secret))) => (access.to_string(), secret.to_string()),
+        // The configuration refuses an endpoint without its keys.
+        (Some(_), _) => {
+            anyhow::bail!("S3_ENDPOINT requires AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        }
+        (None, configured) => {
+            infrastructure::s3::embedded_credentials(&config.data_dir, configured)?
+        }
+    };
     let (endpoint, embedded) = match &config.s3_endpoint {
         Some(endpoint) => (endpoint.clone(), None),
         None => {
@@ -384,6 +413,7 @@ async fn object_store(
                 &access_key,
                 &secret_key,
                 config.http_header_read_timeout,
+                &config.console_origins,
             )
             .await?;
             (server.endpoint.clone(), Some(server))

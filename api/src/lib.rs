@@ -15,6 +15,7 @@ pub mod parked;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
+pub mod security_headers;
 pub mod state;
 pub mod telemetry;
 

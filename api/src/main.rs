@@ -118,8 +118,10 @@ enum Command {
         what: ParkedWhat,
     },
     /// Run the embedded S3-protocol object store as a server of its own, over
-    /// `<BRIGHTRUN_DATA_DIR>/objects` with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (or the
-    /// embedded defaults): point `S3_ENDPOINT` of each `serve` at it.
+    /// `<BRIGHTRUN_DATA_DIR>/objects` with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (unset:
+    /// keys of its own, in `<BRIGHTRUN_DATA_DIR>/object-store-credentials`): point `S3_ENDPOINT`
+    /// of each `serve` at it, with the same keys. Cross-origin requests from `CONSOLE_ORIGINS`
+    /// only.
     ObjectStore {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -359,18 +361,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
         }
         Command::ObjectStore { addr } => {
+            let (access_key, secret_key) = infrastructure::s3::embedded_credentials(
+                &config.data_dir,
+                (
+                    config.aws_access_key_id.as_deref(),
+                    config.aws_secret_access_key.as_deref(),
+                ),
+            )?;
             let store = infrastructure::s3::EmbeddedS3::start(
                 config.data_dir.join("objects"),
                 addr,
-                config
-                    .aws_access_key_id
-                    .as_deref()
-                    .unwrap_or(infrastructure::config::EMBEDDED_S3_ACCESS_KEY),
-                config
-                    .aws_secret_access_key
-                    .as_deref()
-                    .unwrap_or(infrastructure::config::EMBEDDED_S3_SECRET_KEY),
+                &access_key,
+                &secret_key,
                 config.http_header_read_timeout,
+                &config.console_origins,
             )
             .await?;
             eprintln!("S3-protocol object store on {}", store.endpoint);

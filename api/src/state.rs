@@ -32,4 +32,6 @@ pub struct AppState {
     pub leadership: Leadership,
     pub objects: Arc<dyn ObjectStore>,
     pub feeds: Arc<crate::live::JobFeeds>,
+    /// The Content-Security-Policy of the console's pages (`security_headers`).
+    pub console_policy: axum::http::HeaderValue,
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use domain::dataset::{DEFAULT_PURGE_AFTER, DEFAULT_UPLOAD_LIMIT_BYTES};
 use domain::rate_limit::RateLimit;
 
-/// Credentials of the embedded S3-protocol server when none are configured (loopback only).
-pub const EMBEDDED_S3_ACCESS_KEY: &str = "brightrun-local";
-pub const EMBEDDED_S3_SECRET_KEY: &str = "brightrun-local-secret";
+/// The embedded object store's credentials of old, published in the repository: refused
+/// wherever they are configured. (A store without configured keys gets random ones of its
+/// own, kept in its data folder: `s3::embedded_credentials`.)
+pub const PUBLISHED_S3_SECRET_KEY: &str = "brightrun-local-secret";
 
 /// The JWT secret used when none is configured. Refused in production.
 pub const DEVELOPMENT_JWT_SECRET: &str = "brightrun-development-secret-do-not-use-in-production";
@@ -40,8 +41,12 @@ pub struct Config {
     /// Sign every uploaded byte (SigV4 payload hashes, multipart) even over a transport that
     /// keeps bodies intact (TLS, loopback); by default those get one unsigned streamed PUT.
     pub s3_sign_payloads: bool,
+    /// Both or neither (`storage_keys`); neither: the embedded store's keys of its own.
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
+    /// Where the console is served from, as browsers see it: the only origins the embedded
+    /// object store answers cross-origin requests (the console's uploads) for.
+    pub console_origins: Vec<String>,
     pub aws_region: String,
     pub cluster_url: Option<String>,
     pub cluster_api_key: Option<String>,
@@ -96,6 +101,8 @@ pub enum ConfigError {
     DevelopmentSecretInProduction,
     #[error("BRIGHTRUN_ADDR={addr} is reachable from other machines: set JWT_SECRET (at least 32 characters, not the development default), or listen on 127.0.0.1")]
     DevelopmentSecretOffLoopback { addr: SocketAddr },
+    #[error("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: {0}")]
+    StorageKeys(&'static str),
 }
 
 /// Every variable, its default and what it does: printed by `brightrun --help`.
@@ -148,8 +155,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "brightrun",
         "bucket for datasets and artifacts",
     ),
-    ("AWS_ACCESS_KEY_ID", "(unset)", "S3 credentials"),
-    ("AWS_SECRET_ACCESS_KEY", "(unset)", "S3 credentials"),
+    (
+        "AWS_ACCESS_KEY_ID",
+        "(unset: the embedded store's own)",
+        "S3 credentials; required with S3_ENDPOINT and in production (the embedded store's, unset in development: random, kept in <data dir>/object-store-credentials)",
+    ),
+    (
+        "AWS_SECRET_ACCESS_KEY",
+        "(unset)",
+        "S3 credentials (with AWS_ACCESS_KEY_ID)",
+    ),
+    (
+        "CONSOLE_ORIGINS",
+        "http://<BRIGHTRUN_ADDR> (and http://localhost:<port> on 127.0.0.1)",
+        "comma-separated origins the console is reached at (behind a proxy: its https origin); the embedded object store allows cross-origin uploads from these only",
+    ),
     ("AWS_REGION", "us-east-1", "S3 region"),
     (
         "CLUSTER_URL",
@@ -362,6 +382,40 @@ impl RateLimits {
     }
 }
 
+/// The object store's keys: both or neither; in production, and with an external
+/// `S3_ENDPOINT`, both (no store of ours answers to keys we made up), never the ones once
+/// published.
+fn storage_keys(
+    lookup: &impl Fn(&str) -> Option<String>,
+    environment: Environment,
+) -> Result<(Option<String>, Option<String>), ConfigError> {
+    let keys = (lookup("AWS_ACCESS_KEY_ID"), lookup("AWS_SECRET_ACCESS_KEY"));
+    match &keys {
+        (Some(_), Some(secret)) if secret == PUBLISHED_S3_SECRET_KEY => Err(ConfigError::StorageKeys(
+            "the secret is the development default once published in the repository: choose one of your own",
+        )),
+        (Some(_), Some(_)) => Ok(keys),
+        (Some(_), None) | (None, Some(_)) => Err(ConfigError::StorageKeys("set both, or neither")),
+        (None, None) if environment == Environment::Production => Err(ConfigError::StorageKeys(
+            "BRIGHTRUN_ENV=production requires the object store's keys",
+        )),
+        (None, None) if lookup("S3_ENDPOINT").is_some() => Err(ConfigError::StorageKeys(
+            "S3_ENDPOINT requires the keys of that store",
+        )),
+        (None, None) => Ok(keys),
+    }
+}
+
+/// The console's origins by default: the address it is served on (and `localhost` for the
+/// loopback address, as a browser on this machine may name it).
+fn origins_of(addr: SocketAddr) -> Vec<String> {
+    let mut origins = vec![format!("http://{addr}")];
+    if addr.ip() == std::net::IpAddr::from([127, 0, 0, 1]) {
+        origins.push(format!("http://localhost:{}", addr.port()));
+    }
+    origins
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
@@ -401,6 +455,15 @@ impl Config {
         if jwt_secret == DEVELOPMENT_JWT_SECRET && !addr.ip().is_loopback() {
             return Err(ConfigError::DevelopmentSecretOffLoopback { addr });
         }
+        let (aws_access_key_id, aws_secret_access_key) = storage_keys(&lookup, environment)?;
+        let console_origins = match lookup("CONSOLE_ORIGINS") {
+            Some(list) => list
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            None => origins_of(addr),
+        };
         let data_dir = PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data"));
         let rates = rates(&lookup)?;
         let slurm = match lookup("CLUSTER_BACKEND").as_deref() {
@@ -437,8 +500,9 @@ impl Config {
             )?,
             s3_bucket: text("S3_BUCKET", "brightrun"),
             s3_sign_payloads: parse(&lookup, "S3_SIGN_PAYLOADS", false)?,
-            aws_access_key_id: lookup("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key: lookup("AWS_SECRET_ACCESS_KEY"),
+            aws_access_key_id,
+            aws_secret_access_key,
+            console_origins,
             aws_region: text("AWS_REGION", "us-east-1"),
             cluster_url: lookup("CLUSTER_URL"),
             cluster_api_key: lookup("CLUSTER_API_KEY"),
@@ -637,6 +701,7 @@ impl fmt::Debug for Config {
                 &secret(&self.aws_secret_access_key),
             )
             .field("aws_region", &self.aws_region)
+            .field("console_origins", &self.console_origins)
             .field(
                 "cluster_url",
                 &self.cluster_url.as_deref().unwrap_or("(simulator)"),
@@ -758,8 +823,60 @@ mod tests {
         let ok = with(&[
             ("BRIGHTRUN_ENV", "production"),
             ("JWT_SECRET", &"s".repeat(32)),
+            ("AWS_ACCESS_KEY_ID", "prod-access"),
+            ("AWS_SECRET_ACCESS_KEY", "prod-secret-of-its-own"),
         ]);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn the_object_store_s_keys_are_both_or_neither_and_never_the_published_ones() {
+        let production = [
+            ("BRIGHTRUN_ENV", "production"),
+            ("JWT_SECRET", "s".repeat(32).leak() as &str),
+        ];
+        let refused = |extra: &[(&str, &str)]| {
+            let mut vars = production.to_vec();
+            vars.extend_from_slice(extra);
+            matches!(with(&vars), Err(ConfigError::StorageKeys(_)))
+        };
+        assert!(refused(&[]), "production without keys");
+        assert!(refused(&[
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", PUBLISHED_S3_SECRET_KEY)
+        ]));
+        assert!(refused(&[("AWS_ACCESS_KEY_ID", "a")]));
+        // In development: neither is the embedded store's own keys; an external store needs its keys.
+        assert!(with(&[]).is_ok());
+        assert!(matches!(
+            with(&[("S3_ENDPOINT", "http://127.0.0.1:9000")]),
+            Err(ConfigError::StorageKeys(_))
+        ));
+        assert!(matches!(
+            with(&[
+                ("AWS_ACCESS_KEY_ID", "brightrun-local"),
+                ("AWS_SECRET_ACCESS_KEY", PUBLISHED_S3_SECRET_KEY)
+            ]),
+            Err(ConfigError::StorageKeys(_))
+        ));
+    }
+
+    #[test]
+    fn the_console_s_origins_are_its_address_unless_configured() {
+        let c = with(&[("BRIGHTRUN_ADDR", "127.0.0.1:8080")]).unwrap();
+        assert_eq!(
+            c.console_origins,
+            ["http://127.0.0.1:8080", "http://localhost:8080"]
+        );
+        let c = with(&[(
+            "CONSOLE_ORIGINS",
+            "https://brightrun.example.com/, http://10.0.0.2:8080",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.console_origins,
+            ["https://brightrun.example.com", "http://10.0.0.2:8080"]
+        );
     }
 
     #[test]

@@ -544,6 +544,66 @@ impl S3Store {
     }
 }
 
+/// The file in a data folder that keeps its embedded store's keys.
+pub const CREDENTIALS_FILE: &str = "object-store-credentials";
+
+/// The keys of the embedded object store over `data_dir`: the configured ones, or the folder's
+/// own, made at random on first use and kept in `<data_dir>/object-store-credentials` (mode
+/// 0600), so a restart (and `brightrun object-store` over the same folder) signs with the
+/// same keys and no two folders share them.
+pub fn embedded_credentials(
+    data_dir: &std::path::Path,
+    configured: (Option<&str>, Option<&str>),
+) -> anyhow::Result<(String, String)> {
+    if let (Some(access), Some(secret)) = configured {
+        return Ok((access.to_string(), secret.to_string()));
+    }
+    let path = data_dir.join(CREDENTIALS_FILE);
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    let made = format!(
+        "{}\n{}{}\n",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let created = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| {
+                file.write_all(made.as_bytes())?;
+                file.sync_all()
+            })
+    };
+    match created {
+        Ok(()) => {}
+        // Another process over the same folder made them first: theirs are the keys.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
+    // A file being written by another process reads short for a moment: wait for both lines.
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        if let (Some(access), Some(secret), true) =
+            (lines.next(), lines.next(), text.ends_with('\n'))
+        {
+            return Ok((access.to_string(), secret.to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!(
+        "{} does not hold an access key and a secret, a line each: remove it to make new ones",
+        path.display()
+    )
+}
+
 /// The embedded S3-protocol server: s3s-fs over `root`, SigV4 with the given credentials.
 pub struct EmbeddedS3 {
     pub endpoint: String,
@@ -557,6 +617,7 @@ impl EmbeddedS3 {
         access_key: &str,
         secret_key: &str,
         header_read_timeout: std::time::Duration,
+        console_origins: &[String],
     ) -> anyhow::Result<EmbeddedS3> {
         tokio::fs::create_dir_all(&root)
             .await
@@ -565,11 +626,15 @@ impl EmbeddedS3 {
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e:?}", root.display()))?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
-        // Browsers PUT and GET presigned URLs from the console's origin: the signature is the
-        // credential, so any origin may send the signed request (S3's usual CORS rule for
-        // browser uploads); nothing else is allowed without a valid signature.
+        // Browsers PUT and GET presigned URLs from the console's pages: only the console's
+        // origins may (a page elsewhere holding a leaked URL cannot read the answer); nothing
+        // is allowed without a valid signature anyway.
+        let origins: Vec<axum::http::HeaderValue> = console_origins
+            .iter()
+            .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+            .collect();
         let cors = tower_http::cors::CorsLayer::new()
-            .allow_origin(tower_http::cors::Any)
+            .allow_origin(tower_http::cors::AllowOrigin::list(origins))
             .allow_methods([
                 axum::http::Method::GET,
                 axum::http::Method::PUT,

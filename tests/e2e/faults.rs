@@ -22,6 +22,12 @@ use crate::common::{free_port, Isolation, OwnNats};
 
 const JOBS: usize = 20;
 const SIM_KEY: &str = "faults-cluster-key";
+/// The object store's keys, given to it and to each `serve` (a store of its own otherwise
+/// makes keys nobody else knows).
+const STORE_KEYS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "faults-store"),
+    ("AWS_SECRET_ACCESS_KEY", "faults-store-secret"),
+];
 
 fn outage() -> Duration {
     let secs = std::env::var("FAULT_OUTAGE_SECONDS")
@@ -257,10 +263,13 @@ impl World {
         let store_port = free_port();
         let mut store = Process::new(
             &["object-store", "--addr", &format!("127.0.0.1:{store_port}")],
-            vec![(
+            [(
                 "BRIGHTRUN_DATA_DIR".into(),
                 data.join("store").display().to_string(),
-            )],
+            )]
+            .into_iter()
+            .chain(STORE_KEYS.map(|(k, v)| (k.into(), v.into())))
+            .collect(),
             store_port,
         );
         store.start().await;
@@ -294,6 +303,8 @@ impl World {
                     data.join(format!("serve-{i}")).display().to_string(),
                 ),
                 ("S3_ENDPOINT".into(), store.base()),
+                (STORE_KEYS[0].0.into(), STORE_KEYS[0].1.into()),
+                (STORE_KEYS[1].0.into(), STORE_KEYS[1].1.into()),
                 ("CLUSTER_URL".into(), sim.base()),
                 ("CLUSTER_API_KEY".into(), SIM_KEY.into()),
                 ("SAGA_POLL_INTERVAL_MS".into(), "500".into()),

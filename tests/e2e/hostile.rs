@@ -408,3 +408,160 @@ async fn made_up_methods_do_not_grow_the_metrics() {
     );
     app.finish().await;
 }
+
+/// Every answer carries the security headers; the console's pages a policy that lets them
+/// load only our files and reach only us and the object store; HSTS only when the trusted
+/// proxy says the client spoke https.
+#[tokio::test]
+async fn pages_and_answers_carry_security_headers() {
+    let vars = [("TRUST_FORWARDED_FOR", "true")];
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &vars).await;
+    let store = app
+        .service
+        .as_ref()
+        .and_then(|s| s.embedded_s3.as_ref())
+        .map(|s| s.endpoint.clone())
+        .expect("the embedded store");
+    let header = |resp: &reqwest::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let page = app.http.get(app.url("/datasets")).send().await.unwrap();
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    let policy = header(&page, "content-security-policy");
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        &format!("connect-src 'self' {store}"),
+    ] {
+        assert!(policy.contains(directive), "{directive} not in {policy}");
+    }
+    let answer = app.http.get(app.url("/api/auth/me")).send().await.unwrap();
+    assert_eq!(
+        header(&answer, "content-security-policy"),
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    for resp in [&page, &answer] {
+        assert_eq!(header(resp, "x-content-type-options"), "nosniff");
+        assert_eq!(header(resp, "referrer-policy"), "no-referrer");
+        assert_eq!(header(resp, "x-frame-options"), "DENY");
+        assert_eq!(
+            header(resp, "strict-transport-security"),
+            "",
+            "over plain http"
+        );
+    }
+    let over_tls = app
+        .http
+        .get(app.url("/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        header(&over_tls, "strict-transport-security").starts_with("max-age="),
+        "{:?}",
+        over_tls.headers()
+    );
+    app.finish().await;
+}
+
+/// The embedded object store signs with keys of its own data folder (made at random on first
+/// use, readable by its owner only, the same after a restart, another folder's differ),
+/// refuses the keys once published in the repository, and lets only the console's origins
+/// read its answers cross-origin.
+#[tokio::test]
+async fn the_embedded_store_has_keys_of_its_own_and_answers_only_the_console_cross_origin() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use application::ObjectStore;
+    use infrastructure::s3::{embedded_credentials, S3Settings, S3Store, CREDENTIALS_FILE};
+
+    let console = "http://console.example:8080";
+    let app = TestApp::start_with(
+        Isolation::new(),
+        api::Roles::ALL,
+        &[("CONSOLE_ORIGINS", console)],
+    )
+    .await;
+    let store = app
+        .service
+        .as_ref()
+        .and_then(|s| s.embedded_s3.as_ref())
+        .map(|s| s.endpoint.clone())
+        .expect("the embedded store");
+    let file = app.iso.data_dir().join(CREDENTIALS_FILE);
+    let mode = std::fs::metadata(&file)
+        .expect("credentials")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let ours = embedded_credentials(&app.iso.data_dir(), (None, None)).unwrap();
+    assert!(ours.0.len() >= 32 && ours.1.len() >= 64, "{ours:?}");
+    let elsewhere = Isolation::new().data_dir();
+    let theirs = embedded_credentials(&elsewhere, (None, None)).unwrap();
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    assert_ne!(ours, theirs, "two data folders share keys");
+
+    let client = |access: &str, secret: &str| {
+        S3Store::new(&S3Settings {
+            endpoint: store.clone(),
+            region: "us-east-1".into(),
+            access_key: access.into(),
+            secret_key: secret.into(),
+            bucket: "brightrun".into(),
+            sign_payloads: false,
+        })
+    };
+    let published = client(
+        "brightrun-local",
+        infrastructure::config::PUBLISHED_S3_SECRET_KEY,
+    );
+    assert!(
+        published.size_of("datasets/any").await.is_err(),
+        "the published keys were let in"
+    );
+    assert_eq!(
+        client(&ours.0, &ours.1)
+            .size_of("datasets/any")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{store}/brightrun/datasets/x"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    let allowed = preflight(console).await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(console.as_bytes()),
+        "{:?}",
+        allowed.headers()
+    );
+    let stranger = preflight("http://evil.example").await.unwrap();
+    assert!(
+        stranger
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "{:?}",
+        stranger.headers()
+    );
+    app.finish().await;
+}
