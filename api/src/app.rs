@@ -349,6 +349,7 @@ pub async fn start(
     );
     let state = AppState {
         console_policy,
+        streams: crate::routes::job_stream::OpenStreams::new(config.streams_per_user),
         tokens: TokenKeys::new(&config.jwt_secret, config.jwt_ttl),
         users: Users(pool.clone()),
         config: Arc::new(config),

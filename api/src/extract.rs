@@ -164,26 +164,33 @@ impl FromRequestParts<AppState> for AuthUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        if token.starts_with(domain::api_key::KEY_PREFIX) {
-            return api_key(state, token).await.map(AuthUser);
-        }
-        let claimed = state
-            .tokens
-            .verify(token)
-            .map_err(|_| ApiError::unauthorized())?;
-        // The account must still exist, and acts with the role it has now (a token outlives
-        // neither a deleted account nor a withdrawn role).
-        let user = state
-            .users
-            .by_id(claimed.user_id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(ApiError::unauthorized)?;
-        Ok(AuthUser(Principal {
-            user_id: claimed.user_id,
-            role: user.role,
-        }))
+        authenticate(state, token).await.map(AuthUser)
     }
+}
+
+/// Who `token` (a JWT or an API key) acts for now: 401 once the token expired, its account
+/// was deleted or its key revoked. A long-lived answer (an event stream) asks again while it
+/// lasts.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    if token.starts_with(domain::api_key::KEY_PREFIX) {
+        return api_key(state, token).await;
+    }
+    let claimed = state
+        .tokens
+        .verify(token)
+        .map_err(|_| ApiError::unauthorized())?;
+    // The account must still exist, and acts with the role it has now (a token outlives
+    // neither a deleted account nor a withdrawn role).
+    let user = state
+        .users
+        .by_id(claimed.user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok(Principal {
+        user_id: claimed.user_id,
+        role: user.role,
+    })
 }
 
 /// An API key, checked against its events (a revocation holds at once on every instance),

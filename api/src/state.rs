@@ -34,4 +34,6 @@ pub struct AppState {
     pub feeds: Arc<crate::live::JobFeeds>,
     /// The Content-Security-Policy of the console's pages (`security_headers`).
     pub console_policy: axum::http::HeaderValue,
+    /// The event streams open on this instance, per user.
+    pub streams: Arc<crate::routes::job_stream::OpenStreams>,
 }

@@ -64,6 +64,11 @@ pub struct Config {
     pub login_max_failures_per_address: i64,
     pub login_window: Duration,
     pub rate_limits: RateLimits,
+    /// Event streams one user may hold open on one instance (0: no cap).
+    pub streams_per_user: usize,
+    /// How often an open event stream checks its credential again (a revoked key, a deleted
+    /// account or an expired token ends it).
+    pub stream_recheck: Duration,
     /// Take the client's address from the right-most `X-Forwarded-For` entry (the one a
     /// trusted proxy appended); otherwise the connection's peer address.
     pub trust_forwarded_for: bool,
@@ -251,6 +256,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "RATE_LIMIT_EXPENSIVE_PER_ADDRESS",
         "600",
         "the same, per client address per window",
+    ),
+    (
+        "SSE_STREAMS_PER_USER",
+        "100",
+        "job event streams one user may hold open on one instance; one more answers RATE_LIMITED; 0: no cap",
+    ),
+    (
+        "SSE_RECHECK_SECONDS",
+        "15",
+        "how often an open event stream checks its token or API key again: a revoked key, a deleted account or an expired token ends it",
     ),
     (
         "RATE_LIMIT_LOGINS_PER_EMAIL",
@@ -529,6 +544,16 @@ impl Config {
                 logins_per_email: parse(&lookup, "RATE_LIMIT_LOGINS_PER_EMAIL", 10)?,
                 logins_per_address: parse(&lookup, "RATE_LIMIT_LOGINS_PER_ADDRESS", 60)?,
             },
+            streams_per_user: parse(&lookup, "SSE_STREAMS_PER_USER", 100)?,
+            stream_recheck: match parse(&lookup, "SSE_RECHECK_SECONDS", 15)? {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        name: "SSE_RECHECK_SECONDS",
+                        message: "must be at least 1".into(),
+                    })
+                }
+                secs => Duration::from_secs(secs),
+            },
             trust_forwarded_for: parse(&lookup, "TRUST_FORWARDED_FOR", false)?,
             login_window: Duration::from_secs(parse(&lookup, "LOGIN_WINDOW_SECONDS", 900)?),
             purge_after: Duration::from_secs(parse(
@@ -702,6 +727,8 @@ impl fmt::Debug for Config {
             )
             .field("aws_region", &self.aws_region)
             .field("console_origins", &self.console_origins)
+            .field("streams_per_user", &self.streams_per_user)
+            .field("stream_recheck", &self.stream_recheck)
             .field(
                 "cluster_url",
                 &self.cluster_url.as_deref().unwrap_or("(simulator)"),

@@ -228,6 +228,7 @@ async fn a_thousand_streams_opened_and_dropped_leave_nothing_behind() {
         &[
             ("RATE_LIMIT_EXPENSIVE_PER_CALLER", "0"),
             ("RATE_LIMIT_EXPENSIVE_PER_ADDRESS", "0"),
+            ("SSE_STREAMS_PER_USER", "0"),
         ],
     )
     .await;
@@ -562,6 +563,103 @@ async fn the_embedded_store_has_keys_of_its_own_and_answers_only_the_console_cro
             .is_none(),
         "{:?}",
         stranger.headers()
+    );
+    app.finish().await;
+}
+
+/// A user holds at most `SSE_STREAMS_PER_USER` streams open (one more is 429 until one
+/// closes; another user is not held back by them), and a stream ends by itself once its API
+/// key is revoked or its account deleted.
+#[tokio::test]
+async fn open_streams_are_capped_per_user_and_end_when_their_credential_is_withdrawn() {
+    let app = TestApp::start_with(
+        Isolation::new(),
+        api::Roles {
+            saga: false,
+            ..api::Roles::ALL
+        },
+        &[("SSE_STREAMS_PER_USER", "2"), ("SSE_RECHECK_SECONDS", "1")],
+    )
+    .await;
+    let (ada, token) = app.user("ada").await;
+    let (_, bob) = app.user("bob").await;
+    let dataset = app
+        .validated_dataset(&token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let job = app.create_job(&token, &dataset, "smollm2-135m").await;
+    let bob_dataset = app
+        .validated_dataset(&bob, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let bob_job = app.create_job(&bob, &bob_dataset, "smollm2-135m").await;
+    let open = |job: &str, credential: &str| {
+        app.http
+            .get(app.url(&format!("/api/jobs/{job}/stream")))
+            .bearer_auth(credential)
+            .send()
+    };
+    let first = open(&job, &token).await.unwrap();
+    let second = open(&job, &token).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open(&job, &token).await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+    assert_eq!(
+        open(&bob_job, &bob).await.unwrap().status(),
+        200,
+        "bob is held back by ada's streams"
+    );
+
+    // A stream opened with an API key ends once the key is revoked.
+    drop(second);
+    let (status, created) = app
+        .post(
+            "/api/auth/api-keys",
+            Some(&token),
+            json!({"name": "notebook"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["data"]["key"].as_str().unwrap().to_string();
+    let key_id = created["data"]["apiKey"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut keyed = None;
+    for _ in 0..50 {
+        let resp = open(&job, &key).await.unwrap();
+        if resp.status() == 200 {
+            keyed = Some(resp);
+            break;
+        }
+        // The dropped stream's slot is given back as its connection closes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keyed = keyed.expect("a slot once a stream closed");
+    let (status, body) = app
+        .delete(&format!("/api/auth/api-keys/{key_id}"), Some(&token))
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let ended = tokio::time::timeout(Duration::from_secs(15), keyed.bytes()).await;
+    assert!(
+        matches!(ended, Ok(Ok(_))),
+        "the revoked key's stream did not end: {ended:?}"
+    );
+
+    // A stream of a deleted account ends too.
+    sqlx::query("DELETE FROM users WHERE id = $1::uuid")
+        .bind(&ada)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(15), first.bytes()).await;
+    assert!(
+        matches!(ended, Ok(Ok(_))),
+        "the deleted account's stream did not end: {ended:?}"
     );
     app.finish().await;
 }

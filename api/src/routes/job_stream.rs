@@ -71,34 +71,84 @@ fn parse_last_event_id(headers: &HeaderMap) -> ApiResult<Option<LogPosition>> {
 }
 
 struct Cursor {
-    _open: OpenStream,
+    _open: StreamSlot,
     pending: VecDeque<Arc<Frame>>,
     live: broadcast::Receiver<Arc<Frame>>,
     keep_alive: tokio::time::Interval,
+    /// When the stream asks again whether its credential still holds.
+    recheck: tokio::time::Interval,
+    token: String,
+    state: AppState,
     last: LogPosition,
-    pool: PgPool,
     job: String,
     done: bool,
 }
 
-/// Counts an open stream in `brightrun_sse_streams_open` for as long as it lives (a client
-/// that goes away drops its stream, and the count with it).
-struct OpenStream;
+/// The event streams each user holds open on this instance, capped.
+pub struct OpenStreams {
+    per_user: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>,
+    limit: usize,
+}
 
-impl OpenStream {
-    fn new() -> OpenStream {
+impl OpenStreams {
+    /// At most `limit` streams per user (0: no cap).
+    pub fn new(limit: usize) -> Arc<OpenStreams> {
+        Arc::new(OpenStreams {
+            per_user: Default::default(),
+            limit,
+        })
+    }
+
+    /// A slot for one more stream of `user`, or `None` when it holds its limit already.
+    fn take(self: &Arc<Self>, user: uuid::Uuid) -> Option<StreamSlot> {
+        let mut open = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(user).or_default();
+        if self.limit > 0 && *count >= self.limit {
+            return None;
+        }
+        *count += 1;
         metrics::gauge!("brightrun_sse_streams_open").increment(1.0);
-        OpenStream
+        Some(StreamSlot {
+            streams: self.clone(),
+            user,
+        })
     }
 }
 
-impl Drop for OpenStream {
+/// One open stream, counted against its user and in `brightrun_sse_streams_open` for as
+/// long as it lives (a client that goes away drops its stream, and the count with it).
+struct StreamSlot {
+    streams: Arc<OpenStreams>,
+    user: uuid::Uuid,
+}
+
+impl Drop for StreamSlot {
     fn drop(&mut self) {
         metrics::gauge!("brightrun_sse_streams_open").decrement(1.0);
+        let mut open = self
+            .streams
+            .per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
     }
 }
 
 impl Cursor {
+    /// Whether the token or key the stream was opened with no longer authenticates (revoked,
+    /// its account deleted, expired). A database that cannot answer withdraws nothing.
+    async fn credential_withdrawn(&self) -> bool {
+        match crate::extract::authenticate(&self.state, &self.token).await {
+            Ok(_) => false,
+            Err(e) => e.status == axum::http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
     /// The bytes to send next (an event, or a keep-alive comment every `KEEP_ALIVE`), or
     /// `None` when the stream ends.
     async fn next(&mut self) -> Option<Bytes> {
@@ -122,6 +172,13 @@ impl Cursor {
             let received = tokio::select! {
                 received = self.live.recv() => received,
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(KEEP_ALIVE_COMMENT)),
+                _ = self.recheck.tick() => {
+                    if self.credential_withdrawn().await {
+                        tracing::info!(job = %self.job, "the stream's credential no longer holds; ending it");
+                        return None;
+                    }
+                    continue;
+                }
             };
             match received {
                 Ok(event) => self.pending.push_back(event),
@@ -129,7 +186,7 @@ impl Cursor {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::info!(job = %self.job, missed, "stream lagged; catching up from the log");
                     // Boxed: the read is rare, and a stream must not carry its state while it waits.
-                    match Box::pin(replay(&self.pool, &self.job, self.last)).await {
+                    match Box::pin(replay(&self.state.pool, &self.job, self.last)).await {
                         Ok(events) => self.pending.extend(events),
                         Err(_) => return None,
                     }
@@ -144,7 +201,8 @@ impl Cursor {
 /// `log`, `complete`, `error` (`canRetry`), `cancelled`. A fresh connection opens with the
 /// job's current `stage`, `progress` and `cost` (events without an id). Each later event has
 /// an id; reconnect with `Last-Event-ID` to get exactly what was missed. Keep-alive comments
-/// every 15 s; the stream ends after `complete`, a final `error` or `cancelled`.
+/// every 15 s; the stream ends after `complete`, a final `error` or `cancelled`, and when its
+/// token or API key stops authenticating (revoked, account deleted, expired).
 #[utoipa::path(get, path = "/api/jobs/{id}/stream", tag = "jobs", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Job id (UUID)"),
@@ -155,6 +213,7 @@ impl Cursor {
         (status = 400, description = "`VALIDATION_ERROR`: a Last-Event-ID this stream never sent", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
         (status = 404, description = "`JOB_NOT_FOUND` (also another user's)", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`: the caller's open streams are at `SSE_STREAMS_PER_USER`, or its requests at their limit", body = ErrorEnvelope),
     ))]
 async fn stream_job(
     State(state): State<AppState>,
@@ -164,6 +223,9 @@ async fn stream_job(
 ) -> ApiResult<Response> {
     let job_id = parse_job_id(&id)?;
     let resume = parse_last_event_id(&headers)?;
+    let token = crate::extract::bearer_token(&headers)
+        .ok_or_else(ApiError::unauthorized)?
+        .to_string();
     let job = job_id.to_string();
     // Whatever comes first, the log is read after the watch begins: what commits before the
     // watch is in that read, what commits after it arrives live (deduplicated by position).
@@ -191,6 +253,15 @@ async fn stream_job(
             (snapshot, projected)
         }
     };
+    let slot = state.streams.take(principal.user_id.0).ok_or_else(|| {
+        ApiError::rate_limited(
+            format!(
+                "at most {} event streams open per user: close one first",
+                state.config.streams_per_user
+            ),
+            5,
+        )
+    })?;
     let live = state
         .feeds
         .watch(job_id)
@@ -199,8 +270,17 @@ async fn stream_job(
     if !pending.back().is_some_and(|e| e.terminal) {
         pending.extend(replay(&state.pool, &job, last).await?);
     }
+    let recheck = state.config.stream_recheck;
     let cursor = Cursor {
-        _open: OpenStream::new(),
+        _open: slot,
+        recheck: {
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + recheck, recheck);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        },
+        token,
+        state: state.clone(),
         pending,
         live,
         keep_alive: {
@@ -210,7 +290,6 @@ async fn stream_job(
             every
         },
         last,
-        pool: state.pool.clone(),
         job,
         done: false,
     };
