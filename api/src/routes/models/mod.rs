@@ -4,8 +4,8 @@
 
 pub mod dto;
 
+mod archive;
 pub use dto::*;
-use std::io::Write;
 
 use std::time::Duration;
 
@@ -23,11 +23,7 @@ use domain::model::{DeployRequest, ModelArtifact, ModelError, ModelStatus};
 
 use infrastructure::auth::Principal;
 
-use infrastructure::cluster_sim::artifacts::sha256_hex;
-
 use projections::models::queries::{self as read, ModelOrder, ModelRow};
-
-use tokio::io::AsyncReadExt;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -132,43 +128,16 @@ async fn archive(
             return Ok(archive.clone());
         }
     }
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(false);
-    for artifact in &row.artifacts.0 {
-        let mut reader = state
-            .objects
-            .read(&artifact.s3_key)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::internal(format!(
-                    "the stored artifact {} is missing",
-                    artifact.s3_key
-                ))
-            })?;
-        let mut bytes = Vec::with_capacity(artifact.size_bytes as usize);
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(ApiError::internal)?;
-        zip.start_file(artifact.name.as_str(), options)
-            .map_err(ApiError::internal)?;
-        zip.write_all(&bytes).map_err(ApiError::internal)?;
-    }
-    let bytes = zip.finish().map_err(ApiError::internal)?.into_inner();
-    let archive = ModelArtifact {
-        name: format!("model-{}-{}.zip", row.id, row.version),
-        s3_key: format!("models/{}/archive.zip", row.id),
-        size_bytes: bytes.len() as u64,
-        sha256: sha256_hex(&bytes),
-    };
-    state
-        .objects
-        .put(&archive.s3_key, bytes)
+    let key = format!("models/{}/archive.zip", row.id);
+    let (size_bytes, sha256) = archive::store(state.objects.clone(), &row.artifacts.0, &key)
         .await
         .map_err(ApiError::internal)?;
+    let archive = ModelArtifact {
+        name: format!("model-{}-{}.zip", row.id, row.version),
+        s3_key: key,
+        size_bytes,
+        sha256,
+    };
     state
         .models
         .record_archive(&context(principal), id, archive.clone())
