@@ -273,22 +273,12 @@ async fn stream_job(
     let recheck = state.config.stream_recheck;
     let cursor = Cursor {
         _open: slot,
-        recheck: {
-            let mut every =
-                tokio::time::interval_at(tokio::time::Instant::now() + recheck, recheck);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            every
-        },
+        recheck: every(recheck),
         token,
         state: state.clone(),
         pending,
         live,
-        keep_alive: {
-            let mut every =
-                tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            every
-        },
+        keep_alive: every(KEEP_ALIVE),
         last,
         job,
         done: false,
@@ -307,6 +297,13 @@ async fn stream_job(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Ticks every `period`, the first a period from now; a late tick is not caught up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
 }
 
 /// A fresh connection's first events: where the job stands now; its end if it has ended.
