@@ -49,8 +49,10 @@ install_packages() {
 write_config() {
   mkdir -p "$D"/{etc,state,spool,log,munge,run,runs,models}
   chmod 755 "$D" "$D/etc" "$D/run"
-  # Run folders are written by the job's user and read by serve.
-  chmod 1777 "$D/runs" "$D/models"
+  # Run folders are made by serve (0700, their files 0600: they hold a presigned URL and a
+  # copy of the user's dataset) and written by the job, which runs as serve's own user.
+  chmod 700 "$D/runs"
+  chmod 1777 "$D/models"
   if [[ ! -f "$D/munge/munge.key" ]]; then
     dd if=/dev/urandom of="$D/munge/munge.key" bs=1024 count=1 status=none
   fi

@@ -333,4 +333,11 @@ pub trait GpuCluster: Send + Sync {
     /// Downloads an artifact from the `url` a status report gave, refusing a body longer than
     /// `size_bytes` (the size the report declared) and a URL that is not the cluster's own.
     async fn download(&self, url: &str, size_bytes: u64) -> Result<Vec<u8>, ClusterCallError>;
+    /// The saga is done with `cluster_job_id` (its end recorded, its files copied): the
+    /// cluster may drop what it keeps of it (the run's folder, the dataset's copy, the
+    /// presigned URL) once the job has stopped. Best effort; the HTTP contract has no such
+    /// call, so by default nothing is dropped.
+    async fn release(&self, _cluster_job_id: &str) -> Result<(), ClusterCallError> {
+        Ok(())
+    }
 }

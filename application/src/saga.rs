@@ -230,6 +230,14 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
         Ok(self.next(Phase::Wait, entry, Duration::from_secs(3600)))
     }
 
+    /// Tells the cluster the saga is done with `cluster_job` (its files may go); a refusal
+    /// or an unreachable cluster is only logged.
+    async fn release_quietly(&self, entry: &SagaEntry, cluster_job: &str) {
+        if let Err(err) = self.cluster.release(cluster_job).await {
+            tracing::warn!(job_id = %entry.job_id, %cluster_job, error = %err, "the cluster job's files were not released");
+        }
+    }
+
     /// Asks the cluster to stop `cluster_job`; a refusal or an unreachable cluster is only logged.
     async fn cancel_quietly(&self, entry: &SagaEntry, cluster_job: &str) {
         if let Err(err) = self.cluster.cancel(cluster_job).await {
@@ -384,6 +392,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
         match report.status {
             ClusterStatus::Completed => {
                 self.finish(entry, &report).await?;
+                self.release_quietly(entry, cluster_job).await;
                 next.phase = Phase::Done;
             }
             ClusterStatus::Failed | ClusterStatus::Cancelled => {
@@ -405,6 +414,8 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                     },
                 )
                 .await?;
+                // A later attempt has a run of its own: this one's files are of no more use.
+                self.release_quietly(entry, cluster_job).await;
                 next.phase = Phase::Wait;
                 next.after = Duration::from_secs(3600);
             }
@@ -803,6 +814,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             self.accrue_compute(entry, job, &report, true, "cancelled")
                 .await?;
         }
+        self.release_quietly(entry, cluster_job).await;
         Ok(self.next(Phase::Done, entry, Duration::ZERO))
     }
 }

@@ -4,6 +4,7 @@
 //! adapter that PEFT loads and that lowers the loss on its own training conversations.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -347,12 +348,32 @@ async fn a_job_on_the_defaults_trains_smollm2_on_slurm_and_its_adapter_lowers_th
     let cluster = Cluster::new(&iso);
     let (_service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_default_job(&dataset).await;
+    // The run's folder and its spec (a presigned URL of the dataset) are its owner's only.
+    let run = cluster.runs.join(format!("{job}-1"));
+    eventually("the run folder", Duration::from_secs(60), || async {
+        run.join("spec.json").exists()
+    })
+    .await;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    assert_eq!(mode(&run), 0o700, "{}", run.display());
+    assert_eq!(mode(&run.join("spec.json")), 0o600);
 
     let events = stream_events(&client, &job, Duration::from_secs(400)).await;
     let final_job = client
         .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(30))
         .await;
     assert_eq!(final_job["status"], "completed", "{final_job}");
+    // Copied into our bucket, the run's files (the dataset's copy among them) are removed.
+    eventually(
+        "the completed run's folder is removed",
+        Duration::from_secs(60),
+        || async { !run.exists() },
+    )
+    .await;
 
     // Real losses, live: every step's metrics came over SSE, falling from the first.
     let losses: Vec<(u64, f64)> = events
@@ -474,15 +495,29 @@ async fn a_cancelled_job_cancels_its_slurm_job() {
     }
     assert_eq!(state, "CANCELLED");
     // The trainer stopped short of the plan, and no adapter was made.
-    let run = cluster.runs.join(format!("{job}-1"));
-    let trainer: Value = serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap())
-        .unwrap_or(Value::Null);
+    let cancelled = client.job(&job).await;
+    assert_eq!(cancelled["status"], "cancelled");
     assert!(
-        trainer["step"].as_u64().unwrap_or(0) < trainer["totalSteps"].as_u64().unwrap_or(0),
-        "{trainer}"
+        cancelled["currentStep"].as_u64().unwrap_or(0)
+            < cancelled["totalSteps"].as_u64().unwrap_or(0),
+        "{cancelled}"
     );
-    assert!(!run.join("adapter").exists());
-    assert_eq!(client.job(&job).await["status"], "cancelled");
+    assert!(cancelled["artifactId"].is_null(), "{cancelled}");
+    // Its run folder (the dataset's copy, the presigned URL) goes once Slurm has stopped it:
+    // at the release, or at the next submission's sweep.
+    let run = cluster.runs.join(format!("{job}-1"));
+    if run.exists() {
+        let next = client.create_job(&dataset, 1).await;
+        eventually(
+            "the cancelled run's folder is removed",
+            Duration::from_secs(60),
+            || async { !run.exists() },
+        )
+        .await;
+        let _ = client
+            .post(&format!("/api/jobs/{next}/cancel"), json!({}))
+            .await;
+    }
     drop(service);
     iso.cleanup().await;
 }
@@ -581,14 +616,38 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
     let slurm_jobs = cluster.jobs_of(&job).await;
     assert_eq!(slurm_jobs.len(), 1, "the same Slurm job, requeued");
     assert_eq!(slurm_jobs[0]["restart_cnt"], 1);
-    let trainer: Value =
-        serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
-    assert_eq!(trainer["starts"], 2, "{trainer}");
-    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
-    assert!(
-        events.contains("\"message\":\"resuming from checkpoint-"),
-        "the second start resumed from a checkpoint, not from step 0"
+    // What the trainer logged (its run folder is gone once the job completed): a second
+    // start, resumed from a checkpoint rather than from step 0.
+    let logs: Vec<&str> = done["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert_eq!(
+        logs.iter().filter(|m| **m == "starting the run").count(),
+        1,
+        "{logs:?}"
     );
+    assert_eq!(
+        logs.iter().filter(|m| **m == "resuming the run").count(),
+        1,
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|m| m.starts_with("resuming from checkpoint-")),
+        "the second start resumed from a checkpoint, not from step 0: {logs:?}"
+    );
+    eventually(
+        "the completed run's folder is removed",
+        Duration::from_secs(60),
+        || {
+            let gone = !run.exists();
+            async move { gone }
+        },
+    )
+    .await;
     assert_each_step_once(&done);
     drop(service);
     iso.cleanup().await;

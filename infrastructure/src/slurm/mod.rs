@@ -36,6 +36,8 @@ use rest::{JobDescription, JobSubmission};
 
 const JOB_PREFIX: &str = "brightrun-";
 const SLURM_JOB_ID_FILE: &str = "slurm_job_id";
+/// Marks a run folder the saga is done with: removed once its Slurm job has stopped.
+const RELEASED_FILE: &str = "released";
 
 #[derive(Clone)]
 pub struct SlurmSettings {
@@ -122,10 +124,18 @@ fn check_key(key: &str) -> Result<(), ClusterCallError> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` whole or not at all, readable by its owner only (a run's files
+/// hold a presigned URL of the user's dataset).
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -139,7 +149,55 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// Creates `run_dir` inside `runs` (made if missing) for its owner only: mode 0700, whatever
+/// the umask, and again if it was there already.
+fn private_folder(runs: &Path, run_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::create_dir_all(runs)?;
+    match std::fs::DirBuilder::new().mode(0o700).create(run_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))
+}
+
 impl SlurmCluster {
+    /// Removes each released run folder whose Slurm job has stopped (or Slurm no longer
+    /// knows). A folder Slurm cannot be asked about now stays for the next sweep.
+    async fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !dir.join(RELEASED_FILE).exists() {
+                continue;
+            }
+            let id = std::fs::read_to_string(dir.join(SLURM_JOB_ID_FILE))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            let stopped = match id {
+                Some(id) => match self.rest.job(id).await {
+                    Ok(Some(job)) => report::is_terminal(&job.job_state),
+                    Ok(None) => true,
+                    Err(_) => false,
+                },
+                None => true,
+            };
+            if stopped {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(run_dir = %dir.display(), "released run folder removed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_dir = %dir.display(), error = %e, "cannot remove a released run folder")
+                    }
+                }
+            }
+        }
+    }
+
     pub fn new(settings: SlurmSettings) -> SlurmCluster {
         SlurmCluster {
             rest: SlurmRest::new(
@@ -175,6 +233,7 @@ impl SlurmCluster {
              # A BrightRun training run (written by the Slurm adapter). Started again in the\n\
              # same folder after a requeue, the trainer resumes from its last checkpoint.\n\
              set -eu\n\
+             umask 077\n\
              cd {dir}\n\
              exec {} -m brightrun_trainer {dir}\n",
             shell_quote(&self.settings.trainer_python)
@@ -272,9 +331,8 @@ impl GpuCluster for SlurmCluster {
             });
         }
         let run_dir = self.run_dir(key);
-        tokio::fs::create_dir_all(&run_dir)
-            .await
-            .map_err(unavailable)?;
+        private_folder(&self.settings.runs_dir, &run_dir).map_err(unavailable)?;
+        self.sweep().await;
         let spec = serde_json::to_vec_pretty(request).map_err(unavailable)?;
         write_atomically(&run_dir.join("spec.json"), &spec).map_err(unavailable)?;
         let dir = run_dir.to_string_lossy().into_owned();
@@ -350,6 +408,25 @@ impl GpuCluster for SlurmCluster {
             }
         }
         self.rest.cancel(id).await
+    }
+
+    /// Marks the job's run folder released, then sweeps: it goes (with the dataset's copy and
+    /// the presigned URL in its spec) as soon as Slurm says the job has stopped, at once or at
+    /// a later submission or release.
+    async fn release(&self, cluster_job_id: &str) -> Result<(), ClusterCallError> {
+        let Ok(id) = cluster_job_id.parse::<u64>() else {
+            return Ok(());
+        };
+        if let Some(job) = self.rest.job(id).await? {
+            if let Some(key) = job.name.strip_prefix(JOB_PREFIX) {
+                if check_key(key).is_ok() && self.run_dir(key).is_dir() {
+                    std::fs::write(self.run_dir(key).join(RELEASED_FILE), b"")
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        self.sweep().await;
+        Ok(())
     }
 
     async fn download(&self, url: &str, size_bytes: u64) -> Result<Vec<u8>, ClusterCallError> {

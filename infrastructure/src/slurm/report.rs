@@ -69,7 +69,7 @@ impl SlurmJob {
     }
 }
 
-fn is_terminal(state: &str) -> bool {
+pub(crate) fn is_terminal(state: &str) -> bool {
     !matches!(
         state,
         "PENDING"
