@@ -314,10 +314,16 @@ pub async fn start(
                 shutdown.clone(),
             ),
         ));
+        // Slurm's run folders hold copies of datasets; the HTTP contract has no call to drop them.
+        let copies = config
+            .slurm
+            .as_ref()
+            .map(|s| Arc::new(SlurmCluster::new(s.clone())) as Arc<dyn GpuCluster>);
         tasks.push(tokio::spawn(dataset_workers::run_purger(
             pool.clone(),
             datasets.clone(),
             objects.clone(),
+            copies,
             PurgeOptions {
                 purge_after: config.purge_after,
                 interval: config.purge_interval,

@@ -340,4 +340,9 @@ pub trait GpuCluster: Send + Sync {
     async fn release(&self, _cluster_job_id: &str) -> Result<(), ClusterCallError> {
         Ok(())
     }
+    /// A deleted dataset's objects were purged (`dataset_key`, its key in our bucket): the
+    /// cluster drops any copy of it it still keeps. Best effort, as `release`.
+    async fn forget_dataset(&self, _dataset_key: &str) -> Result<(), ClusterCallError> {
+        Ok(())
+    }
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use application::cluster::GpuCluster;
 use application::datasets::DatasetCommands;
 use application::validation::DatasetValidation;
 use application::{AppError, CommandContext, ObjectStore};
@@ -196,11 +197,20 @@ pub async fn run_purger(
     pool: PgPool,
     commands: Arc<DatasetCommands<EventStore<Dataset>>>,
     objects: Arc<dyn ObjectStore>,
+    cluster: Option<Arc<dyn GpuCluster>>,
     options: PurgeOptions,
     shutdown: CancellationToken,
 ) {
     loop {
-        match purge_due(&pool, &commands, &*objects, options.purge_after).await {
+        match purge_due(
+            &pool,
+            &commands,
+            &*objects,
+            cluster.as_deref(),
+            options.purge_after,
+        )
+        .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "purged objects of deleted datasets"),
             Err(err) => {
@@ -214,11 +224,13 @@ pub async fn run_purger(
     }
 }
 
-/// One pass: answers how many objects it purged.
+/// One pass: answers how many objects it purged. The `cluster`, when it keeps run files of
+/// its own (Slurm), drops its copies of each purged dataset too.
 pub async fn purge_due(
     pool: &PgPool,
     commands: &DatasetCommands<EventStore<Dataset>>,
     objects: &dyn ObjectStore,
+    cluster: Option<&dyn GpuCluster>,
     purge_after: Duration,
 ) -> anyhow::Result<usize> {
     let cutoff = commands.clock().now() - chrono::Duration::from_std(purge_after)?;
@@ -233,6 +245,9 @@ pub async fn purge_due(
     let mut purged = 0;
     for (id, user_id, key) in due {
         objects.delete(&key).await?;
+        if let Some(cluster) = cluster {
+            cluster.forget_dataset(&key).await?;
+        }
         let ctx = CommandContext {
             user_id: UserId(user_id),
             request_id: Uuid::now_v7().to_string(),

@@ -69,7 +69,7 @@ async fn dataset_url(app: &TestApp) -> (String, u64) {
     (get.url, len)
 }
 
-fn request(key: &str, url: &str) -> SubmitRequest {
+pub(crate) fn request(key: &str, url: &str) -> SubmitRequest {
     let mut h = Preset::Balanced.hyperparameters();
     h.lora_rank = 2;
     SubmitRequest {

@@ -764,3 +764,67 @@ async fn kill_9_of_slurmd_mid_run_loses_and_doubles_nothing() {
     drop(slurm);
     iso.cleanup().await;
 }
+
+/// A purged dataset leaves no copy in a run folder: a run that was never released (as runs
+/// from before releases were) holding the dataset and a presigned URL of it is removed by the
+/// purge once Slurm no longer runs its job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_dataset_leaves_no_copy_in_a_run_folder() {
+    let iso = Isolation::new();
+    let mut cluster = Cluster::new(&iso);
+    cluster
+        .env
+        .insert("DATASET_PURGE_AFTER_SECONDS".into(), "0".into());
+    cluster
+        .env
+        .insert("DATASET_PURGE_INTERVAL_SECONDS".into(), "1".into());
+    let (service, client, dataset) = start(&iso, &cluster).await;
+    let key = client.get(&format!("/api/datasets/{dataset}")).await["data"]["dataset"]["s3Key"]
+        .as_str()
+        .expect("s3Key")
+        .to_string();
+    // A run of long ago, on this dataset, whose Slurm job is long forgotten.
+    let old = cluster.runs.join("0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10-1");
+    std::fs::create_dir_all(&old).unwrap();
+    let url = format!("http://127.0.0.1:9/brightrun/{key}?X-Amz-Signature=old");
+    let spec = crate::cluster_sim::request("0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a10-1", &url);
+    std::fs::write(old.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    std::fs::write(old.join("dataset.jsonl"), b"{\"messages\": []}\n").unwrap();
+    std::fs::write(old.join("slurm_job_id"), b"999999").unwrap();
+    // A run of another dataset stays.
+    let other = cluster.runs.join("0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a11-1");
+    std::fs::create_dir_all(&other).unwrap();
+    let elsewhere = crate::cluster_sim::request(
+        "0193a1f2-6c1e-7d2a-9f00-3b7c2e1d4a11-1",
+        "http://127.0.0.1:9/brightrun/datasets/u/other/dataset.jsonl?X-Amz-Signature=x",
+    );
+    std::fs::write(
+        other.join("spec.json"),
+        serde_json::to_vec(&elsewhere).unwrap(),
+    )
+    .unwrap();
+
+    let deleted = client
+        .http
+        .delete(format!("{}/api/datasets/{dataset}", client.base))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    eventually(
+        "the purge removes the old run",
+        Duration::from_secs(60),
+        || {
+            let gone = !old.exists();
+            async move { gone }
+        },
+    )
+    .await;
+    assert!(
+        other.join("spec.json").exists(),
+        "another dataset's run was removed"
+    );
+    drop(service);
+    iso.cleanup().await;
+}

@@ -429,6 +429,36 @@ impl GpuCluster for SlurmCluster {
         Ok(())
     }
 
+    /// Every run folder whose spec names the dataset: its copy (`dataset.jsonl`) goes, and
+    /// the folder with it once Slurm says the job stopped (a purged dataset has no active job:
+    /// these are runs that were never released, such as those from before releases).
+    async fn forget_dataset(&self, dataset_key: &str) -> Result<(), ClusterCallError> {
+        let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else {
+            return Ok(());
+        };
+        let suffix = format!("/{dataset_key}");
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let names_it = std::fs::read(dir.join("spec.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<SubmitRequest>(&b).ok())
+                .and_then(|spec| reqwest::Url::parse(&spec.dataset_url).ok())
+                .is_some_and(|url| url.path().ends_with(&suffix));
+            if !names_it {
+                continue;
+            }
+            match std::fs::remove_file(dir.join("dataset.jsonl")) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            std::fs::write(dir.join(RELEASED_FILE), b"").map_err(unavailable)?;
+            tracing::info!(run_dir = %dir.display(), dataset_key, "a purged dataset's copy removed from a run folder");
+        }
+        self.sweep().await;
+        Ok(())
+    }
+
     async fn download(&self, url: &str, size_bytes: u64) -> Result<Vec<u8>, ClusterCallError> {
         let refused = |message: String| ClusterCallError::Rejected {
             status: 400,
