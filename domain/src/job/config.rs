@@ -101,6 +101,18 @@ pub enum TargetModule {
 }
 
 impl TargetModule {
+    /// The block of a decoder layer the module is in (`self_attn` or `mlp`), as PEFT names
+    /// its tensors: `...layers.<n>.<block>.<module>.lora_A.weight`.
+    pub fn block(self) -> &'static str {
+        match self {
+            TargetModule::QProj
+            | TargetModule::KProj
+            | TargetModule::VProj
+            | TargetModule::OProj => "self_attn",
+            TargetModule::GateProj | TargetModule::UpProj | TargetModule::DownProj => "mlp",
+        }
+    }
+
     pub const ALL: [TargetModule; 7] = [
         TargetModule::QProj,
         TargetModule::KProj,
@@ -238,6 +250,11 @@ pub struct BaseModel {
     pub id: &'static str,
     pub hidden_size: u32,
     pub layers: u32,
+    /// The width of the key and value projections: key/value heads x head size (smaller than
+    /// `hidden_size` under grouped-query attention).
+    pub kv_size: u32,
+    /// The width of the MLP (gate, up and down projections).
+    pub intermediate_size: u32,
     pub min_gpu_memory_gb: u32,
     /// Tokens per second on one GPU of each type, `None` where the model is not allowed.
     pub tokens_per_second: [(GpuType, Option<f64>); 3],
@@ -253,6 +270,8 @@ pub const BASE_MODELS: [BaseModel; 4] = [
         id: "llama-3-70b",
         hidden_size: 8192,
         layers: 80,
+        kv_size: 1024,
+        intermediate_size: 28672,
         min_gpu_memory_gb: 160,
         tokens_per_second: [
             (GpuType::A100_40gb, None),
@@ -265,6 +284,8 @@ pub const BASE_MODELS: [BaseModel; 4] = [
         id: "llama-3-8b",
         hidden_size: 4096,
         layers: 32,
+        kv_size: 1024,
+        intermediate_size: 14336,
         min_gpu_memory_gb: 24,
         tokens_per_second: [
             (GpuType::A100_40gb, Some(2400.0)),
@@ -277,6 +298,8 @@ pub const BASE_MODELS: [BaseModel; 4] = [
         id: "mistral-7b",
         hidden_size: 4096,
         layers: 32,
+        kv_size: 1024,
+        intermediate_size: 14336,
         min_gpu_memory_gb: 24,
         tokens_per_second: [
             (GpuType::A100_40gb, Some(2600.0)),
@@ -291,6 +314,8 @@ pub const BASE_MODELS: [BaseModel; 4] = [
         id: "smollm2-135m",
         hidden_size: 576,
         layers: 30,
+        kv_size: 192,
+        intermediate_size: 1536,
         min_gpu_memory_gb: 2,
         tokens_per_second: [
             (GpuType::A100_40gb, Some(40000.0)),
@@ -304,6 +329,18 @@ pub const BASE_MODELS: [BaseModel; 4] = [
 impl BaseModel {
     pub fn find(id: &str) -> Option<&'static BaseModel> {
         BASE_MODELS.iter().find(|m| m.id == id)
+    }
+
+    /// The (input, output) widths of `module` in each layer: the shapes a LoRA on it has
+    /// (A is rank x input, B is output x rank).
+    pub fn projection(&self, module: TargetModule) -> (u32, u32) {
+        let (hidden, kv, mlp) = (self.hidden_size, self.kv_size, self.intermediate_size);
+        match module {
+            TargetModule::QProj | TargetModule::OProj => (hidden, hidden),
+            TargetModule::KProj | TargetModule::VProj => (hidden, kv),
+            TargetModule::GateProj | TargetModule::UpProj => (hidden, mlp),
+            TargetModule::DownProj => (mlp, hidden),
+        }
     }
 
     pub fn per_gpu_throughput(&self, gpu: GpuType) -> Option<f64> {

@@ -1418,3 +1418,30 @@ fn each_base_model_starts_from_the_cheapest_gpus_per_token_that_can_train_it() {
         assert_eq!(g.instance_type, GpuType::H100_80gb, "{}", model.id);
     }
 }
+
+#[test]
+fn each_projection_has_the_widths_of_its_base_model_s_own_layers() {
+    use crate::job::config::TargetModule::*;
+    // SmolLM2-135M: hidden 576, 3 key/value heads of 64, MLP 1536 (its config.json).
+    let smol = BaseModel::find("smollm2-135m").expect("smollm2");
+    let widths: Vec<_> = [QProj, KProj, VProj, OProj, GateProj, UpProj, DownProj]
+        .into_iter()
+        .map(|m| (m.block(), m.as_str(), smol.projection(m)))
+        .collect();
+    assert_eq!(
+        widths,
+        [
+            ("self_attn", "q_proj", (576, 576)),
+            ("self_attn", "k_proj", (576, 192)),
+            ("self_attn", "v_proj", (576, 192)),
+            ("self_attn", "o_proj", (576, 576)),
+            ("mlp", "gate_proj", (576, 1536)),
+            ("mlp", "up_proj", (576, 1536)),
+            ("mlp", "down_proj", (1536, 576)),
+        ]
+    );
+    // Llama 3 8B: 8 key/value heads of 128, MLP 14336.
+    let llama = BaseModel::find("llama-3-8b").expect("llama");
+    assert_eq!(llama.projection(VProj), (4096, 1024));
+    assert_eq!(llama.projection(DownProj), (14336, 4096));
+}

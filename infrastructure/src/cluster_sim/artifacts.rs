@@ -1,6 +1,7 @@
 //! The files a finished simulated run produces, as a real trainer would: a PEFT LoRA adapter
 //! (`adapter_model.safetensors` with PEFT tensor names and shapes for the base model's layers
-//! and the target modules, BF16), its `adapter_config.json`, and a small `tokenizer.json`.
+//! and the target modules, the key/value and MLP widths included, BF16: as llama.cpp's
+//! converter takes them), its `adapter_config.json`, and a small `tokenizer.json`.
 
 use sha2::{Digest, Sha256};
 
@@ -20,16 +21,17 @@ pub fn tensor_layout(job: &SimJob) -> Vec<(String, [u64; 2])> {
     let model =
         BaseModel::find(&job.request.base_model).unwrap_or(&domain::job::config::BASE_MODELS[1]);
     let rank = u64::from(job.request.hyperparameters.lora_rank);
-    let hidden = u64::from(model.hidden_size);
     let mut tensors = Vec::new();
     for layer in 0..model.layers {
         for module in &job.request.hyperparameters.target_modules {
+            let (input, output) = model.projection(*module);
             let prefix = format!(
-                "base_model.model.model.layers.{layer}.self_attn.{}",
+                "base_model.model.model.layers.{layer}.{}.{}",
+                module.block(),
                 module.as_str()
             );
-            tensors.push((format!("{prefix}.lora_A.weight"), [rank, hidden]));
-            tensors.push((format!("{prefix}.lora_B.weight"), [hidden, rank]));
+            tensors.push((format!("{prefix}.lora_A.weight"), [rank, u64::from(input)]));
+            tensors.push((format!("{prefix}.lora_B.weight"), [u64::from(output), rank]));
         }
     }
     tensors

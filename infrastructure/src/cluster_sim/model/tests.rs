@@ -214,7 +214,8 @@ fn the_adapter_is_a_valid_safetensors_file_with_peft_names_and_shapes() {
     let b = tensors
         .tensor("base_model.model.model.layers.31.self_attn.v_proj.lora_B.weight")
         .expect("B");
-    assert_eq!(b.shape(), &[4096, 4]);
+    // Grouped-query attention: 8 key/value heads of 128.
+    assert_eq!(b.shape(), &[1024, 4]);
     assert_eq!(artifacts::adapter_model(&j), bytes, "deterministic");
 
     let config: serde_json::Value = serde_json::from_slice(&artifacts::adapter_config(&j)).unwrap();
@@ -272,4 +273,31 @@ fn each_named_artifact_is_made_again_the_same_and_no_other_name_is() {
         Some(artifacts::adapter_model(&j))
     );
     assert_eq!(artifacts::one(&j, "../secrets"), None);
+}
+
+/// Every module's tensors have its own block and widths, as PEFT saves them over the real
+/// model (and llama.cpp's converter takes them): MLP modules under `mlp`, key and value
+/// projections as wide as the key/value heads.
+#[test]
+fn each_module_s_tensors_have_the_names_and_widths_of_the_real_layer() {
+    let mut j = job(Preset::Balanced, 3);
+    j.request.base_model = "smollm2-135m".into();
+    j.request.hyperparameters.target_modules = TargetModule::ALL.to_vec();
+    let bytes = artifacts::adapter_model(&j);
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors parses");
+    assert_eq!(tensors.len(), 30 * 7 * 2);
+    for (name, shape) in [
+        ("layers.0.self_attn.q_proj.lora_B", [576, 4]),
+        ("layers.0.self_attn.k_proj.lora_B", [192, 4]),
+        ("layers.29.self_attn.v_proj.lora_A", [4, 576]),
+        ("layers.29.self_attn.v_proj.lora_B", [192, 4]),
+        ("layers.3.mlp.gate_proj.lora_B", [1536, 4]),
+        ("layers.3.mlp.down_proj.lora_A", [4, 1536]),
+        ("layers.3.mlp.down_proj.lora_B", [576, 4]),
+    ] {
+        let tensor = tensors
+            .tensor(&format!("base_model.model.model.{name}.weight"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(tensor.shape(), &shape, "{name}");
+    }
 }
