@@ -43,6 +43,7 @@ pub mod dataset_workers;
 pub mod db;
 pub mod event_log;
 pub mod event_store;
+pub mod inference;
 pub mod jobs;
 pub mod models;
 pub mod parking;

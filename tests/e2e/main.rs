@@ -13,6 +13,7 @@ mod direct_upload;
 mod faults;
 mod global_log;
 mod hostile;
+mod inference;
 mod job_stream;
 mod jobs;
 mod lifecycle;
