@@ -146,20 +146,24 @@ fn address_of(
 ) -> Option<IpAddr> {
     let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     if trust_forwarded_for {
-        // The right-most entry is the one the trusted proxy appended (the address it saw);
-        // anything left of it is whatever the client chose to send.
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse().ok());
+        let forwarded = proxy_entry(headers, "x-forwarded-for").and_then(|v| v.parse().ok());
         if forwarded.is_some() {
             return forwarded;
         }
     }
     peer.map(|p| p.ip())
+}
+
+/// The entry the trusted proxy appended to an `X-Forwarded-*` header: the right-most one of
+/// the last header (anything left of it is whatever the client chose to send).
+pub fn proxy_entry<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
 }
 
 #[cfg(test)]

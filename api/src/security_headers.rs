@@ -77,13 +77,8 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
 /// Whether the trusted proxy says the client spoke https: the right-most
 /// `X-Forwarded-Proto` entry (the one the proxy set), as for `X-Forwarded-For`.
 fn forwarded_https(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("x-forwarded-proto")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    crate::rate_limit::proxy_entry(headers, "x-forwarded-proto")
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
 #[cfg(test)]
