@@ -45,7 +45,7 @@ private_serve() {
   trap private_serve_cleanup EXIT
   env BRIGHTRUN_ADDR="127.0.0.1:$port" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$private_tag" \
     NATS_STREAM="${private_tag^^}" NATS_SUBJECT_PREFIX="$private_tag" BRIGHTRUN_DATA_DIR="$data" \
-    DEPLOY_SIM_SECONDS=1 RUST_LOG=error "${cluster[@]}" "$@" \
+    RUST_LOG=error "${cluster[@]}" "$@" \
     ./target/debug/brightrun serve >"$data/serve.log" 2>&1 &
   server=$!
   for _ in $(seq 1 300); do

@@ -38,7 +38,7 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
-const LEDGER_EVENTS: &[&str] = &["JobCostAccrued", "ModelDownloadBilled"];
+const LEDGER_EVENTS: &[&str] = &["JobCostAccrued", "ModelDownloadBilled", "ModelUsageBilled"];
 
 /// A projector folding one event at a time (what every projector did before set-based
 /// batches), under a name of its own so it keeps its own checkpoint.

@@ -6,6 +6,7 @@ use application::api_keys::ApiKeyCommands;
 use application::cluster::GpuCluster;
 use application::datasets::DatasetCommands;
 use application::jobs::JobCommands;
+use application::models::Deployer;
 use application::models::ModelCommands;
 use application::ports::SystemClock;
 use application::saga::{SagaOptions, TrainingSaga};
@@ -19,9 +20,10 @@ use infrastructure::budget::BudgetWatcher;
 use infrastructure::cluster_client::{ClientOptions, HttpCluster};
 use infrastructure::cluster_sim::server::{ClusterSim, SimSettings};
 use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
+use infrastructure::deployer::{LocalDeployer, NoEngine};
 use infrastructure::event_log::PgLogPositions;
+use infrastructure::inference::{EngineSettings, LlamaCppEngines};
 use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
-use infrastructure::models::SimulatedDeployer;
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::saga::{DriverOptions, SagaFeeder};
 use infrastructure::slurm::SlurmCluster;
@@ -231,9 +233,7 @@ pub async fn start(
         event_store::store(pool.clone(), &wakeup),
         Arc::new(PgLogPositions(pool.clone())),
         clock.clone(),
-        Arc::new(SimulatedDeployer {
-            ready_after: config.deploy_sim_ready_after,
-        }),
+        deployer(&config, objects.clone()),
     ));
     let api_keys = Arc::new(ApiKeyCommands::new(
         event_store::framework(pool.clone(), &wakeup, ()),
@@ -369,6 +369,10 @@ pub async fn start(
         feeds,
         leadership,
         objects,
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| anyhow::anyhow!("the HTTP client: {e}"))?,
     };
     Ok(Service {
         state,
@@ -381,6 +385,27 @@ pub async fn start(
 
 /// The origin the store's presigned URLs point to (where a browser uploads): presigned once
 /// for a key nobody writes, as the store itself would answer.
+/// The inference engines deployments run on: llama.cpp on this machine when its
+/// environment is configured, else none (deployments are refused, saying so).
+fn deployer(config: &Config, objects: Arc<dyn ObjectStore>) -> Arc<dyn Deployer> {
+    let Some(venv) = &config.inference_venv else {
+        return Arc::new(NoEngine);
+    };
+    let engines = LlamaCppEngines::new(EngineSettings {
+        engine_venv: venv.clone(),
+        trainer_python: config.trainer_python.clone(),
+        trainer_src: config.trainer_src.clone(),
+        models_dir: config.trainer_models_dir.clone(),
+        ready_within: config.inference_ready_within,
+    });
+    Arc::new(LocalDeployer::new(
+        engines,
+        objects,
+        config.data_dir.join("deployments"),
+        format!("{}/v1", config.public_url),
+    ))
+}
+
 async fn object_store_origin(
     objects: &dyn ObjectStore,
     now: chrono::DateTime<chrono::Utc>,

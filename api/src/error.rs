@@ -62,6 +62,12 @@ pub enum ErrorCode {
     ModelDeployed,
     /// CONFLICT: the model is archived.
     ModelArchived,
+    /// CONFLICT: the model has no deployment (undeploy, chat).
+    ModelNotDeployed,
+    /// CONFLICT: the model's deployment is still starting (chat).
+    ModelNotServing,
+    /// CONFLICT: no engine here can serve the model as trained (deploy).
+    AdapterNotServable,
     /// PAYLOAD_TOO_LARGE: the body passed a size limit.
     PayloadTooLarge,
     /// UNSUPPORTED_MEDIA_TYPE: the body is not in the operation's content type.
@@ -75,7 +81,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::ValidationError,
         ErrorCode::BadRequest,
         ErrorCode::UploadInterrupted,
@@ -102,6 +108,9 @@ impl ErrorCode {
         ErrorCode::JobNotCancellable,
         ErrorCode::ModelDeployed,
         ErrorCode::ModelArchived,
+        ErrorCode::ModelNotDeployed,
+        ErrorCode::ModelNotServing,
+        ErrorCode::AdapterNotServable,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
@@ -137,6 +146,9 @@ impl ErrorCode {
             ErrorCode::JobNotCancellable => "JOB_NOT_CANCELLABLE",
             ErrorCode::ModelDeployed => "MODEL_DEPLOYED",
             ErrorCode::ModelArchived => "MODEL_ARCHIVED",
+            ErrorCode::ModelNotDeployed => "MODEL_NOT_DEPLOYED",
+            ErrorCode::ModelNotServing => "MODEL_NOT_SERVING",
+            ErrorCode::AdapterNotServable => "ADAPTER_NOT_SERVABLE",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::RateLimited => "RATE_LIMITED",
@@ -173,6 +185,9 @@ impl ErrorCode {
             ErrorCode::JobNotCancellable => StatusCode::CONFLICT,
             ErrorCode::ModelDeployed => StatusCode::CONFLICT,
             ErrorCode::ModelArchived => StatusCode::CONFLICT,
+            ErrorCode::ModelNotDeployed => StatusCode::CONFLICT,
+            ErrorCode::ModelNotServing => StatusCode::CONFLICT,
+            ErrorCode::AdapterNotServable => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

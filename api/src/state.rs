@@ -36,4 +36,6 @@ pub struct AppState {
     pub console_policy: axum::http::HeaderValue,
     /// The event streams open on this instance, per user.
     pub streams: Arc<crate::routes::job_stream::OpenStreams>,
+    /// Calls to inference engines (chat completions).
+    pub http: reqwest::Client,
 }

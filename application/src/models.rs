@@ -5,37 +5,62 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, CqrsFramework, EventStore};
 use domain::ids::{ModelId, UserId};
 use domain::model::{
-    DeployEnvironment, DeployRequest, DeploymentTicket, Model, ModelArtifact, ModelCommand,
-    ModelError, ModelEvent, ModelRegistered, ModelStatus,
+    DeployRequest, Deployment, DeploymentTicket, Model, ModelArtifact, ModelCommand, ModelError,
+    ModelRegistered, ModelStatus,
 };
 use rust_decimal::Decimal;
 
 use crate::datasets::Receipt;
 use crate::{AppError, Clock, CommandContext, LogPositions};
 
-/// Where models are deployed (a simulated inference target for now).
+/// How an engine is doing with a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineHealth {
+    /// Fetching the adapter, converting it, loading it: not answering yet.
+    Starting,
+    Serving,
+    /// It cannot serve this deployment (the reason is recorded as the deployment's).
+    Failed(String),
+}
+
+/// Where a deployment's chat completions go: an OpenAI-compatible base URL and the model
+/// name the engine answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub base_url: String,
+    pub model: String,
+}
+
+/// Where models are served: inference engines, started from the model's own artifacts.
 #[async_trait]
 pub trait Deployer: Send + Sync {
-    /// Starts a deployment; answers its id, endpoint and when it should be ready.
-    async fn deploy(
-        &self,
-        model: ModelId,
-        environment: DeployEnvironment,
-        endpoint_name: &str,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<DeploymentTicket>;
+    /// Whether this target can serve the deployment at all (an engine for its base model).
+    /// Answers why not, and what to change.
+    fn check(&self, deployment: &Deployment) -> Result<(), String>;
 
-    /// Whether the deployment is serving.
-    async fn is_ready(
-        &self,
-        deployment_id: &str,
-        estimated_ready_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<bool>;
+    /// Where callers reach a deployment of this target (BrightRun's own `/v1`).
+    fn endpoint_url(&self) -> String;
+
+    /// How long an engine usually takes to serve.
+    fn expected_start(&self) -> std::time::Duration;
+
+    /// How the deployment's engine is. One this process does not run yet (just requested,
+    /// or recorded before a restart) is started in the background, and answers `Starting`.
+    async fn health(&self, deployment: &Deployment) -> anyhow::Result<EngineHealth>;
+
+    /// Stops the deployment's engine and removes its files; stopping one that does not run
+    /// is not an error.
+    async fn stop(&self, deployment_id: &str) -> anyhow::Result<()>;
+
+    /// The deployments whose engines this target runs, or left behind by an earlier
+    /// process: (model, deployment).
+    async fn running(&self) -> anyhow::Result<Vec<(ModelId, String)>>;
+
+    /// Where the deployment's chat completions go, when its engine serves.
+    async fn route(&self, deployment_id: &str) -> Option<Route>;
 }
 
 /// Who acts on a model.
@@ -127,8 +152,8 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
         self.execute(ctx, id, command).await
     }
 
-    /// Checks the request against the model first, so the target is only asked for a
-    /// deployment the model can take; then records what the target answered.
+    /// Checks the request against the model and the target first, so nothing is recorded
+    /// for a deployment that cannot serve; records it, then has the target start its engine.
     pub async fn deploy(
         &self,
         ctx: &CommandContext,
@@ -141,58 +166,164 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
             .load(id)
             .await?
             .ok_or(AppError::Rejected(ModelError::NotFound))?;
-        let command = |ticket: DeploymentTicket| ModelCommand::RequestDeployment {
+        let ticket = DeploymentTicket {
+            deployment_id: format!("dep_{}", uuid::Uuid::now_v7().simple()),
+            endpoint_url: self.deployer.endpoint_url(),
+            estimated_ready_at: now
+                + chrono::Duration::from_std(self.deployer.expected_start()).unwrap_or_default(),
+        };
+        let command = ModelCommand::RequestDeployment {
             actor: actor.user_id,
             is_admin: actor.is_admin,
-            request: request.clone(),
-            ticket,
+            request,
+            ticket: ticket.clone(),
             at: now,
         };
-        let probe = DeploymentTicket {
-            deployment_id: String::new(),
-            endpoint_url: String::new(),
-            estimated_ready_at: now,
-        };
-        // What the model would record tells the target the endpoint's name.
-        let endpoint_name = match model
-            .decide(command(probe))
-            .map_err(AppError::Rejected)?
-            .first()
-        {
-            Some(ModelEvent::ModelDeploymentRequested(e)) => e.endpoint_name.clone(),
-            _ => return Err(AppError::Internal("the deployment was not planned".into())),
-        };
-        let ticket = self
-            .deployer
-            .deploy(id, request.environment, &endpoint_name, now)
-            .await
-            .map_err(|e| AppError::Internal(format!("the deployment target failed: {e:#}")))?;
-        let receipt = self.execute(ctx, id, command(ticket.clone())).await?;
+        // What the model would record, checked against the target before it is recorded.
+        let mut planned = model.clone();
+        for event in model.decide(command.clone()).map_err(AppError::Rejected)? {
+            cqrs_es::Aggregate::apply(&mut planned, event);
+        }
+        let deployment = planned
+            .deployment()
+            .ok_or_else(|| AppError::Internal("the deployment was not planned".into()))?;
+        self.deployer
+            .check(&deployment)
+            .map_err(|reason| AppError::Rejected(ModelError::NotServable(reason)))?;
+        let receipt = self.execute(ctx, id, command).await?;
+        // Start the engine now; should this fail, the deployment watcher starts it.
+        if let Err(err) = self.deployer.health(&deployment).await {
+            tracing::warn!(error = %format!("{err:#}"), deployment = %deployment.deployment_id,
+                "the engine did not start yet; the deployment watcher retries");
+        }
         Ok((receipt, ticket))
     }
 
-    /// Asks the target about a pending deployment and records it deployed when it serves.
+    /// Asks the target how the model's deployment is, and records it serving or failed.
+    /// Answers the model's deployment state after the check (`None`: nothing deployed).
     pub async fn check_deployment(
         &self,
         ctx: &CommandContext,
         id: ModelId,
-        deployment_id: &str,
-        estimated_ready_at: DateTime<Utc>,
-    ) -> Result<bool, AppError<ModelError>> {
-        let now = self.clock.now();
-        let ready = self
+    ) -> Result<Option<EngineHealth>, AppError<ModelError>> {
+        let Some(deployment) = self.load(id).await?.and_then(|m| m.deployment()) else {
+            return Ok(None);
+        };
+        let health = self
             .deployer
-            .is_ready(deployment_id, estimated_ready_at, now)
+            .health(&deployment)
             .await
             .map_err(|e| AppError::Internal(format!("the deployment target failed: {e:#}")))?;
-        if ready {
-            let command = ModelCommand::CompleteDeployment {
-                deployment_id: deployment_id.to_string(),
+        let now = self.clock.now();
+        let command = match &health {
+            EngineHealth::Serving if !deployment.serving => ModelCommand::CompleteDeployment {
+                deployment_id: deployment.deployment_id.clone(),
                 at: now,
-            };
-            self.execute(ctx, id, command).await?;
+            },
+            EngineHealth::Failed(reason) => ModelCommand::FailDeployment {
+                deployment_id: deployment.deployment_id.clone(),
+                reason: reason.clone(),
+                at: now,
+            },
+            _ => return Ok(Some(health)),
+        };
+        self.execute(ctx, id, command).await?;
+        if matches!(health, EngineHealth::Failed(_)) {
+            self.stop_engine(&deployment.deployment_id).await;
         }
-        Ok(ready)
+        Ok(Some(health))
+    }
+
+    /// Stops the engines of deployments that are no longer their model's (undeployed,
+    /// failed, or left by a process that stopped before it could stop them). Answers how
+    /// many it stopped.
+    pub async fn sweep_engines(&self) -> Result<usize, AppError<ModelError>> {
+        let running = self
+            .deployer
+            .running()
+            .await
+            .map_err(|e| AppError::Internal(format!("the deployment target failed: {e:#}")))?;
+        let mut stopped = 0;
+        for (model_id, deployment_id) in running {
+            let current = self.load(model_id).await?.and_then(|m| m.deployment());
+            if current.is_none_or(|d| d.deployment_id != deployment_id) {
+                self.stop_engine(&deployment_id).await;
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Stops the model's deployment: recorded first, then its engine is stopped (the
+    /// watcher's sweep stops it should this process stop in between).
+    pub async fn undeploy(
+        &self,
+        ctx: &CommandContext,
+        id: ModelId,
+        actor: ModelActor,
+    ) -> Result<Receipt<ModelId>, AppError<ModelError>> {
+        let deployment = self.load(id).await?.and_then(|m| m.deployment());
+        let command = ModelCommand::Undeploy {
+            actor: actor.user_id,
+            is_admin: actor.is_admin,
+            at: self.clock.now(),
+        };
+        let receipt = self.execute(ctx, id, command).await?;
+        if let Some(deployment) = deployment {
+            self.stop_engine(&deployment.deployment_id).await;
+        }
+        Ok(receipt)
+    }
+
+    /// Where the caller's chat completions for the model go: its serving deployment's
+    /// engine. Refused for anyone but the owner, and while nothing serves.
+    pub async fn chat_route(
+        &self,
+        id: ModelId,
+        actor: UserId,
+    ) -> Result<(Deployment, Route), AppError<ModelError>> {
+        let model = self
+            .load(id)
+            .await?
+            .ok_or(AppError::Rejected(ModelError::NotFound))?;
+        let deployment = model
+            .serving_deployment(actor)
+            .map_err(AppError::Rejected)?;
+        let route = self
+            .deployer
+            .route(&deployment.deployment_id)
+            .await
+            .ok_or(AppError::Rejected(ModelError::NotServing))?;
+        Ok((deployment, route))
+    }
+
+    /// Bills a chat completion's tokens to the model's owner.
+    pub async fn bill_usage(
+        &self,
+        ctx: &CommandContext,
+        id: ModelId,
+        actor: UserId,
+        deployment_id: &str,
+        (prompt_tokens, completion_tokens): (u64, u64),
+        rate: Decimal,
+    ) -> Result<Receipt<ModelId>, AppError<ModelError>> {
+        let command = ModelCommand::BillUsage {
+            actor,
+            deployment_id: deployment_id.to_string(),
+            entry_key: format!("usage:{}", uuid::Uuid::now_v7()),
+            prompt_tokens,
+            completion_tokens,
+            rate,
+            at: self.clock.now(),
+        };
+        self.execute(ctx, id, command).await
+    }
+
+    async fn stop_engine(&self, deployment_id: &str) {
+        if let Err(err) = self.deployer.stop(deployment_id).await {
+            tracing::warn!(error = %format!("{err:#}"), deployment = %deployment_id,
+                "the engine did not stop; the deployment watcher's sweep retries");
+        }
     }
 
     pub async fn record_archive(

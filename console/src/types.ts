@@ -206,7 +206,12 @@ export interface Model {
     tokenizer?: ArtifactFile | null;
     checkpoints: (ArtifactFile & { id: string; step: number; epoch: number; loss: number })[];
   };
-  deployment?: { status: string; environment: string; endpointUrl?: string | null } | null;
+  deployment?: {
+    status: "deploying" | "deployed" | "failed" | "stopped";
+    environment: string;
+    endpointUrl?: string | null;
+    failureReason?: string | null;
+  } | null;
   parentModelId?: string | null;
   childModelIds: string[];
   sizeBytes: number;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::costs::{period_label, GroupBy};
 use crate::job::estimate::{cents, micros};
 use crate::job::{CostType, JobCostAccrued};
-use crate::model::ModelDownloadBilled;
+use crate::model::{ModelDownloadBilled, ModelUsageBilled};
 
 /// One ledger entry as its event recorded it: what the ledger read model, the budget watcher
 /// and the audit all read from `JobCostAccrued` and `ModelDownloadBilled`.
@@ -74,6 +74,27 @@ impl EventEntry {
             rate: e.rate,
             amount: e.amount,
             details: serde_json::json!({"reason": "model download", "fileName": e.file_name, "bytes": e.bytes}),
+            accrued_at: e.accrued_at,
+            training: false,
+            cluster_billed: None,
+        }
+    }
+}
+
+impl EventEntry {
+    /// A chat completion's tokens on a deployed model, billed under the model's job.
+    pub fn from_usage(e: &ModelUsageBilled) -> EventEntry {
+        EventEntry {
+            job_id: e.job_id.0,
+            entry_key: e.entry_key.clone(),
+            user_id: e.user_id.0,
+            model_id: Some(e.model_id.0),
+            cost_type: CostType::ApiCalls.as_str().to_string(),
+            quantity: e.quantity,
+            rate: e.rate,
+            amount: e.amount,
+            details: serde_json::json!({"reason": "chat completion", "deploymentId": e.deployment_id,
+                "promptTokens": e.prompt_tokens, "completionTokens": e.completion_tokens}),
             accrued_at: e.accrued_at,
             training: false,
             cluster_billed: None,

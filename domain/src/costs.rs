@@ -68,7 +68,7 @@ pub fn projected_total(spent: Decimal, today: NaiveDate) -> Decimal {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerSum {
     pub day: NaiveDate,
-    /// `compute` | `storage` | `data_transfer`
+    /// `compute` | `storage` | `data_transfer` | `api_calls`
     pub cost_type: String,
     pub job_id: uuid::Uuid,
     pub amount: Decimal,
@@ -82,11 +82,12 @@ pub struct PeriodCosts {
     pub compute: Decimal,
     pub storage: Decimal,
     pub data_transfer: Decimal,
+    pub api_calls: Decimal,
 }
 
 impl PeriodCosts {
     pub fn total(&self) -> Decimal {
-        self.compute + self.storage + self.data_transfer
+        self.compute + self.storage + self.data_transfer + self.api_calls
     }
 
     fn add(&mut self, cost_type: &str, amount: Decimal) {
@@ -94,6 +95,8 @@ impl PeriodCosts {
             self.compute += amount;
         } else if cost_type == CostType::Storage.as_str() {
             self.storage += amount;
+        } else if cost_type == CostType::ApiCalls.as_str() {
+            self.api_calls += amount;
         } else {
             self.data_transfer += amount;
         }

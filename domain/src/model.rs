@@ -133,8 +133,11 @@ pub enum ModelEvent {
     ModelDeleted(ModelDeleted),
     ModelDeploymentRequested(ModelDeploymentRequested),
     ModelDeployed(ModelDeployed),
+    ModelDeploymentFailed(ModelDeploymentFailed),
+    ModelUndeployed(ModelUndeployed),
     ModelArchiveStored(ModelArchiveStored),
     ModelDownloadBilled(ModelDownloadBilled),
+    ModelUsageBilled(ModelUsageBilled),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,13 +216,27 @@ pub struct ModelDeploymentRequested {
     pub requested_at: DateTime<Utc>,
 }
 
-/// Where a deployment is: requested, then serving.
+/// Where a deployment is: requested (`deploying`), serving (`deployed`), then `stopped` by
+/// an undeploy or `failed` when its engine could not serve it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeploymentStatus {
     Deploying,
     Deployed,
+    Failed,
+    Stopped,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Deploying => "deploying",
+            DeploymentStatus::Deployed => "deployed",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Stopped => "stopped",
+        }
+    }
 }
 
 /// A model's current deployment, as the models read model keeps it: what was requested,
@@ -241,6 +258,12 @@ pub struct DeploymentState {
     /// Absent until it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<DateTime<Utc>>,
+    /// Why it failed (a `failed` deployment only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// When it stopped or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 impl From<&ModelDeploymentRequested> for DeploymentState {
@@ -257,6 +280,8 @@ impl From<&ModelDeploymentRequested> for DeploymentState {
             estimated_ready_at: e.estimated_ready_at,
             requested_at: e.requested_at,
             deployed_at: None,
+            failure_reason: None,
+            ended_at: None,
         }
     }
 }
@@ -267,6 +292,49 @@ pub struct ModelDeployed {
     pub model_id: ModelId,
     pub deployment_id: String,
     pub deployed_at: DateTime<Utc>,
+}
+
+/// The engine could not serve the deployment (the adapter refused by its converter, the
+/// engine not starting or dying for good): the model is back to `stored`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentFailed {
+    pub model_id: ModelId,
+    pub deployment_id: String,
+    /// `ADAPTER_NOT_SERVABLE: ...`, or what the engine said.
+    pub reason: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The deployment was stopped by its owner (or an admin): the model is back to `stored`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelUndeployed {
+    pub model_id: ModelId,
+    pub deployment_id: String,
+    pub undeployed_by: UserId,
+    pub undeployed_at: DateTime<Utc>,
+}
+
+/// Tokens a chat completion used on a deployed model: billed to its owner as `api_calls`
+/// (tokens / 1000 × the rate), under the model's job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelUsageBilled {
+    pub model_id: ModelId,
+    pub user_id: UserId,
+    pub job_id: JobId,
+    pub entry_key: String,
+    pub deployment_id: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Thousands of tokens, 6 fractional digits.
+    pub quantity: Decimal,
+    /// Per 1,000 tokens.
+    pub rate: Decimal,
+    /// quantity × rate, 6 fractional digits.
+    pub amount: Decimal,
+    pub accrued_at: DateTime<Utc>,
 }
 
 /// The one archive of all the model's files (`artifact=all`), built once.
@@ -327,8 +395,11 @@ impl DomainEvent for ModelEvent {
             ModelEvent::ModelDeleted(_) => "ModelDeleted",
             ModelEvent::ModelDeploymentRequested(_) => "ModelDeploymentRequested",
             ModelEvent::ModelDeployed(_) => "ModelDeployed",
+            ModelEvent::ModelDeploymentFailed(_) => "ModelDeploymentFailed",
+            ModelEvent::ModelUndeployed(_) => "ModelUndeployed",
             ModelEvent::ModelArchiveStored(_) => "ModelArchiveStored",
             ModelEvent::ModelDownloadBilled(_) => "ModelDownloadBilled",
+            ModelEvent::ModelUsageBilled(_) => "ModelUsageBilled",
         }
         .to_string()
     }
@@ -437,6 +508,29 @@ pub enum ModelCommand {
         deployment_id: String,
         at: DateTime<Utc>,
     },
+    /// The engine could not serve the deployment; a repeat, or a report about a deployment
+    /// that is no longer the model's, records nothing.
+    FailDeployment {
+        deployment_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Stops the model's deployment, serving or still starting.
+    Undeploy {
+        actor: UserId,
+        is_admin: bool,
+        at: DateTime<Utc>,
+    },
+    /// A chat completion's tokens, on the deployment that answered it (owner only).
+    BillUsage {
+        actor: UserId,
+        deployment_id: String,
+        entry_key: String,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        rate: Decimal,
+        at: DateTime<Utc>,
+    },
     /// The archive was stored; only the first one is recorded.
     RecordArchive {
         archive: ModelArtifact,
@@ -476,9 +570,30 @@ pub enum ModelError {
     Deployed(&'static str, &'static str),
     #[error("the model is archived: set its status to stored before deploying it")]
     Archived,
+    #[error("the model is not deployed")]
+    NotDeployed,
+    /// The deployment target cannot serve this model (no engine for its base model, an
+    /// adapter the engine cannot apply whole): refused, never served as the base model.
+    #[error("{0}")]
+    NotServable(String),
+    /// Chat needs a deployment that serves: this one is still starting.
+    #[error("the model's deployment is still starting: try again once its status is deployed")]
+    NotServing,
+}
+
+/// A model's current deployment, as an engine needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub model_id: ModelId,
+    pub deployment_id: String,
+    pub base_model: String,
+    pub artifacts: Vec<ModelArtifact>,
+    /// Recorded as serving (`ModelDeployed`), not only requested.
+    pub serving: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Model {
     id: Option<ModelId>,
     owner: Option<UserId>,
@@ -486,7 +601,10 @@ pub struct Model {
     version: String,
     status: ModelStatus,
     deleted: bool,
+    base_model: String,
+    artifacts: Vec<ModelArtifact>,
     deploying: Option<String>,
+    serving: Option<String>,
     archive: Option<ModelArtifact>,
 }
 
@@ -639,6 +757,72 @@ impl Model {
                     _ => Ok(vec![]),
                 }
             }
+            ModelCommand::FailDeployment {
+                deployment_id,
+                reason,
+                at,
+            } => {
+                match self.id {
+                    Some(model_id) if self.current_deployment() == Some(&deployment_id) => Ok(
+                        vec![ModelEvent::ModelDeploymentFailed(ModelDeploymentFailed {
+                            model_id,
+                            deployment_id,
+                            reason,
+                            failed_at: at,
+                        })],
+                    ),
+                    _ => Ok(vec![]),
+                }
+            }
+            ModelCommand::Undeploy {
+                actor,
+                is_admin,
+                at,
+            } => {
+                let (model_id, _) = self.visible_to(actor, is_admin)?;
+                let deployment_id = self
+                    .current_deployment()
+                    .ok_or(ModelError::NotDeployed)?
+                    .clone();
+                Ok(vec![ModelEvent::ModelUndeployed(ModelUndeployed {
+                    model_id,
+                    deployment_id,
+                    undeployed_by: actor,
+                    undeployed_at: at,
+                })])
+            }
+            ModelCommand::BillUsage {
+                actor,
+                deployment_id,
+                entry_key,
+                prompt_tokens,
+                completion_tokens,
+                rate,
+                at,
+            } => {
+                let (model_id, owner) = self.visible_to(actor, false)?;
+                let job_id = self.job.ok_or(ModelError::NotFound)?;
+                if self.serving.as_ref() != Some(&deployment_id) {
+                    return Err(ModelError::NotDeployed);
+                }
+                let (quantity, amount) = crate::job::estimate::usage_charge(
+                    prompt_tokens.saturating_add(completion_tokens),
+                    rate,
+                );
+                Ok(vec![ModelEvent::ModelUsageBilled(ModelUsageBilled {
+                    model_id,
+                    user_id: owner,
+                    job_id,
+                    entry_key,
+                    deployment_id,
+                    prompt_tokens,
+                    completion_tokens,
+                    quantity,
+                    rate,
+                    amount,
+                    accrued_at: at,
+                })])
+            }
             ModelCommand::RecordArchive { archive, at } => match self.id {
                 Some(model_id) if self.archive.is_none() => {
                     Ok(vec![ModelEvent::ModelArchiveStored(ModelArchiveStored {
@@ -679,7 +863,35 @@ impl Model {
     }
 
     fn is_deployed_or_deploying(&self) -> bool {
-        self.status == ModelStatus::Deployed || self.deploying.is_some()
+        self.current_deployment().is_some()
+    }
+
+    /// The deployment starting or serving, if any.
+    fn current_deployment(&self) -> Option<&String> {
+        self.deploying.as_ref().or(self.serving.as_ref())
+    }
+
+    /// What an engine needs to serve the model's current deployment (`None` without one).
+    pub fn deployment(&self) -> Option<Deployment> {
+        let model_id = self.id?;
+        let deployment_id = self.current_deployment()?.clone();
+        Some(Deployment {
+            model_id,
+            deployment_id,
+            base_model: self.base_model.clone(),
+            artifacts: self.artifacts.clone(),
+            serving: self.serving.is_some(),
+        })
+    }
+
+    /// The deployment that answers chat: refused when there is none or it is still starting.
+    pub fn serving_deployment(&self, actor: UserId) -> Result<Deployment, ModelError> {
+        self.visible_to(actor, false)?;
+        match self.deployment() {
+            Some(d) if d.serving => Ok(d),
+            Some(_) => Err(ModelError::NotServing),
+            None => Err(ModelError::NotDeployed),
+        }
     }
 
     fn deployment_word(&self) -> &'static str {
@@ -704,6 +916,8 @@ decided_aggregate!(
                 self.owner = Some(e.user_id);
                 self.job = Some(e.job_id);
                 self.version = e.version;
+                self.base_model = e.configuration.base_model;
+                self.artifacts = e.artifacts;
             }
             ModelEvent::ModelMetadataUpdated(e) => {
                 if let Some(status) = e.status {
@@ -712,12 +926,18 @@ decided_aggregate!(
             }
             ModelEvent::ModelDeleted(_) => self.deleted = true,
             ModelEvent::ModelDeploymentRequested(e) => self.deploying = Some(e.deployment_id),
-            ModelEvent::ModelDeployed(_) => {
+            ModelEvent::ModelDeployed(e) => {
                 self.deploying = None;
+                self.serving = Some(e.deployment_id);
                 self.status = ModelStatus::Deployed;
             }
+            ModelEvent::ModelDeploymentFailed(_) | ModelEvent::ModelUndeployed(_) => {
+                self.deploying = None;
+                self.serving = None;
+                self.status = ModelStatus::Stored;
+            }
             ModelEvent::ModelArchiveStored(e) => self.archive = Some(e.archive),
-            ModelEvent::ModelDownloadBilled(_) => {}
+            ModelEvent::ModelDownloadBilled(_) | ModelEvent::ModelUsageBilled(_) => {}
         }
     }
 );
@@ -900,6 +1120,142 @@ mod tests {
                 })
                 .unwrap(),
             vec![]
+        );
+    }
+
+    /// The stored model with `dep-1` requested, and served when `served`.
+    fn deployed(served: bool) -> Model {
+        let mut model = stored();
+        for e in deploy(&model, "dep-1").unwrap() {
+            model.apply(e);
+        }
+        if served {
+            let done = model
+                .decide(ModelCommand::CompleteDeployment {
+                    deployment_id: "dep-1".into(),
+                    at: at(5),
+                })
+                .unwrap();
+            done.into_iter().for_each(|e| model.apply(e));
+        }
+        model
+    }
+
+    fn apply_all(model: &mut Model, events: Vec<ModelEvent>) {
+        events.into_iter().for_each(|e| model.apply(e));
+    }
+
+    #[test]
+    fn a_failed_deployment_leaves_the_model_stored_and_deployable_again() {
+        for served in [false, true] {
+            let mut model = deployed(served);
+            // A report about another deployment records nothing.
+            let stale = ModelCommand::FailDeployment {
+                deployment_id: "dep-0".into(),
+                reason: "old".into(),
+                at: at(6),
+            };
+            assert_eq!(model.decide(stale).unwrap(), vec![]);
+            let failed = model
+                .decide(ModelCommand::FailDeployment {
+                    deployment_id: "dep-1".into(),
+                    reason: "ADAPTER_NOT_SERVABLE: modules_to_save".into(),
+                    at: at(6),
+                })
+                .unwrap();
+            assert!(matches!(&failed[..], [ModelEvent::ModelDeploymentFailed(e)]
+                if e.reason.starts_with("ADAPTER_NOT_SERVABLE") && e.deployment_id == "dep-1"));
+            apply_all(&mut model, failed);
+            assert_eq!(model.status, ModelStatus::Stored);
+            assert!(model.deployment().is_none());
+            // A repeat records nothing; a new deployment may start.
+            let again = ModelCommand::FailDeployment {
+                deployment_id: "dep-1".into(),
+                reason: "again".into(),
+                at: at(7),
+            };
+            assert_eq!(model.decide(again).unwrap(), vec![]);
+            assert!(deploy(&model, "dep-2").is_ok());
+        }
+    }
+
+    #[test]
+    fn undeploying_stops_a_deployment_serving_or_starting_and_only_the_owner_s() {
+        for served in [false, true] {
+            let mut model = deployed(served);
+            let undeploy = |actor, is_admin| ModelCommand::Undeploy {
+                actor,
+                is_admin,
+                at: at(8),
+            };
+            assert_eq!(
+                model.decide(undeploy(OTHER, false)),
+                Err(ModelError::NotFound)
+            );
+            let stopped = model.decide(undeploy(OWNER, false)).unwrap();
+            assert!(matches!(&stopped[..], [ModelEvent::ModelUndeployed(e)]
+                if e.deployment_id == "dep-1" && e.undeployed_by == OWNER));
+            apply_all(&mut model, stopped);
+            assert_eq!(model.status, ModelStatus::Stored);
+            assert_eq!(
+                model.decide(undeploy(OWNER, false)),
+                Err(ModelError::NotDeployed)
+            );
+            // Stopped, it can be deleted.
+            let delete = ModelCommand::Delete {
+                actor: OWNER,
+                is_admin: false,
+                at: at(9),
+            };
+            assert!(model.decide(delete).is_ok());
+        }
+    }
+
+    #[test]
+    fn chat_tokens_are_billed_to_the_owner_on_the_serving_deployment_only() {
+        let bill = |deployment: &str, actor| ModelCommand::BillUsage {
+            actor,
+            deployment_id: deployment.into(),
+            entry_key: "usage:1".into(),
+            prompt_tokens: 1200,
+            completion_tokens: 300,
+            rate: Decimal::new(2, 3),
+            at: at(9),
+        };
+        let starting = deployed(false);
+        assert_eq!(
+            starting.serving_deployment(OWNER),
+            Err(ModelError::NotServing)
+        );
+        assert_eq!(
+            starting.decide(bill("dep-1", OWNER)),
+            Err(ModelError::NotDeployed)
+        );
+        let serving = deployed(true);
+        assert_eq!(
+            serving.serving_deployment(OWNER).map(|d| d.base_model),
+            Ok("mistral-7b".to_string())
+        );
+        assert_eq!(serving.serving_deployment(OTHER), Err(ModelError::NotFound));
+        assert_eq!(
+            serving.decide(bill("dep-1", OTHER)),
+            Err(ModelError::NotFound)
+        );
+        assert_eq!(
+            serving.decide(bill("dep-0", OWNER)),
+            Err(ModelError::NotDeployed)
+        );
+        let billed = serving.decide(bill("dep-1", OWNER)).unwrap();
+        let [ModelEvent::ModelUsageBilled(e)] = &billed[..] else {
+            panic!("{billed:?}")
+        };
+        // 1,500 tokens at 0.002 per 1k.
+        assert_eq!(e.quantity, Decimal::new(15, 1));
+        assert_eq!(e.amount, Decimal::new(3, 3));
+        assert_eq!((e.user_id, e.job_id), (OWNER, registered().job_id));
+        assert_eq!(
+            stored().serving_deployment(OWNER),
+            Err(ModelError::NotDeployed)
         );
     }
 

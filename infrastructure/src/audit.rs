@@ -45,6 +45,7 @@ pub async fn audit_costs(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<
     let types: Vec<String> = [
         "JobCostAccrued",
         "ModelDownloadBilled",
+        "ModelUsageBilled",
         "JobCompleted",
         "JobFailed",
     ]

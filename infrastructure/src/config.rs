@@ -47,6 +47,8 @@ pub struct Config {
     /// Where the console is served from, as browsers see it: the only origins the embedded
     /// object store answers cross-origin requests (the console's uploads) for.
     pub console_origins: Vec<String>,
+    /// Where callers reach this service (`PUBLIC_URL`): deployments' endpoint URLs name it.
+    pub public_url: String,
     pub aws_region: String,
     pub cluster_url: Option<String>,
     pub cluster_api_key: Option<String>,
@@ -92,8 +94,16 @@ pub struct Config {
     pub cluster_webhook_secret: Option<String>,
     /// How often failed jobs are checked against the cluster (reconciliation).
     pub saga_reconcile_interval: Duration,
-    /// How long a simulated model deployment takes to become ready.
-    pub deploy_sim_ready_after: Duration,
+    /// The CPU inference engine's environment (`INFERENCE_VENV`); without it deployments
+    /// are refused.
+    pub inference_venv: Option<PathBuf>,
+    /// The Python that converts adapters for the engine (`TRAINER_PYTHON`).
+    pub trainer_python: PathBuf,
+    /// The trainer's `src` folder (`TRAINER_SRC`), for the converter.
+    pub trainer_src: Option<PathBuf>,
+    pub trainer_models_dir: Option<PathBuf>,
+    /// How long an engine may take to answer after it starts.
+    pub inference_ready_within: Duration,
     /// The price list every estimate, ledger entry and bill uses (read once, here).
     pub rates: domain::job::estimate::Rates,
 }
@@ -174,6 +184,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "CONSOLE_ORIGINS",
         "http://<BRIGHTRUN_ADDR> (and http://localhost:<port> on 127.0.0.1)",
         "comma-separated origins the console is reached at (behind a proxy: its https origin); the embedded object store allows cross-origin uploads from these only",
+    ),
+    (
+        "PUBLIC_URL",
+        "http://<BRIGHTRUN_ADDR>",
+        "where callers reach this service (behind a proxy: its https URL); a deployment's endpointUrl is <PUBLIC_URL>/v1",
     ),
     ("AWS_REGION", "us-east-1", "S3 region"),
     (
@@ -308,10 +323,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how often jobs failed on our side are checked against the cluster",
     ),
     (
-        "DEPLOY_SIM_SECONDS",
-        "20",
-        "how long a simulated model deployment takes to become ready",
+        "INFERENCE_VENV",
+        "(unset: deployments are refused)",
+        "the CPU inference engine's environment (scripts/inference-env.sh prints it); its engines run under <data dir>/deployments",
     ),
+    (
+        "INFERENCE_READY_SECONDS",
+        "120",
+        "how long a starting engine may take to answer before its deployment fails",
+    ),
+    ("RATE_API_1K_TOKENS", "0.002", "USD per 1,000 tokens of chat completions on a deployed model"),
     (
         "DATASET_PURGE_INTERVAL_SECONDS",
         "60",
@@ -479,6 +500,9 @@ impl Config {
                 .collect(),
             None => origins_of(addr),
         };
+        let public_url = lookup("PUBLIC_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{addr}"));
         let data_dir = PathBuf::from(text("BRIGHTRUN_DATA_DIR", "./data"));
         let rates = rates(&lookup)?;
         let slurm = match lookup("CLUSTER_BACKEND").as_deref() {
@@ -518,6 +542,7 @@ impl Config {
             aws_access_key_id,
             aws_secret_access_key,
             console_origins,
+            public_url,
             aws_region: text("AWS_REGION", "us-east-1"),
             cluster_url: lookup("CLUSTER_URL"),
             cluster_api_key: lookup("CLUSTER_API_KEY"),
@@ -579,7 +604,17 @@ impl Config {
                 "SAGA_RECONCILE_INTERVAL_MS",
                 60_000,
             )?),
-            deploy_sim_ready_after: Duration::from_secs(parse(&lookup, "DEPLOY_SIM_SECONDS", 20)?),
+            inference_venv: lookup("INFERENCE_VENV").map(PathBuf::from),
+            trainer_python: PathBuf::from(
+                lookup("TRAINER_PYTHON").unwrap_or_else(|| "python3".into()),
+            ),
+            trainer_src: lookup("TRAINER_SRC").map(PathBuf::from),
+            trainer_models_dir: lookup("TRAINER_MODELS_DIR").map(PathBuf::from),
+            inference_ready_within: Duration::from_secs(parse(
+                &lookup,
+                "INFERENCE_READY_SECONDS",
+                120,
+            )?),
             cluster_sim_speed: parse(&lookup, "CLUSTER_SIM_SPEED", 60.0)?,
             cluster_sim_seed: parse(&lookup, "CLUSTER_SIM_SEED", 0)?,
             saga_poll_interval: Duration::from_millis(parse(
@@ -619,6 +654,7 @@ fn rates(
         h100_80gb_per_gpu_hour: rate("RATE_H100_80GB_GPU_HOUR", defaults.h100_80gb_per_gpu_hour)?,
         storage_per_gb_month: rate("RATE_STORAGE_GB_MONTH", defaults.storage_per_gb_month)?,
         data_transfer_per_gb: rate("RATE_TRANSFER_GB", defaults.data_transfer_per_gb)?,
+        api_calls_per_1k_tokens: rate("RATE_API_1K_TOKENS", defaults.api_calls_per_1k_tokens)?,
     })
 }
 
@@ -761,7 +797,12 @@ impl fmt::Debug for Config {
                 &secret(&self.cluster_webhook_secret),
             )
             .field("saga_reconcile_interval", &self.saga_reconcile_interval)
-            .field("deploy_sim_ready_after", &self.deploy_sim_ready_after)
+            .field("public_url", &self.public_url)
+            .field("inference_venv", &self.inference_venv)
+            .field("trainer_python", &self.trainer_python)
+            .field("trainer_src", &self.trainer_src)
+            .field("trainer_models_dir", &self.trainer_models_dir)
+            .field("inference_ready_within", &self.inference_ready_within)
             .field("rates", &self.rates)
             .finish()
     }
@@ -799,10 +840,12 @@ mod tests {
         let c = with(&[
             ("RATE_H100_80GB_GPU_HOUR", "3.99"),
             ("RATE_TRANSFER_GB", "0"),
+            ("RATE_API_1K_TOKENS", "0.01"),
         ])
         .unwrap();
         assert_eq!(c.rates.h100_80gb_per_gpu_hour.to_string(), "3.99");
         assert!(c.rates.data_transfer_per_gb.is_zero());
+        assert_eq!(c.rates.api_calls_per_1k_tokens.to_string(), "0.01");
         assert!(matches!(
             with(&[("RATE_STORAGE_GB_MONTH", "-1")]),
             Err(ConfigError::Invalid {

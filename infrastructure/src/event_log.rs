@@ -310,6 +310,7 @@ pub fn stream_of_types_by_job<'e>(
         format!(
             "SELECT {COLUMNS}, \
                (CASE event_type WHEN 'ModelDownloadBilled' THEN payload->'ModelDownloadBilled'->>'jobId' \
+                  WHEN 'ModelUsageBilled' THEN payload->'ModelUsageBilled'->>'jobId' \
                   ELSE aggregate_id END)::uuid AS job_id \
              FROM events WHERE event_type = ANY($1) \
              ORDER BY job_id, events.transaction_id, events.global_position"
@@ -330,7 +331,7 @@ pub const LEDGER_EVENTS: Interest = Interest::events(
         <domain::job::Job as cqrs_es::Aggregate>::TYPE,
         <domain::model::Model as cqrs_es::Aggregate>::TYPE,
     ],
-    &["JobCostAccrued", "ModelDownloadBilled"],
+    &["JobCostAccrued", "ModelDownloadBilled", "ModelUsageBilled"],
 );
 
 /// The ledger entry an event carries (`JobCostAccrued`, `ModelDownloadBilled`), if any.
@@ -351,6 +352,10 @@ pub fn ledger_entry(event: &StoredEvent) -> anyhow::Result<Option<domain::audit:
                     _ => None,
                 }
             }
+            (t, "ModelUsageBilled") if t == <Model as Aggregate>::TYPE => match event.decode()? {
+                ModelEvent::ModelUsageBilled(e) => Some(EventEntry::from_usage(&e)),
+                _ => None,
+            },
             _ => None,
         },
     )

@@ -59,6 +59,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The engine's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -164,6 +169,8 @@ impl LlamaCppEngines {
                 ])
                 .args(["--model_alias", model, "--host", "127.0.0.1"])
                 .args(["--port", &port.to_string(), "--n_ctx", "2048"])
+                // One caller's request waits for another's to end, never cuts it short.
+                .args(["--interrupt_requests", "false"])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(failed)?)
                 .stderr(log)

@@ -41,6 +41,7 @@ pub mod cluster_sim;
 pub mod config;
 pub mod dataset_workers;
 pub mod db;
+pub mod deployer;
 pub mod event_log;
 pub mod event_store;
 pub mod inference;

@@ -19,7 +19,7 @@ use crate::common::Isolation;
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// The folder a `scripts/<env>.sh` prints (building it once per machine when missing).
-fn environment(script: &str) -> PathBuf {
+pub(crate) fn environment(script: &str) -> PathBuf {
     let out = Command::new("bash")
         .arg(format!("{ROOT}/scripts/{script}"))
         .output()

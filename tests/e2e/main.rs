@@ -26,6 +26,7 @@ mod rate_limits;
 mod relay;
 mod replay;
 mod saga;
+mod serving;
 mod slurm;
 mod subscriptions;
 mod upload;

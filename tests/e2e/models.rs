@@ -1,6 +1,6 @@
 //! The Models API end to end: a model trained by the saga
 //! read in detail, downloaded file by file and as one archive (each download billed), edited,
-//! deployed, retrained into a new version, archived and deleted; another user sees none of it.
+//! refused a deployment no engine serves, retrained into a new version, archived and deleted; another user sees none of it.
 
 use std::io::Read;
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn sha256(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_model_through_its_whole_api() {
-    let app = start(&[("DEPLOY_SIM_SECONDS", "1")]).await;
+    let app = start(&[]).await;
     let (_, token) = app.user("ada").await;
     let (_, stranger) = app.user("mallory").await;
     let job = launch(&app, &token).await;
@@ -376,7 +376,8 @@ async fn a_model_through_its_whole_api() {
         assert_eq!(body["error"]["field"], field);
     }
 
-    // Deployment: deploying at once, deployed when the target is ready.
+    // Deployment: checked field by field, then refused with its reason when no engine
+    // here serves the model (this service has none configured); nothing is recorded.
     let (status, body) = app
         .post(
             &format!("{base}/deploy"),
@@ -393,37 +394,23 @@ async fn a_model_through_its_whole_api() {
             json!({"environment": "staging", "endpointName": "support-bot"}),
         )
         .await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["data"]["status"], "deploying");
-    assert!(body["data"]["endpointUrl"]
-        .as_str()
-        .unwrap()
-        .contains("support-bot"));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "ADAPTER_NOT_SERVABLE");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("INFERENCE_VENV"),
+        "{body}"
+    );
+    let (_, body) = app.get(&base, Some(&token)).await;
+    assert_eq!(body["data"]["model"]["status"], "stored");
+    assert_eq!(body["data"]["model"]["deployment"], Value::Null, "{body}");
     let (status, body) = app
-        .post(
-            &format!("{base}/deploy"),
-            Some(&token),
-            json!({"environment": "production"}),
-        )
+        .post(&format!("{base}/undeploy"), Some(&token), json!({}))
         .await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "MODEL_DEPLOYED");
-    eventually(
-        "the deployment is ready",
-        Duration::from_secs(20),
-        || async {
-            let (_, body) = app.get(&base, Some(&token)).await;
-            body["data"]["model"]["status"] == "deployed"
-        },
-    )
-    .await;
-    let (_, body) = app.get(&base, Some(&token)).await;
-    assert_eq!(body["data"]["model"]["deployment"]["status"], "deployed");
-    assert!(body["data"]["model"]["deployedAt"].is_string());
-    let (_, deployed) = app.get("/api/models?status=deployed", Some(&token)).await;
-    assert_eq!(deployed["meta"]["pagination"]["total"], 1);
-    let (status, body) = app.delete(&base, Some(&token)).await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "MODEL_NOT_DEPLOYED");
 
     // Retraining from it: only from one's own model, on its base model.
     let dataset = body_dataset(&app, &token, &id).await;

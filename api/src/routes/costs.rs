@@ -74,6 +74,8 @@ pub struct CostPeriod {
     pub compute: f64,
     pub storage: f64,
     pub data_transfer: f64,
+    /// Chat completions on deployed models.
+    pub api_calls: f64,
     pub total: f64,
 }
 
@@ -158,6 +160,7 @@ async fn list_costs(
                 compute: money(p.compute),
                 storage: money(p.storage),
                 data_transfer: money(p.data_transfer),
+                api_calls: money(p.api_calls),
                 total: money(p.total()),
             })
             .collect(),

@@ -1,5 +1,6 @@
 pub mod api_keys;
 pub mod auth;
+pub mod chat;
 pub mod cluster_webhook;
 pub mod costs;
 pub mod datasets;

@@ -189,6 +189,7 @@ export function ModelPage() {
           {m.deployment ? (
             <p>
               {m.deployment.environment}: <Badge status={m.deployment.status} /> {m.deployment.endpointUrl ?? ""}
+              {m.deployment.failureReason ? <span role="status"> {m.deployment.failureReason}</span> : null}
             </p>
           ) : null}
           <Field label="Environment" error={fieldError(actionError, "environment")}>

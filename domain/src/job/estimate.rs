@@ -25,6 +25,8 @@ pub struct Rates {
     pub h100_80gb_per_gpu_hour: Decimal,
     pub storage_per_gb_month: Decimal,
     pub data_transfer_per_gb: Decimal,
+    /// Chat completions on a deployed model, per 1,000 tokens (prompt and completion).
+    pub api_calls_per_1k_tokens: Decimal,
 }
 
 impl Default for Rates {
@@ -35,6 +37,7 @@ impl Default for Rates {
             h100_80gb_per_gpu_hour: Decimal::new(450, 2),
             storage_per_gb_month: Decimal::new(23, 3),
             data_transfer_per_gb: Decimal::new(9, 2),
+            api_calls_per_1k_tokens: Decimal::new(2, 3),
         }
     }
 }
@@ -77,6 +80,12 @@ pub fn default_gpu_config(model: &BaseModel, rates: &Rates) -> Option<GpuConfig>
 pub fn transfer_charge(bytes: u64, rate: Decimal) -> (Decimal, Decimal) {
     let quantity = micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
     (quantity, micros(quantity * rate))
+}
+
+/// A chat completion's charge: (thousands of tokens, amount), both to 6 digits.
+pub fn usage_charge(tokens: u64, rate_per_1k: Decimal) -> (Decimal, Decimal) {
+    let quantity = micros(Decimal::from(tokens) / Decimal::from(1000));
+    (quantity, micros(quantity * rate_per_1k))
 }
 
 pub fn cents(amount: Decimal) -> Decimal {

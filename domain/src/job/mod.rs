@@ -131,6 +131,8 @@ pub enum CostType {
     Compute,
     Storage,
     DataTransfer,
+    /// Chat completions on a deployed model (per 1,000 tokens).
+    ApiCalls,
 }
 
 impl CostType {
@@ -139,6 +141,7 @@ impl CostType {
             CostType::Compute => "compute",
             CostType::Storage => "storage",
             CostType::DataTransfer => "data_transfer",
+            CostType::ApiCalls => "api_calls",
         }
     }
 }

@@ -125,7 +125,8 @@ impl JobRow {
                 let column = match e.cost_type {
                     CostType::Compute => &mut self.compute_cost,
                     CostType::Storage => &mut self.storage_cost,
-                    CostType::DataTransfer => &mut self.data_transfer_cost,
+                    // Chat completions are billed by the model, never accrued by a job.
+                    CostType::DataTransfer | CostType::ApiCalls => &mut self.data_transfer_cost,
                 };
                 *column = numeric_6(*column + e.amount);
                 self.current_cost = numeric_6(self.current_cost + e.amount);

@@ -99,6 +99,32 @@ impl Projector for ModelsProjector {
                 .execute(&mut *conn)
                 .await?;
             }
+            ModelEvent::ModelDeploymentFailed(e) => {
+                sqlx::query(
+                    "UPDATE rm_models SET status = 'stored', deployed_at = NULL, updated_at = $2, \
+                       deployment = deployment || jsonb_build_object('status', 'failed', \
+                         'failureReason', $3::text, 'endedAt', $2) \
+                     WHERE id = $1 AND deployment->>'deploymentId' = $4",
+                )
+                .bind(e.model_id.0)
+                .bind(e.failed_at)
+                .bind(&e.reason)
+                .bind(&e.deployment_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            ModelEvent::ModelUndeployed(e) => {
+                sqlx::query(
+                    "UPDATE rm_models SET status = 'stored', deployed_at = NULL, updated_at = $2, \
+                       deployment = deployment || jsonb_build_object('status', 'stopped', 'endedAt', $2) \
+                     WHERE id = $1 AND deployment->>'deploymentId' = $3",
+                )
+                .bind(e.model_id.0)
+                .bind(e.undeployed_at)
+                .bind(&e.deployment_id)
+                .execute(&mut *conn)
+                .await?;
+            }
             ModelEvent::ModelArchiveStored(e) => {
                 sqlx::query("UPDATE rm_models SET archive = $2 WHERE id = $1")
                     .bind(e.model_id.0)
@@ -107,7 +133,7 @@ impl Projector for ModelsProjector {
                     .await?;
             }
             // The cost ledger projection records downloads.
-            ModelEvent::ModelDownloadBilled(_) => {}
+            ModelEvent::ModelDownloadBilled(_) | ModelEvent::ModelUsageBilled(_) => {}
         }
         Ok(())
     }

@@ -332,6 +332,15 @@ pub struct DeploymentStarted {
     pub estimated_ready_at: DateTime<Utc>,
 }
 
+/// What an undeploy answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStopped {
+    pub deployment_id: String,
+    /// `stopped`.
+    pub status: String,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]

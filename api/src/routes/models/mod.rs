@@ -51,6 +51,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_model, update_model, delete_model))
         .routes(routes!(download_model))
         .routes(routes!(deploy_model))
+        .routes(routes!(undeploy_model))
+        .routes(routes!(chat_with_model))
 }
 
 const ADAPTER_MODEL: &str = "adapter_model.safetensors";
@@ -78,6 +80,15 @@ pub(crate) fn model_error(id: &str, err: AppError<ModelError>) -> ApiError {
         }
         AppError::Rejected(e @ ModelError::Archived) => {
             ApiError::conflict(ErrorCode::ModelArchived, e.to_string())
+        }
+        AppError::Rejected(e @ ModelError::NotDeployed) => {
+            ApiError::conflict(ErrorCode::ModelNotDeployed, e.to_string())
+        }
+        AppError::Rejected(e @ ModelError::NotServing) => {
+            ApiError::conflict(ErrorCode::ModelNotServing, e.to_string())
+        }
+        AppError::Rejected(e @ ModelError::NotServable(_)) => {
+            ApiError::conflict(ErrorCode::AdapterNotServable, e.to_string())
         }
         AppError::Rejected(e @ ModelError::NoArtifacts) => ApiError::internal(e),
         AppError::Conflict => ApiError::conflict(
@@ -435,8 +446,9 @@ async fn delete_model(
     }))
 }
 
-/// Deploy a model to the inference service, through the deployment port (a
-/// simulated target for now): `deploying` at once, `deployed` when ready.
+/// Deploy a model to the inference service: its adapter is served by an engine for its
+/// base model (llama.cpp on CPU for smollm2-135m): `deploying` at once, `deployed` when the
+/// engine answers, `failed` (with `failureReason`) when it cannot serve the adapter.
 #[utoipa::path(post, path = "/api/models/{id}/deploy", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id (UUID)")),
     request_body(content = DeployModelRequest, example = json!({"environment": "staging", "endpointName": "support-bot", "minReplicas": 1, "maxReplicas": 2})),
@@ -445,7 +457,7 @@ async fn delete_model(
         (status = 400, description = "`VALIDATION_ERROR` naming the field (environment, endpointName, instanceType, minReplicas, maxReplicas)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
         (status = 404, description = "`MODEL_NOT_FOUND`", body = ErrorEnvelope),
-        (status = 409, description = "`MODEL_DEPLOYED` (one deployment at a time) or `MODEL_ARCHIVED`", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_DEPLOYED` (one deployment at a time), `MODEL_ARCHIVED`, or `ADAPTER_NOT_SERVABLE` (no engine here serves the model as trained)", body = ErrorEnvelope),
     ))]
 async fn deploy_model(
     State(state): State<AppState>,
@@ -476,6 +488,68 @@ async fn deploy_model(
             estimated_ready_at: ticket.estimated_ready_at,
         },
     ))
+}
+
+/// Stop the model's deployment (serving or still starting); the model is `stored` again.
+#[utoipa::path(post, path = "/api/models/{id}/undeploy", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID)")),
+    responses(
+        (status = 200, description = "The deployment stopped", body = Envelope<DeploymentStopped>),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND`", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_NOT_DEPLOYED`", body = ErrorEnvelope),
+    ))]
+async fn undeploy_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let model_id = parse_model_id(&id)?;
+    let deployment_id = state
+        .models
+        .load(model_id)
+        .await
+        .map_err(|e| model_error(&id, e))?
+        .and_then(|m| m.deployment())
+        .map(|d| d.deployment_id)
+        .unwrap_or_default();
+    let receipt = state
+        .models
+        .undeploy(&context(principal), model_id, actor(principal))
+        .await
+        .map_err(|e| model_error(&id, e))?;
+    wait_for_projection(&state, "models", receipt).await;
+    Ok(envelope::ok(DeploymentStopped {
+        deployment_id,
+        status: "stopped".to_string(),
+    }))
+}
+
+/// A chat completion from the caller's deployed model, in OpenAI's `chat.completion`
+/// shape inside the envelope (`stream: true`: server-sent `chat.completion.chunk` events,
+/// then `[DONE]`). The owner only; its tokens are billed as `api_calls`.
+#[utoipa::path(post, path = "/api/models/{id}/chat", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID)")),
+    request_body(content = crate::routes::chat::ChatRequest, example = json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})),
+    responses(
+        (status = 200, description = "The completion (or its stream)", body = Envelope<serde_json::Value>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field (messages, max_tokens, temperature, top_p, stop)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND` (also another user's)", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_NOT_DEPLOYED`, or `MODEL_NOT_SERVING` while its engine starts", body = ErrorEnvelope),
+    ))]
+async fn chat_with_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<crate::routes::chat::ChatRequest>,
+) -> ApiResult<Response> {
+    use crate::routes::chat::{complete, Completion};
+    let model_id = parse_model_id(&id)?;
+    match complete(&state, principal, model_id, req, model_id.0.to_string()).await? {
+        Completion::Whole(answer) => Ok(envelope::ok(answer)),
+        Completion::Stream(response) => Ok(response),
+    }
 }
 
 /// Every stored file of the caller's models, newest model first, for

@@ -7,6 +7,7 @@
 //! accepted too, so an id from `/api` works here. Errors answer OpenAI's shape,
 //! `{"error": {"message", "type", "param", "code"}}`, on `/v1` only.
 
+mod chat;
 mod files;
 mod jobs;
 mod models;
@@ -24,6 +25,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(chat::router())
         .merge(files::router())
         .merge(jobs::router())
         .merge(models::router())

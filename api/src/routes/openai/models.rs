@@ -144,7 +144,7 @@ fn model_not_found(name: &str) -> ApiError {
 }
 
 /// The caller's fine-tuned model that `name` names exactly.
-async fn fine_tuned(
+pub(crate) async fn fine_tuned(
     state: &AppState,
     principal: infrastructure::auth::Principal,
     name: &str,

@@ -1,0 +1,281 @@
+//! A trained adapter served for real: a smollm2-135m model (trained on the simulator, whose
+//! adapters have the model's real shapes) is deployed on the CPU engine (llama.cpp through
+//! llama-cpp-python), answers its owner's chat completions through `/v1` and `/api`, whole
+//! and streamed, bills the tokens as `api_calls`, refuses everyone else, and stops on
+//! undeploy. A model no engine serves is refused before anything is recorded.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::{eventually, TestApp};
+use crate::inference::environment;
+use crate::saga::{start, until};
+
+/// A service whose deployments run on this machine's CPU engine.
+async fn serving_app() -> TestApp {
+    let engine = environment("inference-env.sh");
+    let trainer = environment("trainer-env.sh").join("bin").join("python");
+    let src = format!("{}/../trainer/src", env!("CARGO_MANIFEST_DIR"));
+    start(&[
+        ("INFERENCE_VENV", engine.to_str().unwrap()),
+        ("TRAINER_PYTHON", trainer.to_str().unwrap()),
+        ("TRAINER_SRC", &src),
+        ("RATE_API_1K_TOKENS", "0.5"),
+        ("PUBLIC_URL", "https://brightrun.example/"),
+    ])
+    .await
+}
+
+/// A completed model on `base_model`: its id.
+async fn trained(app: &TestApp, token: &str, base_model: &str) -> String {
+    let dataset = app
+        .validated_dataset(token, "support-chats-v4.jsonl", "brightrun-lora-v4")
+        .await;
+    let job = app.create_job(token, &dataset, base_model).await;
+    let job = until(app, token, &job, "completion", |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    job["artifactId"].as_str().expect("artifactId").to_string()
+}
+
+async fn model(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get(&format!("/api/models/{id}"), Some(token)).await.1["data"]["model"].clone()
+}
+
+/// The server-sent events of a streamed answer: each `data:` payload, `[DONE]` included.
+async fn events(response: reqwest::Response) -> Vec<String> {
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let text = response.text().await.expect("stream");
+    text.split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data:").map(|d| d.trim().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_undeploy() {
+    let app = serving_app().await;
+    let (_, token) = app.user("ada").await;
+    let (_, stranger) = app.user("mallory").await;
+
+    // A model no engine here serves is refused with its reason; nothing recorded.
+    let big = trained(&app, &token, "llama-3-8b").await;
+    let (status, body) = app
+        .post(
+            &format!("/api/models/{big}/deploy"),
+            Some(&token),
+            json!({"environment": "staging"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "ADAPTER_NOT_SERVABLE");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("llama-3-8b"),
+        "{body}"
+    );
+    assert_eq!(model(&app, &token, &big).await["deployment"], Value::Null);
+
+    let id = trained(&app, &token, "smollm2-135m").await;
+    let base = format!("/api/models/{id}");
+    let (status, body) = app
+        .post(
+            &format!("{base}/deploy"),
+            Some(&token),
+            json!({"environment": "staging"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["status"], "deploying");
+    assert_eq!(body["data"]["endpointUrl"], "https://brightrun.example/v1");
+    // Chat waits for the engine.
+    let (status, body) = app
+        .post(
+            &format!("{base}/chat"),
+            Some(&token),
+            json!({"messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert!(
+        status == 409 && body["error"]["code"] == "MODEL_NOT_SERVING" || status == 200,
+        "{status} {body}"
+    );
+    eventually("the engine serves", Duration::from_secs(180), || async {
+        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
+    })
+    .await;
+    let served = model(&app, &token, &id).await;
+    assert_eq!(served["status"], "deployed");
+    assert!(served["deployedAt"].is_string(), "{served}");
+
+    // /v1 by the model's OpenAI name, as the openai SDK sends it.
+    let (_, models) = app.get("/v1/models", Some(&token)).await;
+    let name = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .find(|n| n.ends_with(&id))
+        .expect("the model's ft: name")
+        .to_string();
+    let ask = |stream: bool| {
+        json!({"model": name, "max_tokens": 8, "temperature": 0, "stream": stream,
+               "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "How do I reset my password?"}]})
+    };
+    let (status, answer) = app
+        .post("/v1/chat/completions", Some(&token), ask(false))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["model"], name.as_str());
+    assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
+    let prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    let completion = answer["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(prompt > 0 && completion > 0, "{answer}");
+
+    // Streamed: chunks under the model's name, a usage chunk, then [DONE].
+    let streamed = events(
+        app.http
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&ask(true))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        streamed.last().map(String::as_str),
+        Some("[DONE]"),
+        "{streamed:?}"
+    );
+    let chunks: Vec<Value> = streamed[..streamed.len() - 1]
+        .iter()
+        .map(|c| serde_json::from_str(c).expect("a JSON chunk"))
+        .collect();
+    assert!(
+        chunks.iter().all(|c| c["model"] == name.as_str()),
+        "{chunks:?}"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!text.is_empty(), "{chunks:?} (whole: {answer})");
+    let usage = &chunks.last().unwrap()["usage"];
+    let streamed_tokens = usage["total_tokens"].as_u64().unwrap_or(0);
+    assert!(
+        usage["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "{usage}"
+    );
+    assert!(usage["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{usage}");
+
+    // /api, in the envelope.
+    let (status, body) = app
+        .post(
+            &format!("{base}/chat"),
+            Some(&token),
+            json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["object"], "chat.completion");
+    let api_tokens = body["data"]["usage"]["total_tokens"].as_u64().unwrap();
+
+    // Bad input is refused naming the field; nobody else reaches the model.
+    for (request, field) in [
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}),
+            "temperature",
+        ),
+    ] {
+        let (status, body) = app
+            .post(&format!("{base}/chat"), Some(&token), request)
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    let (status, body) = app
+        .post("/v1/chat/completions", Some(&stranger), ask(false))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+    let (status, _) = app
+        .post(
+            &format!("{base}/chat"),
+            Some(&stranger),
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = app
+        .post(
+            "/v1/chat/completions",
+            Some(&token),
+            json!({"model": "smollm2-135m", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Three completions billed to the owner, at 0.5 per 1,000 tokens.
+    let rows: Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)> = sqlx::query_as(
+        "SELECT cost_type, quantity, amount FROM rm_cost_ledger WHERE model_id = $1::uuid AND cost_type = 'api_calls' ORDER BY accrued_at",
+    )
+    .bind(&id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let tokens: rust_decimal::Decimal = rows.iter().map(|r| r.1).sum();
+    assert_eq!(
+        tokens * rust_decimal::Decimal::from(1000),
+        rust_decimal::Decimal::from(prompt + completion + streamed_tokens + api_tokens)
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.2 == r.1 * rust_decimal::Decimal::new(5, 1)));
+    let (_, costs) = app.get("/api/costs?groupBy=month", Some(&token)).await;
+    assert!(
+        costs["data"]["costs"][0]["apiCalls"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{costs}"
+    );
+
+    // Undeployed: stopped, its engine gone, chat refused, the model stored again.
+    let folders = app.iso.data_dir().join("deployments");
+    assert_eq!(std::fs::read_dir(&folders).unwrap().count(), 1);
+    let (status, body) = app
+        .post(&format!("{base}/undeploy"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["status"], "stopped");
+    let stopped = model(&app, &token, &id).await;
+    assert_eq!(stopped["status"], "stored");
+    assert_eq!(stopped["deployment"]["status"], "stopped");
+    assert_eq!(std::fs::read_dir(&folders).unwrap().count(), 0);
+    let (status, body) = app
+        .post("/v1/chat/completions", Some(&token), ask(false))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_deployed");
+    app.finish().await;
+}
