@@ -33,12 +33,30 @@ pub const MAX_COMPLETION_TOKENS: u32 = 1024;
 /// How long an engine may take to answer (CPU generation of a long completion).
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Who says a message.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
+}
+
 /// One message of the conversation.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
+    #[schema(value_type = ChatRole)]
     pub role: String,
     pub content: String,
+}
+
+/// `stop`: a string, or a list of strings.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -48,37 +66,46 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// OpenAI's chat completion request (the fields the engines take).
+/// A chat completion request of `/api/models/{id}/chat` (OpenAI's fields the engines take).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatRequest {
-    /// `/v1`: the fine-tuned model's name (`ft:<base>:<suffix>:<id>`) or id. `/api`:
-    /// ignored (the model is in the path).
-    #[serde(default)]
-    pub model: Option<String>,
     /// 1 to 256 messages.
+    #[schema(min_items = 1, max_items = 256)]
     pub messages: Vec<ChatMessage>,
     /// 1 to 1024 (default: the engine's, up to the context's end).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1024)]
     pub max_tokens: Option<u32>,
     /// The newer name of `max_tokens`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1024)]
     pub max_completion_tokens: Option<u32>,
     /// 0 to 2.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// Above 0, at most 1.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f64>,
     #[serde(default)]
     pub seed: Option<i64>,
-    /// A string or up to 4 strings.
     #[serde(default)]
-    pub stop: Option<Value>,
+    pub stop: Option<Stop>,
     /// Answer as server-sent events, one chunk per piece.
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+}
+
+/// `POST /v1/chat/completions`: the model by name, and the request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// The fine-tuned model's name (`ft:<base>:<suffix>:<id>`, as `/v1/models` lists it) or id.
+    pub model: String,
+    #[serde(flatten)]
+    pub chat: ChatRequest,
 }
 
 /// The request as the engine gets it; refused field by field.
@@ -128,17 +155,9 @@ fn engine_request(req: &ChatRequest, engine_model: &str) -> ApiResult<Value> {
         }
     }
     let stop = match &req.stop {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(json!([s])),
-        Some(Value::Array(list)) if list.len() <= 4 && list.iter().all(Value::is_string) => {
-            Some(Value::Array(list.clone()))
-        }
-        Some(_) => {
-            return Err(ApiError::validation(
-                "stop",
-                "stop must be a string or up to 4 strings",
-            ))
-        }
+        None => None,
+        Some(Stop::One(s)) => Some(json!([s])),
+        Some(Stop::Many(list)) => Some(json!(list)),
     };
     let mut body = json!({
         "model": engine_model,

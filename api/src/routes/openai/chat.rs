@@ -10,7 +10,7 @@ use super::models::{fine_tuned, parse_model, ModelName};
 use super::{with_param, OpenAiErrorBody};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{ApiJson, AuthUser};
-use crate::routes::chat::{complete, ChatRequest, Completion};
+use crate::routes::chat::{complete, ChatCompletionRequest, Completion};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// server-sent `chat.completion.chunk` events, then `[DONE]`). Its tokens are billed as
 /// `api_calls`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("bearer" = [])),
-    request_body(content = ChatRequest, example = json!({"model": "ft:smollm2-135m:support:0193c1a2-0000-7000-8000-000000000000", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})),
+    request_body(content = ChatCompletionRequest, example = json!({"model": "ft:smollm2-135m:support:0193c1a2-0000-7000-8000-000000000000", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})),
     responses(
         (status = 200, description = "OpenAI's `chat.completion` object, or a stream of `chat.completion.chunk` events (`text/event-stream`)", body = serde_json::Value),
         (status = 400, description = "A parameter broke a rule (`param` names it)", body = OpenAiErrorBody),
@@ -32,12 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn chat_completions(
     State(state): State<AppState>,
     AuthUser(principal): AuthUser,
-    ApiJson(req): ApiJson<ChatRequest>,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> ApiResult<Response> {
-    let name = req
-        .model
-        .clone()
-        .ok_or_else(|| ApiError::validation("model", "model is required"))?;
+    let name = req.model;
     let id = match parse_model(&name) {
         Some(ModelName::FineTuned(id)) => id,
         Some(ModelName::Base(_)) => {
@@ -64,7 +61,7 @@ async fn chat_completions(
     let (_, object) = fine_tuned(&state, principal, &name, id)
         .await
         .map_err(|e| with_param(e, "model"))?;
-    match complete(&state, principal, ModelId(id), req, object.id).await? {
+    match complete(&state, principal, ModelId(id), req.chat, object.id).await? {
         Completion::Whole(answer) => Ok(axum::Json(answer).into_response()),
         Completion::Stream(response) => Ok(response),
     }
