@@ -8,23 +8,40 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{eventually, TestApp};
+use crate::common::{eventually, BinaryService, Isolation, TestApp};
 use crate::inference::environment;
-use crate::saga::{start, until};
+use crate::saga::{until, FAST};
 
-/// A service whose deployments run on this machine's CPU engine.
-async fn serving_app() -> TestApp {
+/// The settings of a service whose deployments run on this machine's CPU engine.
+fn engine_vars() -> Vec<(String, String)> {
     let engine = environment("inference-env.sh");
     let trainer = environment("trainer-env.sh").join("bin").join("python");
     let src = format!("{}/../trainer/src", env!("CARGO_MANIFEST_DIR"));
-    start(&[
-        ("INFERENCE_VENV", engine.to_str().unwrap()),
-        ("TRAINER_PYTHON", trainer.to_str().unwrap()),
-        ("TRAINER_SRC", &src),
-        ("RATE_API_1K_TOKENS", "0.5"),
-        ("PUBLIC_URL", "https://brightrun.example/"),
-    ])
-    .await
+    let mut vars: Vec<(String, String)> = FAST
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.extend([
+        ("INFERENCE_VENV".into(), engine.display().to_string()),
+        ("TRAINER_PYTHON".into(), trainer.display().to_string()),
+        ("TRAINER_SRC".into(), src),
+        ("RATE_API_1K_TOKENS".into(), "0.5".into()),
+        ("PUBLIC_URL".into(), "https://brightrun.example/".into()),
+    ]);
+    vars
+}
+
+fn borrowed(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+async fn serving_app_on(iso: Isolation) -> TestApp {
+    let vars = engine_vars();
+    TestApp::start_with(iso, api::Roles::ALL, &borrowed(&vars)).await
+}
+
+async fn serving_app() -> TestApp {
+    serving_app_on(Isolation::new()).await
 }
 
 /// A completed model on `base_model`: its id.
@@ -278,4 +295,101 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "model_not_deployed");
     app.finish().await;
+}
+
+/// The engine process serving the deployment, by the pid file in its folder.
+fn engine_pid(iso: &Isolation) -> Option<String> {
+    let folders = std::fs::read_dir(iso.data_dir().join("deployments")).ok()?;
+    let folder = folders.filter_map(Result::ok).next()?.path();
+    std::fs::read_to_string(folder.join("engine.pid")).ok()
+}
+
+fn is_alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.split(' ').nth(2).is_some_and(|state| state == "Z"))
+}
+
+async fn chat(http: &reqwest::Client, base: &str, token: &str, id: &str) -> (u16, Value) {
+    crate::common::send(
+        http.post(format!("{base}/api/models/{id}/chat"))
+            .bearer_auth(token)
+            .json(&json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_serve_leaves_no_engine_behind_and_the_next_one_serves_the_deployment_again() {
+    let iso = Isolation::new();
+    // Trained and deployed by one service, stopped as it should be (its engine with it).
+    let app = serving_app_on(iso.clone()).await;
+    let (_, token) = app.user("ada").await;
+    let id = trained(&app, &token, "smollm2-135m").await;
+    let (status, body) = app
+        .post(
+            &format!("/api/models/{id}/deploy"),
+            Some(&token),
+            json!({"environment": "production"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the engine serves", Duration::from_secs(180), || async {
+        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
+    })
+    .await;
+    let mut app = app;
+    app.stop().await;
+
+    // The next service (the binary) starts the deployment's engine again by itself.
+    let vars = engine_vars();
+    let http = reqwest::Client::new();
+    let mut first = BinaryService::spawn(&iso, "all", &borrowed(&vars)).await;
+    eventually(
+        "the engine serves again",
+        Duration::from_secs(180),
+        || async { chat(&http, &first.base, &token, &id).await.0 == 200 },
+    )
+    .await;
+    let orphan = engine_pid(&iso).expect("the engine's pid file");
+    assert!(is_alive(&orphan));
+
+    // kill -9: the engine outlives it, until the next service finds and replaces it.
+    first.kill_9();
+    assert!(
+        is_alive(&orphan),
+        "an engine outlives a kill -9 of its service"
+    );
+    let second = BinaryService::spawn(&iso, "all", &borrowed(&vars)).await;
+    eventually("a new engine serves", Duration::from_secs(180), || async {
+        chat(&http, &second.base, &token, &id).await.0 == 200
+    })
+    .await;
+    assert!(
+        !is_alive(&orphan),
+        "the orphaned engine {orphan} was stopped"
+    );
+    let current = engine_pid(&iso).expect("the new engine's pid file");
+    assert_ne!(current, orphan);
+    // Still one deployment, recorded serving throughout: nothing failed, nothing doubled.
+    let (status, body) = crate::common::send(
+        http.get(format!("{}/api/models/{id}", second.base))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["model"]["deployment"]["status"], "deployed");
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type IN ('ModelDeploymentFailed', 'ModelDeployed')",
+    )
+    .bind(&id)
+    .fetch_one(&infrastructure::db::connect(&iso.database_url(), 1).await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(failed, 1, "one ModelDeployed, no failure");
+    // The last service is killed too: its engine is stopped by hand, as no service follows.
+    drop(second);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", current.trim()])
+        .status();
+    iso.cleanup().await;
 }
