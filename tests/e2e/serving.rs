@@ -306,7 +306,7 @@ fn engine_pid(iso: &Isolation) -> Option<String> {
 
 fn is_alive(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.split(' ').nth(2).is_some_and(|state| state == "Z"))
+        .is_ok_and(|stat| stat.split(' ').nth(2).is_none_or(|state| state != "Z"))
 }
 
 async fn chat(http: &reqwest::Client, base: &str, token: &str, id: &str) -> (u16, Value) {
