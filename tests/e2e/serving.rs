@@ -251,15 +251,23 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
         .await;
     assert_eq!(status, 404, "{body}");
 
-    // Three completions billed to the owner, at 0.5 per 1,000 tokens.
-    let rows: Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)> = sqlx::query_as(
-        "SELECT cost_type, quantity, amount FROM rm_cost_ledger WHERE model_id = $1::uuid AND cost_type = 'api_calls' ORDER BY accrued_at",
-    )
-    .bind(&id)
-    .fetch_all(app.pool())
-    .await
-    .unwrap();
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    // Three completions billed to the owner, at 0.5 per 1,000 tokens (a stream's bill is
+    // recorded once the caller has its end; the ledger is a projection).
+    let ledger = || async {
+        let rows: Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)> = sqlx::query_as(
+            "SELECT cost_type, quantity, amount FROM rm_cost_ledger WHERE model_id = $1::uuid AND cost_type = 'api_calls' ORDER BY accrued_at",
+        )
+        .bind(&id)
+        .fetch_all(app.pool())
+        .await
+        .unwrap();
+        rows
+    };
+    eventually("three ledger entries", Duration::from_secs(10), || async {
+        ledger().await.len() == 3
+    })
+    .await;
+    let rows = ledger().await;
     let tokens: rust_decimal::Decimal = rows.iter().map(|r| r.1).sum();
     assert_eq!(
         tokens * rust_decimal::Decimal::from(1000),

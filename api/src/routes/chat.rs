@@ -225,13 +225,7 @@ pub(crate) async fn complete(
         .await
         .map_err(|e| model_error(&id, e))?;
     let body = engine_request(&req, &route.model)?;
-    // Counted first: a request the engine gets while it streams waits for the stream.
     let streamed = req.stream.unwrap_or(false);
-    let prompt_tokens = if streamed {
-        count_prompt(state, &route.base_url, &route.model, &req.messages).await
-    } else {
-        0
-    };
     let url = format!("{}/chat/completions", route.base_url);
     let answer = state
         .http
@@ -252,10 +246,15 @@ pub(crate) async fn complete(
     };
     if streamed {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        let prompt = Prompt {
+            base_url: route.base_url,
+            model: route.model,
+            messages: req.messages,
+        };
         return Ok(Completion::Stream(stream(
             answer,
             shown_name,
-            prompt_tokens,
+            prompt,
             include_usage,
             bill,
         )));
@@ -299,13 +298,17 @@ impl Bill {
     }
 }
 
+/// A streamed completion's prompt, counted once the stream ended (the engine takes one
+/// request at a time: counting first would delay the first token).
+struct Prompt {
+    base_url: String,
+    model: String,
+    messages: Vec<ChatMessage>,
+}
+
 /// The prompt's tokens by the engine's tokenizer, the messages laid out in ChatML.
-async fn count_prompt(
-    state: &AppState,
-    base_url: &str,
-    model: &str,
-    messages: &[ChatMessage],
-) -> u64 {
+async fn count_prompt(state: &AppState, prompt: &Prompt) -> u64 {
+    let (base_url, model, messages) = (&prompt.base_url, &prompt.model, &prompt.messages);
     let mut prompt: String = messages
         .iter()
         .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
@@ -336,7 +339,7 @@ async fn count_prompt(
 fn stream(
     answer: reqwest::Response,
     shown_name: String,
-    prompt_tokens: u64,
+    prompt: Prompt,
     include_usage: bool,
     bill: Bill,
 ) -> Response {
@@ -382,13 +385,9 @@ fn stream(
                 }
             }
         }
-        if let Err(err) = bill.record(prompt_tokens, pieces).await {
-            tracing::warn!(error = %err.body.message, "a streamed completion was not billed");
-        }
-        if caller_gone {
-            return;
-        }
-        if include_usage {
+        drop(upstream);
+        let prompt_tokens = count_prompt(&bill.state, &prompt).await;
+        if !caller_gone && include_usage {
             let usage = json!({
                 "id": last_id, "object": "chat.completion.chunk", "created": created,
                 "model": shown_name, "choices": [],
@@ -397,7 +396,14 @@ fn stream(
             });
             let _ = tx.send(Ok(format!("data: {usage}\n\n").into())).await;
         }
-        let _ = tx.send(Ok("data: [DONE]\n\n".into())).await;
+        if !caller_gone {
+            let _ = tx.send(Ok("data: [DONE]\n\n".into())).await;
+        }
+        // The caller has the whole answer before the bill is recorded.
+        drop(tx);
+        if let Err(err) = bill.record(prompt_tokens, pieces).await {
+            tracing::warn!(error = %err.body.message, "a streamed completion was not billed");
+        }
     });
     let chunks = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
