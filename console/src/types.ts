@@ -210,6 +210,8 @@ export interface Model {
     status: "deploying" | "deployed" | "failed" | "stopped";
     environment: string;
     endpointUrl?: string | null;
+    minReplicas: number;
+    maxReplicas: number;
     failureReason?: string | null;
   } | null;
   parentModelId?: string | null;

@@ -2,9 +2,10 @@ import { useState, type FormEvent } from "react";
 import { Link, useParams } from "react-router";
 import { api, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
+import { Playground } from "../components/Playground";
 import { Badge, ErrorText, Field, fieldError, Loading, Pager } from "../components/ui";
 import { bytes, duration, num, usd, when } from "../format";
-import { useApi, useListParams } from "../hooks";
+import { useApi, useInterval, useListParams } from "../hooks";
 import type { Model, ModelDetail } from "../types";
 
 export function Models() {
@@ -71,6 +72,8 @@ export function ModelPage() {
   const [environment, setEnvironment] = useState("staging");
   const [message, setMessage] = useState<string | null>(null);
   const m = data?.model;
+  // A deployment in progress is read again until its engine serves (or fails).
+  useInterval(reload, 2000, m?.deployment?.status === "deploying");
   if (error) return <ErrorText error={error} />;
   if (!m) return <Loading />;
   const download = async (artifact: string, checkpointId?: string) => {
@@ -200,12 +203,13 @@ export function ModelPage() {
               </select>
             )}
           </Field>
-          <button className="primary" disabled={m.status === "archived"}>
+          <button className="primary" disabled={m.status === "archived" || m.deployment?.status === "deploying" || m.deployment?.status === "deployed"}>
             Deploy
           </button>
         </form>
       </div>
       <ErrorText error={actionError} />
+      <Playground model={m} onChange={reload} />
       <div className="card">
         <h2>Version history</h2>
         <ul className="plain">

@@ -1,0 +1,34 @@
+import { expect, test } from "@playwright/test";
+import { conversations, datasetByApi, getByApi, jobByApi, openAs, signUpByApi } from "./api.ts";
+
+test("a trained model is deployed from its page, answers a prompt streamed in the playground, and is undeployed", async ({ page, request }) => {
+  test.setTimeout(300_000);
+  const user = await signUpByApi(request, "playground");
+  const datasetId = await datasetByApi(request, user, "playground-chats", conversations(20));
+  const job = await jobByApi(request, user, {
+    datasetId,
+    presetId: "balanced",
+    baseModel: "smollm2-135m",
+    gpuConfig: { instanceType: "a100-40gb", numGPUs: 1 },
+  });
+  await expect
+    .poll(async () => (await getByApi<{ job: { status: string } }>(request, user, `/api/jobs/${job}`)).job.status, { timeout: 120_000 })
+    .toBe("completed");
+  const { job: done } = await getByApi<{ job: { artifactId: string } }>(request, user, `/api/jobs/${job}`);
+
+  await openAs(page, user, `/models/${done.artifactId}`);
+  await page.getByRole("button", { name: "Deploy" }).click();
+  const playground = page.getByRole("form", { name: "Playground" });
+  await expect(playground).toBeVisible();
+  await expect(playground.getByText("serving")).toBeVisible({ timeout: 180_000 });
+  await expect(playground.getByText(/\/v1$/)).toBeVisible();
+  await playground.getByLabel("Prompt").fill("My order has not arrived. What can I do?");
+  await playground.getByRole("button", { name: "Send" }).click();
+  await expect(playground.getByTestId("answer")).not.toBeEmpty({ timeout: 60_000 });
+  await expect(playground.getByRole("button", { name: "Send" })).toBeEnabled({ timeout: 60_000 });
+  await page.screenshot({ path: test.info().outputPath("playground.png"), fullPage: true });
+
+  await playground.getByRole("button", { name: "Undeploy" }).click();
+  await expect(playground).toBeHidden();
+  await expect(page.locator(".badge", { hasText: "stopped" })).toBeVisible();
+});
