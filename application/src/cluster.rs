@@ -247,6 +247,9 @@ pub struct Evaluation {
     /// Scores on the validation split, each in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_scores: Option<domain::model::ValidationScores>,
+    /// The base model against the adapter on the validation pairs (real trainers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<domain::model::BaseComparison>,
 }
 
 /// `GET /v1/jobs/{id}?cursor=`: the job now, and what is new since `cursor`.

@@ -721,6 +721,8 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             .ok_or_else(|| anyhow::anyhow!("a completed report without evaluation"))?;
         let quality = QualityMetrics {
             validation_scores: evaluation.validation_scores,
+            bleu_score: evaluation.comparison.map(|c| c.adapter.bleu),
+            comparison: evaluation.comparison,
             ..QualityMetrics::from_losses(
                 evaluation.initial_validation_loss,
                 evaluation.final_training_loss,

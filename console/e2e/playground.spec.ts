@@ -16,7 +16,27 @@ test("a trained model is deployed from its page, answers a prompt streamed in th
     .toBe("completed");
   const { job: done } = await getByApi<{ job: { artifactId: string } }>(request, user, `/api/jobs/${job}`);
 
+  // A real run's comparison (the simulator makes up none), added to this model's answer: the
+  // page shows base and fine-tuned side by side.
+  const comparison = {
+    validationPairs: 3,
+    generatedPairs: 3,
+    base: { loss: 2.6431, perplexity: 14.06, bleu: 3.12, rougeL: 18.4 },
+    adapter: { loss: 1.2045, perplexity: 3.34, bleu: 21.57, rougeL: 44.9 },
+  };
+  await page.route(`**/api/models/${done.artifactId}`, async (route) => {
+    const response = await route.fetch();
+    const json = await response.json();
+    json.data.model.qualityMetrics.comparison = comparison;
+    await route.fulfill({ response, json });
+  });
   await openAs(page, user, `/models/${done.artifactId}`);
+  const table = page.getByRole("table", { name: "Base model vs fine-tuned" });
+  await expect(table.getByRole("row", { name: /Loss/ })).toHaveText(/Loss\s*2\.6431\s*1\.2045/);
+  await expect(table.getByRole("row", { name: /BLEU/ })).toHaveText(/BLEU \(3 answers\)\s*3\.12\s*21\.57/);
+  await expect(table.getByRole("row", { name: /ROUGE-L/ })).toHaveText(/ROUGE-L \(3 answers\)\s*18\.4\s*44\.9/);
+  await page.unroute(`**/api/models/${done.artifactId}`);
+
   await page.getByRole("button", { name: "Deploy" }).click();
   const playground = page.getByRole("form", { name: "Playground" });
   await expect(playground).toBeVisible();

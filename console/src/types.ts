@@ -197,6 +197,8 @@ export interface Model {
     convergenceQuality?: string;
     convergenceScore?: number;
     validationScores?: Record<string, number> | null;
+    bleuScore?: number | null;
+    comparison?: BaseComparison | null;
   };
   trainingSummary: { totalEpochs: number; totalSteps: number; trainingDuration: number; totalCost: number; gpuHours: number; retryCount: number };
   configuration: { baseModel: string; datasetName: string; presetUsed: string; hyperparameters: Hyperparameters; gpuConfig: { instanceType: string; numGPUs: number } };
@@ -243,4 +245,20 @@ export interface CostPeriod {
   storage: number;
   dataTransfer: number;
   total: number;
+}
+
+/** One side of a model's comparison on its validation pairs. */
+export interface ModelScores {
+  loss: number;
+  perplexity: number;
+  bleu: number;
+  rougeL: number;
+}
+
+/** The base model against the adapter, measured by the trainer at the end of a real run. */
+export interface BaseComparison {
+  validationPairs: number;
+  generatedPairs: number;
+  base: ModelScores;
+  adapter: ModelScores;
 }

@@ -40,6 +40,41 @@ pub struct QualityMetrics {
     /// The cluster's evaluation on the validation split, each in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_scores: Option<ValidationScores>,
+    /// The adapter's BLEU (0-100) on the validation pairs (real runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bleu_score: Option<f64>,
+    /// The base model against the adapter on the validation pairs (real runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<BaseComparison>,
+}
+
+/// One side of the comparison: loss, perplexity and the generated answers' scores.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelScores {
+    /// Mean cross-entropy on the answers' tokens.
+    pub loss: f64,
+    /// exp(loss)
+    pub perplexity: f64,
+    /// sacrebleu's corpus BLEU of the greedy answers against the dataset's, 0-100.
+    pub bleu: f64,
+    /// Mean ROUGE-L F-measure, 0-100.
+    #[serde(rename = "rougeL")]
+    pub rouge_l: f64,
+}
+
+/// The base model and the adapter on the same held-out validation pairs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseComparison {
+    /// Pairs the losses are over.
+    pub validation_pairs: u32,
+    /// Pairs answered by both (BLEU, ROUGE-L): the first of them, generation being slow.
+    pub generated_pairs: u32,
+    pub base: ModelScores,
+    pub adapter: ModelScores,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -92,6 +127,8 @@ impl QualityMetrics {
                 Convergence::Poor,
             ][level],
             validation_scores: None,
+            bleu_score: None,
+            comparison: None,
         }
     }
 }

@@ -418,6 +418,28 @@ async fn a_job_on_the_defaults_trains_smollm2_on_slurm_and_its_adapter_lowers_th
         .cloned()
         .unwrap_or_default();
     assert!(!checkpoints.is_empty(), "{detail}");
+    // Base model against adapter on the held-out pairs, measured by the trainer: no made-up
+    // scores on a real run.
+    let quality = &detail["data"]["model"]["qualityMetrics"];
+    assert_eq!(quality["validationScores"], Value::Null, "{quality}");
+    let comparison = &quality["comparison"];
+    assert!(
+        comparison["validationPairs"].as_u64().unwrap_or(0) > 0,
+        "{quality}"
+    );
+    for side in ["base", "adapter"] {
+        for figure in ["loss", "perplexity", "bleu", "rougeL"] {
+            assert!(
+                comparison[side][figure].is_number(),
+                "{side}.{figure}: {quality}"
+            );
+        }
+    }
+    assert!(
+        comparison["adapter"]["loss"].as_f64() < comparison["base"]["loss"].as_f64(),
+        "{quality}"
+    );
+    assert_eq!(quality["bleuScore"], comparison["adapter"]["bleu"]);
     let last = checkpoints.last().unwrap();
     let (_, bytes) = download(
         &client,

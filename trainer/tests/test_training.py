@@ -2,6 +2,7 @@
 adapter that PEFT loads back onto the base model."""
 
 import json
+import math
 
 import pytest
 from conftest import EXAMPLES, events, hyperparameters, make_spec, state
@@ -67,8 +68,33 @@ def test_the_run_completes_with_every_report(finished):
         "finalValidationLoss",
         "bestValidationLoss",
         "perplexity",
+        "comparison",
     }
     assert ev_loss["bestValidationLoss"] <= ev_loss["finalValidationLoss"]
+
+
+def test_base_and_adapter_are_compared_on_the_validation_pairs(finished):
+    comparison = state(finished)["evaluation"]["comparison"]
+    assert comparison["validationPairs"] > 0
+    assert 0 < comparison["generatedPairs"] <= comparison["validationPairs"]
+    for side in ("base", "adapter"):
+        scores = comparison[side]
+        assert set(scores) == {"loss", "perplexity", "bleu", "rougeL"}
+        assert 0 <= scores["bleu"] <= 100 and 0 <= scores["rougeL"] <= 100
+        assert abs(math.exp(scores["loss"]) - scores["perplexity"]) < 1e-6 * scores["perplexity"]
+    # The adapter's loss is the run's own final validation loss; trained, it beats the base.
+    assert comparison["adapter"]["loss"] < comparison["base"]["loss"]
+    logs = [e["message"] for e in events(finished) if e["kind"] == "log"]
+    assert any(m.startswith("base vs adapter on ") for m in logs), logs
+
+
+def test_text_scores_are_sacrebleu_s_and_rouge_score_s():
+    from brightrun_trainer.evaluate import text_scores
+
+    same = text_scores(["the parcel arrives on monday"], ["the parcel arrives on monday"])
+    assert same == {"bleu": 100.0, "rougeL": 100.0}
+    apart = text_scores(["hello there"], ["the parcel arrives on monday"])
+    assert apart["bleu"] < 5 and apart["rougeL"] == 0.0
 
 
 def test_the_loss_falls(finished):

@@ -137,6 +137,36 @@ export function ModelPage() {
           </span>
         </div>
       </div>
+      {q.comparison ? (
+        <div className="card">
+          <h2>Base model vs fine-tuned</h2>
+          <table aria-label="Base model vs fine-tuned">
+            <thead>
+              <tr>
+                <th scope="col">On {q.comparison.validationPairs} validation pairs</th>
+                <th scope="col">Base model</th>
+                <th scope="col">Fine-tuned</th>
+              </tr>
+            </thead>
+            <tbody>
+              {(
+                [
+                  ["Loss", "loss", 4],
+                  ["Perplexity", "perplexity", 2],
+                  [`BLEU (${q.comparison.generatedPairs} answers)`, "bleu", 2],
+                  [`ROUGE-L (${q.comparison.generatedPairs} answers)`, "rougeL", 2],
+                ] as const
+              ).map(([label, key, digits]) => (
+                <tr key={key}>
+                  <th scope="row">{label}</th>
+                  <td>{num(q.comparison!.base[key], digits)}</td>
+                  <td>{num(q.comparison!.adapter[key], digits)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : null}
       {q.validationScores ? (
         <div className="card">
           <h2>Validation scores</h2>

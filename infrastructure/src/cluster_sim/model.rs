@@ -508,6 +508,8 @@ impl SimJob {
                 fluency: score(22, 0.55, 0.42),
                 task_accuracy: score(23, 0.3, 0.6),
             }),
+            // The simulator generates no text: it makes up no BLEU or ROUGE.
+            comparison: None,
         }
     }
 }

@@ -120,6 +120,9 @@ pub struct TrainerEvaluation {
     pub final_validation_loss: f64,
     pub best_validation_loss: f64,
     pub perplexity: f64,
+    /// Base model against adapter (absent without validation pairs).
+    #[serde(default)]
+    pub comparison: Option<domain::model::BaseComparison>,
 }
 
 /// One line of `events.jsonl`: the trainer writes the cluster contract's own shapes (plus
@@ -338,6 +341,7 @@ pub fn status_report(input: ReportInput<'_>) -> StatusReport {
             best_validation_loss: e.best_validation_loss,
             perplexity: e.perplexity,
             validation_scores: None,
+            comparison: e.comparison,
         });
     let step = trainer.step.min(total_steps);
     StatusReport {

@@ -332,6 +332,21 @@ def _train(spec: dict, run_dir: Path, reporter: Reporter, stop: StopFlag, models
         "bestValidationLoss": best_val,
         "perplexity": math.exp(min(final_val, 50.0)),
     }
+    if val_rows:
+        from .evaluate import compare
+
+        reporter.update(stage="validating")
+        started = time.monotonic()
+        comparison = compare(model, tokenizer, val_pairs, val_rows)
+        evaluation["comparison"] = comparison
+        b, a = comparison["base"], comparison["adapter"]
+        reporter.log(
+            "info",
+            f"base vs adapter on {comparison['validationPairs']} validation pairs: "
+            f"loss {b['loss']:.4f} -> {a['loss']:.4f}, BLEU {b['bleu']:.2f} -> {a['bleu']:.2f}, "
+            f"ROUGE-L {b['rougeL']:.2f} -> {a['rougeL']:.2f} "
+            f"({time.monotonic() - started:.1f} s)",
+        )
     reporter.log(
         "info",
         f"done: validation loss {initial_val:.4f} -> {final_val:.4f}, "
