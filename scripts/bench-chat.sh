@@ -7,9 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$(scripts/pinned-venv.sh sdk tests/sdk/requirements.txt)"
-trainer="$(scripts/trainer-env.sh)"
-inference="$(scripts/inference-env.sh)"
 source scripts/private-serve.sh
-private_serve bench CLUSTER_SIM_SPEED=1200 INFERENCE_VENV="$inference" \
-  TRAINER_PYTHON="$trainer/bin/python" TRAINER_SRC="$PWD/trainer/src"
+cpu_engine_vars
+private_serve bench CLUSTER_SIM_SPEED=1200 "${cpu_engine[@]}"
 (cd tests/sdk && BRIGHTRUN_BASE_URL="$base" "$venv/bin/python" bench_chat.py "$data")

@@ -17,10 +17,8 @@ source scripts/private-serve.sh
 # A simulator of its own (the live-monitor test paces its job through it), fast enough for
 # the journey's job to finish in seconds.
 private_sim 400
-# The playground's model is served by the CPU engine (both environments built once per machine).
-trainer="$(scripts/trainer-env.sh)"
-inference="$(scripts/inference-env.sh)"
-private_serve console INFERENCE_VENV="$inference" TRAINER_PYTHON="$trainer/bin/python" \
-  TRAINER_SRC="$PWD/trainer/src"
+# The playground's model is served by the CPU engine.
+cpu_engine_vars
+private_serve console "${cpu_engine[@]}"
 cd console
 CONSOLE_BASE_URL="$base" CLUSTER_SIM_URL="$sim_url" CLUSTER_SIM_KEY="$sim_key" npx playwright test "$@"

@@ -4,6 +4,8 @@
 #   source scripts/private-serve.sh; private_serve <name> [VAR=value ...]
 # Sets `base` (http://127.0.0.1:<port>), `data` and `server` (its pid). The extra variables
 # go to `serve` (the simulator's speed, say).
+#   cpu_engine_vars      (before private_serve "${cpu_engine[@]}")
+# The settings of the CPU inference engine, for tests that deploy models.
 #   private_sim <speed>   (before private_serve)
 # Starts a GPU cluster simulator of its own (`brightrun cluster-sim`) that tests can inject
 # faults into: sets `sim_url` and `sim_key`, and the next private_serve drives it.
@@ -29,6 +31,15 @@ private_sim() {
   done
   echo "brightrun cluster-sim did not listen in 30 s" >&2
   exit 1
+}
+
+# The settings that give a private serve the CPU inference engine (deployments, chat): both
+# environments, built once per machine. Sets the array `cpu_engine` (VAR=value words).
+cpu_engine_vars() {
+  local trainer inference
+  trainer="$(scripts/trainer-env.sh)"
+  inference="$(scripts/inference-env.sh)"
+  cpu_engine=(INFERENCE_VENV="$inference" TRAINER_PYTHON="$trainer/bin/python" TRAINER_SRC="$PWD/trainer/src")
 }
 
 private_serve() {

@@ -9,14 +9,11 @@ cd "$(dirname "$0")/.."
 # The environment, once per machine, keyed by the pinned requirements.
 venv="$(scripts/pinned-venv.sh sdk tests/sdk/requirements.txt)"
 
-# Deployed models are served by the CPU engine (both environments built once per machine);
-# chat tokens at 10 USD per 1,000, so a few completions show in the costs (to cents).
-trainer="$(scripts/trainer-env.sh)"
-inference="$(scripts/inference-env.sh)"
-
 source scripts/private-serve.sh
-private_serve sdk CLUSTER_SIM_SPEED=1200 INFERENCE_VENV="$inference" \
-  TRAINER_PYTHON="$trainer/bin/python" TRAINER_SRC="$PWD/trainer/src" RATE_API_1K_TOKENS=10
+# Deployed models are served by the CPU engine; chat tokens at 10 USD per 1,000, so a few
+# completions show in the costs (to cents).
+cpu_engine_vars
+private_serve sdk CLUSTER_SIM_SPEED=1200 "${cpu_engine[@]}" RATE_API_1K_TOKENS=10
 
 (cd tests/sdk && BRIGHTRUN_BASE_URL="$base" "$venv/bin/python" -m pytest "$@") || {
   status=$?

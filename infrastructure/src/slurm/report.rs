@@ -517,6 +517,22 @@ mod tests {
             final_validation_loss: 3.0,
             best_validation_loss: 3.0,
             perplexity: 20.1,
+            comparison: Some(domain::model::BaseComparison {
+                validation_pairs: 3,
+                generated_pairs: 3,
+                base: domain::model::ModelScores {
+                    loss: 3.5,
+                    perplexity: 33.1,
+                    bleu: 2.0,
+                    rouge_l: 15.0,
+                },
+                adapter: domain::model::ModelScores {
+                    loss: 3.0,
+                    perplexity: 20.1,
+                    bleu: 9.5,
+                    rouge_l: 31.0,
+                },
+            }),
         });
         let rates = Rates::default();
         let report = status_report(ReportInput {
@@ -544,9 +560,10 @@ mod tests {
             report.artifacts[0].url,
             "file:///runs/k/adapter/adapter_config.json"
         );
-        assert_eq!(
-            report.evaluation.map(|e| e.final_validation_loss),
-            Some(3.0)
-        );
+        let evaluation = report.evaluation.expect("evaluation");
+        assert_eq!(evaluation.final_validation_loss, 3.0);
+        // The trainer's comparison is passed on; no simulated scores are added.
+        assert_eq!(evaluation.comparison.map(|c| c.adapter.bleu), Some(9.5));
+        assert_eq!(evaluation.validation_scores, None);
     }
 }
