@@ -255,13 +255,14 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
     }
 
     /// Stops the model's deployment: recorded first, then its engine is stopped (the
-    /// watcher's sweep stops it should this process stop in between).
+    /// watcher's sweep stops it should this process stop in between). Answers the id of the
+    /// deployment stopped.
     pub async fn undeploy(
         &self,
         ctx: &CommandContext,
         id: ModelId,
         actor: ModelActor,
-    ) -> Result<Receipt<ModelId>, AppError<ModelError>> {
+    ) -> Result<(Receipt<ModelId>, String), AppError<ModelError>> {
         let deployment = self.load(id).await?.and_then(|m| m.deployment());
         let command = ModelCommand::Undeploy {
             actor: actor.user_id,
@@ -269,10 +270,10 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
             at: self.clock.now(),
         };
         let receipt = self.execute(ctx, id, command).await?;
-        if let Some(deployment) = deployment {
-            self.stop_engine(&deployment.deployment_id).await;
-        }
-        Ok(receipt)
+        // Recorded, so there was a deployment to stop.
+        let deployment_id = deployment.map(|d| d.deployment_id).unwrap_or_default();
+        self.stop_engine(&deployment_id).await;
+        Ok((receipt, deployment_id))
     }
 
     /// Where the caller's chat completions for the model go: its serving deployment's

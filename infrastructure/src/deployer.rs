@@ -191,8 +191,6 @@ fn kill_stale_engine(folder: &Path) {
         let _ = std::process::Command::new("kill")
             .args(["-9", pid])
             .status();
-        // Until the kernel has reaped it, it still holds its memory; it is gone within moments.
-        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = std::fs::remove_file(folder.join("engine.pid"));
     let _ = std::fs::remove_file(folder.join("engine.json"));

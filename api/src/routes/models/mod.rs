@@ -505,15 +505,7 @@ async fn undeploy_model(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let model_id = parse_model_id(&id)?;
-    let deployment_id = state
-        .models
-        .load(model_id)
-        .await
-        .map_err(|e| model_error(&id, e))?
-        .and_then(|m| m.deployment())
-        .map(|d| d.deployment_id)
-        .unwrap_or_default();
-    let receipt = state
+    let (receipt, deployment_id) = state
         .models
         .undeploy(&context(principal), model_id, actor(principal))
         .await
