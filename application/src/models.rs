@@ -34,6 +34,14 @@ pub struct Route {
     pub model: String,
 }
 
+/// Which engine of a deployment answers: the fine-tuned model (one of its replicas), or
+/// the base model it was trained from, served beside it for side-by-side answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Adapter,
+    Base,
+}
+
 /// Where models are served: inference engines, started from the model's own artifacts.
 #[async_trait]
 pub trait Deployer: Send + Sync {
@@ -59,8 +67,9 @@ pub trait Deployer: Send + Sync {
     /// process: (model, deployment).
     async fn running(&self) -> anyhow::Result<Vec<(ModelId, String)>>;
 
-    /// Where the deployment's chat completions go, when its engine serves.
-    async fn route(&self, deployment_id: &str) -> Option<Route>;
+    /// Where the deployment's chat completions for `target` go, when an engine of it
+    /// serves (replicas in turn).
+    async fn route(&self, deployment_id: &str, target: Target) -> Option<Route>;
 }
 
 /// Who acts on a model.
@@ -276,12 +285,14 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
         Ok((receipt, deployment_id))
     }
 
-    /// Where the caller's chat completions for the model go: its serving deployment's
-    /// engine. Refused for anyone but the owner, and while nothing serves.
+    /// Where the caller's chat completions for the model go: an engine of its serving
+    /// deployment (for `Target::Base`, the one of its base model). Refused for anyone but
+    /// the owner, and while nothing serves.
     pub async fn chat_route(
         &self,
         id: ModelId,
         actor: UserId,
+        target: Target,
     ) -> Result<(Deployment, Route), AppError<ModelError>> {
         let model = self
             .load(id)
@@ -292,7 +303,7 @@ impl<ES: EventStore<Model>> ModelCommands<ES> {
             .map_err(AppError::Rejected)?;
         let route = self
             .deployer
-            .route(&deployment.deployment_id)
+            .route(&deployment.deployment_id, target)
             .await
             .ok_or(AppError::Rejected(ModelError::NotServing))?;
         Ok((deployment, route))

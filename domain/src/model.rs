@@ -625,6 +625,8 @@ pub struct Deployment {
     pub deployment_id: String,
     pub base_model: String,
     pub artifacts: Vec<ModelArtifact>,
+    /// How many engines serve it (the request's `minReplicas`).
+    pub replicas: u32,
     /// Recorded as serving (`ModelDeployed`), not only requested.
     pub serving: bool,
 }
@@ -642,6 +644,8 @@ pub struct Model {
     artifacts: Vec<ModelArtifact>,
     deploying: Option<String>,
     serving: Option<String>,
+    /// The engines the current deployment asked for.
+    replicas: u32,
     archive: Option<ModelArtifact>,
 }
 
@@ -917,6 +921,7 @@ impl Model {
             deployment_id,
             base_model: self.base_model.clone(),
             artifacts: self.artifacts.clone(),
+            replicas: self.replicas.max(1),
             serving: self.serving.is_some(),
         })
     }
@@ -962,7 +967,10 @@ decided_aggregate!(
                 }
             }
             ModelEvent::ModelDeleted(_) => self.deleted = true,
-            ModelEvent::ModelDeploymentRequested(e) => self.deploying = Some(e.deployment_id),
+            ModelEvent::ModelDeploymentRequested(e) => {
+                self.deploying = Some(e.deployment_id);
+                self.replicas = e.min_replicas;
+            }
             ModelEvent::ModelDeployed(e) => {
                 self.deploying = None;
                 self.serving = Some(e.deployment_id);
@@ -1148,6 +1156,9 @@ mod tests {
         let mut deployed = deploying.clone();
         deployed.apply(done[0].clone());
         assert_eq!(deployed.status, ModelStatus::Deployed);
+        // The engines serve the replicas it asked for.
+        let deployment = deployed.deployment().unwrap();
+        assert_eq!((deployment.replicas, deployment.serving), (1, true));
         // A repeated report records nothing.
         assert_eq!(
             deployed

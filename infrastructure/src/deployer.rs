@@ -1,18 +1,22 @@
 //! Deployments served on this machine: each deployment's adapter is fetched from the object
-//! store into `<data dir>/deployments/<deployment id>/`, converted to GGUF and served by a
-//! llama.cpp engine (`inference::LlamaCppEngines`), a child process of this one.
+//! store into `<data dir>/deployments/<deployment id>/`, converted to GGUF once and served by
+//! llama.cpp engines (`inference::LlamaCppEngines`), child processes of this one: one per
+//! replica (`minReplicas`), taken in turn by chat, and one of the base model alone, whose
+//! answers the playground shows beside the fine-tuned model's.
 //!
 //! A deployment's folder says which model and deployment it is (`deployment.json`), which
-//! process serves it (`engine.pid`) and where (`engine.json`), so a process that stopped
-//! without stopping its engines (kill -9) leaves nothing the next one cannot find: the
-//! deployment watcher starts the engines of current deployments again and sweeps the rest.
+//! processes serve it (`engine.pid`, one per line) and where (`engine.json`), so a process
+//! that stopped without stopping its engines (kill -9) leaves nothing the next one cannot
+//! find: the deployment watcher starts the engines of current deployments again and sweeps
+//! the rest. An engine that exits is replaced while the others serve.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use application::models::{Deployer, EngineHealth, Route};
+use application::models::{Deployer, EngineHealth, Route, Target};
 use application::ObjectStore;
 use async_trait::async_trait;
 use domain::ids::ModelId;
@@ -37,19 +41,132 @@ struct Placed {
     deployment_id: String,
 }
 
+/// Where an engine answers, as `engine.json` lists it for other processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Address {
+    base_url: String,
+    model: String,
+}
+
+/// `engine.json`: the replicas serving now, and the base model's engine.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Addresses {
+    replicas: Vec<Address>,
+    base: Option<Address>,
+}
+
+/// The files a deployment's engines load, made once by its start.
+#[derive(Debug, Clone)]
+struct Converted {
+    base: String,
+    lora: String,
+    folder: PathBuf,
+}
+
+/// One engine of a deployment: a replica of the fine-tuned model, or the base model alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Replica(usize),
+    Base,
+}
+
+impl Role {
+    fn log(self) -> String {
+        match self {
+            Role::Replica(i) => format!("engine-{i}.log"),
+            Role::Base => "engine-base.log".to_string(),
+        }
+    }
+}
+
+enum Member {
+    Up(Box<Engine>),
+    /// A replacement is starting.
+    Restarting,
+    /// Exited, or its replacement did not start: the next health check starts another.
+    Down,
+}
+
+/// A deployment whose engines started: its replicas, then the base model's engine.
+struct Served {
+    files: Converted,
+    members: Vec<(Role, Member)>,
+    restarts: Vec<u32>,
+    next: usize,
+}
+
+impl Served {
+    fn addresses(&self) -> Addresses {
+        let mut addresses = Addresses::default();
+        for (role, member) in &self.members {
+            let Member::Up(engine) = member else { continue };
+            let address = Address {
+                base_url: engine.base_url.clone(),
+                model: engine.model.clone(),
+            };
+            match role {
+                Role::Replica(_) => addresses.replicas.push(address),
+                Role::Base => addresses.base = Some(address),
+            }
+        }
+        addresses
+    }
+
+    /// Writes which processes serve (`engine.pid`, one per line) and where (`engine.json`).
+    fn record(&self) {
+        let pids: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Member::Up(engine) => engine.pid().map(|p| p.to_string()),
+                _ => None,
+            })
+            .collect();
+        let folder = &self.files.folder;
+        let written = std::fs::write(folder.join("engine.pid"), pids.join("\n")).and_then(|()| {
+            let json = serde_json::to_vec(&self.addresses()).unwrap_or_default();
+            std::fs::write(folder.join("engine.json"), json)
+        });
+        if let Err(err) = written {
+            tracing::warn!(error = %err, folder = %folder.display(), "the engines' files were not written");
+        }
+    }
+
+    fn route(&mut self, target: Target) -> Option<Route> {
+        let addresses = self.addresses();
+        let address = match target {
+            Target::Base => addresses.base,
+            Target::Adapter if addresses.replicas.is_empty() => None,
+            Target::Adapter => {
+                self.next = self.next.wrapping_add(1);
+                Some(addresses.replicas[self.next % addresses.replicas.len()].clone())
+            }
+        };
+        address.map(|a| Route {
+            base_url: a.base_url,
+            model: a.model,
+        })
+    }
+}
+
 enum Slot {
     Starting,
-    Serving(Box<Engine>),
+    Serving(Box<Served>),
     Failed(String),
 }
+
+type Slots = Arc<Mutex<HashMap<String, Slot>>>;
 
 pub struct LocalDeployer {
     engines: Arc<LlamaCppEngines>,
     objects: Arc<dyn ObjectStore>,
     root: PathBuf,
     endpoint_url: String,
-    slots: Arc<Mutex<HashMap<String, Slot>>>,
-    restarts: Mutex<HashMap<String, u32>>,
+    slots: Slots,
+    /// Turns through the replicas another process serves (read from `engine.json`).
+    next: AtomicUsize,
 }
 
 impl LocalDeployer {
@@ -66,12 +183,16 @@ impl LocalDeployer {
             root,
             endpoint_url,
             slots: Default::default(),
-            restarts: Default::default(),
+            next: AtomicUsize::new(0),
         }
     }
 
     fn folder(&self, deployment_id: &str) -> PathBuf {
         self.root.join(deployment_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn launch(&self, deployment: &Deployment) {
@@ -83,16 +204,14 @@ impl LocalDeployer {
         tokio::spawn(async move {
             let outcome = start(&engines, &*objects, &folder, &deployment).await;
             let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
-            // Stopped while it started: the engine is dropped (killed) here.
+            // Stopped while it started: the engines are dropped (killed) here.
             if !matches!(slots.get(&deployment.deployment_id), Some(Slot::Starting)) {
                 return;
             }
             match outcome {
-                Ok(engine) => {
-                    slots.insert(
-                        deployment.deployment_id.clone(),
-                        Slot::Serving(Box::new(engine)),
-                    );
+                Ok(served) => {
+                    served.record();
+                    slots.insert(deployment.deployment_id.clone(), Slot::Serving(served));
                 }
                 Err(Started::Refused(reason)) => {
                     tracing::warn!(deployment = %deployment.deployment_id, %reason, "the deployment cannot be served");
@@ -105,6 +224,31 @@ impl LocalDeployer {
             }
         });
     }
+
+    /// Starts a replacement for the deployment's engine `index`, which exited.
+    fn replace(&self, deployment_id: &str, index: usize, role: Role, files: Converted) {
+        let engines = self.engines.clone();
+        let slots = self.slots.clone();
+        let id = deployment_id.to_string();
+        tokio::spawn(async move {
+            let started = start_engine(&engines, &files, &id, role).await;
+            let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(Slot::Serving(served)) = slots.get_mut(&id) else {
+                return;
+            };
+            let Some((_, member)) = served.members.get_mut(index) else {
+                return;
+            };
+            *member = match started {
+                Ok(engine) => Member::Up(Box::new(engine)),
+                Err(err) => {
+                    tracing::warn!(deployment = %id, error = %err, "a replacement engine did not start");
+                    Member::Down
+                }
+            };
+            served.record();
+        });
+    }
 }
 
 /// Why an engine did not start: for good, or worth another try (the store was down).
@@ -113,15 +257,43 @@ enum Started {
     Retry(String),
 }
 
-/// Places the adapter in `folder`, converts it and starts its engine.
+fn refused(e: EngineError) -> Started {
+    match e {
+        EngineError::NotServable { code, message } => {
+            Started::Refused(format!("{code}: {message}"))
+        }
+        EngineError::Failed(message) => Started::Refused(message),
+    }
+}
+
+/// Starts one engine of the deployment `id` over its converted files: a replica answers to
+/// the deployment's id, the base model's engine to `<id>-base` (both name the deployment
+/// on their command line, by which a later process finds them).
+async fn start_engine(
+    engines: &LlamaCppEngines,
+    files: &Converted,
+    id: &str,
+    role: Role,
+) -> Result<Engine, EngineError> {
+    let (lora, model) = match role {
+        Role::Replica(_) => (Some(files.lora.as_str()), id.to_string()),
+        Role::Base => (None, format!("{id}-base")),
+    };
+    engines
+        .start(&files.base, lora, &model, &files.folder, &role.log())
+        .await
+}
+
+/// Places the adapter in `folder`, converts it and starts the deployment's engines: its
+/// replicas and the base model's.
 async fn start(
     engines: &LlamaCppEngines,
     objects: &dyn ObjectStore,
     folder: &Path,
     deployment: &Deployment,
-) -> Result<Engine, Started> {
+) -> Result<Box<Served>, Started> {
     let io = |e: std::io::Error| Started::Retry(format!("{}: {e}", folder.display()));
-    kill_stale_engine(folder);
+    kill_stale_engines(folder);
     let adapter = folder.join("adapter");
     tokio::fs::create_dir_all(&adapter).await.map_err(io)?;
     let placed = Placed {
@@ -150,47 +322,62 @@ async fn start(
             .map_err(io)?;
         tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
     }
-    let refused = |e: EngineError| match e {
-        EngineError::NotServable { code, message } => {
-            Started::Refused(format!("{code}: {message}"))
-        }
-        EngineError::Failed(message) => Started::Refused(message),
-    };
     let (base, lora) = engines
         .convert(&deployment.base_model, &adapter, folder)
         .await
         .map_err(refused)?;
-    let engine = engines
-        .start(&base, &lora, &deployment.deployment_id, folder)
-        .await
-        .map_err(refused)?;
-    if let Some(pid) = engine.pid() {
-        tokio::fs::write(folder.join("engine.pid"), pid.to_string())
-            .await
-            .map_err(io)?;
+    let files = Converted {
+        base,
+        lora,
+        folder: folder.to_path_buf(),
+    };
+    let roles: Vec<Role> = (0..deployment.replicas as usize)
+        .map(Role::Replica)
+        .chain([Role::Base])
+        .collect();
+    let started = futures::future::join_all(
+        roles
+            .iter()
+            .map(|role| start_engine(engines, &files, &deployment.deployment_id, *role)),
+    )
+    .await;
+    let mut members = Vec::with_capacity(roles.len());
+    for (role, engine) in roles.iter().zip(started) {
+        // Any that did not start fails the start (the others are dropped, killed).
+        members.push((*role, Member::Up(Box::new(engine.map_err(refused)?))));
     }
-    let route = serde_json::json!({"baseUrl": engine.base_url, "model": engine.model});
-    tokio::fs::write(folder.join("engine.json"), route.to_string())
-        .await
-        .map_err(io)?;
-    Ok(engine)
+    Ok(Box::new(Served {
+        files,
+        restarts: vec![0; members.len()],
+        members,
+        next: 0,
+    }))
 }
 
-/// Kills the engine an earlier process left serving from `folder` (its pid file, checked
-/// against the process's command line so a reused pid is never killed).
-fn kill_stale_engine(folder: &Path) {
-    let Ok(pid) = std::fs::read_to_string(folder.join("engine.pid")) else {
+/// Kills the engines an earlier process left serving from `folder` (its pid file, each
+/// pid checked against the process's command line, which names the deployment, so a
+/// reused pid is never killed).
+fn kill_stale_engines(folder: &Path) {
+    let Ok(pids) = std::fs::read_to_string(folder.join("engine.pid")) else {
         return;
     };
-    let pid = pid.trim();
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return;
-    };
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    if cmdline.contains("llama_cpp.server") && cmdline.contains(&*folder.to_string_lossy()) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid])
-            .status();
+    let deployment = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for pid in pids.lines().map(str::trim).filter(|p| !p.is_empty()) {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !deployment.is_empty()
+            && cmdline.contains("llama_cpp.server")
+            && cmdline.contains(&deployment)
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
     }
     let _ = std::fs::remove_file(folder.join("engine.pid"));
     let _ = std::fs::remove_file(folder.join("engine.json"));
@@ -217,54 +404,77 @@ impl Deployer for LocalDeployer {
         Duration::from_secs(30)
     }
 
+    /// Serving while one replica answers; an engine that exited is replaced (each at most
+    /// `MAX_RESTARTS` times, then the deployment fails).
     async fn health(&self, deployment: &Deployment) -> anyhow::Result<EngineHealth> {
         let id = &deployment.deployment_id;
+        let mut replacements = Vec::new();
         let health = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let running = match slots.get_mut(id) {
-                Some(Slot::Serving(engine)) => engine.is_running(),
-                _ => false,
-            };
-            match slots.get(id) {
+            let mut slots = self.lock();
+            match slots.get_mut(id) {
                 Some(Slot::Starting) => return Ok(EngineHealth::Starting),
                 Some(Slot::Failed(reason)) => return Ok(EngineHealth::Failed(reason.clone())),
-                Some(Slot::Serving(_)) if running => return Ok(EngineHealth::Serving),
-                Some(Slot::Serving(_)) => {
-                    let mut restarts = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
-                    let count = restarts.entry(id.clone()).or_default();
-                    *count += 1;
-                    if *count > MAX_RESTARTS {
-                        let reason =
-                            format!("the engine exited {MAX_RESTARTS} times; see engine.log");
-                        slots.insert(id.clone(), Slot::Failed(reason.clone()));
-                        EngineHealth::Failed(reason)
-                    } else {
-                        tracing::warn!(deployment = %id, "the engine exited; starting it again");
-                        slots.insert(id.clone(), Slot::Starting);
-                        EngineHealth::Starting
+                Some(Slot::Serving(served)) => {
+                    let mut failed = None;
+                    let mut changed = false;
+                    for (index, (role, member)) in served.members.iter_mut().enumerate() {
+                        let exited = match member {
+                            Member::Up(engine) => !engine.is_running(),
+                            Member::Restarting => false,
+                            Member::Down => true,
+                        };
+                        if !exited {
+                            continue;
+                        }
+                        changed = true;
+                        served.restarts[index] += 1;
+                        if served.restarts[index] > MAX_RESTARTS {
+                            failed = Some(format!(
+                                "an engine exited {MAX_RESTARTS} times; see {}",
+                                role.log()
+                            ));
+                            break;
+                        }
+                        tracing::warn!(deployment = %id, ?role, "an engine exited; starting another");
+                        *member = Member::Restarting;
+                        replacements.push((index, *role, served.files.clone()));
+                    }
+                    if changed {
+                        served.record();
+                    }
+                    let answering = served
+                        .members
+                        .iter()
+                        .any(|(role, m)| matches!((role, m), (Role::Replica(_), Member::Up(_))));
+                    match failed {
+                        Some(reason) => {
+                            replacements.clear();
+                            slots.insert(id.clone(), Slot::Failed(reason.clone()));
+                            EngineHealth::Failed(reason)
+                        }
+                        None if answering => EngineHealth::Serving,
+                        None => EngineHealth::Starting,
                     }
                 }
                 None => {
                     slots.insert(id.clone(), Slot::Starting);
-                    EngineHealth::Starting
+                    drop(slots);
+                    self.launch(deployment);
+                    return Ok(EngineHealth::Starting);
                 }
             }
         };
-        if health == EngineHealth::Starting {
-            self.launch(deployment);
+        for (index, role, files) in replacements {
+            self.replace(id, index, role, files);
         }
         Ok(health)
     }
 
     async fn stop(&self, deployment_id: &str) -> anyhow::Result<()> {
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(deployment_id);
+        let slot = self.lock().remove(deployment_id);
         drop(slot);
         let folder = self.folder(deployment_id);
-        kill_stale_engine(&folder);
+        kill_stale_engines(&folder);
         match tokio::fs::remove_dir_all(&folder).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -290,32 +500,26 @@ impl Deployer for LocalDeployer {
         Ok(found)
     }
 
-    async fn route(&self, deployment_id: &str) -> Option<Route> {
-        if let Some(Slot::Serving(engine)) = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(deployment_id)
-        {
-            return Some(Route {
-                base_url: engine.base_url.clone(),
-                model: engine.model.clone(),
-            });
+    async fn route(&self, deployment_id: &str, target: Target) -> Option<Route> {
+        if let Some(Slot::Serving(served)) = self.lock().get_mut(deployment_id) {
+            return served.route(target);
         }
         // Served by another process over the same data folder (the workers role).
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Written {
-            base_url: String,
-            model: String,
-        }
         let bytes = tokio::fs::read(self.folder(deployment_id).join("engine.json"))
             .await
             .ok()?;
-        let written: Written = serde_json::from_slice(&bytes).ok()?;
+        let written: Addresses = serde_json::from_slice(&bytes).ok()?;
+        let address = match target {
+            Target::Base => written.base?,
+            Target::Adapter if written.replicas.is_empty() => return None,
+            Target::Adapter => {
+                let turn = self.next.fetch_add(1, Ordering::Relaxed);
+                written.replicas[turn % written.replicas.len()].clone()
+            }
+        };
         Some(Route {
-            base_url: written.base_url,
-            model: written.model,
+            base_url: address.base_url,
+            model: address.model,
         })
     }
 }
@@ -356,7 +560,7 @@ impl Deployer for NoEngine {
         Ok(Vec::new())
     }
 
-    async fn route(&self, _deployment_id: &str) -> Option<Route> {
+    async fn route(&self, _deployment_id: &str, _target: Target) -> Option<Route> {
         None
     }
 }

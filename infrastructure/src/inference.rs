@@ -142,41 +142,40 @@ impl LlamaCppEngines {
         }
     }
 
-    /// Starts an engine serving `base` with `lora` as `model` on a free loopback port, its
-    /// log in `work/engine.log`, and waits until it answers.
+    /// Starts an engine serving `base` (with `lora`, when given) as `model` on a free
+    /// loopback port, its log in `work/<log>`, and waits until it answers.
     pub async fn start(
         &self,
         base: &str,
-        lora: &str,
+        lora: Option<&str>,
         model: &str,
         work: &Path,
+        log: &str,
     ) -> Result<Engine, EngineError> {
         let failed = |e: std::io::Error| EngineError::Failed(e.to_string());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(failed)?
             .port();
-        let log = std::fs::File::create(work.join("engine.log")).map_err(failed)?;
-        let child =
-            tokio::process::Command::new(self.settings.engine_venv.join("bin").join("python"))
-                .args([
-                    "-m",
-                    "llama_cpp.server",
-                    "--model",
-                    base,
-                    "--lora_path",
-                    lora,
-                ])
-                .args(["--model_alias", model, "--host", "127.0.0.1"])
-                .args(["--port", &port.to_string(), "--n_ctx", "2048"])
-                // One caller's request waits for another's to end, never cuts it short.
-                .args(["--interrupt_requests", "false"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(failed)?)
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(failed)?;
+        let log_path = work.join(log);
+        let log = std::fs::File::create(&log_path).map_err(failed)?;
+        let mut command =
+            tokio::process::Command::new(self.settings.engine_venv.join("bin").join("python"));
+        command.args(["-m", "llama_cpp.server", "--model", base]);
+        if let Some(lora) = lora {
+            command.args(["--lora_path", lora]);
+        }
+        let child = command
+            .args(["--model_alias", model, "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--n_ctx", "2048"])
+            // One caller's request waits for another's to end, never cuts it short.
+            .args(["--interrupt_requests", "false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(failed)?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(failed)?;
         let mut engine = Engine {
             base_url: format!("http://127.0.0.1:{port}/v1"),
             model: model.to_string(),
@@ -188,7 +187,7 @@ impl LlamaCppEngines {
                 return Ok(engine);
             }
             if !engine.is_running() || tokio::time::Instant::now() >= deadline {
-                let log = std::fs::read_to_string(work.join("engine.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let tail: String = log
                     .chars()
                     .rev()

@@ -92,7 +92,13 @@ async fn a_simulated_adapter_is_converted_served_and_answers_as_its_model() {
         "{base} {lora}"
     );
     let mut engine = engines
-        .start(&base, &lora, "ft:smollm2-135m:engine:1", &work)
+        .start(
+            &base,
+            Some(&lora),
+            "ft:smollm2-135m:engine:1",
+            &work,
+            "engine.log",
+        )
         .await
         .expect("serving");
     assert!(engine.is_running());

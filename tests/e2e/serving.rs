@@ -2,7 +2,9 @@
 //! adapters have the model's real shapes) is deployed on the CPU engine (llama.cpp through
 //! llama-cpp-python), answers its owner's chat completions through `/v1` and `/api`, whole
 //! and streamed, bills the tokens as `api_calls`, refuses everyone else, and stops on
-//! undeploy. A model no engine serves is refused before anything is recorded.
+//! undeploy. Its replicas take chat in turn (one killed is skipped, then replaced) and the
+//! base model answers beside it. A model no engine serves is refused before anything is
+//! recorded.
 
 use std::time::Duration;
 
@@ -106,7 +108,7 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
         .post(
             &format!("{base}/deploy"),
             Some(&token),
-            json!({"environment": "staging"}),
+            json!({"environment": "staging", "minReplicas": 2, "maxReplicas": 2}),
         )
         .await;
     assert_eq!(status, 202, "{body}");
@@ -206,6 +208,72 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["object"], "chat.completion");
     let api_tokens = body["data"]["usage"]["total_tokens"].as_u64().unwrap();
+    let mut extra_tokens = 0;
+
+    // The base model beside it, for the same request: its own engine, its own name.
+    let (status, body) = app
+        .post(
+            &format!("{base}/chat/base"),
+            Some(&token),
+            json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["model"], "smollm2-135m");
+    let base_tokens = body["data"]["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(base_tokens > 0, "{body}");
+
+    // Two replicas and the base model's engine serve; chat takes the replicas in turn, and
+    // one killed is skipped while it is replaced.
+    let pids = engine_pids(&app.iso);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    let written = engines_written(&app.iso);
+    assert_eq!(
+        written["replicas"].as_array().map(Vec::len),
+        Some(2),
+        "{written}"
+    );
+    assert!(written["base"]["baseUrl"].is_string(), "{written}");
+    let replica = written["replicas"][0]["baseUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim = pids
+        .iter()
+        .find(|pid| {
+            let port = replica.rsplit(':').next().unwrap().trim_end_matches("/v1");
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("--port\0{port}")))
+        })
+        .expect("the first replica's process")
+        .clone();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &victim])
+        .status();
+    for _ in 0..2 {
+        let (status, body) = app
+            .post(
+                &format!("{base}/chat"),
+                Some(&token),
+                json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}),
+            )
+            .await;
+        assert_eq!(status, 200, "with one replica killed: {body}");
+        extra_tokens += body["data"]["usage"]["total_tokens"].as_u64().unwrap();
+    }
+    eventually(
+        "the killed replica is replaced",
+        Duration::from_secs(120),
+        || async {
+            let pids = engine_pids(&app.iso);
+            pids.len() == 3 && !pids.contains(&victim)
+        },
+    )
+    .await;
+    assert_eq!(
+        model(&app, &token, &id).await["deployment"]["status"],
+        "deployed"
+    );
 
     // Bad input is refused naming the field; nobody else reaches the model.
     for (request, field) in [
@@ -251,7 +319,7 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
         .await;
     assert_eq!(status, 404, "{body}");
 
-    // Three completions billed to the owner, at 0.5 per 1,000 tokens (a stream's bill is
+    // Six completions billed to the owner, at 0.5 per 1,000 tokens (a stream's bill is
     // recorded once the caller has its end; the ledger is a projection).
     let ledger = || async {
         let rows: Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)> = sqlx::query_as(
@@ -263,15 +331,17 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
         .unwrap();
         rows
     };
-    eventually("three ledger entries", Duration::from_secs(10), || async {
-        ledger().await.len() == 3
+    eventually("six ledger entries", Duration::from_secs(10), || async {
+        ledger().await.len() == 6
     })
     .await;
     let rows = ledger().await;
     let tokens: rust_decimal::Decimal = rows.iter().map(|r| r.1).sum();
     assert_eq!(
         tokens * rust_decimal::Decimal::from(1000),
-        rust_decimal::Decimal::from(prompt + completion + streamed_tokens + api_tokens)
+        rust_decimal::Decimal::from(
+            prompt + completion + streamed_tokens + api_tokens + base_tokens + extra_tokens
+        )
     );
     assert!(rows
         .iter()
@@ -305,11 +375,26 @@ async fn a_deployed_adapter_answers_its_owner_bills_the_tokens_and_stops_on_unde
     app.finish().await;
 }
 
-/// The engine process serving the deployment, by the pid file in its folder.
-fn engine_pid(iso: &Isolation) -> Option<String> {
+/// The (one) deployment's folder.
+fn deployment_folder(iso: &Isolation) -> Option<std::path::PathBuf> {
     let folders = std::fs::read_dir(iso.data_dir().join("deployments")).ok()?;
-    let folder = folders.filter_map(Result::ok).next()?.path();
-    std::fs::read_to_string(folder.join("engine.pid")).ok()
+    Some(folders.filter_map(Result::ok).next()?.path())
+}
+
+/// The engine processes serving the deployment, by the pid file in its folder.
+fn engine_pids(iso: &Isolation) -> Vec<String> {
+    deployment_folder(iso)
+        .and_then(|folder| std::fs::read_to_string(folder.join("engine.pid")).ok())
+        .map(|pids| pids.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Where the deployment's engines answer, as its folder lists them for other processes.
+fn engines_written(iso: &Isolation) -> Value {
+    deployment_folder(iso)
+        .and_then(|folder| std::fs::read(folder.join("engine.json")).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
 }
 
 fn is_alive(pid: &str) -> bool {
@@ -358,14 +443,16 @@ async fn kill_9_of_serve_leaves_no_engine_behind_and_the_next_one_serves_the_dep
         || async { chat(&http, &first.base, &token, &id).await.0 == 200 },
     )
     .await;
-    let orphan = engine_pid(&iso).expect("the engine's pid file");
-    assert!(is_alive(&orphan));
+    // The replica and the base model's engine.
+    let orphans = engine_pids(&iso);
+    assert_eq!(orphans.len(), 2, "{orphans:?}");
+    assert!(orphans.iter().all(|pid| is_alive(pid)));
 
-    // kill -9: the engine outlives it, until the next service finds and replaces it.
+    // kill -9: the engines outlive it, until the next service finds and replaces them.
     first.kill_9();
     assert!(
-        is_alive(&orphan),
-        "an engine outlives a kill -9 of its service"
+        orphans.iter().all(|pid| is_alive(pid)),
+        "engines outlive a kill -9 of their service"
     );
     let second = BinaryService::spawn(&iso, "all", &borrowed(&vars)).await;
     eventually("a new engine serves", Duration::from_secs(180), || async {
@@ -373,11 +460,12 @@ async fn kill_9_of_serve_leaves_no_engine_behind_and_the_next_one_serves_the_dep
     })
     .await;
     assert!(
-        !is_alive(&orphan),
-        "the orphaned engine {orphan} was stopped"
+        orphans.iter().all(|pid| !is_alive(pid)),
+        "the orphaned engines {orphans:?} were stopped"
     );
-    let current = engine_pid(&iso).expect("the new engine's pid file");
-    assert_ne!(current, orphan);
+    let current = engine_pids(&iso);
+    assert_eq!(current.len(), 2, "{current:?}");
+    assert!(current.iter().all(|pid| !orphans.contains(pid)));
     // Still one deployment, recorded serving throughout: nothing failed, nothing doubled.
     let (status, body) = crate::common::send(
         http.get(format!("{}/api/models/{id}", second.base))
@@ -394,10 +482,12 @@ async fn kill_9_of_serve_leaves_no_engine_behind_and_the_next_one_serves_the_dep
     .await
     .unwrap();
     assert_eq!(failed, 1, "one ModelDeployed, no failure");
-    // The last service is killed too: its engine is stopped by hand, as no service follows.
+    // The last service is killed too: its engines are stopped by hand, as no service follows.
     drop(second);
-    let _ = std::process::Command::new("kill")
-        .args(["-9", current.trim()])
-        .status();
+    for pid in &current {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
     iso.cleanup().await;
 }

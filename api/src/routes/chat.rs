@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use application::models::Target;
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -210,31 +211,53 @@ async fn engine_refusal(answer: reqwest::Response) -> ApiError {
 }
 
 /// A completion, whole or as a stream, from the model's serving deployment; `shown_name`
-/// is the name its answers carry.
+/// is the name the fine-tuned model's answers carry (the base model's carry its own).
 pub(crate) async fn complete(
     state: &AppState,
     principal: Principal,
     model_id: ModelId,
     req: ChatRequest,
+    target: Target,
     shown_name: String,
 ) -> ApiResult<Completion> {
     let id = model_id.0.to_string();
     let (deployment, route) = state
         .models
-        .chat_route(model_id, principal.user_id)
+        .chat_route(model_id, principal.user_id, target)
         .await
         .map_err(|e| model_error(&id, e))?;
-    let body = engine_request(&req, &route.model)?;
+    let shown_name = match target {
+        Target::Adapter => shown_name,
+        Target::Base => deployment.base_model.clone(),
+    };
+    let mut body = engine_request(&req, &route.model)?;
     let streamed = req.stream.unwrap_or(false);
-    let url = format!("{}/chat/completions", route.base_url);
-    let answer = state
-        .http
-        .post(&url)
-        .timeout(ENGINE_TIMEOUT)
-        .json(&body)
-        .send()
-        .await
-        .map_err(not_answering)?;
+    // A replica that stopped answering (its process exited, not yet replaced) hands the
+    // request to the next one, each tried once.
+    let (mut route, mut tried) = (route, 1);
+    let answer = loop {
+        let sent = state
+            .http
+            .post(format!("{}/chat/completions", route.base_url))
+            .timeout(ENGINE_TIMEOUT)
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(answer) => break answer,
+            Err(err) if !err.is_timeout() && tried < deployment.replicas => {
+                tried += 1;
+                route = state
+                    .models
+                    .chat_route(model_id, principal.user_id, target)
+                    .await
+                    .map_err(|e| model_error(&id, e))?
+                    .1;
+                body["model"] = Value::String(route.model.clone());
+            }
+            Err(err) => return Err(not_answering(err)),
+        }
+    };
     if !answer.status().is_success() {
         return Err(engine_refusal(answer).await);
     }

@@ -9,7 +9,7 @@ pub use dto::*;
 
 use std::time::Duration;
 
-use application::models::ModelActor;
+use application::models::{ModelActor, Target};
 
 use application::AppError;
 
@@ -53,6 +53,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deploy_model))
         .routes(routes!(undeploy_model))
         .routes(routes!(chat_with_model))
+        .routes(routes!(chat_with_base_model))
 }
 
 const ADAPTER_MODEL: &str = "adapter_model.safetensors";
@@ -536,9 +537,51 @@ async fn chat_with_model(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<crate::routes::chat::ChatRequest>,
 ) -> ApiResult<Response> {
+    chat(&state, principal, &id, req, Target::Adapter).await
+}
+
+/// The base model's answer to a chat request, from the engine of the base model alone
+/// that a deployment runs beside the fine-tuned one: the same request to both shows what
+/// training changed. Its answers carry the base model's name; the owner only; its tokens
+/// are billed as `api_calls`, as the fine-tuned model's are.
+#[utoipa::path(post, path = "/api/models/{id}/chat/base", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id (UUID) of the deployed fine-tuned model")),
+    request_body(content = crate::routes::chat::ChatRequest, example = json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})),
+    responses(
+        (status = 200, description = "The base model's completion (or its stream)", body = Envelope<serde_json::Value>),
+        (status = 400, description = "`VALIDATION_ERROR` naming the field (messages, max_tokens, temperature, top_p, stop)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorEnvelope),
+        (status = 404, description = "`MODEL_NOT_FOUND` (also another user's)", body = ErrorEnvelope),
+        (status = 409, description = "`MODEL_NOT_DEPLOYED`, or `MODEL_NOT_SERVING` while its engines start", body = ErrorEnvelope),
+    ))]
+async fn chat_with_base_model(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<crate::routes::chat::ChatRequest>,
+) -> ApiResult<Response> {
+    chat(&state, principal, &id, req, Target::Base).await
+}
+
+async fn chat(
+    state: &AppState,
+    principal: Principal,
+    id: &str,
+    req: crate::routes::chat::ChatRequest,
+    target: Target,
+) -> ApiResult<Response> {
     use crate::routes::chat::{complete, Completion};
-    let model_id = parse_model_id(&id)?;
-    match complete(&state, principal, model_id, req, model_id.0.to_string()).await? {
+    let model_id = parse_model_id(id)?;
+    match complete(
+        state,
+        principal,
+        model_id,
+        req,
+        target,
+        model_id.0.to_string(),
+    )
+    .await?
+    {
         Completion::Whole(answer) => Ok(envelope::ok(answer)),
         Completion::Stream(response) => Ok(response),
     }

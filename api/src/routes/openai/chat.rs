@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: a chat completion from one of the caller's deployed
 //! fine-tuned models, named as `/v1/models` names it, whole or streamed.
 
+use application::models::Target;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use domain::ids::ModelId;
@@ -61,7 +62,16 @@ async fn chat_completions(
     let (_, object) = fine_tuned(&state, principal, &name, id)
         .await
         .map_err(|e| with_param(e, "model"))?;
-    match complete(&state, principal, ModelId(id), req.chat, object.id).await? {
+    match complete(
+        &state,
+        principal,
+        ModelId(id),
+        req.chat,
+        Target::Adapter,
+        object.id,
+    )
+    .await?
+    {
         Completion::Whole(answer) => Ok(axum::Json(answer).into_response()),
         Completion::Stream(response) => Ok(response),
     }
