@@ -1,7 +1,7 @@
 import { expect, test } from "@playwright/test";
 import { conversations, datasetByApi, getByApi, jobByApi, openAs, signUpByApi } from "./api.ts";
 
-test("a trained model is deployed from its page, answers a prompt streamed in the playground, and is undeployed", async ({ page, request }) => {
+test("a trained model is deployed from its page, answers a prompt streamed in the playground beside the base model, and is undeployed", async ({ page, request }) => {
   test.setTimeout(300_000);
   const user = await signUpByApi(request, "playground");
   const datasetId = await datasetByApi(request, user, "playground-chats", conversations(20));
@@ -44,7 +44,10 @@ test("a trained model is deployed from its page, answers a prompt streamed in th
   await expect(playground.getByText(/\/v1$/)).toBeVisible();
   await playground.getByLabel("Prompt").fill("My order has not arrived. What can I do?");
   await playground.getByRole("button", { name: "Send" }).click();
+  // The fine-tuned model's answer beside the base model's, both streamed.
   await expect(playground.getByTestId("answer")).not.toBeEmpty({ timeout: 60_000 });
+  await expect(playground.getByRole("heading", { name: "Base model (smollm2-135m)" })).toBeVisible();
+  await expect(playground.getByTestId("base-answer")).not.toBeEmpty({ timeout: 60_000 });
   await expect(playground.getByRole("button", { name: "Send" })).toBeEnabled({ timeout: 60_000 });
   await page.screenshot({ path: test.info().outputPath("playground.png"), fullPage: true });
 

@@ -7,12 +7,40 @@ import { useApi } from "../hooks";
 import type { ModelDetail } from "../types";
 import { ErrorText, Field, fieldError } from "./ui";
 
-/** Try the deployed model: a prompt, its answer streamed as the engine writes it, and what
- * the deployment is (status, URL, replicas) and has cost in chat tokens. */
+/** Streams a chat completion from `url`, handing each piece of the answer to `onPiece`. */
+async function streamChat(url: string, prompt: string, signal: AbortSignal, onPiece: (piece: string) => void) {
+  await fetchEventSource(url, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token() ?? ""}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ messages: [{ role: "user", content: prompt }], max_tokens: 128, stream: true }),
+    signal,
+    openWhenHidden: true,
+    async onopen(response) {
+      if (response.ok) return;
+      const body = await response.json().catch(() => null);
+      const code: string = body?.error?.code ?? "INTERNAL_ERROR";
+      throw new ApiError(response.status, code, ERROR_SENTENCES[code] ?? body?.error?.message ?? "", body?.error?.field);
+    },
+    onmessage(message) {
+      if (!message.data || message.data === "[DONE]") return;
+      const chunk = JSON.parse(message.data);
+      const piece: string | undefined = chunk.choices?.[0]?.delta?.content;
+      if (piece) onPiece(piece);
+    },
+    onerror(err) {
+      throw err;
+    },
+  });
+}
+
+/** Try the deployed model: a prompt, its answer streamed as the engine writes it beside the
+ * base model's answer to the same prompt, and what the deployment is (status, URL, replicas)
+ * and has cost in chat tokens. */
 export function Playground({ model, onChange }: { model: ModelDetail; onChange: () => void }) {
   const deployment = model.deployment;
   const [prompt, setPrompt] = useState("");
   const [answer, setAnswer] = useState("");
+  const [baseAnswer, setBaseAnswer] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const stop = useRef<AbortController | null>(null);
@@ -23,41 +51,20 @@ export function Playground({ model, onChange }: { model: ModelDetail; onChange: 
     e.preventDefault();
     setError(null);
     setAnswer("");
+    setBaseAnswer("");
     setBusy(true);
+    stop.current?.abort();
     const controller = new AbortController();
     stop.current = controller;
-    try {
-      await fetchEventSource(`/api/models/${model.id}/chat`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${token() ?? ""}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ messages: [{ role: "user", content: prompt }], max_tokens: 128, stream: true }),
-        signal: controller.signal,
-        openWhenHidden: true,
-        async onopen(response) {
-          if (response.ok) return;
-          const body = await response.json().catch(() => null);
-          const code: string = body?.error?.code ?? "INTERNAL_ERROR";
-          throw new ApiError(response.status, code, ERROR_SENTENCES[code] ?? body?.error?.message ?? "", body?.error?.field);
-        },
-        onmessage(message) {
-          if (!message.data || message.data === "[DONE]") return;
-          const chunk = JSON.parse(message.data);
-          const piece: string | undefined = chunk.choices?.[0]?.delta?.content;
-          if (piece) setAnswer((a) => a + piece);
-        },
-        onclose() {
-          controller.abort();
-        },
-        onerror(err) {
-          throw err;
-        },
-      });
-    } catch (err) {
-      if (!controller.signal.aborted || err instanceof ApiError) setError(err);
-    } finally {
-      setBusy(false);
-      costs.reload();
-    }
+    // Both engines answer at once; the first refusal is the one shown.
+    const answers = await Promise.allSettled([
+      streamChat(`/api/models/${model.id}/chat`, prompt, controller.signal, (p) => setAnswer((a) => a + p)),
+      streamChat(`/api/models/${model.id}/chat/base`, prompt, controller.signal, (p) => setBaseAnswer((a) => a + p)),
+    ]);
+    const refused = answers.find((a): a is PromiseRejectedResult => a.status === "rejected");
+    if (refused && (!controller.signal.aborted || refused.reason instanceof ApiError)) setError(refused.reason);
+    setBusy(false);
+    costs.reload();
   };
 
   const undeploy = async () => {
@@ -105,10 +112,20 @@ export function Playground({ model, onChange }: { model: ModelDetail; onChange: 
           Undeploy
         </button>
       </div>
-      <h3>Answer</h3>
-      <p aria-live="polite" className="answer" data-testid="answer">
-        {answer}
-      </p>
+      <div className="answers">
+        <section aria-labelledby="answer-title">
+          <h3 id="answer-title">Fine-tuned</h3>
+          <p aria-live="polite" className="answer" data-testid="answer">
+            {answer}
+          </p>
+        </section>
+        <section aria-labelledby="base-answer-title">
+          <h3 id="base-answer-title">Base model ({model.configuration.baseModel})</h3>
+          <p aria-live="polite" className="answer" data-testid="base-answer">
+            {baseAnswer}
+          </p>
+        </section>
+      </div>
       <ErrorText error={error} />
     </form>
   );

@@ -92,8 +92,9 @@ export function ModelPage() {
     e.preventDefault();
     setActionError(null);
     try {
+      // The deployment's badge and the playground say how it goes from here.
       await api(`/api/models/${m.id}/deploy`, { method: "POST", body: { environment } });
-      setMessage(`Deploying to ${environment}…`);
+      setMessage(null);
       reload();
     } catch (err) {
       setActionError(err);
