@@ -1,6 +1,6 @@
 import { StrictMode, type ReactNode } from "react";
 import { createRoot } from "react-dom/client";
-import { BrowserRouter, Navigate, Route, Routes, useLocation } from "react-router";
+import { BrowserRouter, Navigate, Route, Routes, useLocation, useParams, useSearchParams } from "react-router";
 import { AuthProvider, useAuth } from "./auth";
 import { Layout } from "./components/Layout";
 import { Loading } from "./components/ui";
@@ -22,11 +22,24 @@ function Private({ children }: { children: ReactNode }) {
   return children;
 }
 
+/** The seeds' URLs (`/training/...`, `dataset_id=`), sent to the console's own pages. */
+function TrainingConfigure() {
+  const [params] = useSearchParams();
+  const dataset = params.get("dataset_id") ?? params.get("datasetId");
+  return <Navigate to={dataset ? `/jobs/new?datasetId=${encodeURIComponent(dataset)}` : "/jobs/new"} replace />;
+}
+
+function TrainingJob() {
+  const { id } = useParams();
+  return <Navigate to={`/jobs/${encodeURIComponent(id ?? "")}`} replace />;
+}
+
 function App() {
   return (
     <Routes>
       <Route path="/signin" element={<SignIn />} />
       <Route path="/signup" element={<SignUp />} />
+      <Route path="/login" element={<Navigate to="/signin" replace />} />
       <Route
         element={
           <Private>
@@ -40,6 +53,9 @@ function App() {
         <Route path="jobs" element={<Jobs />} />
         <Route path="jobs/new" element={<Configurator />} />
         <Route path="jobs/:id" element={<JobMonitor />} />
+        <Route path="training/configure" element={<TrainingConfigure />} />
+        <Route path="training/jobs" element={<Navigate to="/jobs" replace />} />
+        <Route path="training/jobs/:id" element={<TrainingJob />} />
         <Route path="models" element={<Models />} />
         <Route path="models/:id" element={<ModelPage />} />
         <Route path="costs" element={<Costs />} />

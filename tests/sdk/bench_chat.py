@@ -70,7 +70,9 @@ def main() -> None:
     first_token, _, _ = timed(client, name, PROMPTS[0])
     deploy_to_first_token = time.perf_counter() - deploy_start
 
-    engine = json.loads(next((data / "deployments").glob("*/engine.json")).read_text())
+    # The deployment's one replica (minReplicas 1), as its folder lists it.
+    written = json.loads(next((data / "deployments").glob("*/engine.json")).read_text())
+    engine = written["replicas"][0]
     direct = OpenAI(base_url=engine["baseUrl"], api_key="unused", max_retries=0)
     runs = {"direct": [], "brightrun": []}
     for i in range(ROUNDS):
