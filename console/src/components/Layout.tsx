@@ -1,9 +1,9 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { Link, NavLink, Outlet, useNavigate } from "react-router";
+import { Link, NavLink, Outlet, useLocation, useNavigate } from "react-router";
 import { api } from "../api";
 import { useAuth } from "../auth";
 import { when } from "../format";
-import { useInterval } from "../hooks";
+import { useApi, useInterval } from "../hooks";
 import type { Notification } from "../types";
 
 const NAV = [
@@ -88,6 +88,32 @@ function Bell() {
   );
 }
 
+interface BudgetSummary {
+  currentMonth: { spent: number; budget?: number | null };
+  alerts: { type: string; message: string; threshold: number }[];
+}
+
+/** On every page once this month's spend reaches 80 % of the budget (the summary's alerts),
+ * read again each minute and on every move between pages. */
+function BudgetBanner() {
+  const { pathname } = useLocation();
+  const summary = useApi<BudgetSummary>("/api/costs/summary");
+  const { reload } = summary;
+  useEffect(reload, [pathname, reload]);
+  useInterval(reload, 60_000);
+  const alerts = summary.data?.alerts ?? [];
+  if (alerts.length === 0) return null;
+  const worst = alerts.reduce((a, b) => (b.threshold > a.threshold ? b : a));
+  const month = summary.data?.currentMonth;
+  const used = month?.budget ? Math.round((100 * month.spent) / month.budget) : null;
+  return (
+    <div className={`banner ${worst.type === "critical" ? "error" : "warning"}`} role="alert" aria-label="Budget">
+      Budget alert: {worst.message}
+      {used != null ? ` (${used} % used)` : ""} <Link to="/costs">See costs</Link>
+    </div>
+  );
+}
+
 export function Layout() {
   const { user, signOut } = useAuth();
   const [menu, setMenu] = useState(false);
@@ -142,6 +168,7 @@ export function Layout() {
           </div>
         </header>
         <main id="main" tabIndex={-1}>
+          <BudgetBanner />
           <Outlet />
         </main>
       </div>
