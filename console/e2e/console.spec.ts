@@ -19,7 +19,7 @@ async function signUp(page: Page, who: string) {
   await page.getByLabel("E-mail").fill(`${who}-${Date.now()}@example.com`);
   await page.getByLabel("Password").fill("a-long-password-1");
   await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+  await expect(page.getByRole("heading", { name: /^Welcome back, / })).toBeVisible();
 }
 
 /** Presses Tab until `target` has the focus, as someone on a keyboard reaches it, and checks
@@ -54,7 +54,7 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   await snap(page, "01-dashboard");
   // A reload stays signed in.
   await page.reload();
-  await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+  await expect(page.getByRole("heading", { name: /^Welcome back, / })).toBeVisible();
 
   // Upload: straight to the presigned URL, then confirm; the page follows validation live.
   await page.getByRole("link", { name: "Upload a dataset" }).click();
@@ -222,7 +222,7 @@ test("the journey works from the keyboard alone: sign up, upload, configure, lau
   await tabTo(page, page.getByLabel("Password"));
   await page.keyboard.type("a-long-password-1");
   await page.keyboard.press("Enter");
-  await expect(page.getByRole("heading", { name: "Dashboard" })).toBeVisible();
+  await expect(page.getByRole("heading", { name: /^Welcome back, / })).toBeVisible();
 
   // Upload: the file picker opens from the keyboard.
   await tabTo(page, page.getByRole("link", { name: "Upload a dataset" }));

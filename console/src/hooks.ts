@@ -39,6 +39,16 @@ export function useInterval(f: () => void, ms: number, active = true) {
   }, [f, ms, active]);
 }
 
+/** Calls `f` every `ms` and whenever the window gets the focus back (data read again when
+ * the user returns to the tab). */
+export function useRefresh(f: () => void, ms: number) {
+  useInterval(f, ms);
+  useEffect(() => {
+    window.addEventListener("focus", f);
+    return () => window.removeEventListener("focus", f);
+  }, [f]);
+}
+
 /** A list page's filters kept in the address (so a reload or a shared link keeps them):
  * the query for the API from `keys` and `pageSize`, and `set`, which changes one filter
  * ("all" or empty removes it) and goes back to the first page. */

@@ -1,8 +1,13 @@
+import { useCallback } from "react";
 import { Link } from "react-router";
+import { useAuth } from "../auth";
 import { Badge, ErrorText, Loading, Stat } from "../components/ui";
 import { usd, when } from "../format";
-import { useApi } from "../hooks";
-import type { Job, Notification } from "../types";
+import { useApi, useRefresh } from "../hooks";
+import type { Dataset, Job, Notification } from "../types";
+
+/** The statuses of a job still on its way. */
+const ACTIVE = ["queued", "initializing", "running"] as const;
 
 interface Stats {
   totalDatasets: number;
@@ -12,12 +17,23 @@ interface Stats {
 }
 
 export function Dashboard() {
+  const { user } = useAuth();
   const stats = useApi<Stats>("/api/dashboard/stats");
-  const jobs = useApi<{ jobs: Job[] }>("/api/jobs", { pageSize: 5 });
+  const datasets = useApi<{ datasets: Dataset[] }>("/api/datasets", { pageSize: 5 });
+  const queued = useApi<{ jobs: Job[] }>("/api/jobs", { pageSize: 5, status: ACTIVE[0] });
+  const initializing = useApi<{ jobs: Job[] }>("/api/jobs", { pageSize: 5, status: ACTIVE[1] });
+  const running = useApi<{ jobs: Job[] }>("/api/jobs", { pageSize: 5, status: ACTIVE[2] });
   const activity = useApi<{ notifications: Notification[] }>("/api/notifications", { pageSize: 5 });
+  const reloads = [stats.reload, datasets.reload, queued.reload, initializing.reload, running.reload, activity.reload];
+  // Each reload is stable (useApi's), so this is too.
+  // eslint-disable-next-line react-hooks/exhaustive-deps
+  const refresh = useCallback(() => reloads.forEach((r) => r()), reloads);
+  useRefresh(refresh, 30_000);
+  const active = [...(running.data?.jobs ?? []), ...(initializing.data?.jobs ?? []), ...(queued.data?.jobs ?? [])];
+  const activeLoaded = running.data && initializing.data && queued.data;
   return (
     <section aria-labelledby="dash-title">
-      <h1 id="dash-title">Dashboard</h1>
+      <h1 id="dash-title">Welcome back, {user?.name}</h1>
       <ErrorText error={stats.error} />
       {stats.data ? (
         <div className="stats">
@@ -41,11 +57,22 @@ export function Dashboard() {
         </Link>
       </div>
       <div className="columns">
-        <div className="card">
-          <h2>Recent jobs</h2>
-          {jobs.data?.jobs.length === 0 ? <p className="muted">No jobs yet.</p> : null}
+        <div className="card" role="region" aria-labelledby="recent-datasets">
+          <h2 id="recent-datasets">Recent datasets</h2>
+          {datasets.data?.datasets.length === 0 ? <p className="muted">No datasets yet.</p> : null}
           <ul className="plain">
-            {jobs.data?.jobs.map((j) => (
+            {datasets.data?.datasets.map((d) => (
+              <li key={d.id}>
+                <Link to={`/datasets/${d.id}`}>{d.name}</Link> <Badge status={d.status} /> <small className="muted">{when(d.createdAt)}</small>
+              </li>
+            ))}
+          </ul>
+        </div>
+        <div className="card" role="region" aria-labelledby="active-jobs">
+          <h2 id="active-jobs">Active jobs</h2>
+          {activeLoaded && active.length === 0 ? <p className="muted">No job is training now.</p> : null}
+          <ul className="plain">
+            {active.map((j) => (
               <li key={j.id}>
                 <Link to={`/jobs/${j.id}`}>{j.name}</Link> <Badge status={j.status} /> <small className="muted">{when(j.createdAt)}</small>
               </li>
