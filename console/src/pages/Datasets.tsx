@@ -1,4 +1,4 @@
-import { useCallback, useRef, useState, type DragEvent, type FormEvent } from "react";
+import { useCallback, useEffect, useRef, useState, type DragEvent, type FormEvent } from "react";
 import { Link, useNavigate } from "react-router";
 import { api, putFile, type Pagination } from "../api";
 import { Badge, ErrorText, Field, fieldError, Loading, Pager, Progress } from "../components/ui";
@@ -8,6 +8,79 @@ import type { Dataset, Registered } from "../types";
 
 export const FORMATS = ["brightrun-lora-v4", "brightrun-lora-v3", "openai-chat", "sharegpt", "alpaca"];
 const STATUSES = ["all", "uploading", "validating", "ready", "error"];
+/** The most of the file the preview reads (`POST /api/datasets/validate` takes 100 KB). */
+const PREVIEW_BYTES = 100 * 1024;
+
+interface Preview {
+  isValid: boolean;
+  errors: { line: number; field?: string; code: string; message: string }[];
+  errorCount: number;
+  warningCount: number;
+  statistics: { totalConversations: number; estimatedPairs: number; totalTokens: number };
+}
+
+/** The file's first 100 KB checked in the chosen format before anything is uploaded. */
+function FormatPreview({ file, format }: { file: File; format: string }) {
+  const [preview, setPreview] = useState<Preview | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    const controller = new AbortController();
+    setPreview(null);
+    setError(null);
+    file
+      .slice(0, PREVIEW_BYTES)
+      .text()
+      .then((content) => api<Preview>("/api/datasets/validate", { method: "POST", body: { content, format }, signal: controller.signal }))
+      .then((a) => setPreview(a.data))
+      .catch((e) => controller.signal.aborted || setError(e));
+    return () => controller.abort();
+  }, [file, format]);
+  const partial = file.size > PREVIEW_BYTES ? ` (its first ${bytes(PREVIEW_BYTES)})` : "";
+  if (error) return <ErrorText error={error} />;
+  if (!preview) return <p className="muted">Checking the file{partial}…</p>;
+  return (
+    <div className="preview" role="status" aria-label="Format preview">
+      {preview.isValid ? (
+        <p>
+          Looks like {format}
+          {partial}: {num(preview.statistics.totalConversations)} conversations, about {num(preview.statistics.estimatedPairs)} training pairs,{" "}
+          {num(preview.statistics.totalTokens)} tokens
+          {preview.warningCount > 0 ? `, ${preview.warningCount} warnings` : ""}.
+        </p>
+      ) : (
+        <>
+          <p className="error">
+            Not valid {format}
+            {partial}: {preview.errorCount} errors.
+          </p>
+          <ul className="plain">
+            {preview.errors.slice(0, 5).map((e, i) => (
+              <li key={i}>
+                Line {e.line}
+                {e.field ? ` (${e.field})` : ""}: {e.message}
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+    </div>
+  );
+}
+
+/** Why a dataset cannot be trained on yet, or `null` when it can. */
+function notTrainable(d: Dataset): string | null {
+  if (d.trainingReady) return null;
+  switch (d.status) {
+    case "uploading":
+      return "Waiting for the file's upload.";
+    case "validating":
+      return "Still being validated.";
+    case "error":
+      return "The file has errors: fix them and upload it again.";
+    default:
+      return "Too few training pairs to train on.";
+  }
+}
 const SORTS: [string, string][] = [
   ["date-desc", "Newest first"],
   ["date-asc", "Oldest first"],
@@ -100,6 +173,7 @@ function Upload({ onDone }: { onDone: (id: string) => void }) {
       <Field label="Description (optional)" error={fieldError(error, "description")}>
         {(id, d) => <textarea id={id} aria-describedby={d} value={description} onChange={(e) => setDescription(e.target.value)} />}
       </Field>
+      {file ? <FormatPreview file={file} format={format} /> : null}
       {progress !== null ? <Progress value={progress * 100} label="Upload progress" /> : null}
       {error && !["name", "format", "description", "fileName", "fileSize"].some((f) => fieldError(error, f)) ? <ErrorText error={error} /> : null}
       <button className="primary" disabled={!file || progress !== null}>
@@ -110,13 +184,24 @@ function Upload({ onDone }: { onDone: (id: string) => void }) {
 }
 
 export function Datasets() {
-  const { params, query, set } = useListParams(["search", "format", "status", "sortBy"], 12);
+  const { params, query, set } = useListParams(["search", "format", "status", "trainingReady", "sortBy"], 12);
+  const [actionError, setActionError] = useState<unknown>(null);
   const navigate = useNavigate();
   const [showUpload, setShowUpload] = useState(params.get("upload") === "1");
   const list = useApi<{ datasets: Dataset[] }>("/api/datasets", query);
   const pending = list.data?.datasets.some((d) => d.status === "uploading" || d.status === "validating") ?? false;
   const { reload } = list;
   useInterval(useCallback(() => reload(), [reload]), 1500, pending);
+  const remove = async (d: Dataset) => {
+    if (!window.confirm(`Delete ${d.name}? Its file is removed; jobs trained on it keep their models.`)) return;
+    setActionError(null);
+    try {
+      await api(`/api/datasets/${d.id}`, { method: "DELETE" });
+      reload();
+    } catch (err) {
+      setActionError(err);
+    }
+  };
   return (
     <section aria-labelledby="datasets-title">
       <div className="title-row">
@@ -156,6 +241,14 @@ export function Datasets() {
           </select>
         </label>
         <label>
+          Training ready
+          <select value={query.trainingReady ?? "all"} onChange={(e) => set("trainingReady", e.target.value)}>
+            <option value="all">all</option>
+            <option value="true">ready to train</option>
+            <option value="false">not ready</option>
+          </select>
+        </label>
+        <label>
           Sort
           <select value={query.sortBy ?? "date-desc"} onChange={(e) => set("sortBy", e.target.value)}>
             {SORTS.map(([v, l]) => (
@@ -166,7 +259,7 @@ export function Datasets() {
           </select>
         </label>
       </div>
-      <ErrorText error={list.error} />
+      <ErrorText error={list.error ?? actionError} />
       {list.loading && !list.data ? <Loading /> : null}
       {list.data?.datasets.length === 0 ? <p className="muted">No datasets match. Upload one to begin.</p> : null}
       <ul className="cards">
@@ -188,10 +281,32 @@ export function Datasets() {
             ) : null}
             {d.status === "error" ? <p className="error">{d.errorMessage}</p> : null}
             <small className="muted">{when(d.createdAt)}</small>
+            <DatasetActions dataset={d} onDelete={() => remove(d)} />
           </li>
         ))}
       </ul>
       <Pager pagination={list.meta?.pagination as Pagination | undefined} onPage={(p) => set("page", String(p))} />
     </section>
+  );
+}
+
+function DatasetActions({ dataset, onDelete }: { dataset: Dataset; onDelete: () => void }) {
+  const navigate = useNavigate();
+  const why = notTrainable(dataset);
+  const reason = `why-${dataset.id}`;
+  return (
+    <div className="actions">
+      <button className="primary" disabled={why !== null} aria-describedby={why ? reason : undefined} onClick={() => navigate(`/jobs/new?datasetId=${dataset.id}`)}>
+        Start training
+      </button>
+      <button onClick={onDelete} aria-label={`Delete ${dataset.name}`}>
+        Delete
+      </button>
+      {why ? (
+        <small id={reason} className="muted">
+          {why}
+        </small>
+      ) : null}
+    </div>
   );
 }
