@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { Link, useParams } from "react-router";
+import { Link, useNavigate, useParams } from "react-router";
 import { api, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
 import { Playground } from "../components/Playground";
@@ -118,6 +118,10 @@ export function ModelPage() {
       </p>
       <div className="stats">
         <div className="card stat">
+          <span className="stat-label">Final training loss</span>
+          <span className="stat-value">{num(q.finalTrainingLoss, 4)}</span>
+        </div>
+        <div className="card stat">
           <span className="stat-label">Final validation loss</span>
           <span className="stat-value">{num(q.finalValidationLoss, 4)}</span>
         </div>
@@ -138,6 +142,7 @@ export function ModelPage() {
           </span>
         </div>
       </div>
+      <TrainingConfiguration model={m} />
       {q.comparison ? (
         <div className="card">
           <h2>Base model vs fine-tuned</h2>
@@ -241,6 +246,7 @@ export function ModelPage() {
       </div>
       <ErrorText error={actionError} />
       <Playground model={m} onChange={reload} />
+      <ManageModel model={m} onChange={reload} />
       <div className="card">
         <h2>Version history</h2>
         <ul className="plain">
@@ -262,5 +268,92 @@ export function ModelPage() {
         </Link>
       </div>
     </section>
+  );
+}
+
+/** How the model was trained: base model, preset, GPUs and every hyperparameter. */
+function TrainingConfiguration({ model }: { model: ModelDetail }) {
+  const c = model.configuration;
+  return (
+    <div className="card" role="region" aria-labelledby="config-title">
+      <h2 id="config-title">Training configuration</h2>
+      <dl className="inline">
+        <div>
+          <dt>Base model</dt>
+          <dd>{c.baseModel}</dd>
+        </div>
+        <div>
+          <dt>Preset</dt>
+          <dd>{c.presetUsed}</dd>
+        </div>
+        <div>
+          <dt>GPUs</dt>
+          <dd>
+            {c.gpuConfig.numGPUs} × {c.gpuConfig.instanceType}
+          </dd>
+        </div>
+        {Object.entries(c.hyperparameters).map(([k, v]) => (
+          <div key={k}>
+            <dt>{k}</dt>
+            <dd>{Array.isArray(v) ? v.join(", ") : String(v)}</dd>
+          </div>
+        ))}
+      </dl>
+    </div>
+  );
+}
+
+/** Rename, archive (or restore) and delete the model. */
+function ManageModel({ model, onChange }: { model: ModelDetail; onChange: () => void }) {
+  const navigate = useNavigate();
+  const [name, setName] = useState(model.name);
+  const [error, setError] = useState<unknown>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const patch = async (body: Record<string, string>, done: string) => {
+    setError(null);
+    setSaved(null);
+    try {
+      await api(`/api/models/${model.id}`, { method: "PATCH", body });
+      setSaved(done);
+      onChange();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const rename = (e: FormEvent) => {
+    e.preventDefault();
+    void patch({ name }, "Renamed.");
+  };
+  const remove = async () => {
+    if (!window.confirm(`Delete ${model.name}? Its files and download links go with it.`)) return;
+    setError(null);
+    try {
+      await api(`/api/models/${model.id}`, { method: "DELETE" });
+      navigate("/models");
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const archived = model.status === "archived";
+  return (
+    <form className="card" onSubmit={rename} aria-labelledby="manage-title">
+      <h2 id="manage-title">Manage</h2>
+      <Field label="Model name" error={fieldError(error, "name")}>
+        {(fid, d) => <input id={fid} aria-describedby={d} value={name} onChange={(e) => setName(e.target.value)} />}
+      </Field>
+      <div className="actions">
+        <button className="primary" disabled={!name.trim() || name === model.name}>
+          Rename
+        </button>
+        <button type="button" disabled={model.status === "deployed"} onClick={() => patch({ status: archived ? "stored" : "archived" }, archived ? "Restored." : "Archived.")}>
+          {archived ? "Restore" : "Archive"}
+        </button>
+        <button type="button" className="danger" disabled={model.status === "deployed"} onClick={remove}>
+          Delete
+        </button>
+      </div>
+      {saved ? <p aria-live="polite">{saved}</p> : null}
+      {error && !fieldError(error, "name") ? <ErrorText error={error} /> : null}
+    </form>
   );
 }
