@@ -99,6 +99,9 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   // The monitor: stage, progress, the loss curve from the SSE stream, and the way to the model.
   await expect(page.getByRole("list", { name: "Stage" })).toBeVisible();
   await expect(page.getByRole("link", { name: "Open the model" })).toBeVisible({ timeout: 150_000 });
+  // Watched to its end: a notice, and the page would open the model by itself.
+  await expect(page.getByRole("status", { name: "Training complete" })).toContainText("Opening it in");
+  await page.getByRole("button", { name: "Stay on this page" }).click();
   await expect(page.locator(".badge", { hasText: "completed" }).first()).toBeVisible();
   await expect(page.getByRole("progressbar", { name: "Training progress" })).toHaveAttribute("aria-valuenow", "100");
   await expect(page.getByRole("figure", { name: /loss by step/ }).locator("canvas")).toBeVisible();

@@ -58,6 +58,7 @@ test("the monitor's loss curve grows live and resumes without a gap after a drop
 
   // To the end: the curve holds every recorded point, none lost in the gap, none twice.
   await expect(page.getByRole("link", { name: "Open the model" })).toBeVisible({ timeout: 120_000 });
+  await page.getByRole("button", { name: "Stay on this page" }).click();
   const recorded = await getByApi<{ totalPoints: number }>(request, user, `/api/jobs/${job}/metrics`);
   const { totalSteps } = (await getByApi<{ job: { totalSteps: number } }>(request, user, `/api/jobs/${job}`)).job;
   expect(recorded.totalPoints, "a point a step").toBe(totalSteps);

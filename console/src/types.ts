@@ -152,6 +152,7 @@ export interface Job {
   datasetName?: string | null;
   baseModel: string;
   presetId: string;
+  hyperparameters?: Hyperparameters;
   gpuConfig: { instanceType: string; numGPUs: number };
   currentMetrics?: Partial<MetricPoint> | null;
   currentCost: number;

@@ -1,6 +1,6 @@
 import { fetchEventSource } from "@microsoft/fetch-event-source";
-import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { Link, useParams } from "react-router";
+import { useCallback, useEffect, useRef, useState, type FormEvent } from "react";
+import { Link, useNavigate, useParams } from "react-router";
 import { api, token, type Pagination } from "../api";
 import { LossChart } from "../components/charts";
 import { Badge, ErrorText, Field, fieldError, Loading, Pager, Progress } from "../components/ui";
@@ -12,6 +12,39 @@ import type { Checkpoint, Job, JobDetail, MetricPoint } from "../types";
 const STATUSES = ["all", "queued", "initializing", "running", "completed", "failed", "cancelled"];
 const STAGES = ["queued", "initializing", "training", "validating", "saving", "completed"];
 const ACTIVE = ["queued", "initializing", "running"];
+/** Seconds the monitor waits, once it saw the job complete, before it opens the model. */
+const MOVE_AFTER = 5;
+
+/** Once the job this page watched complete has its model: a notice, then a move to the model
+ * after `MOVE_AFTER` seconds, unless the user stays. Jobs already complete when the page
+ * opened stay where they are. */
+function Completed({ modelId }: { modelId: string }) {
+  const navigate = useNavigate();
+  const [left, setLeft] = useState(MOVE_AFTER);
+  const [staying, setStaying] = useState(false);
+  useEffect(() => {
+    if (staying) return;
+    if (left <= 0) {
+      navigate(`/models/${modelId}`);
+      return;
+    }
+    const id = window.setTimeout(() => setLeft((n) => n - 1), 1000);
+    return () => window.clearTimeout(id);
+  }, [left, staying, modelId, navigate]);
+  return (
+    <div className="banner success" role="status" aria-label="Training complete">
+      Training complete: the model is ready.{" "}
+      {staying ? null : (
+        <>
+          Opening it in {left} s.{" "}
+          <button className="link" onClick={() => setStaying(true)}>
+            Stay on this page
+          </button>
+        </>
+      )}
+    </div>
+  );
+}
 
 export function Jobs() {
   const { query, set } = useListParams(["status", "sortBy"], 20);
@@ -98,6 +131,9 @@ export function JobMonitor() {
   const [renameError, setRenameError] = useState<unknown>(null);
   const job = detail.data?.job;
   const { reload } = detail;
+  // Whether this page saw the job before it ended (then its completion moves to the model).
+  const watched = useRef(false);
+  if (job && ACTIVE.includes(job.status)) watched.current = true;
 
   // The whole recorded curve (the detail carries a thinned one).
   useEffect(() => {
@@ -233,9 +269,16 @@ export function JobMonitor() {
           Rename
         </button>
       </div>
-      <p className="muted">
-        On {job.datasetName ?? job.datasetId} · {job.presetId} preset · {job.baseModel}
+      <p className="muted" aria-label="Configuration">
+        On {job.datasetName ?? job.datasetId} · {job.presetId} preset · {job.baseModel} · {job.gpuConfig.numGPUs} × {job.gpuConfig.instanceType}
+        {job.hyperparameters
+          ? ` · ${Object.entries(job.hyperparameters)
+              .filter(([k]) => ["learningRate", "numEpochs", "batchSize", "loraRank"].includes(k))
+              .map(([k, v]) => `${k} ${v}`)
+              .join(", ")}`
+          : ""}
       </p>
+      {watched.current && view.status === "completed" && view.artifactId ? <Completed modelId={view.artifactId} /> : null}
       {renaming ? (
         <form className="card" onSubmit={rename} aria-label="Rename job">
           <Field label="Job name" error={fieldError(renameError, "name")}>
@@ -270,6 +313,14 @@ export function JobMonitor() {
         <div className="card stat">
           <span className="stat-label">Validation loss</span>
           <span className="stat-value">{num(metrics.validationLoss ?? (active ? curve.lastValidationLoss : null), 4)}</span>
+        </div>
+        <div className="card stat">
+          <span className="stat-label">Learning rate</span>
+          <span className="stat-value">{metrics.learningRate != null ? metrics.learningRate.toExponential(2) : "—"}</span>
+        </div>
+        <div className="card stat">
+          <span className="stat-label">GPU utilisation</span>
+          <span className="stat-value">{metrics.gpuUtilization != null ? `${num(metrics.gpuUtilization, 0)} %` : "—"}</span>
         </div>
         <div className="card stat">
           <span className="stat-label">Throughput</span>
