@@ -18,15 +18,15 @@ test("no preset warns about its own values; an unusual value is flagged, and goe
   await page.getByRole("radio", { name: /^balanced/ }).click();
   await page.getByText("Advanced hyperparameters").click();
   // Allowed (the API takes it) but far from what fine-tuning usually takes.
-  await page.getByLabel("batchSize").fill("512");
+  await page.getByLabel("batchSize", { exact: true }).fill("512");
   await expect(warnings.getByRole("listitem")).toHaveCount(1);
   await expect(warnings).toContainText("High for batchSize");
   await expect(total).toHaveText(/\$\d/);
-  await page.getByLabel("learningRate").fill("0.000001");
+  await page.getByLabel("learningRate", { exact: true }).fill("0.000001");
   await expect(warnings.getByRole("listitem")).toHaveCount(2);
   await expect(warnings).toContainText("Low for learningRate");
-  await page.getByLabel("batchSize").fill("16");
-  await page.getByLabel("learningRate").fill("0.0002");
+  await page.getByLabel("batchSize", { exact: true }).fill("16");
+  await page.getByLabel("learningRate", { exact: true }).fill("0.0002");
   await expect(warnings).toHaveCount(0);
 });
 
@@ -72,4 +72,40 @@ test("a job is named at launch or after its dataset, shown by that name in the l
   expect(detail.job.name).toBe("Support bot v0");
   await page.getByRole("link", { name: "← Training" }).click();
   await expect(page.getByRole("link", { name: "Support bot v0" })).toBeVisible();
+});
+
+test("the configurator shows the dataset's validation, sets hyperparameters by slider, and cancels back", async ({ page, request }) => {
+  const user = await signUpByApi(request, "sliders");
+  const datasetId = await datasetByApi(request, user, "slider-chats", conversations(20));
+  await openAs(page, user, "/datasets");
+  await page.goto(`/jobs/new?datasetId=${datasetId}`);
+  await expect(page.getByLabel("Dataset validation")).toContainText("ready");
+  await expect(page.getByLabel("Dataset validation")).toContainText("validated, ready to train · 20 conversations");
+  const total = page.locator(".estimate .big");
+  await expect(total).toHaveText(/\$\d/);
+
+  await page.getByText("Advanced hyperparameters").click();
+  // A linear slider of whole numbers: its ends are the range fine-tuning usually takes.
+  const epochs = page.getByLabel("numEpochs slider");
+  await epochs.fill("1000");
+  const most = Number(await page.getByLabel("numEpochs", { exact: true }).inputValue());
+  await epochs.fill("0");
+  const least = Number(await page.getByLabel("numEpochs", { exact: true }).inputValue());
+  expect(Number.isInteger(most) && Number.isInteger(least) && most > least).toBeTruthy();
+  await expect(page.getByRole("list", { name: "Warnings" })).toHaveCount(0);
+  // The learning rate's slider is logarithmic: its middle is the geometric mean of its ends.
+  const rate = page.getByLabel("learningRate slider");
+  const rateValue = async () => Number(await page.getByLabel("learningRate", { exact: true }).inputValue());
+  await rate.fill("0");
+  const low = await rateValue();
+  await rate.fill("1000");
+  const high = await rateValue();
+  await rate.fill("500");
+  const middle = await rateValue();
+  expect(Math.abs(Math.log10(middle) - (Math.log10(low) + Math.log10(high)) / 2)).toBeLessThan(0.05);
+  await expect(total).toHaveText(/\$\d/);
+  await expect(page.getByRole("list", { name: "Warnings" })).toHaveCount(0);
+
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await expect(page).toHaveURL(/\/datasets$/);
 });

@@ -84,11 +84,11 @@ test("a new user uploads a dataset, trains on it live and downloads the model", 
   await expect(total).not.toHaveText(before ?? "");
   await count.selectOption(gpus);
   await page.getByText("Advanced hyperparameters").click();
-  await page.getByLabel("numEpochs").fill("1");
+  await page.getByLabel("numEpochs", { exact: true }).fill("1");
   // A value the domain refuses is named next to its field, as a sentence.
-  await page.getByLabel("learningRate").fill("5");
+  await page.getByLabel("learningRate", { exact: true }).fill("5");
   await expect(page.locator(".field.invalid", { hasText: "learningRate" })).toContainText("Please correct this value.");
-  await page.getByLabel("learningRate").fill("0.0002");
+  await page.getByLabel("learningRate", { exact: true }).fill("0.0002");
   await expect(page.locator(".field.invalid")).toHaveCount(0);
   await expect(total).toHaveText(/\$\d/);
   await snap(page, "03-configurator");

@@ -43,5 +43,5 @@ test("each dataset card starts training or says why not, deletes, and the list f
   await page.getByLabel("Training ready").selectOption("all");
   await card("cards-ready-chats").getByRole("button", { name: "Start training" }).click();
   await expect(page).toHaveURL(new RegExp(`/jobs/new\\?datasetId=${ready}$`));
-  await expect(page.getByLabel("Dataset")).toHaveValue(ready);
+  await expect(page.getByLabel("Dataset", { exact: true })).toHaveValue(ready);
 });

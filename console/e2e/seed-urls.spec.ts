@@ -11,7 +11,7 @@ test("the seeds' URLs lead to the console's pages", async ({ page, request }) =>
   await openAs(page, user, `/training/configure?dataset_id=${datasetId}`);
   await expect(page).toHaveURL(new RegExp(`/jobs/new\\?datasetId=${datasetId}$`));
   await expect(page.getByRole("heading", { name: "Configure a training job" })).toBeVisible();
-  await expect(page.getByLabel("Dataset")).toHaveValue(datasetId);
+  await expect(page.getByLabel("Dataset", { exact: true })).toHaveValue(datasetId);
 
   const job = await jobByApi(request, user, {
     datasetId,

@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { api, ApiError } from "../api";
-import { ErrorText, Field, fieldError, Loading } from "../components/ui";
+import { Badge, ErrorText, Field, fieldError, Loading } from "../components/ui";
 import { duration, num, usd } from "../format";
 import { useApi } from "../hooks";
 import type { Bound, Catalogue, Dataset, Estimate, Hyperparameters } from "../types";
@@ -155,16 +155,19 @@ export function Configurator() {
               ))}
             </select>
           ) : (
-            <input
-              id={id}
-              aria-describedby={d}
-              type="number"
-              step="any"
-              min={b?.min ?? undefined}
-              max={b?.max ?? undefined}
-              value={value === "" || value === undefined ? "" : String(value)}
-              onChange={(e) => set(e.target.value === "" ? "" : Number(e.target.value))}
-            />
+            <div className="with-slider">
+              <input
+                id={id}
+                aria-describedby={d}
+                type="number"
+                step="any"
+                min={b?.min ?? undefined}
+                max={b?.max ?? undefined}
+                value={value === "" || value === undefined ? "" : String(value)}
+                onChange={(e) => set(e.target.value === "" ? "" : Number(e.target.value))}
+              />
+              {b ? <Slider field={field} bound={b} value={typeof value === "number" ? value : null} onChange={set} /> : null}
+            </div>
           )
         }
       </Field>
@@ -193,7 +196,8 @@ export function Configurator() {
               )}
             </Field>
             {dataset ? (
-              <p className="muted">
+              <p className="muted" aria-label="Dataset validation">
+                <Badge status={dataset.status} /> {dataset.trainingReady ? "validated, ready to train" : "validated, not ready to train"} ·{" "}
                 {num(dataset.totalConversations)} conversations · {num(dataset.totalTrainingPairs)} training pairs · {num(dataset.totalTokens)} tokens
               </p>
             ) : null}
@@ -301,9 +305,12 @@ export function Configurator() {
             </ul>
           ) : null}
           {launchError ? <ErrorText error={launchError} /> : null}
-          <button className="primary" disabled={!estimate} onClick={() => setConfirming(true)}>
-            Launch training
-          </button>
+          <div className="actions">
+            <button className="primary" disabled={!estimate} onClick={() => setConfirming(true)}>
+              Launch training
+            </button>
+            <button onClick={() => (window.history.length > 1 ? navigate(-1) : navigate("/jobs"))}>Cancel</button>
+          </div>
         </aside>
       </div>
       <dialog ref={dialog} onClose={() => setConfirming(false)} aria-labelledby="confirm-title">
@@ -320,5 +327,34 @@ export function Configurator() {
         </div>
       </dialog>
     </section>
+  );
+}
+
+/** A slider over the range fine-tuning usually takes (the whole allowed range when the
+ * catalogue names none), logarithmic where it spans two orders of magnitude or more; the
+ * number field beside it takes any allowed value. */
+function Slider({ field, bound, value, onChange }: { field: string; bound: Bound; value: number | null; onChange: (v: number) => void }) {
+  const lo = bound.typicalMin ?? bound.min;
+  const hi = bound.typicalMax ?? bound.max;
+  if (lo == null || hi == null || !(hi > lo)) return null;
+  const log = lo > 0 && hi / lo >= 100;
+  const whole = Number.isInteger(lo) && Number.isInteger(hi) && (value === null || Number.isInteger(value));
+  const [a, b] = log ? [Math.log10(lo), Math.log10(hi)] : [lo, hi];
+  const position = (v: number) => Math.min(1000, Math.max(0, (1000 * ((log ? Math.log10(v) : v) - a)) / (b - a)));
+  const valueAt = (p: number) => {
+    const x = a + (p / 1000) * (b - a);
+    const v = log ? 10 ** x : x;
+    return whole ? Math.round(v) : Number(v.toPrecision(2));
+  };
+  return (
+    <input
+      type="range"
+      aria-label={`${field} slider`}
+      min={0}
+      max={1000}
+      step={1}
+      value={value === null || (log && value <= 0) ? 0 : position(value)}
+      onChange={(e) => onChange(valueAt(Number(e.target.value)))}
+    />
   );
 }
