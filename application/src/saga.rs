@@ -633,7 +633,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             entry,
             format!("compute:{}:{billed}", entry.attempt),
             CostType::Compute,
-            (unbilled / Decimal::from(3600)).round_dp(10),
+            domain::job::estimate::gpu_hours(unbilled),
             rate,
             serde_json::json!({"attempt": entry.attempt, "fromGpuSeconds": billed, "toGpuSeconds": gpu,
                                "clusterJobId": report.cluster_job_id, "reason": reason,

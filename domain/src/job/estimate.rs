@@ -77,6 +77,19 @@ pub fn default_gpu_config(model: &BaseModel, rates: &Rates) -> Option<GpuConfig>
         .map(|(_, g)| g)
 }
 
+/// GPU time as the ledger records it: `gpu_seconds` in hours, to 10 fractional digits.
+pub fn gpu_hours(gpu_seconds: Decimal) -> Decimal {
+    (gpu_seconds / Decimal::from(3600)).round_dp(10)
+}
+
+/// The charge for `gpu_seconds` of GPU time at `rate_per_gpu_hour`: (GPU-hours, amount to
+/// 6 digits). One rule for the ledger's compute entries and the clusters' bills, so the
+/// cost audit compares like with like.
+pub fn compute_charge(gpu_seconds: Decimal, rate_per_gpu_hour: Decimal) -> (Decimal, Decimal) {
+    let hours = gpu_hours(gpu_seconds);
+    (hours, micros(hours * rate_per_gpu_hour))
+}
+
 pub fn transfer_charge(bytes: u64, rate: Decimal) -> (Decimal, Decimal) {
     let quantity = micros(Decimal::from(bytes) / Decimal::from(BYTES_PER_GB));
     (quantity, micros(quantity * rate))

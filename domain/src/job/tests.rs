@@ -1394,6 +1394,18 @@ fn a_transfer_is_billed_per_gb_with_six_digits() {
 }
 
 #[test]
+fn gpu_time_is_billed_in_hours_to_ten_digits_and_the_amount_to_six() {
+    // 90 GPU-seconds at $3.20 an hour: 0.025 h, $0.08.
+    assert_eq!(compute_charge(d("90"), d("3.20")), (d("0.025"), d("0.08")));
+    // One GPU-second: 1/3600 h kept to 10 digits, its cost to 6.
+    let (hours, amount) = compute_charge(d("1"), d("3.20"));
+    assert_eq!(hours, d("0.0002777778"));
+    assert_eq!(amount, d("0.000889"));
+    // The ledger's quantity is the same hours.
+    assert_eq!(gpu_hours(d("1")), hours);
+}
+
+#[test]
 fn each_base_model_starts_from_the_cheapest_gpus_per_token_that_can_train_it() {
     let rates = Rates::default();
     for model in &BASE_MODELS {

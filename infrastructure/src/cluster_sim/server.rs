@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::dataset::validator::{Line, LineSplitter, Tokenizer, Validator, ValidatorOptions};
 use domain::dataset::DatasetFormat;
-use domain::job::estimate::{micros, Rates};
+use domain::job::estimate::{compute_charge, Rates};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -477,8 +477,9 @@ async fn status(
         .settings
         .rates
         .gpu_hour(job.request.gpu_config.instance_type);
-    let billed = micros(
-        Decimal::from_f64(snapshot.gpu_seconds).unwrap_or_default() / Decimal::from(3600) * rate,
+    let (_, billed) = compute_charge(
+        Decimal::from_f64(snapshot.gpu_seconds).unwrap_or_default(),
+        rate,
     );
     let completed = snapshot.status == ClusterStatus::Completed;
     let artifacts = if completed {

@@ -10,7 +10,7 @@ use application::cluster::{
     ClusterStage, ClusterStatus, Evaluation, StatusReport,
 };
 use domain::job::config::GpuType;
-use domain::job::estimate::{micros, Rates};
+use domain::job::estimate::{compute_charge, Rates};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -290,9 +290,9 @@ pub fn status_report(input: ReportInput<'_>) -> StatusReport {
     let (status, error) = outcome(job, trainer);
     let stage = stage_of(job, trainer, status);
     let gpu_seconds = (job.run_seconds(now_unix) as u64 * job.gpus()) as f64;
-    let billed = micros(
-        Decimal::from_f64(gpu_seconds).unwrap_or_default() / Decimal::from(3600)
-            * rates.gpu_hour(gpu_type),
+    let (_, billed) = compute_charge(
+        Decimal::from_f64(gpu_seconds).unwrap_or_default(),
+        rates.gpu_hour(gpu_type),
     );
     let mut metrics = Vec::new();
     let mut checkpoints = Vec::new();
