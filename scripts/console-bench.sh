@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The console's benchmark (issue 15's figures): bundle size, the dashboard's first meaningful
+# The console's benchmark: bundle size, the dashboard's first meaningful
 # paint, the monitor with 10,000 recorded points and then 20 live events a second, each
 # against a baseline from the same run. Its own simulator and serve, as console-test.sh.
 #   scripts/console-bench.sh      -> prints the figures; console/test-results/*/bench.json

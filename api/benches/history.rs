@@ -1,4 +1,4 @@
-//! The spine over a large history (issue 17): one real journey is recorded through the
+//! The spine over a large history: one real journey is recorded through the
 //! `brightrun` binary (sign up, upload, train on the simulator, download the adapter), then
 //! written again with fresh ids until the store holds HISTORY_EVENTS events (1,000,000) over
 //! thousands of jobs. On that store, each figure beside a baseline from the same run:

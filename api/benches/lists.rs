@@ -1,4 +1,4 @@
-//! Lists at scale (issue 17): `GET /api/jobs` and `GET /api/jobs/{id}` for a user with
+//! Lists at scale: `GET /api/jobs` and `GET /api/jobs/{id}` for a user with
 //! LIST_BIG_JOBS (100,000) jobs next to a user with LIST_SMALL_JOBS (100), under
 //! LIST_CONNECTIONS (100) concurrent clients for LIST_SECONDS (20), against the `brightrun`
 //! binary. The jobs are copies of one real job (recorded through `brightrun demo`) written

@@ -1,4 +1,4 @@
-//! The seeds' load scenario (issue 18): LOAD_USERS users (100) mixing lists, details,
+//! The seeds' load scenario: LOAD_USERS users (100) mixing lists, details,
 //! uploads, estimates and job creation, a second of thought between requests, while
 //! LOAD_STREAMS (1,000) SSE streams stay open on a running job, for LOAD_SECONDS (600) against
 //! the `brightrun` binary (all roles, in-process simulator at real time, so jobs keep running).

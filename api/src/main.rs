@@ -6,7 +6,7 @@ use domain::identity::Role;
 use infrastructure::users::Users;
 use infrastructure::{config, db, Config};
 
-/// jemalloc, not glibc's malloc: in the load run (issue 18) glibc kept the memory of freed
+/// jemalloc, not glibc's malloc: under load (`api/benches/load.rs`) glibc kept the memory of freed
 /// multi-megabyte buffers (the artifact and checkpoint copies of finishing jobs) in its
 /// per-thread arenas, so `serve`'s RSS stepped up as jobs completed and never came back.
 /// jemalloc's background threads hand unused pages back to the system after a few seconds.

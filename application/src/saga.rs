@@ -160,7 +160,7 @@ pub struct TrainingSaga<JES: EventStore<Job>, MES: EventStore<Model>> {
     options: SagaOptions,
     /// Files copied from the cluster at once: each is held whole in memory while it is
     /// checked and stored (megabytes), so with many jobs at a checkpoint together `serve`'s
-    /// memory rose and fell by tens of MiB (issue 18's load run).
+    /// memory rose and fell by tens of MiB under load.
     copies: Arc<tokio::sync::Semaphore>,
 }
 

@@ -1,4 +1,4 @@
-// The console's performance figures (issue 15), each with a baseline measured in the same
+// The console's performance figures, each with a baseline measured in the same
 // run: what the browser downloads, the dashboard's first meaningful paint, the monitor drawing
 // a job's 10,000 recorded metric points, then keeping up with 20 live events a second.
 // Run by scripts/console-bench.sh; prints a table and writes bench.json beside the run's output.

@@ -4,7 +4,7 @@
 //! so a transaction can commit a smaller position after a reader has passed it. Readers
 //! therefore page by `(transaction_id, global_position)` and read only events whose writing
 //! transaction is older than the snapshot's xmin: every transaction below it has ended, so no
-//! event can later appear behind the cursor. (ARCHITECTURE.md, "The paths of data" 2.)
+//! event can later appear behind the cursor.
 
 use application::{LogPosition, LogPositions};
 use async_trait::async_trait;

@@ -7,7 +7,7 @@
 //! command go in one multi-row INSERT, atomic on its own, that answers their log positions;
 //! the position reaches the command through `application::appended`. Plain event-sourced
 //! mode only: snapshots are refused (cqrs-es's snapshot and aggregate modes apply events
-//! twice, see ARCHITECTURE.md "Known pitfalls").
+//! twice).
 
 use cqrs_es::persist::{
     PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,

@@ -31,7 +31,7 @@ pub const SUBSCRIPTION: &str = "relay";
 /// Long enough to cover a relay restart after a crash between publish and checkpoint.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60 * 60);
 
-/// The JSON published for every event (ARCHITECTURE.md, "Publication").
+/// The JSON published for every event (docs/events.md lists the events and their payloads).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {

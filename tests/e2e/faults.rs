@@ -1,4 +1,4 @@
-//! The fault campaign (issue 18). Each case runs twenty jobs on two `serve` processes against
+//! The fault campaign. Each case runs twenty jobs on two `serve` processes against
 //! private instances it starts itself: a Postgres from `initdb` on a free port, a
 //! `nats-server`, the object store (`brightrun object-store`) and the GPU cluster simulator
 //! (`brightrun cluster-sim`) as processes. It breaks one of them while the jobs run, then

@@ -1,4 +1,4 @@
-//! Hostile clients (issue 18): forged tokens, tampered upload URLs, paths in file names,
+//! Hostile clients: forged tokens, tampered upload URLs, paths in file names,
 //! bodies built to hurt the parser, and streams opened by the thousand and dropped. Each gets
 //! a clear 4xx and changes nothing.
 

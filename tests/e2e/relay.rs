@@ -1,5 +1,5 @@
 //! The relay publishes every event to JetStream once NATS is reachable, exactly once by id,
-//! in the envelope of ARCHITECTURE.md.
+//! in the envelope `infrastructure::relay::Envelope` describes.
 
 use std::collections::HashSet;
 use std::time::Duration;
