@@ -10,6 +10,7 @@ pub mod extract;
 pub mod http_server;
 pub mod live;
 pub mod multipart;
+pub mod openai_error;
 pub mod openapi;
 pub mod parked;
 pub mod rate_limit;

@@ -75,8 +75,8 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     };
     if response.status().is_client_error() || response.status().is_server_error() {
         response = envelope_framework_error(response, &method, &path, &id);
-        if crate::routes::openai::is_openai_path(&path) {
-            response = crate::routes::openai::openai_shaped(response).await;
+        if crate::openai_error::is_openai_path(&path) {
+            response = crate::openai_error::openai_shaped(response).await;
         }
     }
     let status = response.status();
