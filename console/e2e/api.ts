@@ -78,6 +78,28 @@ export async function jobByApi(request: APIRequestContext, user: User, body: Rec
   return data.jobId;
 }
 
+/** A smollm2-135m job on `datasetId` (the `balanced` preset, one A100 40 GB unless `body`
+ * says otherwise), waited for until it completed: its id and its model's. */
+export async function trainedByApi(
+  request: APIRequestContext,
+  user: User,
+  datasetId: string,
+  body: Record<string, unknown> = {},
+): Promise<{ jobId: string; modelId: string }> {
+  const jobId = await jobByApi(request, user, {
+    datasetId,
+    presetId: "balanced",
+    baseModel: "smollm2-135m",
+    gpuConfig: { instanceType: "a100-40gb", numGPUs: 1 },
+    ...body,
+  });
+  await expect
+    .poll(async () => (await getByApi<{ job: { status: string } }>(request, user, `/api/jobs/${jobId}`)).job.status, { timeout: 120_000 })
+    .toBe("completed");
+  const { job } = await getByApi<{ job: { artifactId: string } }>(request, user, `/api/jobs/${jobId}`);
+  return { jobId, modelId: job.artifactId };
+}
+
 export async function getByApi<T = Record<string, unknown>>(request: APIRequestContext, user: User, path: string): Promise<T> {
   return ok(await request.get(path, { headers: auth(user) }), path);
 }

@@ -1,19 +1,11 @@
 import { expect, test } from "@playwright/test";
-import { conversations, datasetByApi, getByApi, jobByApi, openAs, signUpByApi } from "./api.ts";
+import { conversations, datasetByApi, getByApi, openAs, signUpByApi, trainedByApi } from "./api.ts";
 
 test("the budget alert shows on every page once 80 % of the month's budget is spent, and goes when the budget is raised", async ({ page, request }) => {
   test.setTimeout(180_000);
   const user = await signUpByApi(request, "budget-banner");
   const datasetId = await datasetByApi(request, user, "budget-chats", conversations(20));
-  const job = await jobByApi(request, user, {
-    datasetId,
-    presetId: "balanced",
-    baseModel: "smollm2-135m",
-    gpuConfig: { instanceType: "a100-40gb", numGPUs: 1 },
-  });
-  await expect
-    .poll(async () => (await getByApi<{ job: { status: string } }>(request, user, `/api/jobs/${job}`)).job.status, { timeout: 120_000 })
-    .toBe("completed");
+  await trainedByApi(request, user, datasetId);
   const spent = async () => (await getByApi<{ currentMonth: { spent: number } }>(request, user, "/api/costs/summary")).currentMonth.spent;
   await expect.poll(spent).toBeGreaterThan(0);
   const setBudget = async (monthlyBudget: number) => {

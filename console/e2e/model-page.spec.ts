@@ -1,22 +1,16 @@
 import { expect, test } from "@playwright/test";
-import { conversations, datasetByApi, getByApi, jobByApi, openAs, signUpByApi } from "./api.ts";
+import { conversations, datasetByApi, getByApi, openAs, signUpByApi, trainedByApi } from "./api.ts";
 
 test("the model page shows how it was trained, and renames, archives, restores and deletes it", async ({ page, request }) => {
   test.setTimeout(180_000);
   const user = await signUpByApi(request, "model-page");
   const datasetId = await datasetByApi(request, user, "model-page-chats", conversations(20));
-  const job = await jobByApi(request, user, {
-    datasetId,
+  const { modelId } = await trainedByApi(request, user, datasetId, {
     presetId: "conservative",
-    baseModel: "smollm2-135m",
     gpuConfig: { instanceType: "a100-80gb", numGPUs: 2 },
   });
-  await expect
-    .poll(async () => (await getByApi<{ job: { status: string } }>(request, user, `/api/jobs/${job}`)).job.status, { timeout: 120_000 })
-    .toBe("completed");
-  const { job: done } = await getByApi<{ job: { artifactId: string } }>(request, user, `/api/jobs/${job}`);
-  const { model } = await getByApi<{ model: { qualityMetrics: { finalTrainingLoss: number } } }>(request, user, `/api/models/${done.artifactId}`);
-  await openAs(page, user, `/models/${done.artifactId}`);
+  const { model } = await getByApi<{ model: { qualityMetrics: { finalTrainingLoss: number } } }>(request, user, `/api/models/${modelId}`);
+  await openAs(page, user, `/models/${modelId}`);
 
   await expect(page.locator(".stat", { hasText: "Final training loss" })).toContainText(model.qualityMetrics.finalTrainingLoss.toFixed(4));
   const config = page.getByRole("region", { name: "Training configuration" });
@@ -40,6 +34,6 @@ test("the model page shows how it was trained, and renames, archives, restores a
   await manage.getByRole("button", { name: "Delete" }).click();
   await expect(page).toHaveURL(/\/models$/);
   await expect(page.getByRole("link", { name: "Support bot" })).toHaveCount(0);
-  const gone = await request.get(`/api/models/${done.artifactId}`, { headers: { Authorization: `Bearer ${user.token}` } });
+  const gone = await request.get(`/api/models/${modelId}`, { headers: { Authorization: `Bearer ${user.token}` } });
   expect(gone.status()).toBe(404);
 });

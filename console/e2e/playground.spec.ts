@@ -1,20 +1,11 @@
 import { expect, test } from "@playwright/test";
-import { conversations, datasetByApi, getByApi, jobByApi, openAs, signUpByApi } from "./api.ts";
+import { conversations, datasetByApi, openAs, signUpByApi, trainedByApi } from "./api.ts";
 
 test("a trained model is deployed from its page, answers a prompt streamed in the playground beside the base model, and is undeployed", async ({ page, request }) => {
   test.setTimeout(300_000);
   const user = await signUpByApi(request, "playground");
   const datasetId = await datasetByApi(request, user, "playground-chats", conversations(20));
-  const job = await jobByApi(request, user, {
-    datasetId,
-    presetId: "balanced",
-    baseModel: "smollm2-135m",
-    gpuConfig: { instanceType: "a100-40gb", numGPUs: 1 },
-  });
-  await expect
-    .poll(async () => (await getByApi<{ job: { status: string } }>(request, user, `/api/jobs/${job}`)).job.status, { timeout: 120_000 })
-    .toBe("completed");
-  const { job: done } = await getByApi<{ job: { artifactId: string } }>(request, user, `/api/jobs/${job}`);
+  const { modelId } = await trainedByApi(request, user, datasetId);
 
   // A real run's comparison (the simulator makes up none), added to this model's answer: the
   // page shows base and fine-tuned side by side.
@@ -24,18 +15,18 @@ test("a trained model is deployed from its page, answers a prompt streamed in th
     base: { loss: 2.6431, perplexity: 14.06, bleu: 3.12, rougeL: 18.4 },
     adapter: { loss: 1.2045, perplexity: 3.34, bleu: 21.57, rougeL: 44.9 },
   };
-  await page.route(`**/api/models/${done.artifactId}`, async (route) => {
+  await page.route(`**/api/models/${modelId}`, async (route) => {
     const response = await route.fetch();
     const json = await response.json();
     json.data.model.qualityMetrics.comparison = comparison;
     await route.fulfill({ response, json });
   });
-  await openAs(page, user, `/models/${done.artifactId}`);
+  await openAs(page, user, `/models/${modelId}`);
   const table = page.getByRole("table", { name: "Base model vs fine-tuned" });
   await expect(table.getByRole("row", { name: /Loss/ })).toHaveText(/Loss\s*2\.6431\s*1\.2045/);
   await expect(table.getByRole("row", { name: /BLEU/ })).toHaveText(/BLEU \(3 answers\)\s*3\.12\s*21\.57/);
   await expect(table.getByRole("row", { name: /ROUGE-L/ })).toHaveText(/ROUGE-L \(3 answers\)\s*18\.4\s*44\.9/);
-  await page.unroute(`**/api/models/${done.artifactId}`);
+  await page.unroute(`**/api/models/${modelId}`);
 
   await page.getByRole("button", { name: "Deploy" }).click();
   const playground = page.getByRole("form", { name: "Playground" });
