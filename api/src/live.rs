@@ -21,8 +21,6 @@ use infrastructure::relay::Envelope;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, Mutex};
 
-use crate::envelope::money;
-
 /// Events buffered per job for slow streams; a stream that falls further behind catches up
 /// from the event log.
 const CHANNEL_CAPACITY: usize = 1024;
@@ -73,6 +71,81 @@ pub fn event(name: &'static str, data: Value) -> Option<LiveEvent> {
     })
 }
 
+/// The stream's event bodies, each written once: for the events as they are recorded
+/// (below) and for the opening snapshot of a fresh connection (`routes::job_stream`).
+pub mod bodies {
+    use rust_decimal::Decimal;
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::{event, LiveEvent};
+    use crate::envelope::money;
+
+    pub fn stage(stage: impl Serialize, message: impl Serialize) -> Option<LiveEvent> {
+        event("stage", json!({"stage": stage, "message": message}))
+    }
+
+    pub fn progress(
+        progress: impl Serialize,
+        epoch: impl Serialize,
+        step: impl Serialize,
+        total_steps: impl Serialize,
+        estimated_time_remaining: impl Serialize,
+    ) -> Option<LiveEvent> {
+        event(
+            "progress",
+            json!({"progress": progress, "currentEpoch": epoch, "currentStep": step,
+                   "totalSteps": total_steps, "estimatedTimeRemaining": estimated_time_remaining}),
+        )
+    }
+
+    pub fn cost(current: Decimal, estimated_total: Decimal) -> Option<LiveEvent> {
+        event(
+            "cost",
+            json!({"currentCost": money(current), "estimatedTotal": money(estimated_total)}),
+        )
+    }
+
+    /// A failure; one that will not be retried ends the stream.
+    pub fn error(
+        message: impl Serialize,
+        code: impl Serialize,
+        can_retry: bool,
+        retry_count: impl Serialize,
+    ) -> Option<LiveEvent> {
+        event(
+            "error",
+            json!({"error": message, "code": code, "canRetry": can_retry, "retryCount": retry_count}),
+        )
+        .map(|mut e| {
+            e.terminal = !can_retry;
+            e
+        })
+    }
+
+    pub fn complete(
+        job_id: impl Serialize,
+        artifact_id: impl Serialize,
+        final_cost: Decimal,
+    ) -> Option<LiveEvent> {
+        event(
+            "complete",
+            json!({"jobId": job_id, "artifactId": artifact_id, "finalCost": money(final_cost)}),
+        )
+    }
+
+    pub fn cancelled(
+        job_id: impl Serialize,
+        cost_so_far: Decimal,
+        refund_amount: Decimal,
+    ) -> Option<LiveEvent> {
+        event(
+            "cancelled",
+            json!({"jobId": job_id, "costSoFar": money(cost_so_far), "refundAmount": money(refund_amount)}),
+        )
+    }
+}
+
 /// What a stored event shows on the stream, if anything.
 fn live_event(
     aggregate_type: &str,
@@ -84,57 +157,42 @@ fn live_event(
     let mut live = if aggregate_type == <Job as cqrs_es::Aggregate>::TYPE {
         match serde_json::from_value::<JobEvent>(tagged).ok()? {
             JobEvent::JobCreated(_) | JobEvent::JobMetadataUpdated(_) => None,
-            JobEvent::JobRecoveredFromCluster(e) => event(
-                "stage",
-                json!({"stage": "training", "message": format!("Recovered: the GPU cluster still has job {} ({})", e.cluster_job_id, e.cluster_status)}),
+            JobEvent::JobRecoveredFromCluster(e) => bodies::stage(
+                "training",
+                format!(
+                    "Recovered: the GPU cluster still has job {} ({})",
+                    e.cluster_job_id, e.cluster_status
+                ),
             ),
-            JobEvent::JobSubmissionStarted(e) => event(
-                "stage",
-                json!({"stage": "initializing", "message": format!("Submitting to the GPU cluster (attempt {})", e.attempt)}),
+            JobEvent::JobSubmissionStarted(e) => bodies::stage(
+                "initializing",
+                format!("Submitting to the GPU cluster (attempt {})", e.attempt),
             ),
-            JobEvent::JobSubmitted(e) => event(
-                "stage",
-                json!({"stage": "initializing", "message": format!("Accepted by the GPU cluster as {}", e.cluster_job_id)}),
+            JobEvent::JobSubmitted(e) => bodies::stage(
+                "initializing",
+                format!("Accepted by the GPU cluster as {}", e.cluster_job_id),
             ),
-            JobEvent::JobStageChanged(e) => event(
-                "stage",
-                json!({"stage": e.stage.as_str(), "message": e.message}),
-            ),
+            JobEvent::JobStageChanged(e) => bodies::stage(e.stage.as_str(), e.message),
             JobEvent::JobCheckpointSaved(e) => event(
                 "checkpoint",
                 json!({"checkpointId": e.checkpoint_id, "step": e.step, "epoch": e.epoch, "loss": e.loss}),
             ),
-            JobEvent::JobCostAccrued(e) => event(
-                "cost",
-                json!({"currentCost": money(e.job_total), "estimatedTotal": money(e.estimated_total)}),
-            ),
-            JobEvent::JobRetryScheduled(e) => event(
-                "error",
-                json!({"error": e.message, "code": e.code, "canRetry": true, "retryCount": e.retry_count}),
-            ),
-            JobEvent::JobFailed(e) => event(
-                "error",
-                json!({"error": e.message, "code": e.code, "canRetry": false, "retryCount": e.retry_count}),
-            )
-            .map(|mut l| {
-                l.terminal = true;
-                l
-            }),
-            JobEvent::JobCompleted(e) => event(
-                "complete",
-                json!({"jobId": e.job_id, "artifactId": e.model_id, "finalCost": money(e.final_cost)}),
-            ),
-            JobEvent::JobCancelled(e) => event(
-                "cancelled",
-                json!({"jobId": e.job_id, "costSoFar": money(e.cost_so_far), "refundAmount": money(e.refund_amount)}),
-            ),
+            JobEvent::JobCostAccrued(e) => bodies::cost(e.job_total, e.estimated_total),
+            JobEvent::JobRetryScheduled(e) => bodies::error(e.message, e.code, true, e.retry_count),
+            JobEvent::JobFailed(e) => bodies::error(e.message, e.code, false, e.retry_count),
+            JobEvent::JobCompleted(e) => bodies::complete(e.job_id, e.model_id, e.final_cost),
+            JobEvent::JobCancelled(e) => {
+                bodies::cancelled(e.job_id, e.cost_so_far, e.refund_amount)
+            }
         }
     } else {
         match serde_json::from_value::<TelemetryEvent>(tagged).ok()? {
-            TelemetryEvent::ProgressReported(p) => event(
-                "progress",
-                json!({"progress": p.progress, "currentEpoch": p.epoch, "currentStep": p.step,
-                       "totalSteps": p.total_steps, "estimatedTimeRemaining": p.estimated_time_remaining}),
+            TelemetryEvent::ProgressReported(p) => bodies::progress(
+                p.progress,
+                p.epoch,
+                p.step,
+                p.total_steps,
+                p.estimated_time_remaining,
             ),
             TelemetryEvent::MetricPointRecorded(p) => event(
                 "metrics",

@@ -16,15 +16,14 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use domain::job::telemetry::{LOGS_STREAM, METRICS_STREAM, PROGRESS_STREAM};
 use infrastructure::event_log::read_aggregate_after;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::envelope::money;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::AuthUser;
-use crate::live::{event, from_stored, Frame, LiveEvent};
+use crate::live::{bodies, from_stored, Frame, LiveEvent};
 use crate::routes::jobs::{find_visible, parse_job_id};
 use crate::state::AppState;
 
@@ -308,39 +307,25 @@ fn every(period: Duration) -> tokio::time::Interval {
 
 /// A fresh connection's first events: where the job stands now; its end if it has ended.
 fn opening(row: &projections::jobs::queries::JobRow) -> Vec<LiveEvent> {
+    let spent = row.final_cost.unwrap_or(row.current_cost);
     let mut out = Vec::new();
-    out.extend(event(
-        "stage",
-        json!({"stage": row.current_stage, "message": format!("The job is {}", row.status)}),
+    out.extend(bodies::stage(
+        &row.current_stage,
+        format!("The job is {}", row.status),
     ));
-    out.extend(event(
-        "progress",
-        json!({"progress": row.progress, "currentEpoch": row.current_epoch, "currentStep": row.current_step,
-               "totalSteps": row.total_steps, "estimatedTimeRemaining": Value::Null}),
+    out.extend(bodies::progress(
+        row.progress,
+        row.current_epoch,
+        row.current_step,
+        row.total_steps,
+        Value::Null,
     ));
-    out.extend(event(
-        "cost",
-        json!({"currentCost": money(row.current_cost), "estimatedTotal": money(row.estimated_total_cost)}),
-    ));
-    let end = match row.status.as_str() {
-        "completed" => event(
-            "complete",
-            json!({"jobId": row.id, "artifactId": row.artifact_id, "finalCost": money(row.final_cost.unwrap_or(row.current_cost))}),
-        ),
-        "failed" => event(
-            "error",
-            json!({"error": row.error_message, "code": row.error_code, "canRetry": false, "retryCount": row.retry_count}),
-        )
-        .map(|mut e| {
-            e.terminal = true;
-            e
-        }),
-        "cancelled" => event(
-            "cancelled",
-            json!({"jobId": row.id, "costSoFar": money(row.final_cost.unwrap_or(row.current_cost)), "refundAmount": money(row.refund_amount.unwrap_or_default())}),
-        ),
+    out.extend(bodies::cost(row.current_cost, row.estimated_total_cost));
+    out.extend(match row.status.as_str() {
+        "completed" => bodies::complete(row.id, row.artifact_id, spent),
+        "failed" => bodies::error(&row.error_message, &row.error_code, false, row.retry_count),
+        "cancelled" => bodies::cancelled(row.id, spent, row.refund_amount.unwrap_or_default()),
         _ => None,
-    };
-    out.extend(end);
+    });
     out
 }
