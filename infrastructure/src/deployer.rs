@@ -94,7 +94,6 @@ struct Served {
     files: Converted,
     members: Vec<(Role, Member)>,
     restarts: Vec<u32>,
-    next: usize,
 }
 
 impl Served {
@@ -133,20 +132,19 @@ impl Served {
             tracing::warn!(error = %err, folder = %folder.display(), "the engines' files were not written");
         }
     }
+}
 
-    fn route(&mut self, target: Target) -> Option<Route> {
-        let addresses = self.addresses();
+impl Addresses {
+    /// Where `target`'s chat goes: the base model's engine, or the replica whose turn it is.
+    fn pick(self, target: Target, turn: usize) -> Option<Route> {
         let address = match target {
-            Target::Base => addresses.base,
-            Target::Adapter if addresses.replicas.is_empty() => None,
-            Target::Adapter => {
-                self.next = self.next.wrapping_add(1);
-                Some(addresses.replicas[self.next % addresses.replicas.len()].clone())
-            }
+            Target::Base => self.base?,
+            Target::Adapter if self.replicas.is_empty() => return None,
+            Target::Adapter => self.replicas[turn % self.replicas.len()].clone(),
         };
-        address.map(|a| Route {
-            base_url: a.base_url,
-            model: a.model,
+        Some(Route {
+            base_url: address.base_url,
+            model: address.model,
         })
     }
 }
@@ -165,7 +163,7 @@ pub struct LocalDeployer {
     root: PathBuf,
     endpoint_url: String,
     slots: Slots,
-    /// Turns through the replicas another process serves (read from `engine.json`).
+    /// Turns through a deployment's replicas (whichever process runs them).
     next: AtomicUsize,
 }
 
@@ -350,7 +348,6 @@ async fn start(
         files,
         restarts: vec![0; members.len()],
         members,
-        next: 0,
     }))
 }
 
@@ -501,26 +498,17 @@ impl Deployer for LocalDeployer {
     }
 
     async fn route(&self, deployment_id: &str, target: Target) -> Option<Route> {
-        if let Some(Slot::Serving(served)) = self.lock().get_mut(deployment_id) {
-            return served.route(target);
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(Slot::Serving(served)) = self.lock().get(deployment_id) {
+            return served.addresses().pick(target, turn);
         }
         // Served by another process over the same data folder (the workers role).
         let bytes = tokio::fs::read(self.folder(deployment_id).join("engine.json"))
             .await
             .ok()?;
-        let written: Addresses = serde_json::from_slice(&bytes).ok()?;
-        let address = match target {
-            Target::Base => written.base?,
-            Target::Adapter if written.replicas.is_empty() => return None,
-            Target::Adapter => {
-                let turn = self.next.fetch_add(1, Ordering::Relaxed);
-                written.replicas[turn % written.replicas.len()].clone()
-            }
-        };
-        Some(Route {
-            base_url: address.base_url,
-            model: address.model,
-        })
+        serde_json::from_slice::<Addresses>(&bytes)
+            .ok()?
+            .pick(target, turn)
     }
 }
 

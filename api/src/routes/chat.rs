@@ -233,7 +233,11 @@ pub(crate) async fn complete(
     let mut body = engine_request(&req, &route.model)?;
     let streamed = req.stream.unwrap_or(false);
     // A replica that stopped answering (its process exited, not yet replaced) hands the
-    // request to the next one, each tried once.
+    // request to the next one, each tried once; the base model has one engine.
+    let engines = match target {
+        Target::Adapter => deployment.replicas,
+        Target::Base => 1,
+    };
     let (mut route, mut tried) = (route, 1);
     let answer = loop {
         let sent = state
@@ -245,7 +249,7 @@ pub(crate) async fn complete(
             .await;
         match sent {
             Ok(answer) => break answer,
-            Err(err) if !err.is_timeout() && tried < deployment.replicas => {
+            Err(err) if !err.is_timeout() && tried < engines => {
                 tried += 1;
                 route = state
                     .models
