@@ -22,11 +22,11 @@ use infrastructure::cluster_sim::server::{ClusterSim, SimSettings};
 use infrastructure::dataset_workers::{self, PurgeOptions, ValidationWorker};
 use infrastructure::deployer::{LocalDeployer, NoEngine};
 use infrastructure::event_log::PgLogPositions;
-use infrastructure::inference::{EngineSettings, LlamaCppEngines};
+use infrastructure::inference::{EngineHost, EngineSettings, LlamaCppEngines};
 use infrastructure::jobs::{PgDatasetLookup, PgTelemetryStore};
 use infrastructure::s3::{EmbeddedS3, S3Settings, S3Store};
 use infrastructure::saga::{DriverOptions, SagaFeeder};
-use infrastructure::slurm::SlurmCluster;
+use infrastructure::slurm::{SlurmCluster, SlurmServing};
 use infrastructure::subscription::{self, Leadership, RunnerOptions, Subscriber};
 use infrastructure::tokenizer::O200k;
 use infrastructure::users::Users;
@@ -385,23 +385,32 @@ pub async fn start(
 
 /// The origin the store's presigned URLs point to (where a browser uploads): presigned once
 /// for a key nobody writes, as the store itself would answer.
-/// The inference engines deployments run on: llama.cpp on this machine when its
-/// environment is configured, else none (deployments are refused, saying so).
+/// The inference engines deployments run on: llama.cpp when its environment is configured
+/// (child processes of this one, or Slurm jobs), else none (deployments are refused,
+/// saying so).
 fn deployer(config: &Config, objects: Arc<dyn ObjectStore>) -> Arc<dyn Deployer> {
     let Some(venv) = &config.inference_venv else {
         return Arc::new(NoEngine);
     };
-    let engines = LlamaCppEngines::new(EngineSettings {
+    let settings = EngineSettings {
         engine_venv: venv.clone(),
         trainer_python: config.trainer_python.clone(),
         trainer_src: config.trainer_src.clone(),
         models_dir: config.trainer_models_dir.clone(),
         ready_within: config.inference_ready_within,
-    });
+    };
+    let (host, root) = match &config.inference_slurm {
+        Some(slurm) => {
+            let serving = SlurmServing::new(slurm);
+            let root = serving.root().to_path_buf();
+            (EngineHost::Slurm(serving), root)
+        }
+        None => (EngineHost::Local, config.data_dir.join("deployments")),
+    };
     Arc::new(LocalDeployer::new(
-        engines,
+        LlamaCppEngines::new(settings, host),
         objects,
-        config.data_dir.join("deployments"),
+        root,
         format!("{}/v1", config.public_url),
     ))
 }

@@ -104,6 +104,9 @@ pub struct Config {
     pub trainer_models_dir: Option<PathBuf>,
     /// How long an engine may take to answer after it starts.
     pub inference_ready_within: Duration,
+    /// `INFERENCE_HOST=slurm`: deployments' engines run as Slurm jobs (these settings);
+    /// otherwise as child processes of this one.
+    pub inference_slurm: Option<crate::slurm::SlurmSettings>,
     /// The price list every estimate, ledger entry and bill uses (read once, here).
     pub rates: domain::job::estimate::Rates,
 }
@@ -328,6 +331,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "the CPU inference engine's environment (scripts/inference-env.sh prints it); its engines run under <data dir>/deployments",
     ),
     (
+        "INFERENCE_HOST",
+        "local",
+        "local (engines are child processes of serve) | slurm (each engine a Slurm job, through the SLURM_* settings; deployments under <SLURM_RUNS_DIR>/deployments)",
+    ),
+    (
         "INFERENCE_READY_SECONDS",
         "120",
         "how long a starting engine may take to answer before its deployment fails",
@@ -515,8 +523,22 @@ impl Config {
                 })
             }
         };
+        let inference_slurm = match lookup("INFERENCE_HOST").as_deref() {
+            None | Some("local") => None,
+            Some("slurm") => Some(match &slurm {
+                Some(settings) => settings.clone(),
+                None => slurm_settings(&lookup, &data_dir, &rates)?,
+            }),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "INFERENCE_HOST",
+                    message: format!("'{other}' is not local or slurm"),
+                })
+            }
+        };
         Ok(Config {
             slurm,
+            inference_slurm,
             rates,
             database_url: text(
                 "DATABASE_URL",
@@ -666,7 +688,7 @@ fn slurm_settings(
     let required = |name: &'static str| {
         lookup(name).ok_or_else(|| ConfigError::Invalid {
             name,
-            message: "required with CLUSTER_BACKEND=slurm (scripts/slurm-local.sh start prints it)"
+            message: "required with CLUSTER_BACKEND=slurm or INFERENCE_HOST=slurm (scripts/slurm-local.sh start prints it)"
                 .into(),
         })
     };
@@ -803,6 +825,7 @@ impl fmt::Debug for Config {
             .field("trainer_src", &self.trainer_src)
             .field("trainer_models_dir", &self.trainer_models_dir)
             .field("inference_ready_within", &self.inference_ready_within)
+            .field("inference_slurm", &self.inference_slurm)
             .field("rates", &self.rates)
             .finish()
     }

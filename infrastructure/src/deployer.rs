@@ -1,14 +1,16 @@
-//! Deployments served on this machine: each deployment's adapter is fetched from the object
-//! store into `<data dir>/deployments/<deployment id>/`, converted to GGUF once and served by
-//! llama.cpp engines (`inference::LlamaCppEngines`), child processes of this one: one per
-//! replica (`minReplicas`), taken in turn by chat, and one of the base model alone, whose
-//! answers the playground shows beside the fine-tuned model's.
+//! Deployments served by llama.cpp engines (`inference::LlamaCppEngines`): each
+//! deployment's adapter is fetched from the object store into `<root>/<deployment id>/`,
+//! converted to GGUF once and served by one engine per replica (`minReplicas`), taken in
+//! turn by chat, and one of the base model alone, whose answers the playground shows beside
+//! the fine-tuned model's. The engines are child processes of this one, or Slurm jobs (then
+//! the root is on the filesystem the nodes share).
 //!
 //! A deployment's folder says which model and deployment it is (`deployment.json`), which
-//! processes serve it (`engine.pid`, one per line) and where (`engine.json`), so a process
-//! that stopped without stopping its engines (kill -9) leaves nothing the next one cannot
-//! find: the deployment watcher starts the engines of current deployments again and sweeps
-//! the rest. An engine that exits is replaced while the others serve.
+//! engines serve it (`engine.pid`, one process id or `slurm:<job id>` per line) and where
+//! (`engine.json`), so a process that stopped without stopping its engines (kill -9) leaves
+//! nothing the next one cannot find: the deployment watcher starts the engines of current
+//! deployments again and sweeps the rest. An engine that exits is replaced while the
+//! others serve.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,7 +121,7 @@ impl Served {
             .members
             .iter()
             .filter_map(|(_, m)| match m {
-                Member::Up(engine) => engine.pid().map(|p| p.to_string()),
+                Member::Up(engine) => engine.handle(),
                 _ => None,
             })
             .collect();
@@ -291,7 +293,7 @@ async fn start(
     deployment: &Deployment,
 ) -> Result<Box<Served>, Started> {
     let io = |e: std::io::Error| Started::Retry(format!("{}: {e}", folder.display()));
-    kill_stale_engines(folder);
+    stop_stale_engines(engines, folder).await;
     let adapter = folder.join("adapter");
     tokio::fs::create_dir_all(&adapter).await.map_err(io)?;
     let placed = Placed {
@@ -351,31 +353,15 @@ async fn start(
     }))
 }
 
-/// Kills the engines an earlier process left serving from `folder` (its pid file, each
-/// pid checked against the process's command line, which names the deployment, so a
-/// reused pid is never killed).
-fn kill_stale_engines(folder: &Path) {
-    let Ok(pids) = std::fs::read_to_string(folder.join("engine.pid")) else {
-        return;
-    };
+/// Stops the engines an earlier process left serving from `folder` (its `engine.pid`; the
+/// folder is named by the deployment id, which each engine's command line or job names).
+async fn stop_stale_engines(engines: &LlamaCppEngines, folder: &Path) {
+    let handles = std::fs::read_to_string(folder.join("engine.pid")).unwrap_or_default();
     let deployment = folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for pid in pids.lines().map(str::trim).filter(|p| !p.is_empty()) {
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !deployment.is_empty()
-            && cmdline.contains("llama_cpp.server")
-            && cmdline.contains(&deployment)
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", pid])
-                .status();
-        }
-    }
+    engines.stop_stale(&deployment, &handles).await;
     let _ = std::fs::remove_file(folder.join("engine.pid"));
     let _ = std::fs::remove_file(folder.join("engine.json"));
 }
@@ -471,7 +457,7 @@ impl Deployer for LocalDeployer {
         let slot = self.lock().remove(deployment_id);
         drop(slot);
         let folder = self.folder(deployment_id);
-        kill_stale_engines(&folder);
+        stop_stale_engines(&self.engines, &folder).await;
         match tokio::fs::remove_dir_all(&folder).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -11,7 +11,7 @@ use application::cluster::SubmitRequest;
 use domain::job::config::TargetModule;
 use infrastructure::cluster_sim::artifacts;
 use infrastructure::cluster_sim::model::SimJob;
-use infrastructure::inference::{EngineError, EngineSettings, LlamaCppEngines};
+use infrastructure::inference::{EngineError, EngineHost, EngineSettings, LlamaCppEngines};
 use serde_json::{json, Value};
 
 use crate::common::Isolation;
@@ -33,13 +33,16 @@ pub(crate) fn environment(script: &str) -> PathBuf {
 }
 
 fn engines() -> LlamaCppEngines {
-    LlamaCppEngines::new(EngineSettings {
-        engine_venv: environment("inference-env.sh"),
-        trainer_python: environment("trainer-env.sh").join("bin").join("python"),
-        trainer_src: Some(PathBuf::from(format!("{ROOT}/trainer/src"))),
-        models_dir: None,
-        ready_within: Duration::from_secs(90),
-    })
+    LlamaCppEngines::new(
+        EngineSettings {
+            engine_venv: environment("inference-env.sh"),
+            trainer_python: environment("trainer-env.sh").join("bin").join("python"),
+            trainer_src: Some(PathBuf::from(format!("{ROOT}/trainer/src"))),
+            models_dir: None,
+            ready_within: Duration::from_secs(90),
+        },
+        EngineHost::Local,
+    )
 }
 
 /// The files a simulated SmolLM2 run on every module leaves, in `folder`.

@@ -491,3 +491,154 @@ async fn kill_9_of_serve_leaves_no_engine_behind_and_the_next_one_serves_the_dep
     }
     iso.cleanup().await;
 }
+
+/// Slurm's engine jobs of the deployment `id` (`brightrun-serve-<id>...`) still queued or
+/// running: (job id, name).
+async fn engine_jobs(
+    slurm: &std::collections::HashMap<String, String>,
+    id: &str,
+) -> Vec<(u64, String)> {
+    let jobs: Value = reqwest::Client::new()
+        .get(format!("{}/slurm/v0.0.38/jobs", slurm["SLURM_REST_URL"]))
+        .header("X-SLURM-USER-NAME", &slurm["SLURM_USER"])
+        .header("X-SLURM-USER-TOKEN", &slurm["SLURM_JWT"])
+        .send()
+        .await
+        .expect("slurmrestd")
+        .json()
+        .await
+        .expect("slurmrestd JSON");
+    let prefix = format!("brightrun-serve-{id}");
+    let mut found: Vec<(u64, String)> = jobs["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|j| j["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|j| {
+            matches!(
+                j["job_state"].as_str(),
+                Some("PENDING" | "RUNNING" | "CONFIGURING")
+            )
+        })
+        .map(|j| {
+            (
+                j["job_id"].as_u64().unwrap_or(0),
+                j["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_slurm_each_engine_is_a_slurm_job_replaced_when_it_ends_and_cancelled_on_undeploy() {
+    let iso = Isolation::new();
+    let slurm = crate::slurm::slurm_env();
+    let runs = iso.data_dir().join("slurm-runs");
+    let mut vars = engine_vars();
+    // Slurm's connection, but training stays on the simulator.
+    vars.extend(
+        slurm
+            .iter()
+            .filter(|(k, _)| *k != "CLUSTER_BACKEND")
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    vars.extend([
+        ("INFERENCE_HOST".to_string(), "slurm".to_string()),
+        ("SLURM_RUNS_DIR".to_string(), runs.display().to_string()),
+    ]);
+    let app = TestApp::start_with(iso.clone(), api::Roles::ALL, &borrowed(&vars)).await;
+    let (_, token) = app.user("ada").await;
+    // Trained on the simulator, served on Slurm.
+    let id = trained(&app, &token, "smollm2-135m").await;
+    let base = format!("/api/models/{id}");
+    let (status, body) = app
+        .post(
+            &format!("{base}/deploy"),
+            Some(&token),
+            json!({"environment": "staging"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the engines serve", Duration::from_secs(180), || async {
+        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
+    })
+    .await;
+
+    // The deployment's folder is under the runs folder the nodes share; its engines are two
+    // running Slurm jobs, the replica and the base model's, each named by the deployment.
+    let folder = std::fs::read_dir(runs.join("deployments"))
+        .expect("deployments under the runs folder")
+        .filter_map(Result::ok)
+        .next()
+        .expect("the deployment's folder")
+        .path();
+    let deployment = folder.file_name().unwrap().to_string_lossy().into_owned();
+    let jobs = engine_jobs(&slurm, &deployment).await;
+    let names: Vec<&str> = jobs.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("brightrun-serve-{deployment}"),
+            format!("brightrun-serve-{deployment}-base")
+        ],
+        "{jobs:?}"
+    );
+    let handles = std::fs::read_to_string(folder.join("engine.pid")).unwrap();
+    for (job, _) in &jobs {
+        assert!(
+            handles.lines().any(|h| h == format!("slurm:{job}")),
+            "{handles}"
+        );
+    }
+
+    let ask = json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4});
+    for path in [format!("{base}/chat"), format!("{base}/chat/base")] {
+        let (status, body) = app.post(&path, Some(&token), ask.clone()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body["data"]["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    }
+
+    // The replica's job ends (scancel): a new job replaces it and chat answers again.
+    let (replica, _) = jobs[0].clone();
+    let cancelled = std::process::Command::new("scancel")
+        .arg(replica.to_string())
+        .env("SLURM_CONF", &slurm["SLURM_CONF"])
+        .status()
+        .expect("scancel");
+    assert!(cancelled.success());
+    eventually(
+        "a new job replaces the ended one",
+        Duration::from_secs(120),
+        || async {
+            let now = engine_jobs(&slurm, &deployment).await;
+            now.len() == 2 && now.iter().all(|(job, _)| *job != replica)
+        },
+    )
+    .await;
+    eventually("chat answers again", Duration::from_secs(120), || async {
+        app.post(&format!("{base}/chat"), Some(&token), ask.clone())
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert_eq!(
+        model(&app, &token, &id).await["deployment"]["status"],
+        "deployed"
+    );
+
+    // Undeployed: every engine job cancelled, the folder gone.
+    let (status, body) = app
+        .post(&format!("{base}/undeploy"), Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("no engine job is left", Duration::from_secs(30), || async {
+        engine_jobs(&slurm, &deployment).await.is_empty()
+    })
+    .await;
+    assert!(!folder.exists());
+    app.finish().await;
+}

@@ -17,7 +17,7 @@ use crate::common::{eventually, BinaryService, Isolation};
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// What `scripts/slurm-local.sh start` prints, as variables (it brings Slurm up if needed).
-fn slurm_env() -> HashMap<String, String> {
+pub(crate) fn slurm_env() -> HashMap<String, String> {
     slurm_local("start", &[])
 }
 

@@ -19,6 +19,7 @@
 
 mod report;
 mod rest;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use domain::job::estimate::Rates;
 pub use report::{outcome, parse_events, SlurmJob, TrainerEvent, TrainerState};
 pub use rest::SlurmRest;
 use rest::{JobDescription, JobSubmission};
+pub use serve::{SlurmEngine, SlurmServing};
 
 const JOB_PREFIX: &str = "brightrun-";
 const SLURM_JOB_ID_FILE: &str = "slurm_job_id";
