@@ -407,12 +407,15 @@ fn deployer(config: &Config, objects: Arc<dyn ObjectStore>) -> Arc<dyn Deployer>
         }
         None => (EngineHost::Local, config.data_dir.join("deployments")),
     };
-    Arc::new(LocalDeployer::new(
-        LlamaCppEngines::new(settings, host),
-        objects,
-        root,
-        format!("{}/v1", config.public_url),
-    ))
+    Arc::new(
+        LocalDeployer::new(
+            LlamaCppEngines::new(settings, host),
+            objects,
+            root,
+            format!("{}/v1", config.public_url),
+        )
+        .scale_down_after(config.inference_scale_down_after),
+    )
 }
 
 async fn object_store_origin(

@@ -2,6 +2,7 @@
 //! soft delete, deployment through the `Deployer` port, the stored archive and billed
 //! downloads.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,11 +28,34 @@ pub enum EngineHealth {
 }
 
 /// Where a deployment's chat completions go: an OpenAI-compatible base URL and the model
-/// name the engine answers to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// name the engine answers to. Held until the answer has ended: its lease counts the
+/// request as the engine's load.
+#[derive(Debug)]
 pub struct Route {
     pub base_url: String,
     pub model: String,
+    pub lease: Lease,
+}
+
+/// A request counted in its engine's load while held (what scaling reads); none where the
+/// engine's load is not counted here (it runs in another process).
+#[derive(Debug, Default)]
+pub struct Lease(Option<Arc<AtomicUsize>>);
+
+impl Lease {
+    /// Counts one more request on `load` until dropped.
+    pub fn on(load: &Arc<AtomicUsize>) -> Lease {
+        load.fetch_add(1, Ordering::Relaxed);
+        Lease(Some(load.clone()))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(load) = &self.0 {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Which engine of a deployment answers: the fine-tuned model (one of its replicas), or

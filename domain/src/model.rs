@@ -625,10 +625,29 @@ pub struct Deployment {
     pub deployment_id: String,
     pub base_model: String,
     pub artifacts: Vec<ModelArtifact>,
-    /// How many engines serve it (the request's `minReplicas`).
+    /// How many engines of the fine-tuned model serve it at least (the request's
+    /// `minReplicas`)...
     pub replicas: u32,
+    /// ...and at most, under load (`maxReplicas`).
+    pub max_replicas: u32,
     /// Recorded as serving (`ModelDeployed`), not only requested.
     pub serving: bool,
+}
+
+/// How many chat requests one replica of the fine-tuned model takes at a time before its
+/// deployment wants another: the CPU engine answers one request at a time, so a second is
+/// a queue.
+pub const REQUESTS_PER_REPLICA: u32 = 1;
+
+impl Deployment {
+    /// The replicas `in_flight` requests ask for: enough that none has more than
+    /// `REQUESTS_PER_REPLICA`, never under `minReplicas` nor over `maxReplicas`.
+    pub fn wanted_replicas(&self, in_flight: u32) -> u32 {
+        let min = self.replicas.max(1);
+        in_flight
+            .div_ceil(REQUESTS_PER_REPLICA)
+            .clamp(min, self.max_replicas.max(min))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -644,8 +663,9 @@ pub struct Model {
     artifacts: Vec<ModelArtifact>,
     deploying: Option<String>,
     serving: Option<String>,
-    /// The engines the current deployment asked for.
+    /// The engines the current deployment asked for: at least, and at most.
     replicas: u32,
+    max_replicas: u32,
     archive: Option<ModelArtifact>,
 }
 
@@ -922,6 +942,7 @@ impl Model {
             base_model: self.base_model.clone(),
             artifacts: self.artifacts.clone(),
             replicas: self.replicas.max(1),
+            max_replicas: self.max_replicas.max(self.replicas).max(1),
             serving: self.serving.is_some(),
         })
     }
@@ -970,6 +991,7 @@ decided_aggregate!(
             ModelEvent::ModelDeploymentRequested(e) => {
                 self.deploying = Some(e.deployment_id);
                 self.replicas = e.min_replicas;
+                self.max_replicas = e.max_replicas;
             }
             ModelEvent::ModelDeployed(e) => {
                 self.deploying = None;
@@ -1169,6 +1191,44 @@ mod tests {
                 .unwrap(),
             vec![]
         );
+    }
+
+    #[test]
+    fn load_asks_for_replicas_between_min_and_max() {
+        let mut model = stored();
+        let events = model
+            .decide(ModelCommand::RequestDeployment {
+                actor: OWNER,
+                is_admin: false,
+                request: DeployRequest {
+                    environment: DeployEnvironment::Staging,
+                    endpoint_name: None,
+                    instance_type: None,
+                    min_replicas: Some(2),
+                    max_replicas: Some(4),
+                },
+                ticket: DeploymentTicket {
+                    deployment_id: "dep-1".into(),
+                    endpoint_url: "https://dep-1.example".into(),
+                    estimated_ready_at: at(5),
+                },
+                at: at(1),
+            })
+            .unwrap();
+        for e in events {
+            model.apply(e);
+        }
+        let deployment = model.deployment().unwrap();
+        assert_eq!((deployment.replicas, deployment.max_replicas), (2, 4));
+        // Idle or lightly used: the minimum; one request per replica up to the maximum.
+        let wanted: Vec<u32> = (0..=6).map(|n| deployment.wanted_replicas(n)).collect();
+        assert_eq!(wanted, [2, 2, 2, 3, 4, 4, 4]);
+        // A deployment recorded before the maximum was kept scales nowhere.
+        let old = Deployment {
+            max_replicas: 0,
+            ..deployment
+        };
+        assert_eq!(old.wanted_replicas(5), 2);
     }
 
     /// The stored model with `dep-1` requested, and served when `served`.

@@ -104,6 +104,8 @@ pub struct Config {
     pub trainer_models_dir: Option<PathBuf>,
     /// How long an engine may take to answer after it starts.
     pub inference_ready_within: Duration,
+    /// How long a lower load lasts before a replica over `minReplicas` stops.
+    pub inference_scale_down_after: Duration,
     /// `INFERENCE_HOST=slurm`: deployments' engines run as Slurm jobs (these settings);
     /// otherwise as child processes of this one.
     pub inference_slurm: Option<crate::slurm::SlurmSettings>,
@@ -329,6 +331,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "INFERENCE_VENV",
         "(unset: deployments are refused)",
         "the CPU inference engine's environment (scripts/inference-env.sh prints it); its engines run under <data dir>/deployments",
+    ),
+    (
+        "INFERENCE_SCALE_DOWN_SECONDS",
+        "60",
+        "how long a deployment's load must ask for fewer replicas before one over minReplicas stops",
     ),
     (
         "INFERENCE_HOST",
@@ -637,6 +644,11 @@ impl Config {
                 "INFERENCE_READY_SECONDS",
                 120,
             )?),
+            inference_scale_down_after: Duration::from_secs(parse(
+                &lookup,
+                "INFERENCE_SCALE_DOWN_SECONDS",
+                60,
+            )?),
             cluster_sim_speed: parse(&lookup, "CLUSTER_SIM_SPEED", 60.0)?,
             cluster_sim_seed: parse(&lookup, "CLUSTER_SIM_SEED", 0)?,
             saga_poll_interval: Duration::from_millis(parse(
@@ -825,6 +837,10 @@ impl fmt::Debug for Config {
             .field("trainer_src", &self.trainer_src)
             .field("trainer_models_dir", &self.trainer_models_dir)
             .field("inference_ready_within", &self.inference_ready_within)
+            .field(
+                "inference_scale_down_after",
+                &self.inference_scale_down_after,
+            )
             .field("inference_slurm", &self.inference_slurm)
             .field("rates", &self.rates)
             .finish()

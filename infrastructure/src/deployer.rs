@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use application::models::{Deployer, EngineHealth, Route, Target};
+use application::models::{Deployer, EngineHealth, Lease, Route, Target};
 use application::ObjectStore;
 use async_trait::async_trait;
 use domain::ids::ModelId;
@@ -85,29 +85,63 @@ impl Role {
 
 enum Member {
     Up(Box<Engine>),
-    /// A replacement is starting.
+    /// Starting: a replacement, or a replica more under load.
     Restarting,
     /// Exited, or its replacement did not start: the next health check starts another.
     Down,
 }
 
+/// One engine's place in a deployment: what runs there, how often it was started again,
+/// and the requests with it now.
+struct Seat {
+    role: Role,
+    member: Member,
+    restarts: u32,
+    load: Arc<AtomicUsize>,
+}
+
+impl Seat {
+    fn new(role: Role, member: Member) -> Seat {
+        Seat {
+            role,
+            member,
+            restarts: 0,
+            load: Arc::default(),
+        }
+    }
+
+    fn route(&self) -> Option<Route> {
+        let Member::Up(engine) = &self.member else {
+            return None;
+        };
+        Some(Route {
+            base_url: engine.base_url.clone(),
+            model: engine.model.clone(),
+            lease: Lease::on(&self.load),
+        })
+    }
+}
+
 /// A deployment whose engines started: its replicas, then the base model's engine.
 struct Served {
     files: Converted,
-    members: Vec<(Role, Member)>,
-    restarts: Vec<u32>,
+    seats: Vec<Seat>,
+    /// Since when its load has asked for fewer replicas than it runs.
+    idle_since: Option<tokio::time::Instant>,
 }
 
 impl Served {
     fn addresses(&self) -> Addresses {
         let mut addresses = Addresses::default();
-        for (role, member) in &self.members {
-            let Member::Up(engine) = member else { continue };
+        for seat in &self.seats {
+            let Member::Up(engine) = &seat.member else {
+                continue;
+            };
             let address = Address {
                 base_url: engine.base_url.clone(),
                 model: engine.model.clone(),
             };
-            match role {
+            match seat.role {
                 Role::Replica(_) => addresses.replicas.push(address),
                 Role::Base => addresses.base = Some(address),
             }
@@ -115,29 +149,114 @@ impl Served {
         addresses
     }
 
-    /// Writes which processes serve (`engine.pid`, one per line) and where (`engine.json`).
+    /// Writes which engines serve (`engine.pid`, one per line) and where (`engine.json`).
     fn record(&self) {
-        let pids: Vec<String> = self
-            .members
+        let handles: Vec<String> = self
+            .seats
             .iter()
-            .filter_map(|(_, m)| match m {
+            .filter_map(|seat| match &seat.member {
                 Member::Up(engine) => engine.handle(),
                 _ => None,
             })
             .collect();
         let folder = &self.files.folder;
-        let written = std::fs::write(folder.join("engine.pid"), pids.join("\n")).and_then(|()| {
-            let json = serde_json::to_vec(&self.addresses()).unwrap_or_default();
-            std::fs::write(folder.join("engine.json"), json)
-        });
+        let written =
+            std::fs::write(folder.join("engine.pid"), handles.join("\n")).and_then(|()| {
+                let json = serde_json::to_vec(&self.addresses()).unwrap_or_default();
+                std::fs::write(folder.join("engine.json"), json)
+            });
         if let Err(err) = written {
             tracing::warn!(error = %err, folder = %folder.display(), "the engines' files were not written");
+        }
+    }
+
+    /// Where `target`'s chat goes: the base model's engine, or the replica with the fewest
+    /// requests now (of those, the one whose turn it is).
+    fn pick(&self, target: Target, turn: usize) -> Option<Route> {
+        let candidates: Vec<&Seat> = self
+            .seats
+            .iter()
+            .filter(|seat| matches!(seat.member, Member::Up(_)))
+            .filter(|seat| match target {
+                Target::Base => seat.role == Role::Base,
+                Target::Adapter => seat.role != Role::Base,
+            })
+            .collect();
+        let n = candidates.len();
+        (0..n)
+            .map(|k| candidates[(turn + k) % n])
+            .min_by_key(|seat| seat.load.load(Ordering::Relaxed))
+            .and_then(Seat::route)
+    }
+
+    fn replicas(&self) -> impl Iterator<Item = &Seat> {
+        self.seats.iter().filter(|seat| seat.role != Role::Base)
+    }
+
+    /// Adds or removes replicas as the load asks (`Deployment::wanted_replicas`): one more
+    /// per request over what the replicas take, at once; one fewer after the load has asked
+    /// for fewer for `calm`, never one that is starting or has a request. Answers the
+    /// replicas to start.
+    fn scale(&mut self, deployment: &Deployment, calm: Duration) -> Vec<Role> {
+        let load: usize = self
+            .replicas()
+            .map(|s| s.load.load(Ordering::Relaxed))
+            .sum();
+        let wanted = deployment.wanted_replicas(u32::try_from(load).unwrap_or(u32::MAX)) as usize;
+        let running = self.replicas().count();
+        let mut started = Vec::new();
+        if wanted >= running {
+            self.idle_since = None;
+        }
+        if wanted > running {
+            let first = self
+                .replicas()
+                .map(|s| s.role_index() + 1)
+                .max()
+                .unwrap_or(0);
+            for index in first..first + (wanted - running) {
+                let role = Role::Replica(index);
+                self.seats.push(Seat::new(role, Member::Restarting));
+                started.push(role);
+            }
+            tracing::info!(deployment = %deployment.deployment_id, load, replicas = wanted, "more replicas for the load");
+        } else if wanted < running {
+            let now = tokio::time::Instant::now();
+            let since = *self.idle_since.get_or_insert(now);
+            if now.duration_since(since) >= calm {
+                let spare = self
+                    .seats
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.role != Role::Base && s.load.load(Ordering::Relaxed) == 0)
+                    .filter(|(_, s)| !matches!(s.member, Member::Restarting))
+                    .max_by_key(|(_, s)| (matches!(s.member, Member::Down), s.role_index()))
+                    .map(|(i, _)| i);
+                if let Some(index) = spare {
+                    // Dropped: its engine is stopped.
+                    self.seats.remove(index);
+                    self.idle_since = Some(now);
+                    self.record();
+                    tracing::info!(deployment = %deployment.deployment_id, replicas = running - 1, "a replica fewer, the load being lower");
+                }
+            }
+        }
+        started
+    }
+}
+
+impl Seat {
+    fn role_index(&self) -> usize {
+        match self.role {
+            Role::Replica(i) => i,
+            Role::Base => usize::MAX,
         }
     }
 }
 
 impl Addresses {
-    /// Where `target`'s chat goes: the base model's engine, or the replica whose turn it is.
+    /// Where `target`'s chat goes, as another process lists the engines: the base model's
+    /// engine, or the replica whose turn it is.
     fn pick(self, target: Target, turn: usize) -> Option<Route> {
         let address = match target {
             Target::Base => self.base?,
@@ -147,6 +266,7 @@ impl Addresses {
         Some(Route {
             base_url: address.base_url,
             model: address.model,
+            lease: Lease::default(),
         })
     }
 }
@@ -167,6 +287,8 @@ pub struct LocalDeployer {
     slots: Slots,
     /// Turns through a deployment's replicas (whichever process runs them).
     next: AtomicUsize,
+    /// How long a lower load lasts before a replica over `minReplicas` stops.
+    calm: Duration,
 }
 
 impl LocalDeployer {
@@ -184,7 +306,14 @@ impl LocalDeployer {
             endpoint_url,
             slots: Default::default(),
             next: AtomicUsize::new(0),
+            calm: Duration::from_secs(60),
         }
+    }
+
+    /// Stops a replica over `minReplicas` once the load has asked for fewer for `calm`.
+    pub fn scale_down_after(mut self, calm: Duration) -> LocalDeployer {
+        self.calm = calm;
+        self
     }
 
     fn folder(&self, deployment_id: &str) -> PathBuf {
@@ -225,8 +354,8 @@ impl LocalDeployer {
         });
     }
 
-    /// Starts a replacement for the deployment's engine `index`, which exited.
-    fn replace(&self, deployment_id: &str, index: usize, role: Role, files: Converted) {
+    /// Starts the deployment's engine `role` (one that exited, or a replica more).
+    fn replace(&self, deployment_id: &str, role: Role, files: Converted) {
         let engines = self.engines.clone();
         let slots = self.slots.clone();
         let id = deployment_id.to_string();
@@ -236,10 +365,11 @@ impl LocalDeployer {
             let Some(Slot::Serving(served)) = slots.get_mut(&id) else {
                 return;
             };
-            let Some((_, member)) = served.members.get_mut(index) else {
+            // Scaled away while it started: the engine is dropped (stopped) here.
+            let Some(seat) = served.seats.iter_mut().find(|s| s.role == role) else {
                 return;
             };
-            *member = match started {
+            seat.member = match started {
                 Ok(engine) => Member::Up(Box::new(engine)),
                 Err(err) => {
                     tracing::warn!(deployment = %id, error = %err, "a replacement engine did not start");
@@ -341,15 +471,18 @@ async fn start(
             .map(|role| start_engine(engines, &files, &deployment.deployment_id, *role)),
     )
     .await;
-    let mut members = Vec::with_capacity(roles.len());
+    let mut seats = Vec::with_capacity(roles.len());
     for (role, engine) in roles.iter().zip(started) {
         // Any that did not start fails the start (the others are dropped, killed).
-        members.push((*role, Member::Up(Box::new(engine.map_err(refused)?))));
+        seats.push(Seat::new(
+            *role,
+            Member::Up(Box::new(engine.map_err(refused)?)),
+        ));
     }
     Ok(Box::new(Served {
         files,
-        restarts: vec![0; members.len()],
-        members,
+        seats,
+        idle_since: None,
     }))
 }
 
@@ -388,10 +521,11 @@ impl Deployer for LocalDeployer {
     }
 
     /// Serving while one replica answers; an engine that exited is replaced (each at most
-    /// `MAX_RESTARTS` times, then the deployment fails).
+    /// `MAX_RESTARTS` times, then the deployment fails), and replicas follow the load
+    /// between `minReplicas` and `maxReplicas`.
     async fn health(&self, deployment: &Deployment) -> anyhow::Result<EngineHealth> {
         let id = &deployment.deployment_id;
-        let mut replacements = Vec::new();
+        let mut starts = Vec::new();
         let health = {
             let mut slots = self.lock();
             match slots.get_mut(id) {
@@ -400,8 +534,8 @@ impl Deployer for LocalDeployer {
                 Some(Slot::Serving(served)) => {
                     let mut failed = None;
                     let mut changed = false;
-                    for (index, (role, member)) in served.members.iter_mut().enumerate() {
-                        let exited = match member {
+                    for seat in served.seats.iter_mut() {
+                        let exited = match &mut seat.member {
                             Member::Up(engine) => !engine.is_running(),
                             Member::Restarting => false,
                             Member::Down => true,
@@ -410,33 +544,44 @@ impl Deployer for LocalDeployer {
                             continue;
                         }
                         changed = true;
-                        served.restarts[index] += 1;
-                        if served.restarts[index] > MAX_RESTARTS {
+                        seat.restarts += 1;
+                        if seat.restarts > MAX_RESTARTS {
                             failed = Some(format!(
                                 "an engine exited {MAX_RESTARTS} times; see {}",
-                                role.log()
+                                seat.role.log()
                             ));
                             break;
                         }
-                        tracing::warn!(deployment = %id, ?role, "an engine exited; starting another");
-                        *member = Member::Restarting;
-                        replacements.push((index, *role, served.files.clone()));
+                        tracing::warn!(deployment = %id, role = ?seat.role, "an engine exited; starting another");
+                        seat.member = Member::Restarting;
+                        starts.push(seat.role);
                     }
                     if changed {
                         served.record();
                     }
+                    if failed.is_none() {
+                        starts.extend(served.scale(deployment, self.calm));
+                    }
                     let answering = served
-                        .members
-                        .iter()
-                        .any(|(role, m)| matches!((role, m), (Role::Replica(_), Member::Up(_))));
+                        .replicas()
+                        .any(|seat| matches!(seat.member, Member::Up(_)));
+                    let files = served.files.clone();
                     match failed {
                         Some(reason) => {
-                            replacements.clear();
+                            starts.clear();
                             slots.insert(id.clone(), Slot::Failed(reason.clone()));
                             EngineHealth::Failed(reason)
                         }
-                        None if answering => EngineHealth::Serving,
-                        None => EngineHealth::Starting,
+                        None => {
+                            for role in &starts {
+                                self.replace(id, *role, files.clone());
+                            }
+                            if answering {
+                                EngineHealth::Serving
+                            } else {
+                                EngineHealth::Starting
+                            }
+                        }
                     }
                 }
                 None => {
@@ -447,9 +592,6 @@ impl Deployer for LocalDeployer {
                 }
             }
         };
-        for (index, role, files) in replacements {
-            self.replace(id, index, role, files);
-        }
         Ok(health)
     }
 
@@ -486,7 +628,7 @@ impl Deployer for LocalDeployer {
     async fn route(&self, deployment_id: &str, target: Target) -> Option<Route> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         if let Some(Slot::Serving(served)) = self.lock().get(deployment_id) {
-            return served.addresses().pick(target, turn);
+            return served.pick(target, turn);
         }
         // Served by another process over the same data folder (the workers role).
         let bytes = tokio::fs::read(self.folder(deployment_id).join("engine.json"))

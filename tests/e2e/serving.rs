@@ -642,3 +642,88 @@ async fn on_slurm_each_engine_is_a_slurm_job_replaced_when_it_ends_and_cancelled
     assert!(!folder.exists());
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_a_deployment_adds_replicas_up_to_its_maximum_and_stops_them_when_calm() {
+    let mut vars = engine_vars();
+    vars.push(("INFERENCE_SCALE_DOWN_SECONDS".into(), "2".into()));
+    let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &borrowed(&vars)).await;
+    let (_, token) = app.user("ada").await;
+    let id = trained(&app, &token, "smollm2-135m").await;
+    let (status, body) = app
+        .post(
+            &format!("/api/models/{id}/deploy"),
+            Some(&token),
+            json!({"environment": "staging", "minReplicas": 1, "maxReplicas": 2}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the engine serves", Duration::from_secs(180), || async {
+        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
+    })
+    .await;
+    let replicas = || {
+        engines_written(&app.iso)["replicas"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(replicas(), 1);
+
+    // Three callers at once keep the one replica's queue long: a second one starts.
+    let calm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, base, token, id, calm) = (
+                app.http.clone(),
+                app.url(""),
+                token.clone(),
+                id.clone(),
+                calm.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answered = 0;
+                while !calm.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, body) = chat(&http, base.trim_end_matches('/'), &token, &id).await;
+                    assert_eq!(status, 200, "under load: {body}");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    eventually(
+        "a second replica serves",
+        Duration::from_secs(120),
+        || async { replicas() == 2 },
+    )
+    .await;
+    // It takes its share of the requests.
+    let second = deployment_folder(&app.iso).unwrap().join("engine-1.log");
+    eventually(
+        "the second replica answers",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(&second)
+                .is_ok_and(|log| log.contains("POST /v1/chat/completions"))
+        },
+    )
+    .await;
+    calm.store(true, std::sync::atomic::Ordering::Relaxed);
+    for caller in callers {
+        assert!(caller.await.expect("a caller") > 0);
+    }
+
+    // Calm for longer than INFERENCE_SCALE_DOWN_SECONDS: back to minReplicas, the extra
+    // engine stopped, the deployment serving throughout.
+    eventually("back to one replica", Duration::from_secs(60), || async {
+        replicas() == 1 && engine_pids(&app.iso).len() == 2
+    })
+    .await;
+    assert_eq!(
+        model(&app, &token, &id).await["deployment"]["status"],
+        "deployed"
+    );
+    let (status, body) = chat(&app.http, app.url("").trim_end_matches('/'), &token, &id).await;
+    assert_eq!(status, 200, "{body}");
+    app.finish().await;
+}

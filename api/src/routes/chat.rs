@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use application::models::Target;
+use application::models::{Lease, Target};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -277,6 +277,7 @@ pub(crate) async fn complete(
             base_url: route.base_url,
             model: route.model,
             messages: req.messages,
+            _lease: route.lease,
         };
         return Ok(Completion::Stream(stream(
             answer,
@@ -331,6 +332,8 @@ struct Prompt {
     base_url: String,
     model: String,
     messages: Vec<ChatMessage>,
+    /// The request counts in its engine's load until the stream has ended.
+    _lease: Lease,
 }
 
 /// The prompt's tokens by the engine's tokenizer, the messages laid out in ChatML.

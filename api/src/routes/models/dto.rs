@@ -316,9 +316,10 @@ pub struct DeployModelRequest {
     pub endpoint_name: Option<String>,
     /// Default `gpu-a10g`.
     pub instance_type: Option<String>,
-    /// 1..=16 (default 1).
+    /// 1..=16 (default 1): the engines of the fine-tuned model that always serve.
     pub min_replicas: Option<u32>,
-    /// minReplicas..=16 (default minReplicas).
+    /// minReplicas..=16 (default minReplicas): the most it runs under load (one more per
+    /// request waiting; one fewer after `INFERENCE_SCALE_DOWN_SECONDS` of less).
     pub max_replicas: Option<u32>,
 }
 
