@@ -34,6 +34,11 @@ pub struct SubmitRequest {
     /// Where the cluster may POST signed status changes (optional: polling stays the truth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// A retried attempt: the failed attempt's cluster job, whose newest checkpoint
+    /// (weights, optimizer, scheduler, RNG) the run starts from; a cluster that kept none
+    /// starts from step 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<String>,
 }
 
 /// The body the cluster POSTs to `webhookUrl` when a job's status changes.

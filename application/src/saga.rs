@@ -278,12 +278,12 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             // now, or nothing would.
             _ if job.status() == JobStatus::Cancelled => self.cancel(entry, &job).await,
             _ if job.status().is_terminal() => Ok(self.next(Phase::Done, entry, Duration::ZERO)),
-            Phase::Submit => self.submit(entry).await,
+            Phase::Submit => self.submit(entry, &job).await,
             Phase::Poll => self.poll(entry, &job).await,
         }
     }
 
-    async fn submit(&self, entry: &SagaEntry) -> anyhow::Result<Next> {
+    async fn submit(&self, entry: &SagaEntry, job: &Job) -> anyhow::Result<Next> {
         let key = idempotency_key(entry.job_id, entry.attempt);
         let now = self.jobs.clock().now();
         self.command(
@@ -315,9 +315,14 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             seed: c.options.seed,
             time_limit_seconds: entry.time_limit_seconds,
             webhook_url: self.options.webhook_url.clone(),
+            resume_from: job.resume_from().map(str::to_string),
         };
         match self.cluster.submit(&request).await {
             Ok(submitted) => {
+                // The new run has what it resumes from: the failed attempt's files may go.
+                if let Some(failed) = job.resume_from() {
+                    self.release_quietly(entry, failed).await;
+                }
                 self.command(
                     entry,
                     JobCommand::RecordSubmission {
@@ -404,6 +409,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                         false,
                     ),
                 };
+                let retried = job.retries(retryable);
                 self.command(
                     entry,
                     JobCommand::Fail {
@@ -414,8 +420,11 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                     },
                 )
                 .await?;
-                // A later attempt has a run of its own: this one's files are of no more use.
-                self.release_quietly(entry, cluster_job).await;
+                // Retried: the next attempt resumes from this one's newest checkpoint, and its
+                // submission releases these files. Otherwise they are of no more use.
+                if !retried {
+                    self.release_quietly(entry, cluster_job).await;
+                }
                 next.phase = Phase::Wait;
                 next.after = Duration::from_secs(3600);
             }
@@ -799,6 +808,10 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
     /// The user cancelled: stop the cluster job, bill its GPU time up to the stop.
     async fn cancel(&self, entry: &SagaEntry, job: &Job) -> anyhow::Result<Next> {
         let Some(cluster_job) = entry.cluster_job_id.as_deref().or(job.cluster_job_id()) else {
+            // Cancelled between attempts: the failed attempt's files were kept to resume.
+            if let Some(failed) = job.resume_from() {
+                self.release_quietly(entry, failed).await;
+            }
             return Ok(self.next(Phase::Done, entry, Duration::ZERO));
         };
         match self.cluster.cancel(cluster_job).await {
@@ -817,6 +830,9 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
                 .await?;
         }
         self.release_quietly(entry, cluster_job).await;
+        if let Some(failed) = job.resume_from().filter(|f| *f != cluster_job) {
+            self.release_quietly(entry, failed).await;
+        }
         Ok(self.next(Phase::Done, entry, Duration::ZERO))
     }
 }

@@ -89,6 +89,7 @@ pub(crate) fn request(key: &str, url: &str) -> SubmitRequest {
         seed: None,
         time_limit_seconds: None,
         webhook_url: None,
+        resume_from: None,
     }
 }
 

@@ -850,3 +850,97 @@ async fn a_purged_dataset_leaves_no_copy_in_a_run_folder() {
     drop(service);
     iso.cleanup().await;
 }
+
+/// The trainer processes of the run folder `run` (by their command line).
+fn trainer_pids(run: &Path) -> Vec<String> {
+    let needle = run.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            pid.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("brightrun_trainer") && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let (service, client, dataset) = start(&iso, &cluster).await;
+    let job = client.create_job(&dataset, 2).await;
+    let first = cluster.runs.join(format!("{job}-1"));
+    eventually(
+        "the first checkpoint is on disk",
+        Duration::from_secs(300),
+        || {
+            let done = first
+                .join("checkpoints/checkpoint-2/trainer_state.json")
+                .exists();
+            async move { done }
+        },
+    )
+    .await;
+    // kill -9 of the trainer: its Slurm job fails (TRAINER_CRASHED, retryable).
+    let pids = trainer_pids(&first);
+    assert!(!pids.is_empty(), "the trainer of {}", first.display());
+    for pid in &pids {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+
+    let done = client
+        .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(400))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["retryCount"], 1, "{done}");
+    assert_eq!(
+        cluster.jobs_of(&job).await.len(),
+        2,
+        "a Slurm job per attempt"
+    );
+    let logs: Vec<&str> = done["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        logs.contains(&format!("retrying the failed run {job}-1").as_str()),
+        "{logs:?}"
+    );
+    let resumed: u64 = logs
+        .iter()
+        .find_map(|m| m.strip_prefix("resuming from checkpoint-"))
+        .and_then(|m| m.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the retry resumed from a checkpoint: {logs:?}"));
+    assert!(resumed >= 2, "{logs:?}");
+    // No checkpoint step trained twice: the retry went on from the checkpoint, not step 0.
+    let saved: Vec<u64> = logs
+        .iter()
+        .filter_map(|m| m.strip_prefix("checkpoint at step "))
+        .filter_map(|m| m.split(' ').next()?.parse().ok())
+        .collect();
+    let unique: HashSet<&u64> = saved.iter().collect();
+    assert_eq!(unique.len(), saved.len(), "each checkpoint once: {saved:?}");
+    assert!(saved.contains(&resumed), "{saved:?}");
+    assert_each_step_once(&done);
+    // Both attempts' folders go: the first once the second was submitted, the second
+    // once the job completed.
+    let second = cluster.runs.join(format!("{job}-2"));
+    eventually(
+        "both run folders are removed",
+        Duration::from_secs(60),
+        || {
+            let gone = !first.exists() && !second.exists();
+            async move { gone }
+        },
+    )
+    .await;
+    drop(service);
+    iso.cleanup().await;
+}

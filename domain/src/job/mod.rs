@@ -328,6 +328,10 @@ pub struct Job {
     attempt: u32,
     retry_count: u32,
     cluster_job_id: Option<String>,
+    /// The cluster job of the last attempt that failed and was retried: the next attempt
+    /// starts from its newest checkpoint.
+    #[serde(default)]
+    resume_from: Option<String>,
     estimated_total: Decimal,
     /// The estimate's compute line: what a cancel refunds, less the compute accrued.
     estimated_compute: Decimal,
@@ -360,6 +364,17 @@ impl Job {
 
     pub fn cluster_job_id(&self) -> Option<&str> {
         self.cluster_job_id.as_deref()
+    }
+
+    /// The cluster job a retried attempt resumes from: the one that failed before it.
+    pub fn resume_from(&self) -> Option<&str> {
+        self.resume_from.as_deref()
+    }
+
+    /// Whether a failure (`retryable` or not) now schedules another attempt rather than
+    /// failing the job.
+    pub fn retries(&self, retryable: bool) -> bool {
+        retryable && self.retry_count < MAX_RETRIES
     }
 
     /// Whether the checkpoint was recorded already (a repeated report records nothing).
@@ -536,7 +551,7 @@ impl Job {
             } => (!status.is_terminal()).then(|| {
                 // The cluster's words, as it sent them (NUL aside).
                 let (code, message) = (storable(code), storable(message));
-                if retryable && self.retry_count < MAX_RETRIES {
+                if self.retries(retryable) {
                     JobEvent::JobRetryScheduled(JobRetryScheduled {
                         job_id,
                         retry_count: self.retry_count + 1,
@@ -778,7 +793,10 @@ decided_aggregate!(
                 self.status = JobStatus::Queued;
                 self.stage = JobStage::Queued;
                 self.retry_count = e.retry_count;
-                self.cluster_job_id = None;
+                // An attempt that never reached the cluster leaves the one before to resume.
+                if let Some(failed) = self.cluster_job_id.take() {
+                    self.resume_from = Some(failed);
+                }
             }
             JobEvent::JobCompleted(_) => {
                 self.status = JobStatus::Completed;

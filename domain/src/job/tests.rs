@@ -774,6 +774,70 @@ fn retryable_failures_are_retried_three_times_then_the_job_fails() {
 }
 
 #[test]
+fn a_retried_attempt_resumes_from_the_cluster_job_that_failed() {
+    let submitted = |attempt: u32, id: &str| {
+        JobEvent::JobSubmitted(JobSubmitted {
+            job_id: job_id(),
+            attempt,
+            cluster_job_id: id.into(),
+            submitted_at: at(),
+        })
+    };
+    let retry = |n: u32| {
+        JobEvent::JobRetryScheduled(JobRetryScheduled {
+            job_id: job_id(),
+            retry_count: n,
+            code: "TRAINER_CRASHED".into(),
+            message: "killed".into(),
+            scheduled_at: at(),
+        })
+    };
+    let job = |events: Vec<JobEvent>| {
+        let mut job = Job::default();
+        for e in events {
+            job.apply(e);
+        }
+        job
+    };
+    // The first attempt resumes from nothing; the second from the first's cluster job.
+    let first = job(vec![created(), started(1), submitted(1, "cj-1")]);
+    assert_eq!(first.resume_from(), None);
+    assert!(first.retries(true) && !first.retries(false));
+    let second = job(vec![
+        created(),
+        started(1),
+        submitted(1, "cj-1"),
+        retry(1),
+        started(2),
+    ]);
+    assert_eq!(second.resume_from(), Some("cj-1"));
+    // An attempt that failed before it reached the cluster leaves the one before it.
+    let third = job(vec![
+        created(),
+        started(1),
+        submitted(1, "cj-1"),
+        retry(1),
+        started(2),
+        retry(2),
+        started(3),
+    ]);
+    assert_eq!(third.resume_from(), Some("cj-1"));
+    let fourth = job(vec![
+        created(),
+        started(1),
+        submitted(1, "cj-1"),
+        retry(1),
+        started(2),
+        submitted(2, "cj-2"),
+        retry(2),
+        started(3),
+        retry(3),
+    ]);
+    assert_eq!(fourth.resume_from(), Some("cj-2"));
+    assert!(!fourth.retries(true), "three retries are the most");
+}
+
+#[test]
 fn cancel_in_each_state() {
     let cancelled = |cost: &str, refund: &str| {
         JobEvent::JobCancelled(JobCancelled {

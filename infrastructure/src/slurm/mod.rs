@@ -147,6 +147,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies the folder `from` (files and folders, recursively) to `into`.
+fn copy_folder(from: &Path, into: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(into)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = into.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_folder(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
@@ -287,6 +302,54 @@ impl SlurmCluster {
             .min())
     }
 
+    /// The run folder of the Slurm job `cluster_job_id` (by the id each folder keeps: Slurm
+    /// forgets finished jobs).
+    fn run_dir_of(&self, cluster_job_id: &str) -> Option<PathBuf> {
+        std::fs::read_dir(&self.settings.runs_dir)
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|dir| {
+                std::fs::read_to_string(dir.join(SLURM_JOB_ID_FILE))
+                    .is_ok_and(|id| id.trim() == cluster_job_id)
+            })
+    }
+
+    /// Copies the newest whole checkpoint of the failed run `failed` into `run_dir`, where
+    /// the trainer resumes from it (weights, optimizer, scheduler, RNG and step, as after a
+    /// requeue), with the validation loss measured before training. A failed run that kept
+    /// none leaves the new one to start from step 0.
+    fn carry_checkpoint(&self, failed: &str, run_dir: &Path) {
+        let Some(from) = self.run_dir_of(failed) else {
+            tracing::warn!(%failed, "no run folder to resume from; training starts from step 0");
+            return;
+        };
+        let Some(checkpoint) = report::newest_checkpoint(&from.join("checkpoints")) else {
+            tracing::info!(%failed, "the failed run kept no checkpoint; training starts from step 0");
+            return;
+        };
+        let Some(name) = checkpoint.file_name() else {
+            return;
+        };
+        let into = run_dir.join("checkpoints").join(name);
+        if let Err(err) = copy_folder(&checkpoint, &into) {
+            tracing::warn!(%failed, error = %err, "the checkpoint was not copied; training starts from step 0");
+            let _ = std::fs::remove_dir_all(&into);
+            return;
+        }
+        let before = self.read_trainer(&from).initial_validation_loss;
+        let state = serde_json::json!({
+            "initialValidationLoss": before,
+            "resumedFrom": from.file_name().map(|n| n.to_string_lossy().into_owned()),
+        });
+        if let Err(err) =
+            write_atomically(&run_dir.join("state.json"), state.to_string().as_bytes())
+        {
+            tracing::warn!(%failed, error = %err, "the resumed run's state was not written");
+        }
+        tracing::info!(%failed, checkpoint = %checkpoint.display(), "the retried run resumes from the failed run's checkpoint");
+    }
+
     fn read_trainer(&self, run_dir: &Path) -> TrainerState {
         match std::fs::read(run_dir.join("state.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -335,6 +398,9 @@ impl GpuCluster for SlurmCluster {
         let run_dir = self.run_dir(key);
         private_folder(&self.settings.runs_dir, &run_dir).map_err(unavailable)?;
         self.sweep().await;
+        if let Some(failed) = &request.resume_from {
+            self.carry_checkpoint(failed, &run_dir);
+        }
         let spec = serde_json::to_vec_pretty(request).map_err(unavailable)?;
         write_atomically(&run_dir.join("spec.json"), &spec).map_err(unavailable)?;
         let dir = run_dir.to_string_lossy().into_owned();

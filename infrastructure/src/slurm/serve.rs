@@ -102,6 +102,7 @@ impl SlurmServing {
         let program = shell_quote(&program.to_string_lossy());
         let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
         let address = shell_quote(&format!("{name}.address"));
+        let written = shell_quote(&format!("{name}.address.tmp"));
         format!(
             "#!/bin/bash\n\
              # A BrightRun inference engine (written by the Slurm adapter).\n\
@@ -109,8 +110,8 @@ impl SlurmServing {
              cd {folder}\n\
              host=$(hostname -i | awk '{{print $1}}')\n\
              port=$({program} -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')\n\
-             printf 'http://%s:%s/v1' \"$host\" \"$port\" > {address}.tmp\n\
-             mv {address}.tmp {address}\n\
+             printf 'http://%s:%s/v1' \"$host\" \"$port\" > {written}\n\
+             mv {written} {address}\n\
              exec {program} {} --host \"$host\" --port \"$port\"\n",
             args.join(" ")
         )

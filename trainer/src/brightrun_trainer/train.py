@@ -4,7 +4,9 @@ The run folder holds everything the run needs to go on after a preemption: the s
 (``spec.json``), the dataset it downloaded, the reports (``events.jsonl``, ``state.json``),
 the checkpoints (adapter, optimizer, scheduler and RNG state, via transformers' Trainer) and,
 at the end, ``adapter/`` with ``adapter_model.safetensors``, ``adapter_config.json`` and
-``tokenizer.json``. A run started again in the same folder resumes from its last checkpoint.
+``tokenizer.json``. A run started again in the same folder resumes from its last checkpoint;
+so does a retried attempt, whose new folder the cluster adapter seeds with the failed run's
+newest checkpoint (and a ``state.json`` naming that run).
 """
 
 from __future__ import annotations
@@ -204,6 +206,9 @@ def _train(spec: dict, run_dir: Path, reporter: Reporter, stop: StopFlag, models
         error=None,
     )
     reporter.log("info", "resuming the run" if resumed else "starting the run")
+    if not resumed and reporter.state.get("resumedFrom"):
+        # A retried attempt: the cluster adapter put the failed run's newest checkpoint here.
+        reporter.log("info", f"retrying the failed run {reporter.state['resumedFrom']}")
 
     data = run_dir / "dataset.jsonl"
     size = download(spec["datasetUrl"], data)

@@ -25,6 +25,7 @@ fn job(preset: Preset, seed: u64) -> SimJob {
             seed: None,
             time_limit_seconds: None,
             webhook_url: None,
+            resume_from: None,
         },
         seed,
         attempt: 1,
