@@ -101,6 +101,7 @@ async fn running_job(service: &api::Service, user: Uuid, dataset: Uuid, history:
                     },
                     base_model: Some("mistral-7b".into()),
                     early_stopping_patience: None,
+                    early_stopping_min_delta: None,
                     validation_split_ratio: None,
                     checkpoint_interval: None,
                     seed: None,

@@ -25,6 +25,9 @@ pub struct SubmitRequest {
     pub validation_split_ratio: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping_patience: Option<u32>,
+    /// How much lower a validation loss must be to count as an improvement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping_min_delta: Option<f64>,
     /// The trainer's random seed (absent: the trainer's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -255,6 +258,9 @@ pub struct Evaluation {
     /// The base model against the adapter on the validation pairs (real trainers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparison: Option<domain::model::BaseComparison>,
+    /// The step the adapter is from (with early stopping, the best checkpoint's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_step: Option<u64>,
 }
 
 /// `GET /v1/jobs/{id}?cursor=`: the job now, and what is new since `cursor`.

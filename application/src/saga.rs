@@ -312,6 +312,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             checkpoint_interval: c.options.checkpoint_interval,
             validation_split_ratio: c.options.validation_split_ratio,
             early_stopping_patience: c.options.early_stopping_patience,
+            early_stopping_min_delta: c.options.early_stopping_min_delta,
             seed: c.options.seed,
             time_limit_seconds: entry.time_limit_seconds,
             webhook_url: self.options.webhook_url.clone(),
@@ -732,6 +733,7 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             validation_scores: evaluation.validation_scores,
             bleu_score: evaluation.comparison.map(|c| c.adapter.bleu),
             comparison: evaluation.comparison,
+            adapter_step: evaluation.adapter_step,
             ..QualityMetrics::from_losses(
                 evaluation.initial_validation_loss,
                 evaluation.final_training_loss,

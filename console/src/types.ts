@@ -200,6 +200,8 @@ export interface Model {
     validationScores?: Record<string, number> | null;
     bleuScore?: number | null;
     comparison?: BaseComparison | null;
+    /** The step the adapter is from (with early stopping, the best checkpoint's). */
+    adapterStep?: number | null;
   };
   trainingSummary: { totalEpochs: number; totalSteps: number; trainingDuration: number; totalCost: number; gpuHours: number; retryCount: number };
   configuration: { baseModel: string; datasetName: string; presetUsed: string; hyperparameters: Hyperparameters; gpuConfig: { instanceType: string; numGPUs: number } };

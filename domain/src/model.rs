@@ -46,6 +46,10 @@ pub struct QualityMetrics {
     /// The base model against the adapter on the validation pairs (real runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparison: Option<BaseComparison>,
+    /// The training step the model's adapter is from: with early stopping, the checkpoint
+    /// of the best validation loss; otherwise the last step (real runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_step: Option<u64>,
 }
 
 /// One side of the comparison: loss, perplexity and the generated answers' scores.
@@ -129,6 +133,7 @@ impl QualityMetrics {
             validation_scores: None,
             bleu_score: None,
             comparison: None,
+            adapter_step: None,
         }
     }
 }
@@ -1034,6 +1039,7 @@ mod tests {
             },
             base_model: Some("mistral-7b".into()),
             early_stopping_patience: None,
+            early_stopping_min_delta: None,
             validation_split_ratio: None,
             checkpoint_interval: None,
             seed: None,

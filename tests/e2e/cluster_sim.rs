@@ -86,6 +86,7 @@ pub(crate) fn request(key: &str, url: &str) -> SubmitRequest {
         checkpoint_interval: 10,
         validation_split_ratio: 0.1,
         early_stopping_patience: None,
+        early_stopping_min_delta: None,
         seed: None,
         time_limit_seconds: None,
         webhook_url: None,

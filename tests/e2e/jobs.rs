@@ -193,7 +193,14 @@ async fn bad_requests_name_their_field_and_create_nothing() {
     module["hyperparameters"]["targetModules"] = json!(["w_proj"]);
     let mut preset = body(&dataset);
     preset["presetId"] = json!("reckless");
+    let mut lone_delta = body(&dataset);
+    lone_delta["earlyStoppingMinDelta"] = json!(0.01);
+    let mut delta = body(&dataset);
+    delta["earlyStoppingPatience"] = json!(3);
+    delta["earlyStoppingMinDelta"] = json!(11);
     let cases = [
+        (lone_delta, 400, "VALIDATION_ERROR", "earlyStoppingMinDelta"),
+        (delta, 400, "VALIDATION_ERROR", "earlyStoppingMinDelta"),
         (rank, 400, "VALIDATION_ERROR", "hyperparameters.loraRank"),
         (memory, 400, "VALIDATION_ERROR", "gpuConfig"),
         (
@@ -226,6 +233,17 @@ async fn bad_requests_name_their_field_and_create_nothing() {
         list["meta"]["pagination"]["total"], 0,
         "nothing was created"
     );
+    // Both early-stopping settings together are kept on the job's configuration.
+    let mut early = body(&dataset);
+    early["earlyStoppingPatience"] = json!(3);
+    early["earlyStoppingMinDelta"] = json!(0.01);
+    let (status, created) = app.post("/api/jobs", Some(&token), early).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["jobId"].as_str().unwrap();
+    let (_, job) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    let options = &job["data"]["job"]["options"];
+    assert_eq!(options["earlyStoppingPatience"], 3, "{job}");
+    assert_eq!(options["earlyStoppingMinDelta"], 0.01, "{job}");
     app.finish().await;
 }
 

@@ -888,9 +888,20 @@ async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
     // kill -9 of the trainer: its Slurm job fails (TRAINER_CRASHED, retryable).
     let pids = trainer_pids(&first);
     assert!(!pids.is_empty(), "the trainer of {}", first.display());
+    let failed = cluster.jobs_of(&job).await[0]["job_id"].to_string();
     for pid in &pids {
         let _ = Command::new("kill").args(["-9", pid]).status();
     }
+    // The retry's submission names the Slurm job it resumes from.
+    let second = cluster.runs.join(format!("{job}-2"));
+    eventually("the retry is submitted", Duration::from_secs(120), || {
+        let written = second.join("spec.json").exists();
+        async move { written }
+    })
+    .await;
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(second.join("spec.json")).unwrap()).unwrap();
+    assert_eq!(spec["resumeFrom"], failed.as_str(), "{spec}");
 
     let done = client
         .wait_for_status(&job, &["completed", "failed"], Duration::from_secs(400))
@@ -929,9 +940,20 @@ async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
     assert_eq!(unique.len(), saved.len(), "each checkpoint once: {saved:?}");
     assert!(saved.contains(&resumed), "{saved:?}");
     assert_each_step_once(&done);
+    // Without early stopping the model's adapter is the last step's.
+    let model = application::saga::model_id_of(domain::ids::JobId(job.parse().unwrap()));
+    eventually("the model is registered", Duration::from_secs(30), || {
+        let client = &client;
+        async move { client.get(&format!("/api/models/{model}")).await["success"] == true }
+    })
+    .await;
+    let registered = client.get(&format!("/api/models/{model}")).await;
+    assert_eq!(
+        registered["data"]["model"]["qualityMetrics"]["adapterStep"], done["totalSteps"],
+        "{registered}"
+    );
     // Both attempts' folders go: the first once the second was submitted, the second
     // once the job completed.
-    let second = cluster.runs.join(format!("{job}-2"));
     eventually(
         "both run folders are removed",
         Duration::from_secs(60),

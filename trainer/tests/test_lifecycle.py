@@ -174,3 +174,44 @@ def test_a_dataset_url_that_fails(models_dir, tmp_path, http_server):
     spec["datasetUrl"] = f"{http_server}/503"
     error = failure(spec, tmp_path / "b", models_dir)
     assert error["code"] == "DATASET_UNAVAILABLE" and error["retryable"] is True
+
+
+def test_early_stopping_keeps_the_best_checkpoint_s_adapter(models_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    # A learning rate this high makes the validation loss climb after its first fall.
+    spec = make_spec(
+        EXAMPLES / "support-chats-v4.jsonl",
+        total_steps=16,
+        interval=1,
+        earlyStoppingPatience=2,
+        earlyStoppingMinDelta=0.01,
+    )
+    spec["hyperparameters"]["learningRate"] = 0.05
+    spec["hyperparameters"]["scheduler"] = "constant"
+    assert run(spec, tmp_path, models_dir) == 0
+    done = state(tmp_path)
+    assert done["status"] == "completed"
+    logs = [e["message"] for e in events(tmp_path) if e["kind"] == "log"]
+    stopped = [m for m in logs if m.startswith("early stopping at step ")]
+    assert stopped, logs
+    last = int(stopped[0].split()[4].rstrip(":"))
+    assert last < 16
+    evaluation = done["evaluation"]
+    kept = evaluation["adapterStep"]
+    losses = {
+        e["step"]: e["validationLoss"]
+        for e in events(tmp_path)
+        if e["kind"] == "metric" and e.get("validationLoss") is not None
+    }
+    best = min(losses, key=losses.get)
+    assert kept == best < last, (kept, losses)
+    assert f"keeping the best checkpoint: step {kept}" in " ".join(logs)
+    # The adapter is the best checkpoint's, evaluated as such.
+    final = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    checkpoint = load_file(
+        str(tmp_path / "checkpoints" / f"checkpoint-{kept}" / "adapter_model.safetensors")
+    )
+    assert final.keys() == checkpoint.keys()
+    assert all((final[k] == checkpoint[k]).all() for k in final)
+    assert abs(evaluation["finalValidationLoss"] - losses[kept]) < 1e-4

@@ -6,7 +6,7 @@ import { duration, num, usd } from "../format";
 import { useApi } from "../hooks";
 import type { Bound, Catalogue, Dataset, Estimate, Hyperparameters } from "../types";
 
-const OPTION_FIELDS = ["checkpointInterval", "validationSplitRatio", "earlyStoppingPatience"];
+const OPTION_FIELDS = ["checkpointInterval", "validationSplitRatio", "earlyStoppingPatience", "earlyStoppingMinDelta"];
 
 /** A value outside the range the catalogue calls typical for its field deserves a second
  * look (every preset lies inside it); the API's own bounds refuse what is not allowed. */

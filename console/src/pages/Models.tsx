@@ -141,6 +141,14 @@ export function ModelPage() {
             {num(m.trainingSummary.totalSteps)} steps · {duration(m.trainingSummary.trainingDuration)} · {usd(m.trainingSummary.totalCost)}
           </span>
         </div>
+        {q.adapterStep != null && (
+          <div className="card stat">
+            <span className="stat-label">Adapter from step</span>
+            <span className="stat-value">
+              {num(q.adapterStep)}
+            </span>
+          </div>
+        )}
       </div>
       <TrainingConfiguration model={m} />
       {q.comparison ? (

@@ -363,8 +363,13 @@ impl BaseModel {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingOptions {
+    /// Stop once the validation loss has not improved for this many evaluations, and keep
+    /// the best checkpoint's adapter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping_patience: Option<u32>,
+    /// How much lower a validation loss must be to count as an improvement (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping_min_delta: Option<f64>,
     pub validation_split_ratio: f64,
     /// Save a checkpoint every this many steps.
     pub checkpoint_interval: u64,
@@ -384,6 +389,7 @@ pub struct JobRequest {
     pub gpu_config: GpuConfig,
     pub base_model: Option<String>,
     pub early_stopping_patience: Option<u32>,
+    pub early_stopping_min_delta: Option<f64>,
     pub validation_split_ratio: Option<f64>,
     pub checkpoint_interval: Option<u64>,
     pub seed: Option<u64>,
@@ -533,6 +539,8 @@ pub mod bounds {
         NumericBound::new("validationSplitRatio", (0.0, 0.5), true, (0.02, 0.3));
     pub const EARLY_STOPPING_PATIENCE: NumericBound =
         NumericBound::new("earlyStoppingPatience", (1.0, 100.0), false, (1.0, 20.0));
+    pub const EARLY_STOPPING_MIN_DELTA: NumericBound =
+        NumericBound::new("earlyStoppingMinDelta", (0.0, 10.0), false, (0.0, 0.1));
     pub const CHECKPOINT_INTERVAL: NumericBound = NumericBound::new(
         "checkpointInterval",
         (1.0, 1_000_000.0),
@@ -540,7 +548,7 @@ pub mod bounds {
         (1.0, 1_000_000.0),
     );
 
-    pub const ALL: [NumericBound; 13] = [
+    pub const ALL: [NumericBound; 14] = [
         LEARNING_RATE,
         BATCH_SIZE,
         NUM_EPOCHS,
@@ -553,6 +561,7 @@ pub mod bounds {
         MAX_GRAD_NORM,
         VALIDATION_SPLIT_RATIO,
         EARLY_STOPPING_PATIENCE,
+        EARLY_STOPPING_MIN_DELTA,
         CHECKPOINT_INTERVAL,
     ];
 }
@@ -656,6 +665,16 @@ impl JobRequest {
             .early_stopping_patience
             .map(|v| bounds::EARLY_STOPPING_PATIENCE.check(v))
             .transpose()?;
+        let min_delta = match (self.early_stopping_min_delta, patience) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(FieldError::new(
+                    "earlyStoppingMinDelta",
+                    "earlyStoppingMinDelta needs earlyStoppingPatience (early stopping is off without it)",
+                ))
+            }
+            (Some(v), Some(_)) => Some(bounds::EARLY_STOPPING_MIN_DELTA.check(v)?),
+        };
         let split = self
             .validation_split_ratio
             .map(|v| bounds::VALIDATION_SPLIT_RATIO.check(v))
@@ -677,6 +696,7 @@ impl JobRequest {
             base_model: model.id.to_string(),
             options: TrainingOptions {
                 early_stopping_patience: patience,
+                early_stopping_min_delta: min_delta,
                 validation_split_ratio: split,
                 checkpoint_interval,
                 seed: match self.seed {

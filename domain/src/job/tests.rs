@@ -40,6 +40,7 @@ fn request(preset: Preset, gpu: GpuType, n: u32, model: &str) -> JobRequest {
         },
         base_model: Some(model.to_string()),
         early_stopping_patience: None,
+        early_stopping_min_delta: None,
         validation_split_ratio: None,
         checkpoint_interval: None,
         seed: None,

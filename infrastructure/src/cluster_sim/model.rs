@@ -510,6 +510,7 @@ impl SimJob {
             }),
             // The simulator generates no text: it makes up no BLEU or ROUGE.
             comparison: None,
+            adapter_step: None,
         }
     }
 }

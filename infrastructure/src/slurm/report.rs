@@ -147,6 +147,9 @@ pub struct TrainerEvaluation {
     /// Base model against adapter (absent without validation pairs).
     #[serde(default)]
     pub comparison: Option<domain::model::BaseComparison>,
+    /// The step the adapter is from.
+    #[serde(default)]
+    pub adapter_step: Option<u64>,
 }
 
 /// One line of `events.jsonl`: the trainer writes the cluster contract's own shapes (plus
@@ -366,6 +369,7 @@ pub fn status_report(input: ReportInput<'_>) -> StatusReport {
             perplexity: e.perplexity,
             validation_scores: None,
             comparison: e.comparison,
+            adapter_step: e.adapter_step,
         });
     let step = trainer.step.min(total_steps);
     StatusReport {
@@ -541,6 +545,7 @@ mod tests {
             final_validation_loss: 3.0,
             best_validation_loss: 3.0,
             perplexity: 20.1,
+            adapter_step: Some(40),
             comparison: Some(domain::model::BaseComparison {
                 validation_pairs: 3,
                 generated_pairs: 3,

@@ -45,13 +45,17 @@ class Reports(TrainerCallback):
     learning rate), then ``on_evaluate`` and ``on_save`` at checkpoint steps. A step's metric
     point is written once it is whole: at the next step, at a save, or at the end."""
 
-    def __init__(self, reporter, stop, torch, epochs, patience, total_steps):
+    def __init__(self, reporter, stop, torch, epochs, patience, total_steps, min_delta=None):
         self.reporter = reporter
         self.stop = stop
         self.counter = None  # the trainer, once built
         self.torch = torch
         self.epochs = epochs
         self.patience = patience
+        # An evaluation improves on the best only by more than this.
+        self.min_delta = float(min_delta or 0.0)
+        # The step of the lowest validation loss this run evaluated, and that loss.
+        self.lowest: tuple[float, int] | None = None
         self.total_steps = total_steps
         self.pending: dict | None = None
         # Where the last step's work ended (after its evaluation and save): the next step's
@@ -134,7 +138,9 @@ class Reports(TrainerCallback):
         self.validation_losses.append(loss)
         if self.pending is not None and self.pending["step"] == state.global_step:
             self.pending["validationLoss"] = loss
-        if loss < self.best - 1e-6:
+        if self.lowest is None or loss < self.lowest[0]:
+            self.lowest = (loss, state.global_step)
+        if loss < self.best - max(self.min_delta, 1e-6):
             self.best = loss
             self.bad_evaluations = 0
         else:
@@ -143,7 +149,8 @@ class Reports(TrainerCallback):
                 self.reporter.log(
                     "warning",
                     f"early stopping at step {state.global_step}: validation loss has not "
-                    f"improved for {self.bad_evaluations} evaluations",
+                    f"improved by more than {self.min_delta:g} for {self.bad_evaluations} "
+                    "evaluations",
                 )
                 control.should_training_stop = True
 
@@ -231,6 +238,7 @@ def build_trainer(
         torch,
         epochs=int(h["numEpochs"]),
         patience=spec.get("earlyStoppingPatience"),
+        min_delta=spec.get("earlyStoppingMinDelta"),
         total_steps=total_steps,
     )
     trainer = CountingTrainer(

@@ -103,6 +103,27 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def keep_best_checkpoint(spec, model, run_dir: Path, callback, last_step: int, reporter) -> int:
+    """With early stopping, the adapter becomes the best checkpoint's (the lowest validation
+    loss evaluated) when that is not the last step's. Answers the step the adapter is from."""
+    if not spec.get("earlyStoppingPatience") or callback.lowest is None:
+        return last_step
+    loss, step = callback.lowest
+    weights = run_dir / "checkpoints" / f"checkpoint-{step}" / "adapter_model.safetensors"
+    if step == last_step or not weights.exists():
+        return last_step
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    reporter.log(
+        "info",
+        f"keeping the best checkpoint: step {step} (validation loss {loss:.4f}) "
+        f"rather than step {last_step}",
+    )
+    return step
+
+
 def check_target_modules(model, wanted: list[str]) -> None:
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in wanted if m not in present]
@@ -303,6 +324,7 @@ def _train(spec: dict, run_dir: Path, reporter: Reporter, stop: StopFlag, models
         reporter.update(status="cancelled", step=trainer.state.global_step)
         return 0
 
+    kept = keep_best_checkpoint(spec, model, run_dir, callback, trainer.state.global_step, reporter)
     reporter.update(stage="validating")
     history = callback.validation_losses
     final_train = callback.last_training_loss
@@ -336,6 +358,7 @@ def _train(spec: dict, run_dir: Path, reporter: Reporter, stop: StopFlag, models
         "finalValidationLoss": final_val,
         "bestValidationLoss": best_val,
         "perplexity": math.exp(min(final_val, 50.0)),
+        "adapterStep": kept,
     }
     if val_rows:
         from .evaluate import compare

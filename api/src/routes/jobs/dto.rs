@@ -69,7 +69,12 @@ pub struct JobRequestBody {
     pub gpu_config: GpuConfigInput,
     /// `llama-3-70b` (default) | `llama-3-8b` | `mistral-7b` | `smollm2-135m`
     pub base_model: Option<String>,
+    /// Stop once the validation loss has not improved for this many evaluations (one at
+    /// each checkpoint), and keep the best checkpoint's adapter (1-100; default: off).
     pub early_stopping_patience: Option<u32>,
+    /// How much lower a validation loss must be to count as an improvement (0-10, default
+    /// 0; only with earlyStoppingPatience).
+    pub early_stopping_min_delta: Option<f64>,
     /// Share of conversations without an explicit split that go to validation, (0, 0.5].
     pub validation_split_ratio: Option<f64>,
     /// Save a checkpoint every this many steps (default: about ten over the run).
@@ -107,6 +112,7 @@ impl JobRequestBody {
             },
             base_model: self.base_model.clone(),
             early_stopping_patience: self.early_stopping_patience,
+            early_stopping_min_delta: self.early_stopping_min_delta,
             validation_split_ratio: self.validation_split_ratio,
             checkpoint_interval: self.checkpoint_interval,
             seed: None,

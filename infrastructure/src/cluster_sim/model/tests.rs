@@ -22,6 +22,7 @@ fn job(preset: Preset, seed: u64) -> SimJob {
             checkpoint_interval: 100,
             validation_split_ratio: 0.1,
             early_stopping_patience: None,
+            early_stopping_min_delta: None,
             seed: None,
             time_limit_seconds: None,
             webhook_url: None,

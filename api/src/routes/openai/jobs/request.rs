@@ -265,6 +265,7 @@ pub(super) async fn translate(
             gpu_config,
             base_model: Some(base.id.to_string()),
             early_stopping_patience: None,
+            early_stopping_min_delta: None,
             validation_split_ratio: None,
             checkpoint_interval: None,
             seed,
