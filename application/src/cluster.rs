@@ -42,6 +42,11 @@ pub struct SubmitRequest {
     /// starts from step 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_from: Option<String>,
+    /// A job that continues a model: a presigned GET of that model's
+    /// `adapter_model.safetensors`, whose weights the new adapter starts from (same rank
+    /// and modules) instead of PEFT's initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_adapter_url: Option<String>,
 }
 
 /// The body the cluster POSTs to `webhookUrl` when a job's status changes.

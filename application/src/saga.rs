@@ -29,6 +29,9 @@ use crate::cluster::{
 };
 use crate::jobs::JobCommands;
 use crate::models::ModelCommands;
+
+/// The artifact whose weights a job that continues a model starts from.
+const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 use crate::{AppError, CommandContext, ObjectStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,8 +303,31 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             .objects
             .presign_get(&dataset_key, self.options.dataset_url_validity, now)
             .await?;
+        // A job that continues a model starts from that model's adapter.
+        let initial_adapter_url = match entry.parent_model_id {
+            None => None,
+            Some(parent) => {
+                let model = self.models.load(parent).await.map_err(internal)?;
+                match model.as_ref().and_then(|m| m.artifact(ADAPTER_WEIGHTS)) {
+                    Some(adapter) => Some(
+                        self.objects
+                            .presign_get(&adapter.s3_key, self.options.dataset_url_validity, now)
+                            .await?
+                            .url,
+                    ),
+                    None => {
+                        let message =
+                            format!("model {} has no stored adapter to continue from", parent.0);
+                        return self
+                            .fail(entry, "PARENT_ADAPTER_UNAVAILABLE", message, false)
+                            .await;
+                    }
+                }
+            }
+        };
         let c = &entry.configuration;
         let request = SubmitRequest {
+            initial_adapter_url,
             idempotency_key: key,
             dataset_url: url.url,
             base_model: c.base_model.clone(),

@@ -687,6 +687,11 @@ impl Model {
         self.deleted
     }
 
+    /// The stored file `name` of the model's artifacts (`adapter_model.safetensors`, ...).
+    pub fn artifact(&self, name: &str) -> Option<&ModelArtifact> {
+        self.artifacts.iter().find(|a| a.name == name)
+    }
+
     pub fn archive(&self) -> Option<&ModelArtifact> {
         self.archive.as_ref()
     }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use cqrs_es::DomainEvent;
 use domain::dataset::{DatasetFormat, DatasetStatus};
 use domain::ids::{DatasetId, ModelId, UserId};
+use domain::job::config::JobConfiguration;
 use domain::job::estimate::DatasetFigures;
 use domain::job::telemetry::TelemetryEvent;
 use domain::job::{DatasetForJob, ParentForJob};
@@ -24,15 +25,22 @@ type DatasetRow = (Uuid, Uuid, String, String, String, bool, i64, i64, i64, i64)
 #[async_trait]
 impl DatasetLookup for PgDatasetLookup {
     async fn parent_for_job(&self, model: ModelId) -> anyhow::Result<Option<ParentForJob>> {
-        let row: Option<(uuid::Uuid, String)> = sqlx::query_as(
-            "SELECT user_id, base_model FROM rm_models WHERE id = $1 AND deleted_at IS NULL",
+        let row: Option<(uuid::Uuid, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT user_id, base_model, configuration FROM rm_models \
+             WHERE id = $1 AND deleted_at IS NULL",
         )
         .bind(model.0)
         .fetch_optional(&self.0)
         .await?;
-        Ok(row.map(|(owner, base_model)| ParentForJob {
+        let Some((owner, base_model, configuration)) = row else {
+            return Ok(None);
+        };
+        let configuration: JobConfiguration = serde_json::from_value(configuration)?;
+        Ok(Some(ParentForJob {
             owner: UserId(owner),
             base_model,
+            lora_rank: configuration.hyperparameters.lora_rank,
+            target_modules: configuration.hyperparameters.target_modules,
         }))
     }
 

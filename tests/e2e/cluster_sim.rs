@@ -91,6 +91,7 @@ pub(crate) fn request(key: &str, url: &str) -> SubmitRequest {
         time_limit_seconds: None,
         webhook_url: None,
         resume_from: None,
+        initial_adapter_url: None,
     }
 }
 

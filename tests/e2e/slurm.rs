@@ -966,3 +966,84 @@ async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
     drop(service);
     iso.cleanup().await;
 }
+
+/// The job's log messages.
+fn messages(job: &Value) -> Vec<String> {
+    job["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_continues_a_model_starts_from_its_adapter_s_weights() {
+    let iso = Isolation::new();
+    let cluster = Cluster::new(&iso);
+    let (service, client, dataset) = start(&iso, &cluster).await;
+    let parent_job = client.create_job(&dataset, 1).await;
+    let parent_done = client
+        .wait_for_status(
+            &parent_job,
+            &["completed", "failed"],
+            Duration::from_secs(400),
+        )
+        .await;
+    assert_eq!(parent_done["status"], "completed", "{parent_done}");
+    let parent = application::saga::model_id_of(domain::ids::JobId(parent_job.parse().unwrap()));
+    eventually("the parent is registered", Duration::from_secs(30), || {
+        let client = &client;
+        async move { client.get(&format!("/api/models/{parent}")).await["success"] == true }
+    })
+    .await;
+    // "done: validation loss <before> -> <after>, ..."
+    let parent_final = messages(&parent_done)
+        .iter()
+        .find_map(|m| {
+            let losses = m.strip_prefix("done: validation loss ")?;
+            losses
+                .split(" -> ")
+                .nth(1)?
+                .split(',')
+                .next()
+                .map(str::to_string)
+        })
+        .expect("the parent's final validation loss");
+
+    let continued = |rank: u32| {
+        json!({"datasetId": dataset, "presetId": "custom", "baseModel": "smollm2-135m",
+               "parentModelId": parent.0.to_string(),
+               "hyperparameters": {"learningRate": 0.002, "batchSize": 4, "numEpochs": 1,
+                                   "warmupSteps": 0, "loraRank": rank, "loraAlpha": 32,
+                                   "loraDropout": 0.05, "targetModules": ["v_proj", "q_proj"]},
+               "checkpointInterval": 2,
+               "gpuConfig": {"instanceType": "a100-40gb", "numGPUs": 1}})
+    };
+    // An adapter of another shape cannot be continued: refused, nothing created.
+    let (status, body) = client.post("/api/jobs", continued(8)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "hyperparameters.loraRank", "{body}");
+
+    let (status, created) = client.post("/api/jobs", continued(16)).await;
+    assert_eq!(status, 201, "{created}");
+    let child = created["data"]["jobId"].as_str().unwrap().to_string();
+    let done = client
+        .wait_for_status(&child, &["completed", "failed"], Duration::from_secs(400))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let logs = messages(&done);
+    assert!(
+        logs.iter()
+            .any(|m| m == "starting from the parent model's adapter"),
+        "{logs:?}"
+    );
+    // Before its first step the child scores what its parent ended with.
+    let before = logs
+        .iter()
+        .find_map(|m| m.strip_prefix("validation loss before training: "))
+        .expect("the child's validation loss before training");
+    assert_eq!(before, parent_final, "{logs:?}");
+    drop(service);
+    iso.cleanup().await;
+}

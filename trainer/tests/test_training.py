@@ -155,3 +155,40 @@ def test_the_artifacts_load_with_peft(finished, models_dir):
     ids = tokenizer("<|im_start|>user\nhello<|im_end|>\n", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert tuned(input_ids=ids).logits.shape[-1] == len(tokenizer)
+
+
+def test_a_run_that_continues_a_model_starts_from_its_adapter(finished, models_dir, tmp_path):
+    parent = state(finished)["evaluation"]
+    weights = (finished / "adapter" / "adapter_model.safetensors").resolve().as_uri()
+    spec = make_spec(
+        EXAMPLES / "support-chats-v4.jsonl",
+        total_steps=2,
+        interval=2,
+        hyperparameters=hyperparameters(learningRate=3e-2, loraRank=8, loraAlpha=16),
+        initialAdapterUrl=weights,
+    )
+    child = tmp_path / "child"
+    assert run(spec, child, models_dir) == 0
+    logs = [e["message"] for e in events(child) if e["kind"] == "log"]
+    assert "starting from the parent model's adapter" in logs
+    # Before its first step the child already scores what the parent ended with, not what
+    # the base model (PEFT's initial adapter) scores.
+    before = state(child)["initialValidationLoss"]
+    assert parent["finalValidationLoss"] < parent["initialValidationLoss"]
+    assert before == pytest.approx(parent["finalValidationLoss"], rel=1e-4)
+    assert before != pytest.approx(parent["initialValidationLoss"], rel=1e-3)
+
+
+def test_a_parent_adapter_of_another_shape_is_refused_with_its_code(finished, models_dir, tmp_path):
+    weights = (finished / "adapter" / "adapter_model.safetensors").resolve().as_uri()
+    spec = make_spec(
+        EXAMPLES / "support-chats-v4.jsonl",
+        total_steps=2,
+        hyperparameters=hyperparameters(loraRank=4),
+        initialAdapterUrl=weights,
+    )
+    assert run(spec, tmp_path, models_dir) == 1
+    failed = state(tmp_path)
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "INCOMPATIBLE_PARENT_ADAPTER"
+    assert failed["error"]["retryable"] is False

@@ -269,6 +269,9 @@ pub fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
 pub struct ParentForJob {
     pub owner: UserId,
     pub base_model: String,
+    /// The shape of its adapter, which the new job's adapter starts from.
+    pub lora_rank: u32,
+    pub target_modules: Vec<config::TargetModule>,
 }
 
 impl JobCommand {
@@ -650,7 +653,7 @@ impl Job {
                 cmd.user_id,
                 parent_id,
                 cmd.parent.as_ref(),
-                &plan.configuration.base_model,
+                &plan.configuration,
             )?;
         }
         let dataset = cmd
@@ -682,20 +685,49 @@ impl Job {
 }
 
 /// Retraining starts from one of the user's own models, on that model's base model.
+/// A job that continues a model starts from its adapter's weights: the model must be the
+/// user's, on the same base model, with an adapter of the same shape (rank and modules).
 pub fn check_parent(
     user: UserId,
     parent_id: ModelId,
     parent: Option<&ParentForJob>,
-    base_model: &str,
+    configuration: &config::JobConfiguration,
 ) -> Result<(), JobError> {
+    let h = &configuration.hyperparameters;
     match parent {
         Some(p) if p.owner == user => {
-            if p.base_model != base_model {
+            if p.base_model != configuration.base_model {
                 return Err(FieldError::new(
                     "baseModel",
                     format!(
                         "model {parent_id} was trained on {}: retraining it needs the same baseModel",
                         p.base_model
+                    ),
+                )
+                .into());
+            }
+            if p.lora_rank != h.lora_rank {
+                return Err(FieldError::new(
+                    "hyperparameters.loraRank",
+                    format!(
+                        "model {parent_id}'s adapter has rank {}: continuing it needs loraRank {}",
+                        p.lora_rank, p.lora_rank
+                    ),
+                )
+                .into());
+            }
+            let modules = |m: &[config::TargetModule]| {
+                let mut names: Vec<&str> = m.iter().map(|m| m.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+            };
+            if modules(&p.target_modules) != modules(&h.target_modules) {
+                return Err(FieldError::new(
+                    "hyperparameters.targetModules",
+                    format!(
+                        "model {parent_id}'s adapter is on {}: continuing it needs the same targetModules",
+                        modules(&p.target_modules).join(", ")
                     ),
                 )
                 .into());

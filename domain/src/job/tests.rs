@@ -1296,14 +1296,38 @@ fn a_failed_job_the_cluster_still_runs_is_recovered_once() {
 }
 
 #[test]
-fn retraining_starts_from_an_own_model_on_its_base_model() {
+fn retraining_starts_from_an_own_model_on_its_base_model_with_its_adapter_s_shape() {
     let parent_id = ModelId(Uuid::from_u128(77));
+    let config = |model: &str| {
+        let mut h = Preset::Balanced.hyperparameters();
+        h.lora_rank = 16;
+        h.target_modules = vec![TargetModule::VProj, TargetModule::QProj];
+        JobConfiguration {
+            preset_id: Preset::Balanced,
+            hyperparameters: h,
+            gpu_config: GpuConfig {
+                instance_type: GpuType::A100_80gb,
+                num_gpus: 1,
+            },
+            base_model: model.into(),
+            options: TrainingOptions {
+                early_stopping_patience: None,
+                early_stopping_min_delta: None,
+                validation_split_ratio: 0.1,
+                checkpoint_interval: 10,
+                seed: None,
+            },
+        }
+    };
     let mine = ParentForJob {
         owner: owner(),
         base_model: "mistral-7b".into(),
+        lora_rank: 16,
+        target_modules: vec![TargetModule::QProj, TargetModule::VProj],
     };
+    // The modules in another order are the same adapter.
     assert_eq!(
-        check_parent(owner(), parent_id, Some(&mine), "mistral-7b"),
+        check_parent(owner(), parent_id, Some(&mine), &config("mistral-7b")),
         Ok(())
     );
     let field = |r: Result<(), JobError>| match r {
@@ -1311,8 +1335,28 @@ fn retraining_starts_from_an_own_model_on_its_base_model() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        field(check_parent(owner(), parent_id, Some(&mine), "llama-3-8b")),
+        field(check_parent(
+            owner(),
+            parent_id,
+            Some(&mine),
+            &config("llama-3-8b")
+        )),
         "baseModel"
+    );
+    let mut rank = config("mistral-7b");
+    rank.hyperparameters.lora_rank = 8;
+    assert_eq!(
+        field(check_parent(owner(), parent_id, Some(&mine), &rank)),
+        "hyperparameters.loraRank"
+    );
+    let mut modules = config("mistral-7b");
+    modules
+        .hyperparameters
+        .target_modules
+        .push(TargetModule::KProj);
+    assert_eq!(
+        field(check_parent(owner(), parent_id, Some(&mine), &modules)),
+        "hyperparameters.targetModules"
     );
     let theirs = ParentForJob {
         owner: UserId(Uuid::from_u128(99)),
@@ -1323,12 +1367,17 @@ fn retraining_starts_from_an_own_model_on_its_base_model() {
             owner(),
             parent_id,
             Some(&theirs),
-            "mistral-7b"
+            &config("mistral-7b")
         )),
         "parentModelId"
     );
     assert_eq!(
-        field(check_parent(owner(), parent_id, None, "mistral-7b")),
+        field(check_parent(
+            owner(),
+            parent_id,
+            None,
+            &config("mistral-7b")
+        )),
         "parentModelId"
     );
 }

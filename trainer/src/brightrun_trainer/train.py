@@ -61,8 +61,10 @@ class StopFlag:
         return self.signalled or (self.run_dir / "cancel").exists()
 
 
-def download(url: str, target: Path) -> int:
-    """Streams the dataset from its presigned URL; the bytes it read."""
+def download(
+    url: str, target: Path, what: str = "dataset", code: str = "DATASET_UNAVAILABLE"
+) -> int:
+    """Streams a file (the dataset) from its presigned URL; the bytes it read."""
     if target.exists():
         return target.stat().st_size
     tmp = target.with_suffix(".part")
@@ -72,14 +74,12 @@ def download(url: str, target: Path) -> int:
                 out.write(chunk)
     except urllib.error.HTTPError as e:
         raise TrainerError(
-            "DATASET_UNAVAILABLE",
-            f"the dataset URL answered HTTP {e.code} ({e.reason})",
+            code,
+            f"the {what} URL answered HTTP {e.code} ({e.reason})",
             retryable=e.code >= 500 or e.code == 429,
         ) from e
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise TrainerError(
-            "DATASET_UNAVAILABLE", f"the dataset could not be downloaded: {e}", retryable=True
-        ) from e
+        raise TrainerError(code, f"the {what} could not be downloaded: {e}", retryable=True) from e
     os.replace(tmp, target)
     return target.stat().st_size
 
@@ -101,6 +101,31 @@ def latest_checkpoint(folder: Path) -> Path | None:
             except ValueError:
                 continue
     return max(found)[1] if found else None
+
+
+def start_from_parent(model, url: str, run_dir: Path, reporter) -> None:
+    """A job that continues a model: its adapter's weights, in place of PEFT's initial ones
+    (the service checked rank and modules; a mismatch is still refused here)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = run_dir / "initial_adapter.safetensors"
+    download(url, weights, "parent model's adapter", "PARENT_ADAPTER_UNAVAILABLE")
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(weights)))
+    except (RuntimeError, ValueError) as e:
+        raise TrainerError(
+            "INCOMPATIBLE_PARENT_ADAPTER",
+            f"the parent model's adapter does not fit this job's LoRA: {str(e).splitlines()[0]}",
+        ) from e
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise TrainerError(
+            "INCOMPATIBLE_PARENT_ADAPTER",
+            "the parent model's adapter does not fit this job's LoRA "
+            f"({len(missing)} weights missing, {len(result.unexpected_keys)} unexpected)",
+        )
+    reporter.log("info", "starting from the parent model's adapter")
 
 
 def keep_best_checkpoint(spec, model, run_dir: Path, callback, last_step: int, reporter) -> int:
@@ -277,6 +302,8 @@ def _train(spec: dict, run_dir: Path, reporter: Reporter, stop: StopFlag, models
             task_type="CAUSAL_LM",
         ),
     )
+    if spec.get("initialAdapterUrl"):
+        start_from_parent(model, spec["initialAdapterUrl"], run_dir, reporter)
     max_length = min(MAX_LENGTH, getattr(tokenizer, "model_max_length", MAX_LENGTH) or MAX_LENGTH)
 
     def encode(pairs):

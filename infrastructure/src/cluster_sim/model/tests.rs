@@ -27,6 +27,7 @@ fn job(preset: Preset, seed: u64) -> SimJob {
             time_limit_seconds: None,
             webhook_url: None,
             resume_from: None,
+            initial_adapter_url: None,
         },
         seed,
         attempt: 1,
