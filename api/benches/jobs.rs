@@ -107,6 +107,7 @@ async fn running_job(service: &api::Service, user: Uuid, dataset: Uuid, history:
                     seed: None,
                 },
                 parent_model_id: None,
+                from_checkpoint: None,
                 name: None,
                 labels: Default::default(),
             },

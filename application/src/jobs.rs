@@ -10,7 +10,9 @@ use domain::ids::{DatasetId, JobId, ModelId};
 use domain::job::config::JobRequest;
 use domain::job::estimate::Rates;
 use domain::job::telemetry::TelemetryEvent;
-use domain::job::{plan, CreateJob, DatasetForJob, Job, JobCommand, JobError, ParentForJob, Plan};
+use domain::job::{
+    plan, CheckpointForJob, CreateJob, DatasetForJob, Job, JobCommand, JobError, ParentForJob, Plan,
+};
 
 use crate::datasets::Receipt;
 use crate::{AppError, Clock, CommandContext, LogPositions};
@@ -24,6 +26,14 @@ pub trait DatasetLookup: Send + Sync {
     /// The model a job would retrain from, with its owner and base model; `None` when
     /// unknown or deleted.
     async fn parent_for_job(&self, model: ModelId) -> anyhow::Result<Option<ParentForJob>>;
+
+    /// The checkpoint `checkpoint` of the job `job` a new job would continue, with its
+    /// job's owner and adapter shape; `None` when unknown.
+    async fn checkpoint_for_job(
+        &self,
+        job: JobId,
+        checkpoint: &str,
+    ) -> anyhow::Result<Option<CheckpointForJob>>;
 }
 
 /// Appends telemetry at its natural key; answers false when that key was already recorded.
@@ -50,6 +60,8 @@ pub struct NewJob {
     pub dataset_id: DatasetId,
     pub request: JobRequest,
     pub parent_model_id: Option<ModelId>,
+    /// The checkpoint (job, checkpoint id) the job continues.
+    pub from_checkpoint: Option<(JobId, String)>,
     /// The job's name; `None`: named after its dataset.
     pub name: Option<String>,
     pub labels: domain::job::labels::JobLabels,
@@ -124,6 +136,14 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
                 .map_err(|e| AppError::Internal(format!("{e:#}")))?,
             None => None,
         };
+        let checkpoint = match &new.from_checkpoint {
+            Some((job, checkpoint)) if domain::job::is_checkpoint_id(checkpoint) => self
+                .datasets
+                .checkpoint_for_job(*job, checkpoint)
+                .await
+                .map_err(|e| AppError::Internal(format!("{e:#}")))?,
+            _ => None,
+        };
         let command = JobCommand::Create(Box::new(CreateJob {
             job_id,
             user_id: ctx.user_id,
@@ -133,6 +153,8 @@ impl<ES: EventStore<Job>> JobCommands<ES> {
             rates: self.rates.clone(),
             parent_model_id: new.parent_model_id,
             parent,
+            from_checkpoint: new.from_checkpoint,
+            checkpoint,
             name: new.name,
             labels: new.labels,
             created_at: self.clock.now(),

@@ -305,7 +305,15 @@ impl<JES: EventStore<Job>, MES: EventStore<Model>> TrainingSaga<JES, MES> {
             .await?;
         // A job that continues a model starts from that model's adapter.
         let initial_adapter_url = match entry.parent_model_id {
-            None => None,
+            None => match job.initial_adapter() {
+                Some(key) => Some(
+                    self.objects
+                        .presign_get(key, self.options.dataset_url_validity, now)
+                        .await?
+                        .url,
+                ),
+                None => None,
+            },
             Some(parent) => {
                 let model = self.models.load(parent).await.map_err(internal)?;
                 match model.as_ref().and_then(|m| m.artifact(ADAPTER_WEIGHTS)) {

@@ -7,11 +7,11 @@ use application::CommandContext;
 use async_trait::async_trait;
 use cqrs_es::DomainEvent;
 use domain::dataset::{DatasetFormat, DatasetStatus};
-use domain::ids::{DatasetId, ModelId, UserId};
-use domain::job::config::JobConfiguration;
+use domain::ids::{DatasetId, JobId, ModelId, UserId};
+use domain::job::config::{Hyperparameters, JobConfiguration};
 use domain::job::estimate::DatasetFigures;
 use domain::job::telemetry::TelemetryEvent;
-use domain::job::{DatasetForJob, ParentForJob};
+use domain::job::{CheckpointForJob, DatasetForJob, ParentForJob};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -41,6 +41,33 @@ impl DatasetLookup for PgDatasetLookup {
             base_model,
             lora_rank: configuration.hyperparameters.lora_rank,
             target_modules: configuration.hyperparameters.target_modules,
+        }))
+    }
+
+    async fn checkpoint_for_job(
+        &self,
+        job: JobId,
+        checkpoint: &str,
+    ) -> anyhow::Result<Option<CheckpointForJob>> {
+        let row: Option<(uuid::Uuid, String, serde_json::Value, Option<String>)> = sqlx::query_as(
+            "SELECT j.user_id, j.base_model, j.hyperparameters, c.s3_key FROM rm_jobs j \
+                 JOIN rm_job_checkpoints c ON c.job_id = j.id \
+                 WHERE j.id = $1 AND c.checkpoint_id = $2",
+        )
+        .bind(job.0)
+        .bind(checkpoint)
+        .fetch_optional(&self.0)
+        .await?;
+        let Some((owner, base_model, hyperparameters, s3_key)) = row else {
+            return Ok(None);
+        };
+        let h: Hyperparameters = serde_json::from_value(hyperparameters)?;
+        Ok(Some(CheckpointForJob {
+            owner: UserId(owner),
+            base_model,
+            lora_rank: h.lora_rank,
+            target_modules: h.target_modules,
+            s3_key,
         }))
     }
 

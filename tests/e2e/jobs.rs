@@ -198,6 +198,12 @@ async fn bad_requests_name_their_field_and_create_nothing() {
     let mut delta = body(&dataset);
     delta["earlyStoppingPatience"] = json!(3);
     delta["earlyStoppingMinDelta"] = json!(11);
+    let mut unknown_checkpoint = body(&dataset);
+    unknown_checkpoint["fromCheckpoint"] =
+        json!({"jobId": Uuid::now_v7().to_string(), "checkpointId": "ckpt-2"});
+    let mut nul_checkpoint = body(&dataset);
+    nul_checkpoint["fromCheckpoint"] =
+        json!({"jobId": Uuid::now_v7().to_string(), "checkpointId": "ckpt-\u{0}"});
     let cases = [
         (lone_delta, 400, "VALIDATION_ERROR", "earlyStoppingMinDelta"),
         (delta, 400, "VALIDATION_ERROR", "earlyStoppingMinDelta"),
@@ -225,6 +231,12 @@ async fn bad_requests_name_their_field_and_create_nothing() {
             assert_eq!(answer["error"]["code"], code, "{answer}");
             assert_eq!(answer["error"]["field"], field, "{answer}");
         }
+    }
+    // What a job starts from is checked on creation (an estimate does not look).
+    for request in [unknown_checkpoint, nul_checkpoint] {
+        let (got, answer) = app.post("/api/jobs", Some(&token), request).await;
+        assert_eq!(got, 400, "{answer}");
+        assert_eq!(answer["error"]["field"], "fromCheckpoint", "{answer}");
     }
     let (status, answer) = app.post("/api/jobs", Some(&stranger), body(&dataset)).await;
     assert_eq!(status, 404, "another user's dataset: {answer}");

@@ -1035,7 +1035,7 @@ async fn a_job_that_continues_a_model_starts_from_its_adapter_s_weights() {
     let logs = messages(&done);
     assert!(
         logs.iter()
-            .any(|m| m == "starting from the parent model's adapter"),
+            .any(|m| m == "starting from the weights of the adapter it continues"),
         "{logs:?}"
     );
     // Before its first step the child scores what its parent ended with.
@@ -1044,6 +1044,54 @@ async fn a_job_that_continues_a_model_starts_from_its_adapter_s_weights() {
         .find_map(|m| m.strip_prefix("validation loss before training: "))
         .expect("the child's validation loss before training");
     assert_eq!(before, parent_final, "{logs:?}");
+
+    // From a checkpoint of the parent's job instead: its stored adapter, its loss.
+    let checkpoint = parent_done["checkpoints"]
+        .as_array()
+        .and_then(|c| c.first())
+        .cloned()
+        .expect("the parent job's first checkpoint");
+    let mut from_checkpoint = continued(16);
+    from_checkpoint
+        .as_object_mut()
+        .unwrap()
+        .remove("parentModelId");
+    from_checkpoint["fromCheckpoint"] =
+        json!({"jobId": parent_job, "checkpointId": checkpoint["id"]});
+    let (status, created) = client.post("/api/jobs", from_checkpoint).await;
+    assert_eq!(status, 201, "{created}");
+    let grandchild = created["data"]["jobId"].as_str().unwrap().to_string();
+    let done = client
+        .wait_for_status(
+            &grandchild,
+            &["completed", "failed"],
+            Duration::from_secs(400),
+        )
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let logs = messages(&done);
+    assert!(
+        logs.iter()
+            .any(|m| m == "starting from the weights of the adapter it continues"),
+        "{logs:?}"
+    );
+    let before: f64 = logs
+        .iter()
+        .find_map(|m| m.strip_prefix("validation loss before training: "))
+        .and_then(|l| l.parse().ok())
+        .expect("the validation loss before training");
+    let at_checkpoint = checkpoint["loss"].as_f64().unwrap();
+    assert!(
+        (before - at_checkpoint).abs() < 1e-3,
+        "{before} vs the checkpoint's {at_checkpoint}: {checkpoint}"
+    );
+    // An unknown checkpoint is refused by its field.
+    let mut unknown = continued(16);
+    unknown.as_object_mut().unwrap().remove("parentModelId");
+    unknown["fromCheckpoint"] = json!({"jobId": parent_job, "checkpointId": "ckpt-9999"});
+    let (status, body) = client.post("/api/jobs", unknown).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "fromCheckpoint", "{body}");
     drop(service);
     iso.cleanup().await;
 }

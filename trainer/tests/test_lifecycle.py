@@ -176,42 +176,71 @@ def test_a_dataset_url_that_fails(models_dir, tmp_path, http_server):
     assert error["code"] == "DATASET_UNAVAILABLE" and error["retryable"] is True
 
 
-def test_early_stopping_keeps_the_best_checkpoint_s_adapter(models_dir, tmp_path):
+def test_early_stopping_keeps_the_adapter_of_the_lowest_validation_loss(models_dir, tmp_path):
     from safetensors.torch import load_file
 
-    # A learning rate this high makes the validation loss climb after its first fall.
     spec = make_spec(
         EXAMPLES / "support-chats-v4.jsonl",
-        total_steps=16,
+        total_steps=6,
         interval=1,
         earlyStoppingPatience=2,
-        earlyStoppingMinDelta=0.01,
+        earlyStoppingMinDelta=0.5,
     )
-    spec["hyperparameters"]["learningRate"] = 0.05
-    spec["hyperparameters"]["scheduler"] = "constant"
     assert run(spec, tmp_path, models_dir) == 0
     done = state(tmp_path)
-    assert done["status"] == "completed"
     logs = [e["message"] for e in events(tmp_path) if e["kind"] == "log"]
-    stopped = [m for m in logs if m.startswith("early stopping at step ")]
-    assert stopped, logs
-    last = int(stopped[0].split()[4].rstrip(":"))
-    assert last < 16
-    evaluation = done["evaluation"]
-    kept = evaluation["adapterStep"]
+    # No evaluation improves on the first by 0.5: the run stops two evaluations later.
+    assert any(m.startswith("early stopping at step 3: ") for m in logs), logs
     losses = {
         e["step"]: e["validationLoss"]
         for e in events(tmp_path)
         if e["kind"] == "metric" and e.get("validationLoss") is not None
     }
+    assert sorted(losses) == [1, 2, 3]
     best = min(losses, key=losses.get)
-    assert kept == best < last, (kept, losses)
-    assert f"keeping the best checkpoint: step {kept}" in " ".join(logs)
-    # The adapter is the best checkpoint's, evaluated as such.
+    kept = done["evaluation"]["adapterStep"]
+    assert kept == best
+    # The adapter is that checkpoint's, and the final evaluation is of it.
     final = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     checkpoint = load_file(
         str(tmp_path / "checkpoints" / f"checkpoint-{kept}" / "adapter_model.safetensors")
     )
     assert final.keys() == checkpoint.keys()
     assert all((final[k] == checkpoint[k]).all() for k in final)
-    assert abs(evaluation["finalValidationLoss"] - losses[kept]) < 1e-4
+    assert done["evaluation"]["finalValidationLoss"] == pytest.approx(losses[kept], abs=1e-4)
+
+
+def test_keeping_the_best_checkpoint_loads_its_weights_into_the_model(models_dir, tmp_path):
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from brightrun_trainer import catalogue
+    from brightrun_trainer.reports import Reporter
+    from brightrun_trainer.train import keep_best_checkpoint
+
+    spec = make_spec(EXAMPLES / "support-chats-v4.jsonl", total_steps=3, interval=1)
+    assert run(spec, tmp_path, models_dir) == 0
+    base = AutoModelForCausalLM.from_pretrained(
+        catalogue.snapshot(models_dir, catalogue.CATALOGUE["tiny-random"].repo)
+    )
+    model = PeftModel.from_pretrained(base, tmp_path / "adapter", is_trainable=True)
+
+    class Lowest:
+        lowest = (0.1, 1)
+
+    reporter = Reporter(tmp_path)
+    try:
+        # Without early stopping the last step's adapter stays.
+        assert keep_best_checkpoint(spec, model, tmp_path, Lowest(), 3, reporter) == 3
+        spec["earlyStoppingPatience"] = 2
+        assert keep_best_checkpoint(spec, model, tmp_path, Lowest(), 3, reporter) == 1
+    finally:
+        reporter.close()
+    wanted = load_file(str(tmp_path / "checkpoints/checkpoint-1/adapter_model.safetensors"))
+    now = get_peft_model_state_dict(model)
+    assert wanted.keys() == now.keys()
+    assert all(torch.equal(wanted[k], now[k]) for k in wanted)
+    last = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert any(not torch.equal(wanted[k], last[k]) for k in wanted), "steps 1 and 3 differ"

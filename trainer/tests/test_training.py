@@ -69,8 +69,11 @@ def test_the_run_completes_with_every_report(finished):
         "bestValidationLoss",
         "perplexity",
         "comparison",
+        "adapterStep",
     }
     assert ev_loss["bestValidationLoss"] <= ev_loss["finalValidationLoss"]
+    # Without early stopping the adapter is the last step's.
+    assert ev_loss["adapterStep"] == 6
 
 
 def test_base_and_adapter_are_compared_on_the_validation_pairs(finished):
@@ -170,7 +173,7 @@ def test_a_run_that_continues_a_model_starts_from_its_adapter(finished, models_d
     child = tmp_path / "child"
     assert run(spec, child, models_dir) == 0
     logs = [e["message"] for e in events(child) if e["kind"] == "log"]
-    assert "starting from the parent model's adapter" in logs
+    assert "starting from the weights of the adapter it continues" in logs
     # Before its first step the child already scores what the parent ended with, not what
     # the base model (PEFT's initial adapter) scores.
     before = state(child)["initialValidationLoss"]

@@ -74,6 +74,9 @@ pub struct JobCreated {
     pub rates: Rates,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_model_id: Option<ModelId>,
+    /// The checkpoint of an earlier job whose adapter this job starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_checkpoint: Option<StartingCheckpoint>,
     /// The fine-tuned model's name suffix (`ft:<base>:<suffix>:<id>`), when the client named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
@@ -152,6 +155,15 @@ impl JobCheckpointSaved {
             _ => None,
         }
     }
+}
+
+/// The checkpoint a job continues: which job's, which one, and its stored adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartingCheckpoint {
+    pub job_id: JobId,
+    pub checkpoint_id: String,
+    pub s3_key: String,
 }
 
 /// A file copied into our bucket and checked against the size and sha256 its source gave.

@@ -15,7 +15,7 @@ pub mod telemetry;
 pub use events::{
     JobCancelled, JobCheckpointSaved, JobCompleted, JobCostAccrued, JobCreated, JobEvent,
     JobFailed, JobMetadataUpdated, JobRecoveredFromCluster, JobRetryScheduled, JobStageChanged,
-    JobSubmissionStarted, JobSubmitted, StoredFile,
+    JobSubmissionStarted, JobSubmitted, StartingCheckpoint, StoredFile,
 };
 
 use std::collections::HashSet;
@@ -264,6 +264,23 @@ pub fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
     Ok(out)
 }
 
+/// Whether `id` can name a checkpoint at all (`ckpt-<step>`: 1 to 100 characters, none a
+/// control character); one that cannot is no checkpoint, without looking.
+pub fn is_checkpoint_id(id: &str) -> bool {
+    (1..=100).contains(&id.chars().count()) && !id.chars().any(char::is_control)
+}
+
+/// The checkpoint a job continues, as read for the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointForJob {
+    pub owner: UserId,
+    pub base_model: String,
+    pub lora_rank: u32,
+    pub target_modules: Vec<config::TargetModule>,
+    /// Its adapter in our bucket (`None`: the cluster kept no file of it).
+    pub s3_key: Option<String>,
+}
+
 /// The model a job retrains from, as read for the request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParentForJob {
@@ -296,6 +313,10 @@ pub struct CreateJob {
     pub parent_model_id: Option<ModelId>,
     /// The parent model when `parent_model_id` names one the read model knows (not deleted).
     pub parent: Option<ParentForJob>,
+    /// The checkpoint (job, checkpoint id) the job continues...
+    pub from_checkpoint: Option<(JobId, String)>,
+    /// ...as the read model knows it.
+    pub checkpoint: Option<CheckpointForJob>,
     /// The user's name for the job; `None`: named after its dataset (`default_name`).
     pub name: Option<String>,
     pub labels: labels::JobLabels,
@@ -331,6 +352,9 @@ pub struct Job {
     attempt: u32,
     retry_count: u32,
     cluster_job_id: Option<String>,
+    /// The stored adapter the job starts from: the checkpoint it continues.
+    #[serde(default)]
+    initial_adapter: Option<String>,
     /// The cluster job of the last attempt that failed and was retried: the next attempt
     /// starts from its newest checkpoint.
     #[serde(default)]
@@ -367,6 +391,11 @@ impl Job {
 
     pub fn cluster_job_id(&self) -> Option<&str> {
         self.cluster_job_id.as_deref()
+    }
+
+    /// The stored adapter (key) the job starts from, when it continues a checkpoint.
+    pub fn initial_adapter(&self) -> Option<&str> {
+        self.initial_adapter.as_deref()
     }
 
     /// The cluster job a retried attempt resumes from: the one that failed before it.
@@ -656,6 +685,23 @@ impl Job {
                 &plan.configuration,
             )?;
         }
+        let from_checkpoint = match &cmd.from_checkpoint {
+            None => None,
+            Some(_) if cmd.parent_model_id.is_some() => {
+                return Err(FieldError::new(
+                    "fromCheckpoint",
+                    "a job continues either a model (parentModelId) or a checkpoint (fromCheckpoint), not both",
+                )
+                .into())
+            }
+            Some((job, checkpoint)) => Some(check_checkpoint(
+                cmd.user_id,
+                *job,
+                checkpoint,
+                cmd.checkpoint.as_ref(),
+                &plan.configuration,
+            )?),
+        };
         let dataset = cmd
             .dataset
             .ok_or(JobError::DatasetNotFound(cmd.dataset_id))?;
@@ -677,6 +723,7 @@ impl Job {
             estimate: plan.estimate,
             rates: cmd.rates,
             parent_model_id: cmd.parent_model_id,
+            from_checkpoint,
             suffix: labels.suffix,
             metadata: labels.metadata,
             created_at: cmd.created_at,
@@ -684,7 +731,6 @@ impl Job {
     }
 }
 
-/// Retraining starts from one of the user's own models, on that model's base model.
 /// A job that continues a model starts from its adapter's weights: the model must be the
 /// user's, on the same base model, with an adapter of the same shape (rank and modules).
 pub fn check_parent(
@@ -693,49 +739,88 @@ pub fn check_parent(
     parent: Option<&ParentForJob>,
     configuration: &config::JobConfiguration,
 ) -> Result<(), JobError> {
-    let h = &configuration.hyperparameters;
     match parent {
-        Some(p) if p.owner == user => {
-            if p.base_model != configuration.base_model {
-                return Err(FieldError::new(
-                    "baseModel",
-                    format!(
-                        "model {parent_id} was trained on {}: retraining it needs the same baseModel",
-                        p.base_model
-                    ),
-                )
-                .into());
-            }
-            if p.lora_rank != h.lora_rank {
-                return Err(FieldError::new(
-                    "hyperparameters.loraRank",
-                    format!(
-                        "model {parent_id}'s adapter has rank {}: continuing it needs loraRank {}",
-                        p.lora_rank, p.lora_rank
-                    ),
-                )
-                .into());
-            }
-            let modules = |m: &[config::TargetModule]| {
-                let mut names: Vec<&str> = m.iter().map(|m| m.as_str()).collect();
-                names.sort_unstable();
-                names.dedup();
-                names
-            };
-            if modules(&p.target_modules) != modules(&h.target_modules) {
-                return Err(FieldError::new(
-                    "hyperparameters.targetModules",
-                    format!(
-                        "model {parent_id}'s adapter is on {}: continuing it needs the same targetModules",
-                        modules(&p.target_modules).join(", ")
-                    ),
-                )
-                .into());
-            }
-            Ok(())
-        }
+        Some(p) if p.owner == user => check_same_adapter(
+            &format!("model {parent_id}"),
+            (&p.base_model, p.lora_rank, &p.target_modules),
+            configuration,
+        ),
         _ => Err(FieldError::new("parentModelId", format!("no model {parent_id}")).into()),
     }
+}
+
+/// A job that continues a checkpoint of one of the user's jobs starts from its stored
+/// adapter, which must have the new job's shape (base model, rank, modules).
+pub fn check_checkpoint(
+    user: UserId,
+    job: JobId,
+    checkpoint_id: &str,
+    checkpoint: Option<&CheckpointForJob>,
+    configuration: &config::JobConfiguration,
+) -> Result<StartingCheckpoint, JobError> {
+    let Some(c) = checkpoint.filter(|c| c.owner == user) else {
+        return Err(FieldError::new(
+            "fromCheckpoint",
+            format!("job {job} has no checkpoint {checkpoint_id}"),
+        )
+        .into());
+    };
+    check_same_adapter(
+        &format!("checkpoint {checkpoint_id} of job {job}"),
+        (&c.base_model, c.lora_rank, &c.target_modules),
+        configuration,
+    )?;
+    let s3_key = c.s3_key.clone().ok_or_else(|| {
+        FieldError::new(
+            "fromCheckpoint",
+            format!("checkpoint {checkpoint_id} of job {job} kept no adapter to start from"),
+        )
+    })?;
+    Ok(StartingCheckpoint {
+        job_id: job,
+        checkpoint_id: checkpoint_id.to_string(),
+        s3_key,
+    })
+}
+
+/// The adapter `what` (base model, rank, modules) must be the one `configuration` trains.
+fn check_same_adapter(
+    what: &str,
+    (base_model, rank, target_modules): (&str, u32, &[config::TargetModule]),
+    configuration: &config::JobConfiguration,
+) -> Result<(), JobError> {
+    let h = &configuration.hyperparameters;
+    if base_model != configuration.base_model {
+        return Err(FieldError::new(
+            "baseModel",
+            format!("{what} was trained on {base_model}: continuing it needs the same baseModel"),
+        )
+        .into());
+    }
+    if rank != h.lora_rank {
+        return Err(FieldError::new(
+            "hyperparameters.loraRank",
+            format!("{what}'s adapter has rank {rank}: continuing it needs loraRank {rank}"),
+        )
+        .into());
+    }
+    let modules = |m: &[config::TargetModule]| {
+        let mut names: Vec<&str> = m.iter().map(|m| m.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    if modules(target_modules) != modules(&h.target_modules) {
+        return Err(FieldError::new(
+            "hyperparameters.targetModules",
+            format!(
+                "{what}'s adapter is on {}: continuing it needs the same targetModules",
+                modules(target_modules).join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// A resolved configuration and its estimate: what `POST /api/jobs/estimate` answers and
@@ -794,6 +879,7 @@ decided_aggregate!(
                 self.stage = JobStage::Queued;
                 self.estimated_total = e.estimate.cost.total;
                 self.estimated_compute = e.estimate.cost.compute.total;
+                self.initial_adapter = e.from_checkpoint.map(|c| c.s3_key);
             }
             JobEvent::JobSubmissionStarted(e) => {
                 self.status = JobStatus::Initializing;

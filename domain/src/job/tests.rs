@@ -341,6 +341,8 @@ fn create_with(dataset: Option<DatasetForJob>) -> JobCommand {
         rates: Rates::default(),
         parent_model_id: None,
         parent: None,
+        from_checkpoint: None,
+        checkpoint: None,
         name: None,
         labels: Default::default(),
         created_at: at(),
@@ -362,6 +364,7 @@ fn created() -> JobEvent {
         configuration: config,
         rates: Rates::default(),
         parent_model_id: None,
+        from_checkpoint: None,
         suffix: None,
         metadata: Default::default(),
         created_at: at(),
@@ -1293,6 +1296,63 @@ fn a_failed_job_the_cluster_still_runs_is_recovered_once() {
         .given(vec![created(), started(1), submitted, failed, recovered])
         .when(recover("cj-1"))
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_job_continues_an_own_checkpoint_that_kept_its_adapter() {
+    let source = JobId(Uuid::from_u128(5));
+    let configuration = request(Preset::Balanced, GpuType::A100_80gb, 1, "mistral-7b")
+        .resolve(1000)
+        .unwrap();
+    let h = &configuration.hyperparameters;
+    let kept = CheckpointForJob {
+        owner: owner(),
+        base_model: "mistral-7b".into(),
+        lora_rank: h.lora_rank,
+        target_modules: h.target_modules.clone(),
+        s3_key: Some("jobs/5/checkpoints/ckpt-2/adapter_model.safetensors".into()),
+    };
+    assert_eq!(
+        check_checkpoint(owner(), source, "ckpt-2", Some(&kept), &configuration),
+        Ok(StartingCheckpoint {
+            job_id: source,
+            checkpoint_id: "ckpt-2".into(),
+            s3_key: "jobs/5/checkpoints/ckpt-2/adapter_model.safetensors".into(),
+        })
+    );
+    let field = |r: Result<StartingCheckpoint, JobError>| match r {
+        Err(JobError::Invalid(f)) => f.field,
+        other => panic!("{other:?}"),
+    };
+    let no_file = CheckpointForJob {
+        s3_key: None,
+        ..kept.clone()
+    };
+    let theirs = CheckpointForJob {
+        owner: UserId(Uuid::from_u128(99)),
+        ..kept.clone()
+    };
+    let other_rank = CheckpointForJob {
+        lora_rank: h.lora_rank * 2,
+        ..kept.clone()
+    };
+    for (checkpoint, expected) in [
+        (Some(&no_file), "fromCheckpoint"),
+        (Some(&theirs), "fromCheckpoint"),
+        (None, "fromCheckpoint"),
+        (Some(&other_rank), "hyperparameters.loraRank"),
+    ] {
+        assert_eq!(
+            field(check_checkpoint(
+                owner(),
+                source,
+                "ckpt-2",
+                checkpoint,
+                &configuration
+            )),
+            expected
+        );
+    }
 }
 
 #[test]

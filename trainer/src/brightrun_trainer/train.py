@@ -125,7 +125,7 @@ def start_from_parent(model, url: str, run_dir: Path, reporter) -> None:
             "the parent model's adapter does not fit this job's LoRA "
             f"({len(missing)} weights missing, {len(result.unexpected_keys)} unexpected)",
         )
-    reporter.log("info", "starting from the parent model's adapter")
+    reporter.log("info", "starting from the weights of the adapter it continues")
 
 
 def keep_best_checkpoint(spec, model, run_dir: Path, callback, last_step: int, reporter) -> int:

@@ -79,8 +79,24 @@ pub struct JobRequestBody {
     pub validation_split_ratio: Option<f64>,
     /// Save a checkpoint every this many steps (default: about ten over the run).
     pub checkpoint_interval: Option<u64>,
-    /// Retrain from this model (its version's minor number is bumped).
+    /// Retrain from this model (its version's minor number is bumped): the new adapter
+    /// starts from its weights (same baseModel, loraRank and targetModules).
     pub parent_model_id: Option<Uuid>,
+    /// Start from a checkpoint of one of your jobs (its stored adapter's weights; same
+    /// baseModel, loraRank and targetModules). Not with parentModelId.
+    #[serde(default)]
+    pub from_checkpoint: Option<FromCheckpointInput>,
+}
+
+/// A checkpoint of an earlier job, by the job and the checkpoint's id (`ckpt-<step>`, as
+/// the job's `checkpoints` list it).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FromCheckpointInput {
+    pub job_id: Uuid,
+    /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
+    pub checkpoint_id: String,
 }
 
 impl JobRequestBody {

@@ -130,6 +130,9 @@ async fn create_job(
                 dataset_id: DatasetId(body.dataset_id),
                 request: body.request(),
                 parent_model_id: body.parent_model_id.map(ModelId),
+                from_checkpoint: body
+                    .from_checkpoint
+                    .map(|c| (domain::ids::JobId(c.job_id), c.checkpoint_id)),
                 name: body.name,
                 labels: Default::default(),
             },

@@ -67,6 +67,7 @@ async fn create_job(
                 dataset_id: t.dataset_id,
                 request: t.request,
                 parent_model_id: t.parent_model_id,
+                from_checkpoint: None,
                 name: None,
                 labels: t.labels,
             },
