@@ -277,6 +277,8 @@ pub(crate) async fn complete(
             base_url: route.base_url,
             model: route.model,
             messages: req.messages,
+            default_system: domain::job::config::BaseModel::find(&deployment.base_model)
+                .and_then(|m| m.default_system_prompt),
             _lease: route.lease,
         };
         return Ok(Completion::Stream(stream(
@@ -332,16 +334,29 @@ struct Prompt {
     base_url: String,
     model: String,
     messages: Vec<ChatMessage>,
+    /// What the model's chat template says first when the conversation has no system
+    /// message (the engine counts it).
+    default_system: Option<&'static str>,
     /// The request counts in its engine's load until the stream has ended.
     _lease: Lease,
 }
 
-/// The prompt's tokens by the engine's tokenizer, the messages laid out in ChatML.
+/// The prompt's tokens by the engine's tokenizer, the messages laid out in ChatML as the
+/// model's template lays them out (with its default system message when there is none).
 async fn count_prompt(state: &AppState, prompt: &Prompt) -> u64 {
     let (base_url, model, messages) = (&prompt.base_url, &prompt.model, &prompt.messages);
-    let mut prompt: String = messages
-        .iter()
-        .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
+    let system = match (messages.first(), prompt.default_system) {
+        (Some(first), Some(system)) if first.role != "system" => {
+            format!("<|im_start|>system\n{system}<|im_end|>\n")
+        }
+        _ => String::new(),
+    };
+    let mut prompt: String = std::iter::once(system)
+        .chain(
+            messages
+                .iter()
+                .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content)),
+        )
         .collect();
     prompt.push_str("<|im_start|>assistant\n");
     let root = base_url.trim_end_matches("/v1");

