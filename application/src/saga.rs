@@ -29,10 +29,8 @@ use crate::cluster::{
 };
 use crate::jobs::JobCommands;
 use crate::models::ModelCommands;
-
-/// The artifact whose weights a job that continues a model starts from.
-const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 use crate::{AppError, CommandContext, ObjectStore};
+use domain::model::ADAPTER_WEIGHTS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -149,6 +149,12 @@ pub fn next_version(parent: Option<&str>) -> String {
     format!("{major}.{}.0", minor + 1)
 }
 
+/// The artifact holding a model's adapter weights (PEFT's file name): what a deployment
+/// serves and what a job that continues the model starts from.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// The artifact holding the adapter's configuration (rank, alpha, target modules).
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelArtifact {
@@ -1092,6 +1098,15 @@ mod tests {
     }
 
     fn deploy(model: &Model, id: &str) -> Result<Vec<ModelEvent>, ModelError> {
+        deploy_replicas(model, id, None, None)
+    }
+
+    fn deploy_replicas(
+        model: &Model,
+        id: &str,
+        min_replicas: Option<u32>,
+        max_replicas: Option<u32>,
+    ) -> Result<Vec<ModelEvent>, ModelError> {
         model.decide(ModelCommand::RequestDeployment {
             actor: OWNER,
             is_admin: false,
@@ -1099,8 +1114,8 @@ mod tests {
                 environment: DeployEnvironment::Staging,
                 endpoint_name: None,
                 instance_type: None,
-                min_replicas: None,
-                max_replicas: None,
+                min_replicas,
+                max_replicas,
             },
             ticket: DeploymentTicket {
                 deployment_id: id.into(),
@@ -1207,25 +1222,7 @@ mod tests {
     #[test]
     fn load_asks_for_replicas_between_min_and_max() {
         let mut model = stored();
-        let events = model
-            .decide(ModelCommand::RequestDeployment {
-                actor: OWNER,
-                is_admin: false,
-                request: DeployRequest {
-                    environment: DeployEnvironment::Staging,
-                    endpoint_name: None,
-                    instance_type: None,
-                    min_replicas: Some(2),
-                    max_replicas: Some(4),
-                },
-                ticket: DeploymentTicket {
-                    deployment_id: "dep-1".into(),
-                    endpoint_url: "https://dep-1.example".into(),
-                    estimated_ready_at: at(5),
-                },
-                at: at(1),
-            })
-            .unwrap();
+        let events = deploy_replicas(&model, "dep-1", Some(2), Some(4)).unwrap();
         for e in events {
             model.apply(e);
         }

@@ -22,7 +22,7 @@ use application::models::{Deployer, EngineHealth, Lease, Route, Target};
 use application::ObjectStore;
 use async_trait::async_trait;
 use domain::ids::ModelId;
-use domain::model::Deployment;
+use domain::model::{Deployment, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use serde::{Deserialize, Serialize};
 
 use crate::inference::{Engine, EngineError, LlamaCppEngines};
@@ -34,7 +34,7 @@ pub const CPU_BASE_MODELS: &[&str] = &["smollm2-135m"];
 const MAX_RESTARTS: u32 = 3;
 
 /// The files of a PEFT adapter the engine needs.
-const ADAPTER_FILES: &[&str] = &["adapter_model.safetensors", "adapter_config.json"];
+const ADAPTER_FILES: &[&str] = &[ADAPTER_WEIGHTS, ADAPTER_CONFIG];
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -107,6 +107,13 @@ impl Seat {
             member,
             restarts: 0,
             load: Arc::default(),
+        }
+    }
+
+    fn role_index(&self) -> usize {
+        match self.role {
+            Role::Replica(i) => i,
+            Role::Base => usize::MAX,
         }
     }
 
@@ -242,15 +249,6 @@ impl Served {
             }
         }
         started
-    }
-}
-
-impl Seat {
-    fn role_index(&self) -> usize {
-        match self.role {
-            Role::Replica(i) => i,
-            Role::Base => usize::MAX,
-        }
     }
 }
 

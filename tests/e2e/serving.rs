@@ -59,6 +59,18 @@ async fn trained(app: &TestApp, token: &str, base_model: &str) -> String {
     job["artifactId"].as_str().expect("artifactId").to_string()
 }
 
+/// Deploys the model `id` with `request` and waits until its engines serve.
+async fn deployed(app: &TestApp, token: &str, id: &str, request: Value) {
+    let (status, body) = app
+        .post(&format!("/api/models/{id}/deploy"), Some(token), request)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the engines serve", Duration::from_secs(180), || async {
+        model(app, token, id).await["deployment"]["status"] == "deployed"
+    })
+    .await;
+}
+
 async fn model(app: &TestApp, token: &str, id: &str) -> Value {
     app.get(&format!("/api/models/{id}"), Some(token)).await.1["data"]["model"].clone()
 }
@@ -419,18 +431,7 @@ async fn kill_9_of_serve_leaves_no_engine_behind_and_the_next_one_serves_the_dep
     let app = serving_app_on(iso.clone()).await;
     let (_, token) = app.user("ada").await;
     let id = trained(&app, &token, "smollm2-135m").await;
-    let (status, body) = app
-        .post(
-            &format!("/api/models/{id}/deploy"),
-            Some(&token),
-            json!({"environment": "production"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    eventually("the engine serves", Duration::from_secs(180), || async {
-        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
-    })
-    .await;
+    deployed(&app, &token, &id, json!({"environment": "production"})).await;
     let mut app = app;
     app.stop().await;
 
@@ -555,18 +556,7 @@ async fn on_slurm_each_engine_is_a_slurm_job_replaced_when_it_ends_and_cancelled
     // Trained on the simulator, served on Slurm.
     let id = trained(&app, &token, "smollm2-135m").await;
     let base = format!("/api/models/{id}");
-    let (status, body) = app
-        .post(
-            &format!("{base}/deploy"),
-            Some(&token),
-            json!({"environment": "staging"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    eventually("the engines serve", Duration::from_secs(180), || async {
-        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
-    })
-    .await;
+    deployed(&app, &token, &id, json!({"environment": "staging"})).await;
 
     // The deployment's folder is under the runs folder the nodes share; its engines are two
     // running Slurm jobs, the replica and the base model's, each named by the deployment.
@@ -651,17 +641,12 @@ async fn under_load_a_deployment_adds_replicas_up_to_its_maximum_and_stops_them_
     let app = TestApp::start_with(Isolation::new(), api::Roles::ALL, &borrowed(&vars)).await;
     let (_, token) = app.user("ada").await;
     let id = trained(&app, &token, "smollm2-135m").await;
-    let (status, body) = app
-        .post(
-            &format!("/api/models/{id}/deploy"),
-            Some(&token),
-            json!({"environment": "staging", "minReplicas": 1, "maxReplicas": 2}),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    eventually("the engine serves", Duration::from_secs(180), || async {
-        model(&app, &token, &id).await["deployment"]["status"] == "deployed"
-    })
+    deployed(
+        &app,
+        &token,
+        &id,
+        json!({"environment": "staging", "minReplicas": 1, "maxReplicas": 2}),
+    )
     .await;
     let replicas = || {
         engines_written(&app.iso)["replicas"]

@@ -617,13 +617,10 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
     let (service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 2).await;
     let run = cluster.runs.join(format!("{job}-1"));
-    eventually(
+    until_on_disk(
         "the first checkpoint is on disk",
         Duration::from_secs(300),
-        || {
-            let done = run.join("checkpoints/checkpoint-2/optimizer.pt").exists();
-            async move { done }
-        },
+        || run.join("checkpoints/checkpoint-2/optimizer.pt").exists(),
     )
     .await;
     // Preempted: Slurm stops the job and queues it again; it starts again once its old
@@ -661,13 +658,10 @@ async fn a_preempted_slurm_job_resumes_from_its_last_checkpoint() {
             .any(|m| m.starts_with("resuming from checkpoint-")),
         "the second start resumed from a checkpoint, not from step 0: {logs:?}"
     );
-    eventually(
+    until_on_disk(
         "the completed run's folder is removed",
         Duration::from_secs(60),
-        || {
-            let gone = !run.exists();
-            async move { gone }
-        },
+        || !run.exists(),
     )
     .await;
     assert_each_step_once(&done);
@@ -834,13 +828,10 @@ async fn a_purged_dataset_leaves_no_copy_in_a_run_folder() {
         .await
         .expect("DELETE");
     assert!(deleted.status().is_success(), "{}", deleted.status());
-    eventually(
+    until_on_disk(
         "the purge removes the old run",
         Duration::from_secs(60),
-        || {
-            let gone = !old.exists();
-            async move { gone }
-        },
+        || !old.exists(),
     )
     .await;
     assert!(
@@ -849,6 +840,15 @@ async fn a_purged_dataset_leaves_no_copy_in_a_run_folder() {
     );
     drop(service);
     iso.cleanup().await;
+}
+
+/// Waits until `check` of the run folders holds (a file written, a folder removed).
+async fn until_on_disk(what: &str, within: Duration, check: impl Fn() -> bool) {
+    eventually(what, within, || {
+        let now = check();
+        async move { now }
+    })
+    .await;
 }
 
 /// The trainer processes of the run folder `run` (by their command line).
@@ -874,14 +874,13 @@ async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
     let (service, client, dataset) = start(&iso, &cluster).await;
     let job = client.create_job(&dataset, 2).await;
     let first = cluster.runs.join(format!("{job}-1"));
-    eventually(
+    until_on_disk(
         "the first checkpoint is on disk",
         Duration::from_secs(300),
         || {
-            let done = first
+            first
                 .join("checkpoints/checkpoint-2/trainer_state.json")
-                .exists();
-            async move { done }
+                .exists()
         },
     )
     .await;
@@ -894,9 +893,8 @@ async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
     }
     // The retry's submission names the Slurm job it resumes from.
     let second = cluster.runs.join(format!("{job}-2"));
-    eventually("the retry is submitted", Duration::from_secs(120), || {
-        let written = second.join("spec.json").exists();
-        async move { written }
+    until_on_disk("the retry is submitted", Duration::from_secs(120), || {
+        second.join("spec.json").exists()
     })
     .await;
     let spec: Value =
@@ -954,13 +952,10 @@ async fn a_trainer_killed_mid_run_is_retried_from_its_newest_checkpoint() {
     );
     // Both attempts' folders go: the first once the second was submitted, the second
     // once the job completed.
-    eventually(
+    until_on_disk(
         "both run folders are removed",
         Duration::from_secs(60),
-        || {
-            let gone = !first.exists() && !second.exists();
-            async move { gone }
-        },
+        || !first.exists() && !second.exists(),
     )
     .await;
     drop(service);

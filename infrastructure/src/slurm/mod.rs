@@ -83,6 +83,13 @@ impl std::fmt::Debug for SlurmSettings {
     }
 }
 
+impl SlurmSettings {
+    /// A client of the settings' slurmrestd, as their user.
+    fn rest(&self) -> SlurmRest {
+        SlurmRest::new(&self.rest_url, &self.api_version, &self.user, &self.jwt)
+    }
+}
+
 /// Parses `a100-40gb=gpu:a100_40gb,h100-80gb=gpu:h100` (`SLURM_GPU_GRES`).
 pub fn parse_gres_map(text: &str) -> Result<BTreeMap<GpuType, String>, String> {
     let mut map = BTreeMap::new();
@@ -145,6 +152,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The newest whole checkpoint in `folder` (`checkpoint-<step>` with its
+/// `trainer_state.json`, the last file the trainer writes of one), as the trainer resumes.
+fn newest_checkpoint(folder: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(folder)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let step: u64 = entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("checkpoint-")?
+                .parse()
+                .ok()?;
+            let path = entry.path();
+            path.join("trainer_state.json")
+                .exists()
+                .then_some((step, path))
+        })
+        .max()
+        .map(|(_, path)| path)
 }
 
 /// Copies the folder `from` (files and folders, recursively) to `into`.
@@ -217,12 +246,7 @@ impl SlurmCluster {
 
     pub fn new(settings: SlurmSettings) -> SlurmCluster {
         SlurmCluster {
-            rest: SlurmRest::new(
-                &settings.rest_url,
-                &settings.api_version,
-                &settings.user,
-                &settings.jwt,
-            ),
+            rest: settings.rest(),
             settings,
         }
     }
@@ -324,7 +348,7 @@ impl SlurmCluster {
             tracing::warn!(%failed, "no run folder to resume from; training starts from step 0");
             return;
         };
-        let Some(checkpoint) = report::newest_checkpoint(&from.join("checkpoints")) else {
+        let Some(checkpoint) = newest_checkpoint(&from.join("checkpoints")) else {
             tracing::info!(%failed, "the failed run kept no checkpoint; training starts from step 0");
             return;
         };

@@ -105,28 +105,6 @@ pub struct TrainerState {
     pub initial_validation_loss: Option<f64>,
 }
 
-/// The newest whole checkpoint in `folder` (`checkpoint-<step>` with its
-/// `trainer_state.json`, the last file the trainer writes of one), as the trainer resumes.
-pub fn newest_checkpoint(folder: &std::path::Path) -> Option<std::path::PathBuf> {
-    std::fs::read_dir(folder)
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let step: u64 = entry
-                .file_name()
-                .to_str()?
-                .strip_prefix("checkpoint-")?
-                .parse()
-                .ok()?;
-            let path = entry.path();
-            path.join("trainer_state.json")
-                .exists()
-                .then_some((step, path))
-        })
-        .max()
-        .map(|(_, path)| path)
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainerArtifact {

@@ -68,22 +68,10 @@ impl Drop for SlurmEngine {
     }
 }
 
-/// An engine job that is still queued or running: its id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Queued {
-    pub job_id: u64,
-    pub state: String,
-}
-
 impl SlurmServing {
     pub fn new(settings: &SlurmSettings) -> SlurmServing {
         SlurmServing {
-            rest: SlurmRest::new(
-                &settings.rest_url,
-                &settings.api_version,
-                &settings.user,
-                &settings.jwt,
-            ),
+            rest: settings.rest(),
             partition: settings.partition.clone(),
             cpus_per_task: settings.cpus_per_task,
             root: settings.runs_dir.join("deployments"),
@@ -185,24 +173,21 @@ impl SlurmServing {
     }
 
     /// The engine jobs still queued or running whose name starts with
-    /// `brightrun-serve-<prefix>`.
-    pub async fn queued(&self, prefix: &str) -> Result<Vec<Queued>, String> {
+    /// `brightrun-serve-<prefix>`: their ids.
+    async fn queued(&self, prefix: &str) -> Result<Vec<u64>, String> {
         let name = format!("{ENGINE_JOB_PREFIX}{prefix}");
         let jobs = self.rest.jobs().await.map_err(|e| format!("{e:?}"))?;
         Ok(jobs
             .into_iter()
             .filter(|j| j.name.starts_with(&name) && !is_terminal(&j.job_state))
-            .map(|j| Queued {
-                job_id: j.job_id,
-                state: j.job_state,
-            })
+            .map(|j| j.job_id)
             .collect())
     }
 
     /// Cancels every engine job of the deployment `deployment_id` (an earlier process's).
     pub async fn cancel_all(&self, deployment_id: &str) -> Result<(), String> {
         for job in self.queued(deployment_id).await? {
-            match self.rest.cancel(job.job_id).await {
+            match self.rest.cancel(job).await {
                 Ok(()) | Err(application::cluster::ClusterCallError::UnknownJob(_)) => {}
                 Err(e) => return Err(format!("{e:?}")),
             }

@@ -56,9 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chat_with_base_model))
 }
 
-const ADAPTER_MODEL: &str = "adapter_model.safetensors";
-
-const ADAPTER_CONFIG: &str = "adapter_config.json";
+use domain::model::{ADAPTER_CONFIG, ADAPTER_WEIGHTS as ADAPTER_MODEL};
 
 const TOKENIZER: &str = "tokenizer.json";
 
